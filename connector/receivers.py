@@ -1,0 +1,1 @@
+"""Receivers for inbox signals: enqueue connector tasks once the writing transaction commits."""

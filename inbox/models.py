@@ -1,0 +1,568 @@
+"""Mailboxes and the mail they hold: folders, messages, locations, threads, attachments,
+filings on CRM records, the outbox, and the sync ledger.
+
+Identity rules (SPEC 3, RELIABILITY S-05..S-09): within a mailbox a message is one row per
+distinct content (sha256 of the raw bytes); each copy on the server is a Location (folder,
+UIDVALIDITY, UID). Message-ID is a threading hint, never an identity: a forged or missing one
+can neither hide nor double another message. Mailboxes never share Message rows (privacy).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from crm.models import Account, Contact, Lead, Opportunity, Ticket
+
+from .crypto import EncryptedTextField, Secret, encrypt
+
+
+class Security(models.TextChoices):
+    SSL = "ssl", "SSL/TLS"
+    STARTTLS = "starttls", "STARTTLS"
+    NONE = "none", "None (plain text)"
+
+
+class Mailbox(models.Model):
+    class Kind(models.TextChoices):
+        SHARED = "shared", "Shared"
+        PERSONAL = "personal", "Personal"
+
+    class ConnectionType(models.TextChoices):
+        IMAP = "imap", "IMAP and SMTP"
+        GOOGLE = "google", "Google"
+        MICROSOFT = "microsoft", "Microsoft"
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        SYNCING = "syncing", "Syncing"
+        ERROR = "error", "Error (retrying)"
+        NEEDS_RECONNECT = "needs_reconnect", "Needs reconnect"
+
+    class Privacy(models.TextChoices):
+        FULL = "full", "Everything"
+        SUBJECT = "subject", "Subject and people"
+        PEOPLE = "people", "People and time only"
+        NOTHING = "nothing", "Nothing"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PERSONAL)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        related_name="personal_mailboxes",
+        help_text="Personal mailboxes only: the one user who reads it.",
+    )
+    granted_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="granted_mailboxes",
+        help_text="Shared mailboxes: users who may read and send from it.",
+    )
+    granted_groups = models.ManyToManyField(
+        Group, blank=True, related_name="granted_mailboxes",
+        help_text="Shared mailboxes: groups whose members may read and send from it.",
+    )
+
+    email_address = models.CharField(max_length=320, db_index=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    connection_type = models.CharField(
+        max_length=10, choices=ConnectionType.choices, default=ConnectionType.IMAP
+    )
+    login = models.CharField(
+        max_length=320, blank=True, help_text="Login name, when it differs from the address."
+    )
+    password_encrypted = EncryptedTextField()
+    oauth_access_token_encrypted = EncryptedTextField()
+    oauth_refresh_token_encrypted = EncryptedTextField()
+    oauth_expires_at = models.DateTimeField(null=True, blank=True)
+
+    imap_host = models.CharField(max_length=253, blank=True)
+    imap_port = models.PositiveIntegerField(default=993)
+    imap_security = models.CharField(max_length=10, choices=Security.choices, default=Security.SSL)
+    smtp_host = models.CharField(max_length=253, blank=True)
+    smtp_port = models.PositiveIntegerField(default=465)
+    smtp_security = models.CharField(max_length=10, choices=Security.choices, default=Security.SSL)
+    allow_insecure_cert = models.BooleanField(
+        default=False,
+        help_text="Allow a certificate not signed by a trusted authority (off: certificates are "
+        "verified).",
+    )
+
+    active_folders = models.JSONField(
+        default=list, blank=True, help_text="Names of the folders to sync (Inbox and Sent first)."
+    )
+    sync_from = models.DateField(
+        null=True, blank=True, help_text="Sync mail from this date on. Cannot change afterwards."
+    )
+    create_contacts = models.BooleanField(
+        default=False, help_text="Create contacts for unknown senders."
+    )
+    create_tickets = models.BooleanField(
+        default=False, help_text="Support mailbox: new mail opens a ticket."
+    )
+    forward_unplaced_to = models.CharField(
+        max_length=320, blank=True,
+        help_text="Internal support address to forward mail the rules cannot place to.",
+    )
+    refresh_interval = models.PositiveIntegerField(
+        default=300, help_text="Seconds between two syncs."
+    )
+    signature = models.TextField(blank=True)
+    privacy = models.CharField(
+        max_length=10, choices=Privacy.choices, default=Privacy.FULL,
+        help_text="What other users see of this personal mailbox's mail on a record's Email tab.",
+    )
+
+    state = models.CharField(max_length=20, choices=State.choices, default=State.ACTIVE)
+    last_error = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    sync_requested_at = models.DateTimeField(null=True, blank=True)
+    first_sync_done = models.BooleanField(default=False)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["email_address", "id"]
+        verbose_name_plural = "mailboxes"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="shared", owner__isnull=True)
+                | Q(kind="personal", owner__isnull=False),
+                name="inbox_mailbox_owner_matches_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(imap_port__gte=1, imap_port__lte=65535)
+                & Q(smtp_port__gte=1, smtp_port__lte=65535),
+                name="inbox_mailbox_ports_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email_address
+
+    def get_absolute_url(self) -> str:
+        return reverse("inbox:mailbox_health", args=[self.pk])
+
+    def clean(self):
+        errors = {}
+        if self.kind == self.Kind.PERSONAL and not self.owner_id:
+            errors["owner"] = "A personal mailbox needs an owner."
+        if self.kind == self.Kind.SHARED and self.owner_id:
+            errors["owner"] = "A shared mailbox has no owner: grant it to users and groups."
+        if self.email_address:
+            from crm.normalize import normalize_email
+
+            try:
+                self.email_address = normalize_email(self.email_address)
+            except ValidationError as exc:
+                errors["email_address"] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+
+    # Credentials: written encrypted, read only as a Secret that does not print itself.
+    def set_password(self, raw: str) -> None:
+        self.password_encrypted = encrypt(raw) if raw else ""
+
+    @property
+    def password(self) -> Secret:
+        return Secret(self.password_encrypted)
+
+    def set_oauth_tokens(
+        self, *, access_token: str, refresh_token: str | None, expires_at: dt.datetime | None
+    ) -> None:
+        self.oauth_access_token_encrypted = encrypt(access_token) if access_token else ""
+        if refresh_token:
+            self.oauth_refresh_token_encrypted = encrypt(refresh_token)
+        self.oauth_expires_at = expires_at
+
+    @property
+    def login_name(self) -> str:
+        return self.login or self.email_address
+
+    @property
+    def is_due(self) -> bool:
+        return self.state in (self.State.ACTIVE, self.State.ERROR) and (
+            self.next_sync_at is None or self.next_sync_at <= timezone.now()
+        )
+
+
+ENCRYPTED_FIELDS = {
+    Mailbox: ["password_encrypted", "oauth_access_token_encrypted", "oauth_refresh_token_encrypted"]
+}
+
+
+class PrimaryMailbox(models.Model):
+    """Which of a user's mailboxes comes first and sends by default: one per user (the
+    primary key is the user), and it may be a personal mailbox or a granted shared one."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE,
+        related_name="primary_mailbox",
+    )
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="primary_for")
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.mailbox}"
+
+
+class Folder(models.Model):
+    class SpecialUse(models.TextChoices):
+        NONE = "", "Folder"
+        INBOX = "inbox", "Inbox"
+        SENT = "sent", "Sent"
+        DRAFTS = "drafts", "Drafts"
+        TRASH = "trash", "Trash"
+        JUNK = "junk", "Junk"
+        ARCHIVE = "archive", "Archive"
+        ALL = "all", "All mail"
+        FLAGGED = "flagged", "Flagged"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="folders")
+    name = models.CharField(max_length=1000, help_text="The server's name (decoded UTF-8).")
+    delimiter = models.CharField(max_length=4, blank=True)
+    special_use = models.CharField(max_length=10, choices=SpecialUse.choices, blank=True)
+    is_active = models.BooleanField(default=False)
+    is_selectable = models.BooleanField(default=True)
+    exists_on_server = models.BooleanField(default=True)
+    uidvalidity = models.PositiveBigIntegerField(null=True, blank=True)
+    last_uid = models.PositiveBigIntegerField(default=0)
+    uidnext = models.PositiveBigIntegerField(null=True, blank=True)
+    highest_modseq = models.PositiveBigIntegerField(null=True, blank=True)
+    messages_on_server = models.PositiveIntegerField(default=0)
+    first_sync_total = models.PositiveIntegerField(default=0)
+    first_sync_done = models.PositiveIntegerField(default=0)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["mailbox", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"], name="inbox_folder_name_once")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Thread(models.Model):
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="threads")
+    subject = models.CharField(max_length=500, blank=True)
+    last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    message_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-last_message_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
+class Message(models.Model):
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="messages")
+    thread = models.ForeignKey(
+        Thread, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    sha256 = models.CharField(max_length=64, help_text="Hash of the raw bytes: the identity.")
+    size = models.PositiveBigIntegerField(default=0)
+    raw_file = models.CharField(
+        max_length=300, blank=True, help_text="Storage path of the compressed raw source."
+    )
+    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    in_reply_to = models.CharField(max_length=998, blank=True, db_index=True)
+    references = models.TextField(blank=True)
+    subject = models.CharField(max_length=1000, blank=True)
+    from_name = models.CharField(max_length=500, blank=True)
+    from_address = models.CharField(max_length=320, blank=True, db_index=True)
+    date = models.DateTimeField(null=True, blank=True, db_index=True)
+    internal_date = models.DateTimeField(null=True, blank=True)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True)
+    snippet = models.CharField(max_length=300, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    has_attachments = models.BooleanField(default=False)
+    is_auto_reply = models.BooleanField(default=False)
+    is_bounce = models.BooleanField(default=False)
+    is_list = models.BooleanField(default=False)
+    is_outgoing = models.BooleanField(default=False)
+    too_large = models.BooleanField(default=False)
+    parse_defects = models.JSONField(default=list, blank=True)
+    on_server = models.BooleanField(
+        default=True, help_text="False once every copy was expunged: the message stays filed."
+    )
+    seen = models.BooleanField(default=False)
+    flagged = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-date", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "sha256"], name="inbox_message_content_once")
+        ]
+        indexes = [models.Index(fields=["mailbox", "-date"], name="inbox_msg_mailbox_date")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
+class MessageAddress(models.Model):
+    """Every address of a message, normalised, one row each: matching looks them up in bulk."""
+
+    class Role(models.TextChoices):
+        FROM = "from", "From"
+        SENDER = "sender", "Sender"
+        REPLY_TO = "reply_to", "Reply-To"
+        TO = "to", "To"
+        CC = "cc", "Cc"
+        BCC = "bcc", "Bcc"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="addresses")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    address = models.CharField(max_length=320, db_index=True)
+    name = models.CharField(max_length=500, blank=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["message", "role", "position"]
+
+
+class Location(models.Model):
+    """One copy of a message on the server: (folder, UIDVALIDITY, UID) and its flags."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="locations")
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="locations")
+    uidvalidity = models.PositiveBigIntegerField()
+    uid = models.PositiveBigIntegerField()
+    flags = models.JSONField(default=list, blank=True)
+    modseq = models.PositiveBigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["folder", "uid"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["folder", "uidvalidity", "uid"], name="inbox_location_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.folder}:{self.uidvalidity}:{self.uid}"
+
+
+class AttachmentBlob(models.Model):
+    """Attachment content, stored once by hash whatever the number of messages carrying it."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.PositiveBigIntegerField()
+    file = models.CharField(max_length=300, help_text="Storage path (a generated name).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Attachment(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    blob = models.ForeignKey(AttachmentBlob, on_delete=models.PROTECT, related_name="uses")
+    filename = models.CharField(max_length=500, blank=True, help_text="As sent: metadata only.")
+    content_type = models.CharField(max_length=200, default="application/octet-stream")
+    content_id = models.CharField(max_length=500, blank=True)
+    is_inline = models.BooleanField(default=False)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["message", "position"]
+
+
+class Filing(models.Model):
+    """A message filed on one CRM record, with the rule that did it and the evidence.
+
+    A person's filing is never undone by automation; an unlinked filing is kept (with
+    `unlinked_at`) so automation never files the message there again."""
+
+    class Rule(models.TextChoices):
+        THREAD = "thread", "Reply in a filed thread"
+        TOKEN = "token", "Reply to mail sent from this record"
+        SUBJECT_REFERENCE = "subject_reference", "Reference in subject"
+        SENDER = "sender", "Sender is a contact"
+        RECIPIENT = "recipient", "Recipient is a contact"
+        LEAD = "lead", "Sender is a lead"
+        ACCOUNT_OF_CONTACT = "account_of_contact", "Contact's account"
+        DOMAIN = "domain", "Sender's domain"
+        CREATED_CONTACT = "created_contact", "New contact from sender"
+        NEW_TICKET = "new_ticket", "Opened a ticket"
+        SENT_FROM_RECORD = "sent_from_record", "Sent from this record"
+        MANUAL = "manual", "Filed by hand"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="filings")
+    record_type = models.CharField(max_length=20, db_index=True)
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="filings")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="filings")
+    lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="filings")
+    ticket = models.ForeignKey(Ticket, null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="filings")
+    opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.CASCADE,
+                                    related_name="filings")
+    rule = models.CharField(max_length=30, choices=Rule.choices)
+    evidence = models.CharField(max_length=1000, blank=True)
+    by_person = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="filings_made",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    unlinked_at = models.DateTimeField(null=True, blank=True)
+    unlinked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="filings_unlinked",
+    )
+
+    RECORD_FIELDS = ("account", "contact", "lead", "ticket", "opportunity")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(record_type="account", account__isnull=False, contact__isnull=True,
+                      lead__isnull=True, ticket__isnull=True, opportunity__isnull=True)
+                    | Q(record_type="contact", contact__isnull=False, account__isnull=True,
+                        lead__isnull=True, ticket__isnull=True, opportunity__isnull=True)
+                    | Q(record_type="lead", lead__isnull=False, account__isnull=True,
+                        contact__isnull=True, ticket__isnull=True, opportunity__isnull=True)
+                    | Q(record_type="ticket", ticket__isnull=False, account__isnull=True,
+                        contact__isnull=True, lead__isnull=True, opportunity__isnull=True)
+                    | Q(record_type="opportunity", opportunity__isnull=False,
+                        account__isnull=True, contact__isnull=True, lead__isnull=True,
+                        ticket__isnull=True)
+                ),
+                name="inbox_filing_exactly_one_record",
+            ),
+        ] + [
+            models.UniqueConstraint(
+                fields=["message", field], condition=Q(**{f"{field}__isnull": False}),
+                name=f"inbox_filing_{field}_once",
+            )
+            for field in ("account", "contact", "lead", "ticket", "opportunity")
+        ]
+
+    @property
+    def record(self):
+        return getattr(self, self.record_type)
+
+    @property
+    def is_active(self) -> bool:
+        return self.unlinked_at is None
+
+
+class TriageEntry(models.Model):
+    class Reason(models.TextChoices):
+        UNFILED = "unfiled", "No rule placed it"
+        AMBIGUOUS_DOMAIN = "ambiguous_domain", "Ambiguous domain"
+        FOREIGN_REFERENCE = "foreign_reference", "Reference from a non-participant"
+        HELD = "held", "Could not be read"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="triage_entries")
+    reason = models.CharField(max_length=30, choices=Reason.choices)
+    details = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "reason"], condition=Q(resolved_at__isnull=True),
+                name="inbox_triage_open_once",
+            )
+        ]
+
+
+class OutboxEntry(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        RETRYING = "retrying", "Retrying"
+        FAILED = "failed", "Failed"
+        VERIFY = "verify", "Outcome unknown: verifying"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="outbox")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="outbox_entries",
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED,
+                             db_index=True)
+    message_id = models.CharField(max_length=998, unique=True)
+    from_address = models.CharField(max_length=320)
+    to = models.JSONField(default=list)
+    cc = models.JSONField(default=list, blank=True)
+    bcc = models.JSONField(default=list, blank=True)
+    subject = models.CharField(max_length=1000, blank=True)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.TextField(blank=True)
+    reply_to_message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
+    record_type = models.CharField(max_length=20, blank=True)
+    record_id = models.PositiveBigIntegerField(null=True, blank=True)
+    purpose = models.CharField(max_length=20, default="compose",
+                               help_text="compose, acknowledgement, forward_unplaced, test")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    appended_to_sent = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "outbox entries"
+
+
+class LedgerEntry(models.Model):
+    """What the sync did with each UID it saw: every one is accounted for (SPEC 3)."""
+
+    class Outcome(models.TextChoices):
+        STORED = "stored", "Stored"
+        DUPLICATE = "duplicate", "Duplicate"
+        SKIPPED = "skipped", "Skipped"
+        FAILED = "failed", "Failed (will retry)"
+        HELD = "held", "Held"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="ledger")
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="ledger")
+    uidvalidity = models.PositiveBigIntegerField()
+    uid = models.PositiveBigIntegerField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, db_index=True)
+    reason = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    raw_file = models.CharField(max_length=300, blank=True)
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger_entries"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["folder", "uidvalidity", "uid"], name="inbox_ledger_uid_once"
+            )
+        ]
