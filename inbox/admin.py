@@ -1,0 +1,112 @@
+"""Admin site for mailboxes: shared mailboxes with their grants, personal ones with their owner.
+
+Secrets are write-only here: the form has a password field that is never rendered back, and
+leaving it empty keeps the stored value. Admins manage mailboxes but the admin never shows
+mail of personal mailboxes (messages are not registered here)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox
+
+
+class MailboxAdminForm(forms.ModelForm):
+    new_password = forms.CharField(
+        label="Password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again. Leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = Mailbox
+        fields = "__all__"
+
+    def save(self, commit=True):
+        mailbox = super().save(commit=False)
+        if self.cleaned_data.get("new_password"):
+            mailbox.set_password(self.cleaned_data["new_password"])
+        if commit:
+            mailbox.save()
+            self.save_m2m()
+        return mailbox
+
+
+class FolderInline(admin.TabularInline):
+    model = Folder
+    extra = 0
+    can_delete = False
+    fields = ("name", "special_use", "is_active", "uidvalidity", "last_uid", "highest_modseq",
+              "messages_on_server", "last_synced_at")
+    readonly_fields = ("uidvalidity", "last_uid", "highest_modseq", "messages_on_server",
+                       "last_synced_at")
+
+
+@admin.register(Mailbox)
+class MailboxAdmin(admin.ModelAdmin):
+    form = MailboxAdminForm
+    list_display = ("email_address", "kind", "owner", "connection_type", "state",
+                    "last_success_at")
+    list_filter = ("kind", "state", "connection_type")
+    search_fields = ("email_address", "display_name", "owner__username")
+    filter_horizontal = ("granted_users", "granted_groups")
+    readonly_fields = ("state", "last_error", "consecutive_failures", "last_sync_at",
+                       "last_success_at", "next_sync_at", "first_sync_done", "progress_done",
+                       "progress_total", "oauth_expires_at", "created_at", "updated_at")
+    inlines = [FolderInline]
+    fieldsets = (
+        (None, {"fields": ("kind", "owner", "email_address", "display_name",
+                           "connection_type")}),
+        ("Grants (shared mailboxes)", {"fields": ("granted_users", "granted_groups")}),
+        ("Incoming (IMAP)", {"fields": ("login", "new_password", "imap_host", "imap_port",
+                                        "imap_security", "allow_insecure_cert")}),
+        ("Outgoing (SMTP)", {"fields": ("smtp_host", "smtp_port", "smtp_security")}),
+        ("Sync", {"fields": ("active_folders", "sync_from", "refresh_interval",
+                             "create_contacts", "create_tickets", "forward_unplaced_to",
+                             "signature", "privacy")}),
+        ("State", {"fields": ("state", "last_error", "consecutive_failures", "last_sync_at",
+                              "last_success_at", "next_sync_at", "first_sync_done",
+                              "progress_done", "progress_total", "oauth_expires_at",
+                              "created_at", "updated_at")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.sync_from:
+            fields.append("sync_from")  # SPEC 2: cannot be changed afterwards
+        return fields
+
+
+@admin.register(PrimaryMailbox)
+class PrimaryMailboxAdmin(admin.ModelAdmin):
+    list_display = ("user", "mailbox")
+    autocomplete_fields = ("mailbox",)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ("mailbox", "folder", "uidvalidity", "uid", "outcome", "reason", "attempts",
+                    "updated_at")
+    list_filter = ("outcome",)
+    search_fields = ("mailbox__email_address", "reason", "error")
+    list_select_related = ("mailbox", "folder")
+
+
+@admin.register(OutboxEntry)
+class OutboxEntryAdmin(ReadOnlyAdmin):
+    list_display = ("mailbox", "subject", "state", "attempts", "sent_at", "created_at")
+    list_filter = ("state",)
+    fields = ("mailbox", "state", "from_address", "to", "cc", "subject", "attempts",
+              "last_error", "next_attempt_at", "sent_at", "created_at")
+    list_select_related = ("mailbox",)
