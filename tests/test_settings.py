@@ -1,0 +1,62 @@
+"""Production settings: `manage.py check --deploy` must be clean (SPEC 6), checked in a fresh
+process because settings are read once, from the environment, at start-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "RELAY_PRODUCTION": "true",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "RELAY_ENCRYPTION_KEYS": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
+        "RELAY_TOKEN_KEY": secrets.token_urlsafe(32),
+        "DATABASE_URL": "postgres://relay:secret@db.internal:5432/relay",
+        "REDIS_URL": "redis://redis.internal:6379/0",
+        "DJANGO_ALLOWED_HOSTS": "crm.example.com",
+        "DJANGO_CSRF_TRUSTED_ORIGINS": "https://crm.example.com",
+        # Anything the app writes must land here, not in the checkout.
+        "RELAY_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.update(overrides)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
+    result = manage(production_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+    assert not (tmp_path / "data").exists(), "production must not invent secrets or folders"
+
+
+def test_production_refuses_to_invent_a_missing_secret(tmp_path):
+    env = production_env(tmp_path)
+    del env["DJANGO_SECRET_KEY"]
+
+    result = manage(env, "check")
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
