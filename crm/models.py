@@ -26,7 +26,10 @@ class Account(TimeStamped):
     website = models.URLField(blank=True)
     phone = models.CharField(max_length=50, blank=True)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="owned_accounts",
     )
 
@@ -132,7 +135,10 @@ class Lead(Person):
     company_name = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="owned_leads",
     )
     converted_contact = models.ForeignKey(
@@ -160,7 +166,9 @@ class LeadEmail(EmailAddressBase):
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="emails")
 
     class Meta(EmailAddressBase.Meta):
-        constraints = [models.UniqueConstraint(fields=["lead", "email"], name="crm_lead_email_once")]
+        constraints = [
+            models.UniqueConstraint(fields=["lead", "email"], name="crm_lead_email_once")
+        ]
 
 
 class StaffEmail(EmailAddressBase):
@@ -209,7 +217,10 @@ class Ticket(TimeStamped):
         Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="tickets"
     )
     assignee = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="assigned_tickets",
     )
 
@@ -252,7 +263,10 @@ class Opportunity(TimeStamped):
     amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     close_date = models.DateField(null=True, blank=True)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="owned_opportunities",
     )
 

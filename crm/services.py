@@ -77,7 +77,9 @@ def _replace_children(manager, model, field: str, values: list[str], **parent) -
 
 @transaction.atomic
 def contact_set_emails(*, contact: Contact, emails: Iterable[str]) -> None:
-    _replace_children(contact.emails, ContactEmail, "email", normalize_emails(emails), contact=contact)
+    _replace_children(
+        contact.emails, ContactEmail, "email", normalize_emails(emails), contact=contact
+    )
 
 
 @transaction.atomic
@@ -97,9 +99,7 @@ def staff_set_emails(*, user, emails: Iterable[str]) -> None:
     values = normalize_emails(emails)
     taken = StaffEmail.objects.filter(email__in=values).exclude(user=user)
     if taken.exists():
-        raise ValidationError(
-            [f"{s.email} already belongs to another user." for s in taken]
-        )
+        raise ValidationError([f"{s.email} already belongs to another user." for s in taken])
     _replace_children(user.staff_emails, StaffEmail, "email", values, user=user)
 
 
@@ -152,7 +152,9 @@ def opportunity_create(**fields) -> Opportunity:
 
 
 @transaction.atomic
-def lead_convert(*, lead: Lead, account: Account | None = None, create_account: bool = True) -> Contact:
+def lead_convert(
+    *, lead: Lead, account: Account | None = None, create_account: bool = True
+) -> Contact:
     """Turn a lead into a contact (with its addresses) and, by default, an account named after
     its company (reusing `account` when given). The lead keeps pointing at what it became."""
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
@@ -173,6 +175,13 @@ def lead_convert(*, lead: Lead, account: Account | None = None, create_account: 
     lead.converted_contact = contact
     lead.converted_account = account
     lead.converted_at = timezone.now()
-    lead.save(update_fields=["status", "converted_contact", "converted_account", "converted_at",
-                             "updated_at"])
+    lead.save(
+        update_fields=[
+            "status",
+            "converted_contact",
+            "converted_account",
+            "converted_at",
+            "updated_at",
+        ]
+    )
     return contact

@@ -103,11 +103,7 @@ TEMPLATES = [
 WSGI_APPLICATION = "crm.wsgi.application"
 
 # --- Database -------------------------------------------------------------------------------
-DATABASES = {
-    "default": env.db(
-        "DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'relay.sqlite3'}"
-    )
-}
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'relay.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server read while the worker writes; IMMEDIATE avoids "database is
     # locked" on lock upgrades; a busy timeout covers the rest.
@@ -220,7 +216,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
-CELERY_BEAT_SCHEDULE: dict = {}
+# Plain data: task names as strings (ARCHITECTURE). One tick dispatches every due mailbox.
+RELAY_BEAT_INTERVAL = env.float("RELAY_BEAT_INTERVAL", default=10.0)
+CELERY_BEAT_SCHEDULE: dict = {
+    "dispatch-due-mailboxes": {"task": "relay.beat_tick", "schedule": RELAY_BEAT_INTERVAL},
+}
 
 # --- Relay ----------------------------------------------------------------------------------
 # Mail hosts that may resolve to internal addresses (comma-separated names, IPs or CIDRs).

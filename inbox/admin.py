@@ -39,38 +39,98 @@ class FolderInline(admin.TabularInline):
     model = Folder
     extra = 0
     can_delete = False
-    fields = ("name", "special_use", "is_active", "uidvalidity", "last_uid", "highest_modseq",
-              "messages_on_server", "last_synced_at")
-    readonly_fields = ("uidvalidity", "last_uid", "highest_modseq", "messages_on_server",
-                       "last_synced_at")
+    fields = (
+        "name",
+        "special_use",
+        "is_active",
+        "uidvalidity",
+        "last_uid",
+        "highest_modseq",
+        "messages_on_server",
+        "last_synced_at",
+    )
+    readonly_fields = (
+        "uidvalidity",
+        "last_uid",
+        "highest_modseq",
+        "messages_on_server",
+        "last_synced_at",
+    )
 
 
 @admin.register(Mailbox)
 class MailboxAdmin(admin.ModelAdmin):
     form = MailboxAdminForm
-    list_display = ("email_address", "kind", "owner", "connection_type", "state",
-                    "last_success_at")
+    list_display = ("email_address", "kind", "owner", "connection_type", "state", "last_success_at")
     list_filter = ("kind", "state", "connection_type")
     search_fields = ("email_address", "display_name", "owner__username")
     filter_horizontal = ("granted_users", "granted_groups")
-    readonly_fields = ("state", "last_error", "consecutive_failures", "last_sync_at",
-                       "last_success_at", "next_sync_at", "first_sync_done", "progress_done",
-                       "progress_total", "oauth_expires_at", "created_at", "updated_at")
+    readonly_fields = (
+        "state",
+        "last_error",
+        "consecutive_failures",
+        "last_sync_at",
+        "last_success_at",
+        "next_sync_at",
+        "first_sync_done",
+        "progress_done",
+        "progress_total",
+        "oauth_expires_at",
+        "created_at",
+        "updated_at",
+    )
     inlines = [FolderInline]
     fieldsets = (
-        (None, {"fields": ("kind", "owner", "email_address", "display_name",
-                           "connection_type")}),
+        (None, {"fields": ("kind", "owner", "email_address", "display_name", "connection_type")}),
         ("Grants (shared mailboxes)", {"fields": ("granted_users", "granted_groups")}),
-        ("Incoming (IMAP)", {"fields": ("login", "new_password", "imap_host", "imap_port",
-                                        "imap_security", "allow_insecure_cert")}),
+        (
+            "Incoming (IMAP)",
+            {
+                "fields": (
+                    "login",
+                    "new_password",
+                    "imap_host",
+                    "imap_port",
+                    "imap_security",
+                    "allow_insecure_cert",
+                )
+            },
+        ),
         ("Outgoing (SMTP)", {"fields": ("smtp_host", "smtp_port", "smtp_security")}),
-        ("Sync", {"fields": ("active_folders", "sync_from", "refresh_interval",
-                             "create_contacts", "create_tickets", "forward_unplaced_to",
-                             "signature", "privacy")}),
-        ("State", {"fields": ("state", "last_error", "consecutive_failures", "last_sync_at",
-                              "last_success_at", "next_sync_at", "first_sync_done",
-                              "progress_done", "progress_total", "oauth_expires_at",
-                              "created_at", "updated_at")}),
+        (
+            "Sync",
+            {
+                "fields": (
+                    "active_folders",
+                    "sync_from",
+                    "refresh_interval",
+                    "create_contacts",
+                    "create_tickets",
+                    "forward_unplaced_to",
+                    "signature",
+                    "privacy",
+                )
+            },
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "state",
+                    "last_error",
+                    "consecutive_failures",
+                    "last_sync_at",
+                    "last_success_at",
+                    "next_sync_at",
+                    "first_sync_done",
+                    "progress_done",
+                    "progress_total",
+                    "oauth_expires_at",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
     )
 
     def get_readonly_fields(self, request, obj=None):
@@ -96,8 +156,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ("mailbox", "folder", "uidvalidity", "uid", "outcome", "reason", "attempts",
-                    "updated_at")
+    list_display = (
+        "mailbox",
+        "folder",
+        "uidvalidity",
+        "uid",
+        "outcome",
+        "reason",
+        "attempts",
+        "updated_at",
+    )
     list_filter = ("outcome",)
     search_fields = ("mailbox__email_address", "reason", "error")
     list_select_related = ("mailbox", "folder")
@@ -107,6 +175,17 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 class OutboxEntryAdmin(ReadOnlyAdmin):
     list_display = ("mailbox", "subject", "state", "attempts", "sent_at", "created_at")
     list_filter = ("state",)
-    fields = ("mailbox", "state", "from_address", "to", "cc", "subject", "attempts",
-              "last_error", "next_attempt_at", "sent_at", "created_at")
+    fields = (
+        "mailbox",
+        "state",
+        "from_address",
+        "to",
+        "cc",
+        "subject",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "sent_at",
+        "created_at",
+    )
     list_select_related = ("mailbox",)

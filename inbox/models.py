@@ -55,16 +55,23 @@ class Mailbox(models.Model):
 
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PERSONAL)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
         related_name="personal_mailboxes",
         help_text="Personal mailboxes only: the one user who reads it.",
     )
     granted_users = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, blank=True, related_name="granted_mailboxes",
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="granted_mailboxes",
         help_text="Shared mailboxes: users who may read and send from it.",
     )
     granted_groups = models.ManyToManyField(
-        Group, blank=True, related_name="granted_mailboxes",
+        Group,
+        blank=True,
+        related_name="granted_mailboxes",
         help_text="Shared mailboxes: groups whose members may read and send from it.",
     )
 
@@ -106,7 +113,8 @@ class Mailbox(models.Model):
         default=False, help_text="Support mailbox: new mail opens a ticket."
     )
     forward_unplaced_to = models.CharField(
-        max_length=320, blank=True,
+        max_length=320,
+        blank=True,
         help_text="Internal support address to forward mail the rules cannot place to.",
     )
     refresh_interval = models.PositiveIntegerField(
@@ -114,7 +122,9 @@ class Mailbox(models.Model):
     )
     signature = models.TextField(blank=True)
     privacy = models.CharField(
-        max_length=10, choices=Privacy.choices, default=Privacy.FULL,
+        max_length=10,
+        choices=Privacy.choices,
+        default=Privacy.FULL,
         help_text="What other users see of this personal mailbox's mail on a record's Email tab.",
     )
 
@@ -128,6 +138,12 @@ class Mailbox(models.Model):
     first_sync_done = models.BooleanField(default=False)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
+    # The sync lease: one sync per mailbox at a time across every worker and machine. The
+    # generation is a fencing token: a holder whose lease expired (paused worker) finds its
+    # generation changed and its late writes are refused (RELIABILITY S-21).
+    lease_holder = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    lease_generation = models.PositiveBigIntegerField(default=0)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -207,7 +223,9 @@ class PrimaryMailbox(models.Model):
     primary key is the user), and it may be a personal mailbox or a granted shared one."""
 
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE,
+        settings.AUTH_USER_MODEL,
+        primary_key=True,
+        on_delete=models.CASCADE,
         related_name="primary_mailbox",
     )
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="primary_for")
@@ -235,6 +253,9 @@ class Folder(models.Model):
     is_active = models.BooleanField(default=False)
     is_selectable = models.BooleanField(default=True)
     exists_on_server = models.BooleanField(default=True)
+    is_local = models.BooleanField(
+        default=False, help_text="Holds imported mail (.mbox/.eml); never synced with a server."
+    )
     uidvalidity = models.PositiveBigIntegerField(null=True, blank=True)
     last_uid = models.PositiveBigIntegerField(default=0)
     uidnext = models.PositiveBigIntegerField(null=True, blank=True)
@@ -359,6 +380,37 @@ class Location(models.Model):
         return f"{self.folder}:{self.uidvalidity}:{self.uid}"
 
 
+class PendingChange(models.Model):
+    """A change made in the CRM that the sync engine writes to the server (two-way sync)."""
+
+    class Action(models.TextChoices):
+        MARK_READ = "mark_read", "Mark read"
+        MARK_UNREAD = "mark_unread", "Mark unread"
+        FLAG = "flag", "Flag"
+        UNFLAG = "unflag", "Unflag"
+        MOVE = "move", "Move"
+        DELETE = "delete", "Delete (to Trash)"
+
+    location = models.ForeignKey(
+        Location, null=True, on_delete=models.SET_NULL, related_name="pending_changes"
+    )
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="pending_changes")
+    folder_name = models.CharField(max_length=1000)
+    uidvalidity = models.PositiveBigIntegerField()
+    uid = models.PositiveBigIntegerField()
+    action = models.CharField(max_length=20, choices=Action.choices)
+    target_folder = models.CharField(max_length=1000, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
 class AttachmentBlob(models.Model):
     """Attachment content, stored once by hash whatever the number of messages carrying it."""
 
@@ -403,26 +455,37 @@ class Filing(models.Model):
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="filings")
     record_type = models.CharField(max_length=20, db_index=True)
-    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE,
-                                related_name="filings")
-    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.CASCADE,
-                                related_name="filings")
-    lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.CASCADE,
-                             related_name="filings")
-    ticket = models.ForeignKey(Ticket, null=True, blank=True, on_delete=models.CASCADE,
-                               related_name="filings")
-    opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.CASCADE,
-                                    related_name="filings")
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+    )
+    contact = models.ForeignKey(
+        Contact, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+    )
+    lead = models.ForeignKey(
+        Lead, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+    )
+    ticket = models.ForeignKey(
+        Ticket, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+    )
+    opportunity = models.ForeignKey(
+        Opportunity, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+    )
     rule = models.CharField(max_length=30, choices=Rule.choices)
     evidence = models.CharField(max_length=1000, blank=True)
     by_person = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="filings_made",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     unlinked_at = models.DateTimeField(null=True, blank=True)
     unlinked_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="filings_unlinked",
     )
 
@@ -433,23 +496,53 @@ class Filing(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=(
-                    Q(record_type="account", account__isnull=False, contact__isnull=True,
-                      lead__isnull=True, ticket__isnull=True, opportunity__isnull=True)
-                    | Q(record_type="contact", contact__isnull=False, account__isnull=True,
-                        lead__isnull=True, ticket__isnull=True, opportunity__isnull=True)
-                    | Q(record_type="lead", lead__isnull=False, account__isnull=True,
-                        contact__isnull=True, ticket__isnull=True, opportunity__isnull=True)
-                    | Q(record_type="ticket", ticket__isnull=False, account__isnull=True,
-                        contact__isnull=True, lead__isnull=True, opportunity__isnull=True)
-                    | Q(record_type="opportunity", opportunity__isnull=False,
-                        account__isnull=True, contact__isnull=True, lead__isnull=True,
-                        ticket__isnull=True)
+                    Q(
+                        record_type="account",
+                        account__isnull=False,
+                        contact__isnull=True,
+                        lead__isnull=True,
+                        ticket__isnull=True,
+                        opportunity__isnull=True,
+                    )
+                    | Q(
+                        record_type="contact",
+                        contact__isnull=False,
+                        account__isnull=True,
+                        lead__isnull=True,
+                        ticket__isnull=True,
+                        opportunity__isnull=True,
+                    )
+                    | Q(
+                        record_type="lead",
+                        lead__isnull=False,
+                        account__isnull=True,
+                        contact__isnull=True,
+                        ticket__isnull=True,
+                        opportunity__isnull=True,
+                    )
+                    | Q(
+                        record_type="ticket",
+                        ticket__isnull=False,
+                        account__isnull=True,
+                        contact__isnull=True,
+                        lead__isnull=True,
+                        opportunity__isnull=True,
+                    )
+                    | Q(
+                        record_type="opportunity",
+                        opportunity__isnull=False,
+                        account__isnull=True,
+                        contact__isnull=True,
+                        lead__isnull=True,
+                        ticket__isnull=True,
+                    )
                 ),
                 name="inbox_filing_exactly_one_record",
             ),
         ] + [
             models.UniqueConstraint(
-                fields=["message", field], condition=Q(**{f"{field}__isnull": False}),
+                fields=["message", field],
+                condition=Q(**{f"{field}__isnull": False}),
                 name=f"inbox_filing_{field}_once",
             )
             for field in ("account", "contact", "lead", "ticket", "opportunity")
@@ -481,7 +574,8 @@ class TriageEntry(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["message", "reason"], condition=Q(resolved_at__isnull=True),
+                fields=["message", "reason"],
+                condition=Q(resolved_at__isnull=True),
                 name="inbox_triage_open_once",
             )
         ]
@@ -498,11 +592,15 @@ class OutboxEntry(models.Model):
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="outbox")
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="outbox_entries",
     )
-    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED,
-                             db_index=True)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.QUEUED, db_index=True
+    )
     message_id = models.CharField(max_length=998, unique=True)
     from_address = models.CharField(max_length=320)
     to = models.JSONField(default=list)
@@ -518,8 +616,11 @@ class OutboxEntry(models.Model):
     )
     record_type = models.CharField(max_length=20, blank=True)
     record_id = models.PositiveBigIntegerField(null=True, blank=True)
-    purpose = models.CharField(max_length=20, default="compose",
-                               help_text="compose, acknowledgement, forward_unplaced, test")
+    purpose = models.CharField(
+        max_length=20,
+        default="compose",
+        help_text="compose, acknowledgement, forward_unplaced, test",
+    )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

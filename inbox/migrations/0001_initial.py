@@ -7,353 +7,977 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('crm', '0001_initial'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("crm", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AttachmentBlob',
+            name="AttachmentBlob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sha256', models.CharField(max_length=64, unique=True)),
-                ('size', models.PositiveBigIntegerField()),
-                ('file', models.CharField(help_text='Storage path (a generated name).', max_length=300)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sha256", models.CharField(max_length=64, unique=True)),
+                ("size", models.PositiveBigIntegerField()),
+                (
+                    "file",
+                    models.CharField(help_text="Storage path (a generated name).", max_length=300),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Mailbox',
+            name="Mailbox",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('shared', 'Shared'), ('personal', 'Personal')], default='personal', max_length=10)),
-                ('email_address', models.CharField(db_index=True, max_length=320)),
-                ('display_name', models.CharField(blank=True, max_length=200)),
-                ('connection_type', models.CharField(choices=[('imap', 'IMAP and SMTP'), ('google', 'Google'), ('microsoft', 'Microsoft')], default='imap', max_length=10)),
-                ('login', models.CharField(blank=True, help_text='Login name, when it differs from the address.', max_length=320)),
-                ('password_encrypted', inbox.crypto.EncryptedTextField()),
-                ('oauth_access_token_encrypted', inbox.crypto.EncryptedTextField()),
-                ('oauth_refresh_token_encrypted', inbox.crypto.EncryptedTextField()),
-                ('oauth_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('imap_host', models.CharField(blank=True, max_length=253)),
-                ('imap_port', models.PositiveIntegerField(default=993)),
-                ('imap_security', models.CharField(choices=[('ssl', 'SSL/TLS'), ('starttls', 'STARTTLS'), ('none', 'None (plain text)')], default='ssl', max_length=10)),
-                ('smtp_host', models.CharField(blank=True, max_length=253)),
-                ('smtp_port', models.PositiveIntegerField(default=465)),
-                ('smtp_security', models.CharField(choices=[('ssl', 'SSL/TLS'), ('starttls', 'STARTTLS'), ('none', 'None (plain text)')], default='ssl', max_length=10)),
-                ('allow_insecure_cert', models.BooleanField(default=False, help_text='Allow a certificate not signed by a trusted authority (off: certificates are verified).')),
-                ('active_folders', models.JSONField(blank=True, default=list, help_text='Names of the folders to sync (Inbox and Sent first).')),
-                ('sync_from', models.DateField(blank=True, help_text='Sync mail from this date on. Cannot change afterwards.', null=True)),
-                ('create_contacts', models.BooleanField(default=False, help_text='Create contacts for unknown senders.')),
-                ('create_tickets', models.BooleanField(default=False, help_text='Support mailbox: new mail opens a ticket.')),
-                ('forward_unplaced_to', models.CharField(blank=True, help_text='Internal support address to forward mail the rules cannot place to.', max_length=320)),
-                ('refresh_interval', models.PositiveIntegerField(default=300, help_text='Seconds between two syncs.')),
-                ('signature', models.TextField(blank=True)),
-                ('privacy', models.CharField(choices=[('full', 'Everything'), ('subject', 'Subject and people'), ('people', 'People and time only'), ('nothing', 'Nothing')], default='full', help_text="What other users see of this personal mailbox's mail on a record's Email tab.", max_length=10)),
-                ('state', models.CharField(choices=[('active', 'Active'), ('paused', 'Paused'), ('syncing', 'Syncing'), ('error', 'Error (retrying)'), ('needs_reconnect', 'Needs reconnect')], default='active', max_length=20)),
-                ('last_error', models.TextField(blank=True)),
-                ('consecutive_failures', models.PositiveIntegerField(default=0)),
-                ('last_sync_at', models.DateTimeField(blank=True, null=True)),
-                ('last_success_at', models.DateTimeField(blank=True, null=True)),
-                ('next_sync_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('sync_requested_at', models.DateTimeField(blank=True, null=True)),
-                ('first_sync_done', models.BooleanField(default=False)),
-                ('progress_done', models.PositiveIntegerField(default=0)),
-                ('progress_total', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('granted_groups', models.ManyToManyField(blank=True, help_text='Shared mailboxes: groups whose members may read and send from it.', related_name='granted_mailboxes', to='auth.group')),
-                ('granted_users', models.ManyToManyField(blank=True, help_text='Shared mailboxes: users who may read and send from it.', related_name='granted_mailboxes', to=settings.AUTH_USER_MODEL)),
-                ('owner', models.ForeignKey(blank=True, help_text='Personal mailboxes only: the one user who reads it.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='personal_mailboxes', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("shared", "Shared"), ("personal", "Personal")],
+                        default="personal",
+                        max_length=10,
+                    ),
+                ),
+                ("email_address", models.CharField(db_index=True, max_length=320)),
+                ("display_name", models.CharField(blank=True, max_length=200)),
+                (
+                    "connection_type",
+                    models.CharField(
+                        choices=[
+                            ("imap", "IMAP and SMTP"),
+                            ("google", "Google"),
+                            ("microsoft", "Microsoft"),
+                        ],
+                        default="imap",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "login",
+                    models.CharField(
+                        blank=True,
+                        help_text="Login name, when it differs from the address.",
+                        max_length=320,
+                    ),
+                ),
+                ("password_encrypted", inbox.crypto.EncryptedTextField()),
+                ("oauth_access_token_encrypted", inbox.crypto.EncryptedTextField()),
+                ("oauth_refresh_token_encrypted", inbox.crypto.EncryptedTextField()),
+                ("oauth_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("imap_host", models.CharField(blank=True, max_length=253)),
+                ("imap_port", models.PositiveIntegerField(default=993)),
+                (
+                    "imap_security",
+                    models.CharField(
+                        choices=[
+                            ("ssl", "SSL/TLS"),
+                            ("starttls", "STARTTLS"),
+                            ("none", "None (plain text)"),
+                        ],
+                        default="ssl",
+                        max_length=10,
+                    ),
+                ),
+                ("smtp_host", models.CharField(blank=True, max_length=253)),
+                ("smtp_port", models.PositiveIntegerField(default=465)),
+                (
+                    "smtp_security",
+                    models.CharField(
+                        choices=[
+                            ("ssl", "SSL/TLS"),
+                            ("starttls", "STARTTLS"),
+                            ("none", "None (plain text)"),
+                        ],
+                        default="ssl",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "allow_insecure_cert",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Allow a certificate not signed by a trusted authority (off: certificates are verified).",
+                    ),
+                ),
+                (
+                    "active_folders",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Names of the folders to sync (Inbox and Sent first).",
+                    ),
+                ),
+                (
+                    "sync_from",
+                    models.DateField(
+                        blank=True,
+                        help_text="Sync mail from this date on. Cannot change afterwards.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "create_contacts",
+                    models.BooleanField(
+                        default=False, help_text="Create contacts for unknown senders."
+                    ),
+                ),
+                (
+                    "create_tickets",
+                    models.BooleanField(
+                        default=False, help_text="Support mailbox: new mail opens a ticket."
+                    ),
+                ),
+                (
+                    "forward_unplaced_to",
+                    models.CharField(
+                        blank=True,
+                        help_text="Internal support address to forward mail the rules cannot place to.",
+                        max_length=320,
+                    ),
+                ),
+                (
+                    "refresh_interval",
+                    models.PositiveIntegerField(
+                        default=300, help_text="Seconds between two syncs."
+                    ),
+                ),
+                ("signature", models.TextField(blank=True)),
+                (
+                    "privacy",
+                    models.CharField(
+                        choices=[
+                            ("full", "Everything"),
+                            ("subject", "Subject and people"),
+                            ("people", "People and time only"),
+                            ("nothing", "Nothing"),
+                        ],
+                        default="full",
+                        help_text="What other users see of this personal mailbox's mail on a record's Email tab.",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("paused", "Paused"),
+                            ("syncing", "Syncing"),
+                            ("error", "Error (retrying)"),
+                            ("needs_reconnect", "Needs reconnect"),
+                        ],
+                        default="active",
+                        max_length=20,
+                    ),
+                ),
+                ("last_error", models.TextField(blank=True)),
+                ("consecutive_failures", models.PositiveIntegerField(default=0)),
+                ("last_sync_at", models.DateTimeField(blank=True, null=True)),
+                ("last_success_at", models.DateTimeField(blank=True, null=True)),
+                ("next_sync_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("sync_requested_at", models.DateTimeField(blank=True, null=True)),
+                ("first_sync_done", models.BooleanField(default=False)),
+                ("progress_done", models.PositiveIntegerField(default=0)),
+                ("progress_total", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "granted_groups",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Shared mailboxes: groups whose members may read and send from it.",
+                        related_name="granted_mailboxes",
+                        to="auth.group",
+                    ),
+                ),
+                (
+                    "granted_users",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Shared mailboxes: users who may read and send from it.",
+                        related_name="granted_mailboxes",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Personal mailboxes only: the one user who reads it.",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="personal_mailboxes",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'mailboxes',
-                'ordering': ['email_address', 'id'],
+                "verbose_name_plural": "mailboxes",
+                "ordering": ["email_address", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Folder',
+            name="Folder",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text="The server's name (decoded UTF-8).", max_length=1000)),
-                ('delimiter', models.CharField(blank=True, max_length=4)),
-                ('special_use', models.CharField(blank=True, choices=[('', 'Folder'), ('inbox', 'Inbox'), ('sent', 'Sent'), ('drafts', 'Drafts'), ('trash', 'Trash'), ('junk', 'Junk'), ('archive', 'Archive'), ('all', 'All mail'), ('flagged', 'Flagged')], max_length=10)),
-                ('is_active', models.BooleanField(default=False)),
-                ('is_selectable', models.BooleanField(default=True)),
-                ('exists_on_server', models.BooleanField(default=True)),
-                ('uidvalidity', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('last_uid', models.PositiveBigIntegerField(default=0)),
-                ('uidnext', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('highest_modseq', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('messages_on_server', models.PositiveIntegerField(default=0)),
-                ('first_sync_total', models.PositiveIntegerField(default=0)),
-                ('first_sync_done', models.PositiveIntegerField(default=0)),
-                ('last_synced_at', models.DateTimeField(blank=True, null=True)),
-                ('mailbox', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='folders', to='inbox.mailbox')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="The server's name (decoded UTF-8).", max_length=1000
+                    ),
+                ),
+                ("delimiter", models.CharField(blank=True, max_length=4)),
+                (
+                    "special_use",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "Folder"),
+                            ("inbox", "Inbox"),
+                            ("sent", "Sent"),
+                            ("drafts", "Drafts"),
+                            ("trash", "Trash"),
+                            ("junk", "Junk"),
+                            ("archive", "Archive"),
+                            ("all", "All mail"),
+                            ("flagged", "Flagged"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=False)),
+                ("is_selectable", models.BooleanField(default=True)),
+                ("exists_on_server", models.BooleanField(default=True)),
+                ("uidvalidity", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("last_uid", models.PositiveBigIntegerField(default=0)),
+                ("uidnext", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("highest_modseq", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("messages_on_server", models.PositiveIntegerField(default=0)),
+                ("first_sync_total", models.PositiveIntegerField(default=0)),
+                ("first_sync_done", models.PositiveIntegerField(default=0)),
+                ("last_synced_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "mailbox",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="folders",
+                        to="inbox.mailbox",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['mailbox', 'name'],
+                "ordering": ["mailbox", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sha256', models.CharField(help_text='Hash of the raw bytes: the identity.', max_length=64)),
-                ('size', models.PositiveBigIntegerField(default=0)),
-                ('raw_file', models.CharField(blank=True, help_text='Storage path of the compressed raw source.', max_length=300)),
-                ('message_id', models.CharField(blank=True, db_index=True, max_length=998)),
-                ('in_reply_to', models.CharField(blank=True, db_index=True, max_length=998)),
-                ('references', models.TextField(blank=True)),
-                ('subject', models.CharField(blank=True, max_length=1000)),
-                ('from_name', models.CharField(blank=True, max_length=500)),
-                ('from_address', models.CharField(blank=True, db_index=True, max_length=320)),
-                ('date', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('internal_date', models.DateTimeField(blank=True, null=True)),
-                ('text_body', models.TextField(blank=True)),
-                ('html_body', models.TextField(blank=True)),
-                ('snippet', models.CharField(blank=True, max_length=300)),
-                ('headers', models.JSONField(blank=True, default=dict)),
-                ('has_attachments', models.BooleanField(default=False)),
-                ('is_auto_reply', models.BooleanField(default=False)),
-                ('is_bounce', models.BooleanField(default=False)),
-                ('is_list', models.BooleanField(default=False)),
-                ('is_outgoing', models.BooleanField(default=False)),
-                ('too_large', models.BooleanField(default=False)),
-                ('parse_defects', models.JSONField(blank=True, default=list)),
-                ('on_server', models.BooleanField(default=True, help_text='False once every copy was expunged: the message stays filed.')),
-                ('seen', models.BooleanField(default=False)),
-                ('flagged', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('mailbox', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='inbox.mailbox')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "sha256",
+                    models.CharField(
+                        help_text="Hash of the raw bytes: the identity.", max_length=64
+                    ),
+                ),
+                ("size", models.PositiveBigIntegerField(default=0)),
+                (
+                    "raw_file",
+                    models.CharField(
+                        blank=True,
+                        help_text="Storage path of the compressed raw source.",
+                        max_length=300,
+                    ),
+                ),
+                ("message_id", models.CharField(blank=True, db_index=True, max_length=998)),
+                ("in_reply_to", models.CharField(blank=True, db_index=True, max_length=998)),
+                ("references", models.TextField(blank=True)),
+                ("subject", models.CharField(blank=True, max_length=1000)),
+                ("from_name", models.CharField(blank=True, max_length=500)),
+                ("from_address", models.CharField(blank=True, db_index=True, max_length=320)),
+                ("date", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("internal_date", models.DateTimeField(blank=True, null=True)),
+                ("text_body", models.TextField(blank=True)),
+                ("html_body", models.TextField(blank=True)),
+                ("snippet", models.CharField(blank=True, max_length=300)),
+                ("headers", models.JSONField(blank=True, default=dict)),
+                ("has_attachments", models.BooleanField(default=False)),
+                ("is_auto_reply", models.BooleanField(default=False)),
+                ("is_bounce", models.BooleanField(default=False)),
+                ("is_list", models.BooleanField(default=False)),
+                ("is_outgoing", models.BooleanField(default=False)),
+                ("too_large", models.BooleanField(default=False)),
+                ("parse_defects", models.JSONField(blank=True, default=list)),
+                (
+                    "on_server",
+                    models.BooleanField(
+                        default=True,
+                        help_text="False once every copy was expunged: the message stays filed.",
+                    ),
+                ),
+                ("seen", models.BooleanField(default=False)),
+                ("flagged", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "mailbox",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="inbox.mailbox",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-date', '-id'],
+                "ordering": ["-date", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Location',
+            name="Location",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uidvalidity', models.PositiveBigIntegerField()),
-                ('uid', models.PositiveBigIntegerField()),
-                ('flags', models.JSONField(blank=True, default=list)),
-                ('modseq', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('folder', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='locations', to='inbox.folder')),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='locations', to='inbox.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uidvalidity", models.PositiveBigIntegerField()),
+                ("uid", models.PositiveBigIntegerField()),
+                ("flags", models.JSONField(blank=True, default=list)),
+                ("modseq", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "folder",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="locations",
+                        to="inbox.folder",
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="locations",
+                        to="inbox.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['folder', 'uid'],
+                "ordering": ["folder", "uid"],
             },
         ),
         migrations.CreateModel(
-            name='LedgerEntry',
+            name="LedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uidvalidity', models.PositiveBigIntegerField()),
-                ('uid', models.PositiveBigIntegerField()),
-                ('outcome', models.CharField(choices=[('stored', 'Stored'), ('duplicate', 'Duplicate'), ('skipped', 'Skipped'), ('failed', 'Failed (will retry)'), ('held', 'Held')], db_index=True, max_length=10)),
-                ('reason', models.CharField(blank=True, max_length=200)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('raw_file', models.CharField(blank=True, max_length=300)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True, db_index=True)),
-                ('folder', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ledger', to='inbox.folder')),
-                ('mailbox', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ledger', to='inbox.mailbox')),
-                ('message', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='ledger_entries', to='inbox.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uidvalidity", models.PositiveBigIntegerField()),
+                ("uid", models.PositiveBigIntegerField()),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("stored", "Stored"),
+                            ("duplicate", "Duplicate"),
+                            ("skipped", "Skipped"),
+                            ("failed", "Failed (will retry)"),
+                            ("held", "Held"),
+                        ],
+                        db_index=True,
+                        max_length=10,
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=200)),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("raw_file", models.CharField(blank=True, max_length=300)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True, db_index=True)),
+                (
+                    "folder",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ledger",
+                        to="inbox.folder",
+                    ),
+                ),
+                (
+                    "mailbox",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ledger",
+                        to="inbox.mailbox",
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="ledger_entries",
+                        to="inbox.message",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'ledger entries',
-                'ordering': ['-updated_at'],
+                "verbose_name_plural": "ledger entries",
+                "ordering": ["-updated_at"],
             },
         ),
         migrations.CreateModel(
-            name='Filing',
+            name="Filing",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('record_type', models.CharField(db_index=True, max_length=20)),
-                ('rule', models.CharField(choices=[('thread', 'Reply in a filed thread'), ('token', 'Reply to mail sent from this record'), ('subject_reference', 'Reference in subject'), ('sender', 'Sender is a contact'), ('recipient', 'Recipient is a contact'), ('lead', 'Sender is a lead'), ('account_of_contact', "Contact's account"), ('domain', "Sender's domain"), ('created_contact', 'New contact from sender'), ('new_ticket', 'Opened a ticket'), ('sent_from_record', 'Sent from this record'), ('manual', 'Filed by hand')], max_length=30)),
-                ('evidence', models.CharField(blank=True, max_length=1000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('unlinked_at', models.DateTimeField(blank=True, null=True)),
-                ('account', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='filings', to='crm.account')),
-                ('by_person', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='filings_made', to=settings.AUTH_USER_MODEL)),
-                ('contact', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='filings', to='crm.contact')),
-                ('lead', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='filings', to='crm.lead')),
-                ('opportunity', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='filings', to='crm.opportunity')),
-                ('ticket', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='filings', to='crm.ticket')),
-                ('unlinked_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='filings_unlinked', to=settings.AUTH_USER_MODEL)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='filings', to='inbox.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("record_type", models.CharField(db_index=True, max_length=20)),
+                (
+                    "rule",
+                    models.CharField(
+                        choices=[
+                            ("thread", "Reply in a filed thread"),
+                            ("token", "Reply to mail sent from this record"),
+                            ("subject_reference", "Reference in subject"),
+                            ("sender", "Sender is a contact"),
+                            ("recipient", "Recipient is a contact"),
+                            ("lead", "Sender is a lead"),
+                            ("account_of_contact", "Contact's account"),
+                            ("domain", "Sender's domain"),
+                            ("created_contact", "New contact from sender"),
+                            ("new_ticket", "Opened a ticket"),
+                            ("sent_from_record", "Sent from this record"),
+                            ("manual", "Filed by hand"),
+                        ],
+                        max_length=30,
+                    ),
+                ),
+                ("evidence", models.CharField(blank=True, max_length=1000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("unlinked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="filings",
+                        to="crm.account",
+                    ),
+                ),
+                (
+                    "by_person",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="filings_made",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="filings",
+                        to="crm.contact",
+                    ),
+                ),
+                (
+                    "lead",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="filings",
+                        to="crm.lead",
+                    ),
+                ),
+                (
+                    "opportunity",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="filings",
+                        to="crm.opportunity",
+                    ),
+                ),
+                (
+                    "ticket",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="filings",
+                        to="crm.ticket",
+                    ),
+                ),
+                (
+                    "unlinked_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="filings_unlinked",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="filings",
+                        to="inbox.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Attachment',
+            name="Attachment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('filename', models.CharField(blank=True, help_text='As sent: metadata only.', max_length=500)),
-                ('content_type', models.CharField(default='application/octet-stream', max_length=200)),
-                ('content_id', models.CharField(blank=True, max_length=500)),
-                ('is_inline', models.BooleanField(default=False)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('blob', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='uses', to='inbox.attachmentblob')),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attachments', to='inbox.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "filename",
+                    models.CharField(
+                        blank=True, help_text="As sent: metadata only.", max_length=500
+                    ),
+                ),
+                (
+                    "content_type",
+                    models.CharField(default="application/octet-stream", max_length=200),
+                ),
+                ("content_id", models.CharField(blank=True, max_length=500)),
+                ("is_inline", models.BooleanField(default=False)),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "blob",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="uses",
+                        to="inbox.attachmentblob",
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attachments",
+                        to="inbox.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['message', 'position'],
+                "ordering": ["message", "position"],
             },
         ),
         migrations.CreateModel(
-            name='MessageAddress',
+            name="MessageAddress",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('from', 'From'), ('sender', 'Sender'), ('reply_to', 'Reply-To'), ('to', 'To'), ('cc', 'Cc'), ('bcc', 'Bcc')], max_length=10)),
-                ('address', models.CharField(db_index=True, max_length=320)),
-                ('name', models.CharField(blank=True, max_length=500)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='addresses', to='inbox.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("from", "From"),
+                            ("sender", "Sender"),
+                            ("reply_to", "Reply-To"),
+                            ("to", "To"),
+                            ("cc", "Cc"),
+                            ("bcc", "Bcc"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("address", models.CharField(db_index=True, max_length=320)),
+                ("name", models.CharField(blank=True, max_length=500)),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="addresses",
+                        to="inbox.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['message', 'role', 'position'],
+                "ordering": ["message", "role", "position"],
             },
         ),
         migrations.CreateModel(
-            name='OutboxEntry',
+            name="OutboxEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('queued', 'Queued'), ('sending', 'Sending'), ('sent', 'Sent'), ('retrying', 'Retrying'), ('failed', 'Failed'), ('verify', 'Outcome unknown: verifying')], db_index=True, default='queued', max_length=10)),
-                ('message_id', models.CharField(max_length=998, unique=True)),
-                ('from_address', models.CharField(max_length=320)),
-                ('to', models.JSONField(default=list)),
-                ('cc', models.JSONField(blank=True, default=list)),
-                ('bcc', models.JSONField(blank=True, default=list)),
-                ('subject', models.CharField(blank=True, max_length=1000)),
-                ('text_body', models.TextField(blank=True)),
-                ('html_body', models.TextField(blank=True)),
-                ('in_reply_to', models.CharField(blank=True, max_length=998)),
-                ('references', models.TextField(blank=True)),
-                ('record_type', models.CharField(blank=True, max_length=20)),
-                ('record_id', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('purpose', models.CharField(default='compose', help_text='compose, acknowledgement, forward_unplaced, test', max_length=20)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('appended_to_sent', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='outbox_entries', to=settings.AUTH_USER_MODEL)),
-                ('mailbox', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='outbox', to='inbox.mailbox')),
-                ('reply_to_message', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='replies', to='inbox.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("sending", "Sending"),
+                            ("sent", "Sent"),
+                            ("retrying", "Retrying"),
+                            ("failed", "Failed"),
+                            ("verify", "Outcome unknown: verifying"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("message_id", models.CharField(max_length=998, unique=True)),
+                ("from_address", models.CharField(max_length=320)),
+                ("to", models.JSONField(default=list)),
+                ("cc", models.JSONField(blank=True, default=list)),
+                ("bcc", models.JSONField(blank=True, default=list)),
+                ("subject", models.CharField(blank=True, max_length=1000)),
+                ("text_body", models.TextField(blank=True)),
+                ("html_body", models.TextField(blank=True)),
+                ("in_reply_to", models.CharField(blank=True, max_length=998)),
+                ("references", models.TextField(blank=True)),
+                ("record_type", models.CharField(blank=True, max_length=20)),
+                ("record_id", models.PositiveBigIntegerField(blank=True, null=True)),
+                (
+                    "purpose",
+                    models.CharField(
+                        default="compose",
+                        help_text="compose, acknowledgement, forward_unplaced, test",
+                        max_length=20,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                ("appended_to_sent", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="outbox_entries",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "mailbox",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="outbox",
+                        to="inbox.mailbox",
+                    ),
+                ),
+                (
+                    "reply_to_message",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="replies",
+                        to="inbox.message",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'outbox entries',
-                'ordering': ['-created_at'],
+                "verbose_name_plural": "outbox entries",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='PrimaryMailbox',
+            name="PrimaryMailbox",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='primary_mailbox', serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('mailbox', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='primary_for', to='inbox.mailbox')),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="primary_mailbox",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "mailbox",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="primary_for",
+                        to="inbox.mailbox",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Thread',
+            name="Thread",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subject', models.CharField(blank=True, max_length=500)),
-                ('last_message_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('message_count', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('mailbox', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='threads', to='inbox.mailbox')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("subject", models.CharField(blank=True, max_length=500)),
+                ("last_message_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("message_count", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "mailbox",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="threads",
+                        to="inbox.mailbox",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-last_message_at', '-id'],
+                "ordering": ["-last_message_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='message',
-            name='thread',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='messages', to='inbox.thread'),
+            model_name="message",
+            name="thread",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="messages",
+                to="inbox.thread",
+            ),
         ),
         migrations.CreateModel(
-            name='TriageEntry',
+            name="TriageEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reason', models.CharField(choices=[('unfiled', 'No rule placed it'), ('ambiguous_domain', 'Ambiguous domain'), ('foreign_reference', 'Reference from a non-participant'), ('held', 'Could not be read')], max_length=30)),
-                ('details', models.CharField(blank=True, max_length=1000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='triage_entries', to='inbox.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "reason",
+                    models.CharField(
+                        choices=[
+                            ("unfiled", "No rule placed it"),
+                            ("ambiguous_domain", "Ambiguous domain"),
+                            ("foreign_reference", "Reference from a non-participant"),
+                            ("held", "Could not be read"),
+                        ],
+                        max_length=30,
+                    ),
+                ),
+                ("details", models.CharField(blank=True, max_length=1000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="triage_entries",
+                        to="inbox.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddConstraint(
-            model_name='mailbox',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'shared'), ('owner__isnull', True)), models.Q(('kind', 'personal'), ('owner__isnull', False)), _connector='OR'), name='inbox_mailbox_owner_matches_kind'),
+            model_name="mailbox",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "shared"), ("owner__isnull", True)),
+                    models.Q(("kind", "personal"), ("owner__isnull", False)),
+                    _connector="OR",
+                ),
+                name="inbox_mailbox_owner_matches_kind",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='mailbox',
-            constraint=models.CheckConstraint(condition=models.Q(('imap_port__gte', 1), ('imap_port__lte', 65535), ('smtp_port__gte', 1), ('smtp_port__lte', 65535)), name='inbox_mailbox_ports_valid'),
+            model_name="mailbox",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("imap_port__gte", 1),
+                    ("imap_port__lte", 65535),
+                    ("smtp_port__gte", 1),
+                    ("smtp_port__lte", 65535),
+                ),
+                name="inbox_mailbox_ports_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='folder',
-            constraint=models.UniqueConstraint(fields=('mailbox', 'name'), name='inbox_folder_name_once'),
+            model_name="folder",
+            constraint=models.UniqueConstraint(
+                fields=("mailbox", "name"), name="inbox_folder_name_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='location',
-            constraint=models.UniqueConstraint(fields=('folder', 'uidvalidity', 'uid'), name='inbox_location_once'),
+            model_name="location",
+            constraint=models.UniqueConstraint(
+                fields=("folder", "uidvalidity", "uid"), name="inbox_location_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.UniqueConstraint(fields=('folder', 'uidvalidity', 'uid'), name='inbox_ledger_uid_once'),
+            model_name="ledgerentry",
+            constraint=models.UniqueConstraint(
+                fields=("folder", "uidvalidity", "uid"), name="inbox_ledger_uid_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='filing',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('account__isnull', False), ('contact__isnull', True), ('lead__isnull', True), ('opportunity__isnull', True), ('record_type', 'account'), ('ticket__isnull', True)), models.Q(('account__isnull', True), ('contact__isnull', False), ('lead__isnull', True), ('opportunity__isnull', True), ('record_type', 'contact'), ('ticket__isnull', True)), models.Q(('account__isnull', True), ('contact__isnull', True), ('lead__isnull', False), ('opportunity__isnull', True), ('record_type', 'lead'), ('ticket__isnull', True)), models.Q(('account__isnull', True), ('contact__isnull', True), ('lead__isnull', True), ('opportunity__isnull', True), ('record_type', 'ticket'), ('ticket__isnull', False)), models.Q(('account__isnull', True), ('contact__isnull', True), ('lead__isnull', True), ('opportunity__isnull', False), ('record_type', 'opportunity'), ('ticket__isnull', True)), _connector='OR'), name='inbox_filing_exactly_one_record'),
+            model_name="filing",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("account__isnull", False),
+                        ("contact__isnull", True),
+                        ("lead__isnull", True),
+                        ("opportunity__isnull", True),
+                        ("record_type", "account"),
+                        ("ticket__isnull", True),
+                    ),
+                    models.Q(
+                        ("account__isnull", True),
+                        ("contact__isnull", False),
+                        ("lead__isnull", True),
+                        ("opportunity__isnull", True),
+                        ("record_type", "contact"),
+                        ("ticket__isnull", True),
+                    ),
+                    models.Q(
+                        ("account__isnull", True),
+                        ("contact__isnull", True),
+                        ("lead__isnull", False),
+                        ("opportunity__isnull", True),
+                        ("record_type", "lead"),
+                        ("ticket__isnull", True),
+                    ),
+                    models.Q(
+                        ("account__isnull", True),
+                        ("contact__isnull", True),
+                        ("lead__isnull", True),
+                        ("opportunity__isnull", True),
+                        ("record_type", "ticket"),
+                        ("ticket__isnull", False),
+                    ),
+                    models.Q(
+                        ("account__isnull", True),
+                        ("contact__isnull", True),
+                        ("lead__isnull", True),
+                        ("opportunity__isnull", False),
+                        ("record_type", "opportunity"),
+                        ("ticket__isnull", True),
+                    ),
+                    _connector="OR",
+                ),
+                name="inbox_filing_exactly_one_record",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='filing',
-            constraint=models.UniqueConstraint(condition=models.Q(('account__isnull', False)), fields=('message', 'account'), name='inbox_filing_account_once'),
+            model_name="filing",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("account__isnull", False)),
+                fields=("message", "account"),
+                name="inbox_filing_account_once",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='filing',
-            constraint=models.UniqueConstraint(condition=models.Q(('contact__isnull', False)), fields=('message', 'contact'), name='inbox_filing_contact_once'),
+            model_name="filing",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("contact__isnull", False)),
+                fields=("message", "contact"),
+                name="inbox_filing_contact_once",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='filing',
-            constraint=models.UniqueConstraint(condition=models.Q(('lead__isnull', False)), fields=('message', 'lead'), name='inbox_filing_lead_once'),
+            model_name="filing",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("lead__isnull", False)),
+                fields=("message", "lead"),
+                name="inbox_filing_lead_once",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='filing',
-            constraint=models.UniqueConstraint(condition=models.Q(('ticket__isnull', False)), fields=('message', 'ticket'), name='inbox_filing_ticket_once'),
+            model_name="filing",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("ticket__isnull", False)),
+                fields=("message", "ticket"),
+                name="inbox_filing_ticket_once",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='filing',
-            constraint=models.UniqueConstraint(condition=models.Q(('opportunity__isnull', False)), fields=('message', 'opportunity'), name='inbox_filing_opportunity_once'),
+            model_name="filing",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("opportunity__isnull", False)),
+                fields=("message", "opportunity"),
+                name="inbox_filing_opportunity_once",
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['mailbox', '-date'], name='inbox_msg_mailbox_date'),
+            model_name="message",
+            index=models.Index(fields=["mailbox", "-date"], name="inbox_msg_mailbox_date"),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(fields=('mailbox', 'sha256'), name='inbox_message_content_once'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                fields=("mailbox", "sha256"), name="inbox_message_content_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='triageentry',
-            constraint=models.UniqueConstraint(condition=models.Q(('resolved_at__isnull', True)), fields=('message', 'reason'), name='inbox_triage_open_once'),
+            model_name="triageentry",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("resolved_at__isnull", True)),
+                fields=("message", "reason"),
+                name="inbox_triage_open_once",
+            ),
         ),
     ]

@@ -1,0 +1,401 @@
+"""Store fetched messages idempotently, one batch per transaction (SPEC 3).
+
+For each UID the sync fetched, exactly one ledger outcome is written in the same transaction as
+the message, its location and the folder cursor, so a crash anywhere leaves either all of a
+batch or none of it (RELIABILITY S-11, S-18, I-01):
+- stored: a new message (new content for this mailbox),
+- duplicate: content the mailbox already has (a COPY, a second delivery, a move seen from the
+  other side): one Message, one more Location (S-05, S-06),
+- failed: could not be read or stored; the raw bytes are kept and the UID retried by later syncs,
+- held: failed MAX_ATTEMPTS times; shown on the health page, no longer retried automatically.
+Identity is the SHA-256 of the raw bytes within the mailbox, never the Message-ID (S-08, S-09).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from inbox.models import (
+    Attachment,
+    AttachmentBlob,
+    Folder,
+    LedgerEntry,
+    Location,
+    Message,
+    MessageAddress,
+)
+from inbox.signals import messages_stored
+
+from . import storage
+from .lease import Lease
+from .mime import MessageUnparseable, ParsedMessage, parse_message
+from .threader import assign_threads
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+PARSE_TIME_LIMIT = 10.0  # seconds per message; beyond it the message fails (RELIABILITY P-07)
+
+
+@dataclass
+class Fetched:
+    """One message as the server gave it."""
+
+    uid: int
+    raw: bytes | None
+    flags: Sequence[str] = ()
+    internal_date: datetime | None = None
+    size: int | None = None
+    modseq: int | None = None
+    error: str = ""  # set when the server could not deliver it (e.g. omitted from FETCH)
+
+
+@dataclass
+class BatchResult:
+    stored: int = 0
+    duplicate: int = 0
+    failed: int = 0
+    held: int = 0
+    unchanged: int = 0
+    new_message_ids: list[int] = field(default_factory=list)
+
+    def add(self, other: BatchResult) -> None:
+        for name in ("stored", "duplicate", "failed", "held", "unchanged"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.new_message_ids.extend(other.new_message_ids)
+
+
+class ParseTimeout(Exception):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """A wall-clock limit for one parse. SIGALRM works only in the main thread (Celery's prefork
+    children run tasks there); elsewhere the task's soft time limit is the bound."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum, frame):
+        raise ParseTimeout(f"parsing took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass
+class _Prepared:
+    item: Fetched
+    digest: str = ""
+    raw_file: str = ""
+    parsed: ParsedMessage | None = None
+    blobs: list[tuple[str, str, int]] = field(default_factory=list)  # (sha, path, size)
+    error: str = ""
+
+
+def _prepare(mailbox_id: int, item: Fetched, parse: Callable[..., ParsedMessage]) -> _Prepared:
+    prepared = _Prepared(item=item)
+    if item.raw is None:
+        prepared.error = item.error or "the server did not return the message"
+        return prepared
+    prepared.digest = storage.sha256(item.raw)
+    if item.size is not None and item.size != len(item.raw):
+        # RFC822.SIZE disagrees with what arrived: a truncated download is never stored as a
+        # complete message (RELIABILITY P-10).
+        prepared.error = f"truncated download: {len(item.raw)} of {item.size} bytes"
+        return prepared
+    try:
+        prepared.raw_file = storage.save_raw(
+            mailbox_id=mailbox_id, digest=prepared.digest, raw=item.raw
+        )
+        with time_limit(PARSE_TIME_LIMIT):
+            prepared.parsed = parse(item.raw, internal_date=item.internal_date)
+        for attachment in prepared.parsed.attachments:
+            digest, path = storage.save_blob(attachment.payload)
+            prepared.blobs.append((digest, path, len(attachment.payload)))
+    except MessageUnparseable as exc:
+        prepared.error = f"unreadable message: {exc}"
+    except (ParseTimeout, RecursionError, MemoryError, ValueError, LookupError, TypeError) as exc:
+        prepared.error = f"{type(exc).__name__}: {exc}"[:2000]
+    except OSError as exc:  # storage full or unwritable (I-05): nothing points at it yet
+        prepared.error = f"storage error: {exc}"[:2000]
+    return prepared
+
+
+def store_batch(
+    *,
+    folder: Folder,
+    uidvalidity: int,
+    items: Sequence[Fetched],
+    lease: Lease | None,
+    advance_cursor: bool = True,
+    initial: bool = False,
+    parse: Callable[..., ParsedMessage] = parse_message,
+) -> BatchResult:
+    """Store one fetched batch and move the folder cursor past it, all in one transaction."""
+    mailbox_id = folder.mailbox_id
+    prepared = [_prepare(mailbox_id, item, parse) for item in items]
+    result = BatchResult()
+    with transaction.atomic():
+        if lease is not None:
+            lease.check()
+        _store(folder, uidvalidity, prepared, result)
+        if advance_cursor and items:
+            top = max(item.uid for item in items)
+            Folder.objects.filter(pk=folder.pk, last_uid__lt=top).update(last_uid=top)
+            folder.last_uid = max(folder.last_uid, top)
+        if result.new_message_ids:
+            new_ids = list(result.new_message_ids)
+            transaction.on_commit(
+                lambda: messages_stored.send(
+                    sender=Message, mailbox_id=mailbox_id, message_ids=new_ids, initial=initial
+                )
+            )
+    return result
+
+
+def _store(folder: Folder, uidvalidity: int, prepared: list[_Prepared], result: BatchResult):
+    mailbox_id = folder.mailbox_id
+    uids = [p.item.uid for p in prepared]
+    ledger = {
+        e.uid: e
+        for e in LedgerEntry.objects.filter(folder=folder, uidvalidity=uidvalidity, uid__in=uids)
+    }
+    located = dict(
+        Location.objects.filter(folder=folder, uidvalidity=uidvalidity, uid__in=uids).values_list(
+            "uid", "message_id"
+        )
+    )
+    digests = {p.digest for p in prepared if p.parsed is not None}
+    existing = dict(
+        Message.objects.filter(mailbox_id=mailbox_id, sha256__in=digests).values_list(
+            "sha256", "pk"
+        )
+    )
+
+    new_messages: dict[str, tuple[Message, _Prepared]] = {}
+    for p in prepared:
+        if p.parsed is not None and p.digest not in existing and p.digest not in new_messages:
+            new_messages[p.digest] = (_message_from(mailbox_id, p), p)
+    created = Message.objects.bulk_create([m for m, _ in new_messages.values()])
+    for message in created:
+        existing[message.sha256] = message.pk
+    _store_parts(new_messages.values())
+    if created:
+        assign_threads(mailbox_id=mailbox_id, messages=created)
+    result.new_message_ids.extend(m.pk for m in created)
+    created_digests = {m.sha256 for m in created}
+
+    locations, ledger_rows, seen_state = [], [], {}
+    now = timezone.now()
+    for p in prepared:
+        item = p.item
+        entry = ledger.get(item.uid) or LedgerEntry(
+            mailbox_id=mailbox_id, folder=folder, uidvalidity=uidvalidity, uid=item.uid
+        )
+        if p.parsed is None:
+            entry.attempts += 1
+            entry.error = p.error
+            entry.raw_file = p.raw_file or entry.raw_file
+            if entry.attempts >= MAX_ATTEMPTS:
+                entry.outcome, entry.reason = LedgerEntry.Outcome.HELD, "failed repeatedly"
+                result.held += 1
+            else:
+                entry.outcome, entry.reason = LedgerEntry.Outcome.FAILED, "will retry"
+                result.failed += 1
+            log.warning(
+                "message failed mailbox=%s folder=%s uid=%s attempts=%s error=%s",
+                mailbox_id,
+                folder.pk,
+                item.uid,
+                entry.attempts,
+                p.error,
+            )
+        else:
+            message_id = existing[p.digest]
+            if item.uid in located:
+                result.unchanged += 1
+                continue
+            if p.digest in created_digests and message_id not in seen_state:
+                entry.outcome, entry.reason = LedgerEntry.Outcome.STORED, ""
+                result.stored += 1
+            else:
+                entry.outcome = LedgerEntry.Outcome.DUPLICATE
+                entry.reason = "same content already in this mailbox"
+                result.duplicate += 1
+            entry.message_id = message_id
+            entry.error = ""
+            locations.append(
+                Location(
+                    message_id=message_id,
+                    folder=folder,
+                    uidvalidity=uidvalidity,
+                    uid=item.uid,
+                    flags=sorted(item.flags),
+                    modseq=item.modseq,
+                )
+            )
+            seen_state[message_id] = item.flags
+        entry.updated_at = now
+        ledger_rows.append(entry)
+
+    Location.objects.bulk_create(locations, ignore_conflicts=True)
+    LedgerEntry.objects.bulk_create(
+        [e for e in ledger_rows if e.pk is None],
+        update_conflicts=True,
+        unique_fields=["folder", "uidvalidity", "uid"],
+        update_fields=[
+            "outcome",
+            "reason",
+            "error",
+            "attempts",
+            "raw_file",
+            "message",
+            "updated_at",
+        ],
+    )
+    LedgerEntry.objects.bulk_update(
+        [e for e in ledger_rows if e.pk is not None],
+        ["outcome", "reason", "error", "attempts", "raw_file", "message", "updated_at"],
+    )
+    if seen_state:
+        Message.objects.filter(pk__in=seen_state).update(on_server=True)
+        _apply_flags(seen_state)
+
+
+def _apply_flags(flags_by_message: dict[int, Sequence[str]]) -> None:
+    seen = [pk for pk, flags in flags_by_message.items() if "\\Seen" in flags]
+    flagged = [pk for pk, flags in flags_by_message.items() if "\\Flagged" in flags]
+    Message.objects.filter(pk__in=seen).update(seen=True)
+    Message.objects.filter(pk__in=flagged).update(flagged=True)
+
+
+def _message_from(mailbox_id: int, p: _Prepared) -> Message:
+    parsed = p.parsed
+    return Message(
+        mailbox_id=mailbox_id,
+        sha256=p.digest,
+        size=len(p.item.raw or b""),
+        raw_file=p.raw_file,
+        message_id=parsed.message_id[:998],
+        in_reply_to=(parsed.in_reply_to or "")[:998],
+        references=" ".join(parsed.references)[:20000],
+        subject=parsed.subject[:1000],
+        from_name=parsed.from_name[:500],
+        from_address=(parsed.from_address or "")[:320],
+        date=parsed.date or p.item.internal_date,
+        internal_date=p.item.internal_date,
+        text_body=parsed.text_body,
+        html_body=parsed.html_body,
+        snippet=parsed.snippet[:300],
+        headers=parsed.headers,
+        has_attachments=any(not a.is_inline for a in parsed.attachments),
+        is_auto_reply=parsed.is_auto_reply,
+        is_bounce=parsed.is_bounce,
+        is_list=parsed.is_list,
+        too_large=bool(getattr(parsed, "too_large", False)),
+        parse_defects=list(parsed.defects)[:50],
+        seen="\\Seen" in p.item.flags,
+        flagged="\\Flagged" in p.item.flags,
+    )
+
+
+def _addresses(parsed: ParsedMessage):
+    def as_list(value):
+        if not value:
+            return []
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str | None):
+            return [value]
+        return list(value)
+
+    if parsed.from_address:
+        yield MessageAddress.Role.FROM, [(parsed.from_name, parsed.from_address)]
+    yield MessageAddress.Role.SENDER, as_list(getattr(parsed, "sender", None))
+    yield MessageAddress.Role.REPLY_TO, as_list(parsed.reply_to)
+    yield MessageAddress.Role.TO, as_list(parsed.to)
+    yield MessageAddress.Role.CC, as_list(parsed.cc)
+    yield MessageAddress.Role.BCC, as_list(parsed.bcc)
+
+
+def _store_parts(new_messages) -> None:
+    addresses, attachments, blob_rows = [], [], {}
+    for message, p in new_messages:
+        for role, pairs in _addresses(p.parsed):
+            for position, (name, address) in enumerate(pairs):
+                if address:
+                    addresses.append(
+                        MessageAddress(
+                            message=message,
+                            role=role,
+                            address=address[:320],
+                            name=(name or "")[:500],
+                            position=position,
+                        )
+                    )
+        for digest, path, size in p.blobs:
+            blob_rows[digest] = AttachmentBlob(sha256=digest, size=size, file=path)
+    MessageAddress.objects.bulk_create(addresses)
+    if blob_rows:
+        AttachmentBlob.objects.bulk_create(blob_rows.values(), ignore_conflicts=True)
+        blob_ids = dict(
+            AttachmentBlob.objects.filter(sha256__in=blob_rows).values_list("sha256", "pk")
+        )
+        for message, p in new_messages:
+            for position, (attachment, (digest, _path, _size)) in enumerate(
+                zip(p.parsed.attachments, p.blobs, strict=True)
+            ):
+                attachments.append(
+                    Attachment(
+                        message=message,
+                        blob_id=blob_ids[digest],
+                        filename=(attachment.filename or "")[:500],
+                        content_type=(attachment.content_type or "application/octet-stream")[:200],
+                        content_id=(attachment.content_id or "")[:500],
+                        is_inline=attachment.is_inline,
+                        position=position,
+                    )
+                )
+        Attachment.objects.bulk_create(attachments)
+
+
+def record_skipped(
+    *, folder: Folder, uidvalidity: int, uids: Sequence[int], reason: str, lease: Lease | None
+) -> None:
+    """Ledger rows for UIDs deliberately not stored (e.g. older than the sync-from date)."""
+    now = timezone.now()
+    with transaction.atomic():
+        if lease is not None:
+            lease.check()
+        for start in range(0, len(uids), 5000):
+            LedgerEntry.objects.bulk_create(
+                [
+                    LedgerEntry(
+                        mailbox_id=folder.mailbox_id,
+                        folder=folder,
+                        uidvalidity=uidvalidity,
+                        uid=uid,
+                        outcome=LedgerEntry.Outcome.SKIPPED,
+                        reason=reason,
+                        updated_at=now,
+                    )
+                    for uid in uids[start : start + 5000]
+                ],
+                update_conflicts=True,
+                unique_fields=["folder", "uidvalidity", "uid"],
+                update_fields=["outcome", "reason", "updated_at"],
+            )

@@ -1,0 +1,70 @@
+"""The beat tick dispatches each due mailbox once, however many beats run (issue 3, issue 7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from connector.dispatch import dispatch_due
+from inbox.models import Mailbox
+from inbox.services import mailbox_pause, mailbox_request_sync, mailbox_resume
+from tests import factories as f
+
+pytestmark = pytest.mark.django_db
+
+
+def collect():
+    got: list[int] = []
+    return got, got.append
+
+
+def test_due_mailboxes_are_dispatched_once_even_by_two_beats():
+    now = timezone.now()
+    due = f.MailboxFactory(next_sync_at=now - dt.timedelta(seconds=1))
+    new = f.MailboxFactory(next_sync_at=None)
+    later = f.MailboxFactory(next_sync_at=now + dt.timedelta(minutes=3))
+    paused = f.MailboxFactory(state=Mailbox.State.PAUSED)
+    broken = f.MailboxFactory(state=Mailbox.State.NEEDS_RECONNECT)
+
+    first, enqueue_first = collect()
+    second, enqueue_second = collect()
+    dispatch_due(enqueue=enqueue_first, now=now)
+    dispatch_due(enqueue=enqueue_second, now=now)  # a second beat, started by mistake
+
+    assert sorted(first) == sorted([due.pk, new.pk])
+    assert second == []
+    assert later.pk not in first and paused.pk not in first and broken.pk not in first
+
+
+def test_sync_now_is_honoured_before_the_interval_and_only_once():
+    mailbox = f.MailboxFactory(next_sync_at=timezone.now() + dt.timedelta(hours=1))
+    mailbox_request_sync(mailbox=mailbox)
+    first, enqueue = collect()
+    dispatch_due(enqueue=enqueue)
+    again, enqueue_again = collect()
+    dispatch_due(enqueue=enqueue_again)
+    assert first == [mailbox.pk] and again == []
+
+
+def test_a_lost_task_is_dispatched_again_after_the_claim_runs_out():
+    mailbox = f.MailboxFactory(next_sync_at=None)
+    first, enqueue = collect()
+    dispatch_due(enqueue=enqueue)
+    assert first == [mailbox.pk]
+    # The task vanished with a broker restart: nothing ran. Ten minutes later it is due again.
+    later, enqueue_later = collect()
+    dispatch_due(enqueue=enqueue_later, now=timezone.now() + dt.timedelta(minutes=10))
+    assert later == [mailbox.pk]
+
+
+def test_pause_and_resume():
+    mailbox = f.MailboxFactory(next_sync_at=None)
+    mailbox_pause(mailbox=mailbox)
+    got, enqueue = collect()
+    dispatch_due(enqueue=enqueue)
+    assert got == []
+    mailbox_resume(mailbox=mailbox)
+    dispatch_due(enqueue=enqueue)
+    assert got == [mailbox.pk]
