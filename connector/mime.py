@@ -518,98 +518,72 @@ class _HeaderBlock:
     newline: bytes
 
 
+# One header field, folded lines included (RFC 5322 2.2.3). Values may hold raw 8-bit bytes.
+_FIELD = re.compile(rb"([!-9;-~]{1,200})[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)(?:\n|\Z)")
+_FOLD = re.compile(rb"\r?\n")
+
+
 def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _HeaderBlock:
     start = 0
     if raw.startswith(b"From "):  # mbox separator line left on by an import
         nl = raw.find(b"\n")
         start = nl + 1 if nl >= 0 else len(raw)
-    blank = _BLANK_LINE.search(raw, start)
-    if raw[start : start + 1] in (b"\n", b"\r"):  # empty header block: body straight away
-        end = start
-        body_offset = raw.find(b"\n", start) + 1
-    elif blank:
-        end, body_offset = blank.start() + 1, blank.end()
-    else:
-        end = body_offset = len(raw)
-    newline = b"\r\n" if raw[start:end].find(b"\r\n") >= 0 else b"\n"
-    if end - start > limits.max_header_bytes:
-        defects.append(f"header block of {end - start} bytes cut to {limits.max_header_bytes}")
-    block = raw[start : min(end, start + limits.max_header_bytes)]
+    if raw[start : start + 1] in (b" ", b"\t"):
+        raise MessageUnparseable("starts with a continuation line, not a header field")
+    # The block ends at the first empty line; read at most max_header_bytes of it (P-03).
+    limit = start + limits.max_header_bytes
+    blank = _BLANK_LINE.search(raw, start, limit + 2)
+    block_end = blank.start() + 1 if blank else min(len(raw), limit)
+    block = raw[start:block_end]
+    if b"\x00" in block:
+        defects.append("NUL bytes removed from the header block")
+        block = block.replace(b"\x00", b"")
     fields: dict[bytes, list[bytes]] = {}
-    mime_lines: list[bytes] = []
-    count = 0
-    name: bytes | None = None
-    parts: list[bytes] = []
-    in_mime = False
-    nul_seen = False
-    dropped = 0
-    lines = block.split(b"\n")
-    offset = start
-
-    def finish() -> None:
-        nonlocal count, dropped
-        if name is None:
-            return
+    mime_fields: list[bytes] = []
+    count = dropped = 0
+    pos = 0
+    match_field = _FIELD.match
+    while pos < len(block):
+        match = match_field(block, pos)
+        if match is None:
+            break
+        pos = match.end()
         if count >= limits.max_header_fields:
             dropped += 1
-            return
-        value = b"".join(parts).strip()
+            continue
+        name = match.group(1).lower()
+        value = match.group(2)
+        if name in _MIME_FIELDS:
+            mime_fields.append(match.group(0).rstrip(b"\r\n"))
         if len(value) > limits.max_field_bytes:
             defects.append(f"{name.decode()} field cut to {limits.max_field_bytes} bytes")
             value = value[: limits.max_field_bytes]
-        fields.setdefault(name, []).append(value)
+        if b"\n" in value:
+            value = _FOLD.sub(b"", value)
+        fields.setdefault(name, []).append(value.strip())
         count += 1
-
-    for index, line in enumerate(lines):
-        line_len = len(line) + 1
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if b"\x00" in line:
-            nul_seen = True
-            line = line.replace(b"\x00", b"")
-        if line[:1] in (b" ", b"\t"):
-            if name is None:
-                if index == 0:
-                    raise MessageUnparseable("starts with a continuation line, not a header")
-                offset += line_len
-                continue
-            parts.append(b" " + line.strip())
-            if in_mime:
-                mime_lines.append(line)
-            offset += line_len
-            continue
-        match = _FIELD_NAME.match(line)
-        if match is None:
-            if not line:
-                offset += line_len
-                continue
-            if not fields and name is None:
-                raise MessageUnparseable("no header fields: this is not an email message")
-            # A line that is neither a field nor a continuation: RFC 5322 has no such thing,
-            # so the body started without its blank line. Treat it as the body.
-            defects.append("header block ended without a blank line")
-            finish()
-            name = None
-            body_offset = offset
-            break
-        finish()
-        name = match.group(1).lower()
-        parts = [line[match.end() :]]
-        in_mime = name in _MIME_FIELDS
-        if in_mime:
-            mime_lines.append(line)
-        offset += line_len
-    else:
-        finish()
-    if dropped:
-        defects.append(f"{dropped} header fields over the cap of {limits.max_header_fields}")
-    if nul_seen:
-        defects.append("NUL bytes removed from the header block")
     if not fields:
         raise MessageUnparseable("no header fields: this is not an email message")
     if not any(name in fields for name in _MAIL_FIELDS):
         raise MessageUnparseable("no message header fields (From, To, Date, Subject...)")
-    mime_block = newline.join(mime_lines) + newline if mime_lines else b""
+    if dropped:
+        defects.append(f"{dropped} header fields over the cap of {limits.max_header_fields}")
+    if blank is not None and pos >= len(block) - 1:
+        body_offset = blank.end()
+    elif blank is None and block_end - start >= limits.max_header_bytes:
+        # Header flood: skip to the real end of the block, however far, without reading it.
+        defects.append(f"header block over {limits.max_header_bytes} bytes; the rest ignored")
+        rest = _BLANK_LINE.search(raw, block_end)
+        body_offset = rest.end() if rest else len(raw)
+    elif blank is None and pos >= len(block):
+        body_offset = len(raw)  # headers only, no body
+    else:
+        # A line that is neither a field nor a continuation: RFC 5322 has no such thing, so
+        # the body started without its blank line. Treat it as the body.
+        defects.append("header block ended without a blank line")
+        body_offset = start + pos
+    newline = b"\r\n" if block.find(b"\r\n", 0, 4096) >= 0 else b"\n"
+    mime_block = b"".join(line + newline for line in mime_fields)
     return _HeaderBlock(fields, mime_block, body_offset, newline)
 
 
@@ -856,20 +830,24 @@ def _lower_get(headers: dict[str, list[str]], name: str) -> str:
     return ""
 
 
-def _leaves_fast(data: bytes) -> tuple[list[_Leaf], bool]:
+def _leaves_fast(data: bytes) -> tuple[list[_Leaf], bool, int, int]:
+    """Leaves in document order, whether it is a DSN, the tree's depth and node count."""
     root = _fmp.parse_email_tree(data)
     leaves: list[_Leaf] = []
     dsn = False
-    stack = [(root, False)]
+    deepest = nodes = 0
+    stack = [(root, False, 1)]
     while stack:
-        node, nested = stack.pop()
+        node, nested, depth = stack.pop()
+        nodes += 1
+        deepest = max(deepest, depth)
         ctype = (node.content_type or "text/plain").lower()
         if ctype.startswith("multipart/"):
             if ctype == "multipart/report" and "delivery-status" in _lower_get(
                 node.headers, "content-type"
             ):
                 dsn = dsn or not nested
-            stack.extend((child, nested) for child in reversed(node.children))
+            stack.extend((child, nested, depth + 1) for child in reversed(node.children))
             continue
         if ctype == "message/delivery-status" and not nested:
             dsn = True
@@ -886,8 +864,8 @@ def _leaves_fast(data: bytes) -> tuple[list[_Leaf], bool]:
         )
         leaves.append(leaf)
         if node.is_message:
-            stack.extend((child, True) for child in reversed(node.children))
-    return leaves, dsn
+            stack.extend((child, True, depth + 1) for child in reversed(node.children))
+    return leaves, dsn, deepest, nodes
 
 
 def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], bool, list[str]]:
@@ -1069,42 +1047,58 @@ def _parse(
     body = raw[head.body_offset : limits.max_size]
     content_type = _decode_raw_header(fields.get(b"content-type", [b""])[0])
     top_boundary = _boundary_of(content_type) if "multipart" in content_type.lower() else None
-    cut, reason = _safe_prefix(body, top_boundary, limits)
     cut_cleanly = True
-    if reason:
-        message.truncated = True
-        defects.append(f"{reason}: parsed the first {cut} bytes of the body only")
-    elif message.too_large:
+    if message.too_large:
         # Cut at the last delimiter before the limit so no attachment is kept half-read.
         cut_cleanly = False
         if top_boundary:
             last = body.rfind(b"\n--")
             if last > 0:
-                cut, cut_cleanly = last + 1, True
-    if top_boundary and not message.truncated:
-        if b"--" + top_boundary.encode("utf-8", "replace") + b"--" not in body:
+                body, cut_cleanly = body[: last + 1], True
+    elif top_boundary:
+        closing = b"--" + top_boundary.encode("utf-8", "replace") + b"--"
+        if body.find(closing, len(body) - 4096) < 0 and closing not in body:
             defects.append("missing closing MIME boundary (truncated download?)")
-    body = body[:cut]
 
-    leaves: list[_Leaf] = []
+    leaves: list[_Leaf] | None = None
     dsn = False
-    if backend != "none":
-        data = head.mime_block + head.newline + body
-        if backend == "auto" and _fmp is not None:
-            try:
-                leaves, dsn = _leaves_fast(data)
-                message.backend = "fast-mail-parser"
-            except Exception as exc:  # DecodeError, MimeStructureError...: stdlib decides
-                defects.append(f"fast parser refused: {type(exc).__name__}")
-        if not message.backend:
-            leaves, dsn, stdlib_defects = _leaves_stdlib(data)
-            defects.extend(stdlib_defects)
-            message.backend = "stdlib"
-    else:
+    if backend == "none":
         message.backend = "none"
         declared = content_type.lower().strip()
         if not top_boundary and (not declared or declared.startswith("text/")):
             leaves = [_Leaf("text/plain", _charset_param(content_type), "", "", "", body, False)]
+        else:
+            leaves = []
+    else:
+        use_fast = backend == "auto" and _fmp is not None
+        if use_fast:
+            # The Rust parser is linear and caps its own depth (256), so it can look first;
+            # our caps are checked on its tree, and only a message over them pays the scan.
+            try:
+                leaves, dsn, depth, nodes = _leaves_fast(head.mime_block + head.newline + body)
+            except Exception as exc:  # DecodeError, MimeStructureError...: stdlib decides
+                defects.append(f"fast parser refused: {type(exc).__name__}")
+                use_fast = False
+            else:
+                if depth > limits.max_depth or nodes > limits.max_parts:
+                    leaves = None
+        if leaves is None:
+            cut, reason = _safe_prefix(body, top_boundary, limits)
+            if reason:
+                message.truncated = True
+                defects.append(f"{reason}: parsed the first {cut} bytes of the body only")
+                body = body[:cut]
+            data = head.mime_block + head.newline + body
+            if use_fast:
+                try:
+                    leaves, dsn, _, _ = _leaves_fast(data)
+                except Exception as exc:
+                    defects.append(f"fast parser refused: {type(exc).__name__}")
+            if leaves is None:
+                leaves, dsn, stdlib_defects = _leaves_stdlib(data)
+                defects.extend(stdlib_defects)
+                message.backend = "stdlib"
+        message.backend = message.backend or "fast-mail-parser"
     if not cut_cleanly and leaves and leaves[-1].disposition == "attachment":
         dropped = leaves.pop()
         defects.append(f"attachment {dropped.filename!r} cut by the size limit; not kept")
