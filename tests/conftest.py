@@ -12,6 +12,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.servers.fixtures"]
+
 os.environ.setdefault("RELAY_ALLOWED_MAIL_HOSTS", "127.0.0.1,localhost")
 
 from tests import factories as f  # noqa: E402

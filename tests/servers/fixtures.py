@@ -1,0 +1,117 @@
+"""pytest fixtures for the real servers (registered from tests/conftest.py via pytest_plugins).
+
+Session scope: ``test_certificate``, ``dovecot``, ``dovecot_no_condstore`` (each Dovecot starts
+in well under a second and is stopped by PID at the end; every worker of pytest-xdist gets its
+own). Function scope: ``imap_user`` (a fresh user, so tests never share mail),
+``smtp_server``, ``smtp_server_starttls``, ``smtp_server_tls``, ``fault_proxy`` (in front of
+the plain Dovecot port) and ``fault_proxy_factory`` (in front of any port).
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+
+import pytest
+
+from .certs import Certificate
+from .dovecot import Dovecot, make_certificate, start_dovecot, stop_dovecot
+from .faultproxy import FaultProxy
+from .smtp import SmtpServer, start_smtp
+
+
+class ImapUser(str):
+    """A Dovecot login name (usable wherever a user name is), carrying its password and server."""
+
+    password: str
+    server: Dovecot
+
+    def __new__(cls, server: Dovecot, login: str):
+        obj = super().__new__(cls, login)
+        obj.server = server
+        obj.password = server.password(login)
+        return obj
+
+    @property
+    def login(self) -> str:
+        return str(self)
+
+
+def _stop_at_exit(server: Dovecot) -> None:
+    # Belt and braces: an interrupted session (Ctrl-C, a crash in a finaliser) must not leave
+    # a Dovecot running.
+    atexit.register(lambda: server.process is not None and stop_dovecot(server))
+
+
+@pytest.fixture(scope="session")
+def test_certificate() -> Certificate:
+    cert = make_certificate()
+    yield cert
+    shutil.rmtree(cert.cert_path.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot(test_certificate) -> Dovecot:
+    server = start_dovecot(test_certificate)
+    _stop_at_exit(server)
+    yield server
+    stop_dovecot(server)
+
+
+@pytest.fixture(scope="session")
+def dovecot_no_condstore(test_certificate) -> Dovecot:
+    """The same server without CONDSTORE/QRESYNC in its capabilities (RELIABILITY S-19)."""
+    server = start_dovecot(test_certificate, condstore=False)
+    _stop_at_exit(server)
+    yield server
+    stop_dovecot(server)
+
+
+@pytest.fixture
+def imap_user(dovecot) -> ImapUser:
+    return ImapUser(dovecot, dovecot.create_user())
+
+
+@pytest.fixture
+def imap_user_no_condstore(dovecot_no_condstore) -> ImapUser:
+    return ImapUser(dovecot_no_condstore, dovecot_no_condstore.create_user())
+
+
+@pytest.fixture
+def smtp_server() -> SmtpServer:
+    controller, server = start_smtp()
+    yield server
+    controller.stop()
+
+
+@pytest.fixture
+def smtp_server_starttls(test_certificate) -> SmtpServer:
+    controller, server = start_smtp(test_certificate, starttls=True)
+    yield server
+    controller.stop()
+
+
+@pytest.fixture
+def smtp_server_tls(test_certificate) -> SmtpServer:
+    controller, server = start_smtp(test_certificate, implicit_tls=True)
+    yield server
+    controller.stop()
+
+
+@pytest.fixture
+def fault_proxy_factory():
+    proxies: list[FaultProxy] = []
+
+    def make(host: str, port: int) -> FaultProxy:
+        proxy = FaultProxy(host, port).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+@pytest.fixture
+def fault_proxy(dovecot, fault_proxy_factory) -> FaultProxy:
+    return fault_proxy_factory(dovecot.host, dovecot.port)

@@ -1,0 +1,133 @@
+"""A real SMTP server for the tests: aiosmtpd on a free loopback port, recording every message
+it accepts. ``mode`` switches it to the faults the sending code must survive (RELIABILITY E,
+S-24): refuse temporarily (4xx), permanently (5xx), or drop the connection after the client
+has sent the whole message but before the server answers DATA."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from .certs import Certificate, free_port
+
+SMTP_USER = "sender@relay.test"
+SMTP_PASSWORD = "smtp-secret-pw"
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    raw: bytes
+    auth_user: str | None
+
+
+@dataclass
+class SmtpServer:
+    """The fixture's handle. Set ``mode`` to "accept" (default), "tempfail", "permfail" or
+    "drop"; ``received`` lists what was accepted, ``attempts`` counts every DATA seen."""
+
+    host: str
+    port: int
+    user: str = SMTP_USER
+    password: str = SMTP_PASSWORD
+    starttls: bool = False
+    implicit_tls: bool = False
+    ca_path: Path | None = None
+    mode: str = "accept"
+    received: list[ReceivedMail] = field(default_factory=list)
+    attempts: int = 0
+    logins: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def trusting_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
+
+class _Handler:
+    def __init__(self, server: SmtpServer):
+        self.server = server
+
+    async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        server = self.server
+        with server._lock:
+            server.attempts += 1
+            mode = server.mode
+        if mode == "tempfail":
+            return "451 4.3.0 Try again later (test fault)"
+        if mode == "permfail":
+            return "554 5.7.1 Message refused (test fault)"
+        if mode == "drop":
+            # The client has sent the final "." and waits for the verdict; it never comes.
+            smtp.transport.abort()
+            return "421 4.3.0 (never delivered: the connection is gone)"
+        login = session.authenticated and session.auth_data
+        with server._lock:
+            server.received.append(
+                ReceivedMail(
+                    mail_from=envelope.mail_from,
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    raw=envelope.original_content or envelope.content,
+                    auth_user=login.login.decode() if login else None,
+                )
+            )
+        return "250 2.0.0 Accepted"
+
+
+class _Authenticator:
+    def __init__(self, server: SmtpServer):
+        self.server = server
+
+    def __call__(self, smtp, session, envelope, mechanism, auth_data) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        ok = (
+            auth_data.login.decode() == self.server.user
+            and auth_data.password.decode() == self.server.password
+        )
+        if ok:
+            with self.server._lock:
+                self.server.logins.append(auth_data.login.decode())
+        if not ok:
+            # handled=False: aiosmtpd itself answers 535 (handled=True would send nothing).
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=auth_data)
+
+
+def _server_context(certificate: Certificate) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate.cert_path, certificate.key_path)
+    return context
+
+
+def start_smtp(
+    certificate: Certificate | None = None, *, starttls: bool = False, implicit_tls: bool = False
+) -> tuple[Controller, SmtpServer]:
+    """Start a server. ``starttls`` offers STARTTLS on the plain port; ``implicit_tls`` speaks
+    TLS from the first byte (port 465 style). Both use the session's self-signed certificate."""
+    port = free_port()
+    server = SmtpServer(
+        host="127.0.0.1",
+        port=port,
+        starttls=starttls,
+        implicit_tls=implicit_tls,
+        ca_path=certificate.ca_path if certificate else None,
+    )
+    kwargs: dict = {
+        "authenticator": _Authenticator(server),
+        # Loopback tests log in over plain text on purpose (the client decides what is safe).
+        "auth_require_tls": False,
+        "server_hostname": "localhost",
+    }
+    if starttls:
+        kwargs["tls_context"] = _server_context(certificate)
+    if implicit_tls:
+        kwargs["ssl_context"] = _server_context(certificate)
+    controller = Controller(_Handler(server), hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    return controller, server
