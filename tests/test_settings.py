@@ -20,7 +20,8 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "HOME": str(tmp_path),
         "RELAY_PRODUCTION": "true",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
-        "RELAY_ENCRYPTION_KEYS": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
+        # Two keys, as during a rotation.
+        "RELAY_ENCRYPTION_KEYS": ",".join(Fernet.generate_key().decode() for _ in range(2)),
         "RELAY_TOKEN_KEY": secrets.token_urlsafe(32),
         "DATABASE_URL": "postgres://relay:secret@db.internal:5432/relay",
         "REDIS_URL": "redis://redis.internal:6379/0",
