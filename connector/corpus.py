@@ -32,6 +32,8 @@ __all__ = [
     "ANSWERED",
     "FLAGGED",
     "INBOX",
+    "KINDS",
+    "LANGUAGES",
     "SEEN",
     "SENT",
     "Company",
@@ -1725,7 +1727,6 @@ class _Generator:
             if person.company:
                 self.by_company.setdefault(person.company, []).append(person)
         self.threads: list[_Thread] = []
-        self.list_threads: list[_Thread] = []
         self.ticket_counter = 1000
         self.opp_counter = 10
         self.known_tickets: list[tuple[str, str]] = []
@@ -2296,8 +2297,8 @@ class _Generator:
         )
         inner_when = when - timedelta(hours=self.rng.randrange(1, 48))
         inner = _Draft(
-            "inner", INBOX, carrier, [customer], inner_subject, inner_text, carrier_lang.code
-        )
+            "inner", "", carrier, [customer], inner_subject, inner_text, carrier_lang.code
+        )  # no folder: it reached the customer, not our mailbox, so it has no Received lines
         inner.extra_headers.insert(0, f"Message-ID: {self._message_id(carrier, inner_when)}")
         inner_raw = self._finish(inner, inner_when).raw
         subject = lang.forward_prefix + inner_subject
