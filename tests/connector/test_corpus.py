@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ast
 import mailbox
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -58,6 +61,32 @@ def test_same_seed_gives_identical_bytes_and_flags():
     first = [(m.folder, m.flags, m.raw) for m in corpus.generate(150, seed=3)]
     second = [(m.folder, m.flags, m.raw) for m in corpus.generate(150, seed=3)]
     assert first == second
+
+
+def test_output_does_not_depend_on_the_process(tmp_path):
+    """No set or hash order leaks into the output: two interpreters with different hash seeds
+    write the same bytes."""
+    script = (
+        "import hashlib, sys\n"
+        "from connector import corpus\n"
+        "digest = hashlib.sha256()\n"
+        "for m in corpus.generate(200, seed=8):\n"
+        "    digest.update(m.folder.encode() + repr(m.flags).encode() + m.raw)\n"
+        "print(digest.hexdigest())\n"
+    )
+    root = Path(corpus.__file__).resolve().parent.parent
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+        for hash_seed in (1, 2)
+    }
+    assert len(digests) == 1
 
 
 def test_different_seed_gives_different_mail():
