@@ -474,6 +474,30 @@ _MAIL_FIELDS = frozenset(
         b"bcc",
     )
 )
+_KEY_FIELDS = frozenset(
+    (
+        b"from",
+        b"to",
+        b"cc",
+        b"bcc",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"in-reply-to",
+        b"references",
+        b"reply-to",
+        b"sender",
+        b"content-type",
+        b"content-transfer-encoding",
+        b"auto-submitted",
+        b"precedence",
+        b"list-id",
+        b"list-unsubscribe",
+    )
+)
+_KEY_FIELD_START = re.compile(
+    rb"^(" + b"|".join(sorted(_KEY_FIELDS)) + rb")[ \t]*:", re.IGNORECASE | re.MULTILINE
+)
 # Fields the MIME backend needs to build the top of the tree; all others stay with us.
 _MIME_FIELDS = frozenset(
     (b"content-type", b"content-transfer-encoding", b"content-disposition", b"content-id")
@@ -536,25 +560,22 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
     block_end = blank.start() + 1 if blank else min(len(raw), limit)
     block = raw[start:block_end]
     if b"\x00" in block:
+        # Spaces, not deletion: offsets into `raw` must stay right for the body start.
         defects.append("NUL bytes removed from the header block")
-        block = block.replace(b"\x00", b"")
+        block = block.replace(b"\x00", b" ")
     fields: dict[bytes, list[bytes]] = {}
     mime_fields: list[bytes] = []
     count = dropped = 0
-    pos = 0
-    match_field = _FIELD.match
-    while pos < len(block):
-        match = match_field(block, pos)
-        if match is None:
-            break
-        pos = match.end()
-        if count >= limits.max_header_fields:
-            dropped += 1
-            continue
+
+    def add(match: re.Match[bytes]) -> None:
+        nonlocal count, dropped
         name = match.group(1).lower()
+        if count >= limits.max_header_fields and (name not in _KEY_FIELDS or name in fields):
+            dropped += 1
+            return
         value = match.group(2)
         if name in _MIME_FIELDS:
-            mime_fields.append(match.group(0).rstrip(b"\r\n"))
+            mime_fields.append(match.group(0).rstrip(b"\r\n")[: limits.max_field_bytes])
         if len(value) > limits.max_field_bytes:
             defects.append(f"{name.decode()} field cut to {limits.max_field_bytes} bytes")
             value = value[: limits.max_field_bytes]
@@ -562,19 +583,40 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
             value = _FOLD.sub(b"", value)
         fields.setdefault(name, []).append(value.strip())
         count += 1
+
+    pos = 0
+    match_field = _FIELD.match
+    while pos < len(block):
+        match = match_field(block, pos)
+        if match is None:
+            break
+        pos = match.end()
+        add(match)
+    flood = blank is None and block_end - start >= limits.max_header_bytes
+    if flood:
+        # Header flood (P-03): 10,000 Received lines or a 16,000-address To ahead of the
+        # fields that matter. Skip the rest without parsing it, except the few key fields,
+        # found by one C-speed regex scan.
+        defects.append(f"header block over {limits.max_header_bytes} bytes; the rest skimmed")
+        rest = _BLANK_LINE.search(raw, block_end)
+        rest_end = rest.start() + 1 if rest else len(raw)
+        for key in _KEY_FIELD_START.finditer(raw, block_end, rest_end):
+            name = key.group(1).lower()
+            if name not in fields:
+                match = _FIELD.match(raw[key.start() : key.start() + limits.max_field_bytes])
+                if match is not None:
+                    add(match)
+        body_offset = rest.end() if rest else len(raw)
     if not fields:
         raise MessageUnparseable("no header fields: this is not an email message")
     if not any(name in fields for name in _MAIL_FIELDS):
         raise MessageUnparseable("no message header fields (From, To, Date, Subject...)")
     if dropped:
         defects.append(f"{dropped} header fields over the cap of {limits.max_header_fields}")
-    if blank is not None and pos >= len(block) - 1:
+    if flood:
+        pass  # body_offset found above, past the skimmed rest
+    elif blank is not None and pos >= len(block) - 1:
         body_offset = blank.end()
-    elif blank is None and block_end - start >= limits.max_header_bytes:
-        # Header flood: skip to the real end of the block, however far, without reading it.
-        defects.append(f"header block over {limits.max_header_bytes} bytes; the rest ignored")
-        rest = _BLANK_LINE.search(raw, block_end)
-        body_offset = rest.end() if rest else len(raw)
     elif blank is None and pos >= len(block):
         body_offset = len(raw)  # headers only, no body
     else:
@@ -868,6 +910,21 @@ def _leaves_fast(data: bytes) -> tuple[list[_Leaf], bool, int, int]:
     return leaves, dsn, deepest, nodes
 
 
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
+
+
+def _stdlib_payload(part, defects: list[str]) -> bytes:  # part: email.message.Message
+    """Transfer-decoded bytes; a part that only claims to be base64 is kept as sent (P-04)."""
+    if str(part.get("content-transfer-encoding", "")).strip().lower() == "base64":
+        encoded = part.get_payload(decode=False)
+        if isinstance(encoded, str):
+            sample = encoded[:4096]
+            if len(_NOT_BASE64.findall(sample)) * 50 > len(sample):
+                defects.append(f"{part.get_content_type()} part declared base64 but is not")
+                return encoded.encode("ascii", "surrogateescape")
+    return part.get_payload(decode=True) or b""
+
+
 def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], bool, list[str]]:
     import email
     import email.policy
@@ -903,7 +960,7 @@ def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], bool, list[str]]:
                 payload_bytes = b""
                 defects.append(f"{ctype} part could not be re-serialised")
         else:
-            payload_bytes = part.get_payload(decode=True) or b""
+            payload_bytes = _stdlib_payload(part, defects)
         leaves.append(
             _Leaf(
                 content_type=ctype,
@@ -949,7 +1006,9 @@ def html_to_text(markup: str, limit: int = 20_000) -> str:
         end = lowered.find(closer, match.end())
         if end < 0:
             break
-        pos = end + len(closer)
+        pos = lowered.find(">", end) + 1 if closer != "-->" else end + 3
+        if pos == 0:
+            break
     text = _HTML_BREAK.sub("\n", " ".join(kept))
     return html.unescape(_HTML_TAG.sub(" ", text))
 
@@ -1005,6 +1064,9 @@ def parse_message(
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise MessageUnparseable(f"expected bytes, got {type(raw).__name__}")
     raw = bytes(raw)
+    head = raw[:65536]
+    if b"\n" not in head and b"\r" in head:  # classic Mac OS line ends: bare CR only
+        raw = raw.replace(b"\r", b"\n")
     if not raw.strip():
         raise MessageUnparseable("empty message")
     if internal_date is not None and internal_date.tzinfo is None:
