@@ -136,6 +136,18 @@ def _detail_page(request, kind: RecordKind, pk: int, extra: dict | None = None):
     return render(request, f"crm/{kind.name}_detail.html", context)
 
 
+def _links_from_query(request, form_class, record) -> dict:
+    """ "New ticket" on an account's page opens the form with that account chosen
+    (?account=12). Only for new records, only link fields; the form still validates them."""
+    if record is not None:
+        return {}
+    return {
+        name: request.GET[name]
+        for name in ("account", "contact")
+        if name in form_class.base_fields and request.GET.get(name, "").isdigit()
+    }
+
+
 def _form_page(request, kind: RecordKind, record=None):
     form_class = kind.form
     if request.method == "POST":
@@ -152,7 +164,7 @@ def _form_page(request, kind: RecordKind, record=None):
                 messages.success(request, f"{kind.label} “{saved}” {verb}.")
                 return redirect(saved)
     else:
-        form = form_class(instance=record)
+        form = form_class(instance=record, initial=_links_from_query(request, form_class, record))
     return render(
         request,
         "crm/record_form.html",

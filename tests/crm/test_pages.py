@@ -471,3 +471,16 @@ def test_delete_asks_then_deletes_on_post(user_client, name, make, model):
     assert "deleted." in response.content.decode()
     assert not AccountDomain.objects.exists()
     assert not ContactEmail.objects.exists() and not LeadEmail.objects.exists()
+
+
+def test_new_link_on_an_account_starts_a_record_linked_to_it(user_client):
+    account = f.AccountFactory(name="Globex")
+    detail = user_client.get(account.get_absolute_url()).content.decode()
+    link = f"{reverse('crm:ticket_create')}?account={account.pk}"
+    assert link in detail
+    form = user_client.get(link).content.decode()
+    assert f'<option value="{account.pk}" selected>Globex</option>' in form
+    # A query string never pre-selects anything on an existing record's form.
+    ticket = f.TicketFactory()
+    edit = user_client.get(f"{reverse('crm:ticket_update', args=[ticket.pk])}?account={account.pk}")
+    assert f'<option value="{account.pk}" selected>' not in edit.content.decode()
