@@ -10,7 +10,7 @@ import logging
 
 from celery import shared_task
 
-from . import dispatch, sync
+from . import dispatch, filing, sync
 
 log = logging.getLogger(__name__)
 
@@ -27,3 +27,17 @@ def beat_tick() -> int:
     if dispatched:
         log.info("beat dispatched %s mailboxes", len(dispatched))
     return len(dispatched)
+
+
+@shared_task(name="relay.file_messages", soft_time_limit=600, time_limit=660)
+def file_messages(message_ids: list[int], initial: bool = False) -> str:
+    report = filing.file_messages(message_ids=message_ids, initial=initial)
+    return report.summary()
+
+
+@shared_task(name="relay.refile_for_addresses", soft_time_limit=3600, time_limit=3700)
+def refile_for_addresses(emails: list[str] | None = None, domains: list[str] | None = None) -> str:
+    report = filing.refile_for_addresses(emails=emails or (), domains=domains or ())
+    if report.filings:
+        log.info("refiled for %s %s: %s", emails, domains, report.summary())
+    return report.summary()

@@ -23,6 +23,7 @@ from .models import (
     Ticket,
 )
 from .normalize import normalize_domain, normalize_email
+from .signals import addresses_added
 
 FIRST_NUMBER = {"ticket": 1000, "opportunity": 1}
 
@@ -68,30 +69,47 @@ def normalize_domains(values: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def _replace_children(manager, model, field: str, values: list[str], **parent) -> None:
+def _replace_children(manager, model, field: str, values: list[str], **parent) -> list[str]:
     existing = set(manager.values_list(field, flat=True))
     wanted = set(values)
     manager.filter(**{f"{field}__in": existing - wanted}).delete()
-    model.objects.bulk_create([model(**parent, **{field: v}) for v in values if v not in existing])
+    added = [v for v in values if v not in existing]
+    model.objects.bulk_create([model(**parent, **{field: v}) for v in added])
+    return added
+
+
+def _announce(record, *, emails: list[str] = (), domains: list[str] = ()) -> None:
+    """Tell listeners (mail filing) that a record gained addresses, so past mail is filed."""
+    if emails or domains:
+        addresses_added.send(
+            sender=type(record),
+            record_type=record.record_type,
+            record_id=record.pk,
+            emails=list(emails),
+            domains=list(domains),
+        )
 
 
 @transaction.atomic
 def contact_set_emails(*, contact: Contact, emails: Iterable[str]) -> None:
-    _replace_children(
+    added = _replace_children(
         contact.emails, ContactEmail, "email", normalize_emails(emails), contact=contact
     )
+    _announce(contact, emails=added)
 
 
 @transaction.atomic
 def lead_set_emails(*, lead: Lead, emails: Iterable[str]) -> None:
-    _replace_children(lead.emails, LeadEmail, "email", normalize_emails(emails), lead=lead)
+    added = _replace_children(lead.emails, LeadEmail, "email", normalize_emails(emails), lead=lead)
+    _announce(lead, emails=added)
 
 
 @transaction.atomic
 def account_set_domains(*, account: Account, domains: Iterable[str]) -> None:
-    _replace_children(
+    added = _replace_children(
         account.domains, AccountDomain, "domain", normalize_domains(domains), account=account
     )
+    _announce(account, domains=added)
 
 
 @transaction.atomic

@@ -189,3 +189,25 @@ class OutboxEntryAdmin(ReadOnlyAdmin):
         "created_at",
     )
     list_select_related = ("mailbox",)
+
+
+# --- matching (issue 4) ----------------------------------------------------------------------
+from .models import ExclusionPattern, MatchingSettings  # noqa: E402
+
+
+@admin.register(ExclusionPattern)
+class ExclusionPatternAdmin(admin.ModelAdmin):
+    list_display = ("pattern", "note", "created_at")
+    search_fields = ("pattern", "note")
+
+
+@admin.register(MatchingSettings)
+class MatchingSettingsAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "precedence", "acknowledgements_per_hour", "updated_at")
+
+    def has_add_permission(self, request):
+        # A singleton: the row is created on first read; a second one would never be used.
+        return not MatchingSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -488,6 +488,12 @@ class Filing(models.Model):
         on_delete=models.SET_NULL,
         related_name="filings_unlinked",
     )
+    # Records that matched as well as the chosen one (equal candidates: the earliest created
+    # wins), as [{"record_type": "contact", "id": 7}, ...], so a person can re-file (issue 4).
+    alternatives = models.JSONField(default=list, blank=True)
+    # Our receiving server's Authentication-Results said the sender failed SPF/DKIM/DMARC:
+    # the filing stands but is shown as "unverified sender" (RELIABILITY C-15).
+    sender_unverified = models.BooleanField(default=False)
 
     RECORD_FIELDS = ("account", "contact", "lead", "ticket", "opportunity")
 
@@ -667,3 +673,71 @@ class LedgerEntry(models.Model):
                 fields=["folder", "uidvalidity", "uid"], name="inbox_ledger_uid_once"
             )
         ]
+
+
+class ExclusionPattern(models.Model):
+    """A glob on a sender's address or domain (`*@noreply.*`, `mailer-daemon@*`,
+    `*.example.org`): matching senders never become contacts or tickets (SPEC 4, rule 5)."""
+
+    pattern = models.CharField(max_length=320, unique=True)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pattern"]
+
+    def __str__(self) -> str:
+        return self.pattern
+
+    def save(self, *args, **kwargs):
+        self.pattern = self.pattern.strip().lower()
+        super().save(*args, **kwargs)
+
+    @staticmethod
+    def first_match(address: str, patterns) -> str | None:
+        """The first pattern matching the address or its domain (fnmatch: `*`, `?`, `[..]`)."""
+        from fnmatch import fnmatchcase
+
+        address = (address or "").lower()
+        domain = address.rpartition("@")[2]
+        for pattern in patterns:
+            # A pattern without "@" is about the domain (`*.example.org`); with one, the address.
+            target = address if "@" in pattern else domain
+            if fnmatchcase(target, pattern):
+                return pattern
+        return None
+
+
+class MatchingSettings(models.Model):
+    """The one row of matching settings (pk 1): created with the defaults on first read."""
+
+    class Precedence(models.TextChoices):
+        CONTACT_FIRST = "contact_first", "Contact first"
+        LEAD_FIRST = "lead_first", "Lead first (as vtiger)"
+
+    precedence = models.CharField(
+        max_length=20,
+        choices=Precedence.choices,
+        default=Precedence.CONTACT_FIRST,
+        help_text="When an address belongs to both a lead and a contact, which one mail is "
+        "filed on.",
+    )
+    acknowledgements_per_hour = models.PositiveSmallIntegerField(
+        default=3, help_text="At most this many ticket acknowledgements per sender per hour."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "matching settings"
+
+    def __str__(self) -> str:
+        return "Matching settings"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> MatchingSettings:
+        settings_row, _ = cls.objects.get_or_create(pk=1)
+        return settings_row

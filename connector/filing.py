@@ -1,0 +1,246 @@
+"""Apply matching decisions: write filings and triage entries, create the contacts and tickets
+the rules asked for, and queue acknowledgements and forwards in the outbox (issue 4).
+
+One transaction per batch, so a batch is filed entirely or not at all; the messages are locked
+first, so a retried task or a concurrent refile of the same messages waits and then finds the
+work done (filings are unique per message and record, acknowledgements have deterministic
+Message-IDs, a message already on a ticket never opens another).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from crm.models import Ticket
+from crm.services import contact_create, ticket_create
+from inbox.models import Filing, Message, MessageAddress, OutboxEntry, TriageEntry
+
+from . import tokens
+from .matching import (
+    MATCHED_ROLES,
+    Decision,
+    Ref,
+    decide_batch,
+    load_facts,
+    load_lookups,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+
+
+@dataclass
+class FilingReport:
+    messages: int = 0
+    filings: int = 0
+    triaged: int = 0
+    contacts_created: int = 0
+    tickets_opened: int = 0
+    acknowledgements: int = 0
+    forwards: int = 0
+
+    def add(self, other: FilingReport) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def summary(self) -> str:
+        return ", ".join(f"{name}={getattr(self, name)}" for name in self.__dataclass_fields__)
+
+
+def file_messages(
+    *, message_ids: Iterable[int], initial: bool = False, retroactive: bool = False, now=None
+) -> FilingReport:
+    """File new messages (or, `retroactive`, re-match old ones) in batches of BATCH_SIZE."""
+    ids = sorted(set(message_ids))
+    report = FilingReport()
+    for start in range(0, len(ids), BATCH_SIZE):
+        report.add(
+            file_batch(
+                message_ids=ids[start : start + BATCH_SIZE],
+                initial=initial,
+                retroactive=retroactive,
+                now=now,
+            )
+        )
+    return report
+
+
+@transaction.atomic
+def file_batch(
+    *, message_ids: Iterable[int], initial: bool = False, retroactive: bool = False, now=None
+) -> FilingReport:
+    now = now or timezone.now()
+    facts = load_facts(message_ids, lock=True)
+    lookups = load_lookups(facts, now=now)
+    decisions = decide_batch(facts, lookups, initial=initial, retroactive=retroactive, now=now)
+    return apply_decisions(decisions, now=now)
+
+
+def apply_decisions(decisions: list[Decision], *, now) -> FilingReport:
+    report = FilingReport(messages=len(decisions))
+    created: dict[Ref, int] = {}
+    tickets: dict[int, Ticket] = {}
+    for decision in decisions:
+        new = decision.new_contact
+        if new is not None:
+            first, _, last = (new.name or new.address.partition("@")[0]).strip().rpartition(" ")
+            contact = contact_create(
+                first_name=(first or last)[:100],
+                last_name=(last if first else "")[:100],
+                account_id=new.account_id,
+                emails=[new.address],
+            )
+            created[new.ref] = contact.pk
+            report.contacts_created += 1
+    for decision in decisions:
+        new = decision.new_ticket
+        if new is not None:
+            contact_id = None
+            if new.contact is not None:
+                contact_id = created.get(new.contact, new.contact.record_id)
+            ticket = ticket_create(
+                subject=new.subject,
+                description=new.description,
+                contact_id=contact_id,
+                account_id=new.account_id,
+            )
+            created[new.ref] = ticket.pk
+            tickets[ticket.pk] = ticket
+            report.tickets_opened += 1
+
+    filings, triage, outbox, filed = [], [], [], set()
+    for decision in decisions:
+        f = decision.facts
+        for placement in decision.placements:
+            ref = placement.ref
+            record_id = created.get(ref, ref.record_id)
+            if record_id < 0:
+                continue  # a record the batch did not create (cannot happen; never write -1)
+            filings.append(
+                Filing(
+                    message_id=f.pk,
+                    record_type=ref.record_type,
+                    rule=placement.rule,
+                    evidence=_evidence(placement.evidence, decision.unverified),
+                    alternatives=[a.as_json() for a in placement.alternatives],
+                    sender_unverified=bool(decision.unverified),
+                    **{f"{ref.record_type}_id": record_id},
+                )
+            )
+            filed.add(f.pk)
+        for reason, details in decision.triage:
+            triage.append(TriageEntry(message_id=f.pk, reason=reason, details=details[:1000]))
+        if decision.acknowledge_to and decision.new_ticket is not None:
+            ticket = tickets[created[decision.new_ticket.ref]]
+            outbox.append(_acknowledgement(decision, ticket))
+    forwards = [d for d in decisions if d.forward_to]
+    if forwards:
+        bodies = dict(
+            Message.objects.filter(pk__in=[d.facts.pk for d in forwards]).values_list(
+                "pk", "text_body"
+            )
+        )
+        outbox.extend(_forward(d, bodies.get(d.facts.pk, "")) for d in forwards)
+
+    report.filings = len(Filing.objects.bulk_create(filings, ignore_conflicts=True))
+    if triage:
+        TriageEntry.objects.bulk_create(triage, ignore_conflicts=True)
+        report.triaged = len({t.message_id for t in triage})
+    if outbox:
+        OutboxEntry.objects.bulk_create(outbox, ignore_conflicts=True)
+        report.acknowledgements = sum(o.purpose == "acknowledgement" for o in outbox)
+        report.forwards = sum(o.purpose == "forward_unplaced" for o in outbox)
+    if filed:
+        # Mail that waited in triage because nothing placed it is placed now.
+        TriageEntry.objects.filter(
+            message_id__in=filed, reason=TriageEntry.Reason.UNFILED, resolved_at__isnull=True
+        ).update(resolved_at=now)
+    return report
+
+
+def _evidence(evidence: str, unverified: str) -> str:
+    if not unverified:
+        return evidence
+    return f"{evidence}; unverified sender ({unverified})"[:1000]
+
+
+def _acknowledgement(decision: Decision, ticket: Ticket) -> OutboxEntry:
+    f = decision.facts
+    reference = ticket.reference
+    references = " ".join([*f.references, f.message_id]).strip()
+    return OutboxEntry(
+        mailbox_id=f.mailbox_id,
+        state=OutboxEntry.State.QUEUED,
+        # Deterministic: filing the same message twice can never queue two acknowledgements.
+        message_id=tokens.make_message_id(ticket, nonce=f"ack{f.pk:08d}"),
+        from_address=decision.mailbox_address,
+        to=[decision.acknowledge_to],
+        subject=f"[{reference}] {f.subject or '(no subject)'}"[:1000],
+        text_body=(
+            f"Thank you for your message. We have opened ticket {reference} and will reply "
+            f"as soon as we can.\n\nPlease keep [{reference}] in the subject when you write "
+            "about this request.\n"
+        ),
+        in_reply_to=f.message_id,
+        references=references,
+        reply_to_message_id=f.pk,
+        record_type="ticket",
+        record_id=ticket.pk,
+        purpose="acknowledgement",
+    )
+
+
+def _forward(decision: Decision, text_body: str) -> OutboxEntry:
+    f = decision.facts
+    reasons = "; ".join(details for _, details in decision.triage)
+    return OutboxEntry(
+        mailbox_id=f.mailbox_id,
+        state=OutboxEntry.State.QUEUED,
+        message_id=f"relay-forward-{f.pk}@{tokens.message_id_domain()}",
+        from_address=decision.mailbox_address,
+        to=[decision.forward_to],
+        subject=f"Fwd: {f.subject or '(no subject)'}"[:1000],
+        text_body=(
+            f"No rule could place this message ({reasons}). It waits in the triage queue.\n\n"
+            f"---------- Forwarded message ----------\n"
+            f"From: {f.from_name} <{f.from_address}>\n"
+            f"Date: {f.date}\nSubject: {f.subject}\n\n{text_body}"
+        ),
+        in_reply_to="",
+        reply_to_message_id=f.pk,
+        purpose="forward_unplaced",
+    )
+
+
+def refile_for_addresses(
+    *, emails: Iterable[str] = (), domains: Iterable[str] = (), batch_size: int = BATCH_SIZE
+) -> FilingReport:
+    """File past mail that an added address or domain now matches (rules 3 and 4 only), in
+    batches of `batch_size`, each in its own transaction, walking message ids upwards."""
+    emails, domains = sorted(set(emails)), sorted(set(domains))
+    report = FilingReport()
+    if not emails and not domains:
+        return report
+    match = Q(address__in=emails) if emails else Q()
+    for domain in domains:
+        match |= Q(address__endswith=f"@{domain}")
+    query = MessageAddress.objects.filter(match, role__in=MATCHED_ROLES)
+    last = 0
+    while True:
+        ids = list(
+            query.filter(message_id__gt=last)
+            .order_by("message_id")
+            .values_list("message_id", flat=True)
+            .distinct()[:batch_size]
+        )
+        if not ids:
+            return report
+        report.add(file_batch(message_ids=ids, retroactive=True))
+        last = ids[-1]
