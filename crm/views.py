@@ -17,7 +17,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
 from . import forms, selectors, services
 from .models import Lead, Opportunity, Ticket
@@ -188,9 +188,11 @@ def _delete_page(request, kind: RecordKind, pk: int):
 
 
 def _views_for(kind: RecordKind):
+    @require_GET
     def list_view(request):
         return _list_page(request, kind)
 
+    @require_GET
     def detail_view(request, pk: int):
         return _detail_page(request, kind, pk)
 

@@ -108,4 +108,13 @@ def test_phone_layout_and_search(page, live_server, output_path, console_message
     expect(page.get_by_role("link", name="Printer problem 0")).to_have_count(0)
     expect(page).to_have_url(re.compile(r"/tickets/\?q=TKT-1001"))
     _shot(page, output_path, "phone-tickets.png")
+
+    # The ticket's page and its Email tab fit the phone's width (no sideways scrolling).
+    page.get_by_role("link", name="Printer problem 1").click()
+    expect(page.get_by_role("heading", name="Printer problem 1")).to_be_visible()
+    page.get_by_role("tab", name="Email").click()
+    expect(page.get_by_text("No email filed here yet")).to_be_visible()
+    expect(page.locator("#email-pane")).to_have_class(re.compile(r"\bshow\b"))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    _shot(page, output_path, "phone-ticket-email.png")
     _no_csp_violations(console_messages)
