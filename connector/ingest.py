@@ -57,6 +57,7 @@ class Fetched:
     size: int | None = None
     modseq: int | None = None
     error: str = ""  # set when the server could not deliver it (e.g. omitted from FETCH)
+    gone: bool = False  # expunged on the server before we could fetch it: nothing to store
 
 
 @dataclass
@@ -65,11 +66,12 @@ class BatchResult:
     duplicate: int = 0
     failed: int = 0
     held: int = 0
+    skipped: int = 0
     unchanged: int = 0
     new_message_ids: list[int] = field(default_factory=list)
 
     def add(self, other: BatchResult) -> None:
-        for name in ("stored", "duplicate", "failed", "held", "unchanged"):
+        for name in ("stored", "duplicate", "failed", "held", "skipped", "unchanged"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.new_message_ids.extend(other.new_message_ids)
 
@@ -106,6 +108,7 @@ class _Prepared:
     parsed: ParsedMessage | None = None
     blobs: list[tuple[str, str, int]] = field(default_factory=list)  # (sha, path, size)
     error: str = ""
+    unreadable: str = ""
 
 
 def _prepare(mailbox_id: int, item: Fetched, parse: Callable[..., ParsedMessage]) -> _Prepared:
@@ -129,7 +132,15 @@ def _prepare(mailbox_id: int, item: Fetched, parse: Callable[..., ParsedMessage]
             digest, path = storage.save_blob(attachment.payload)
             prepared.blobs.append((digest, path, len(attachment.payload)))
     except MessageUnparseable as exc:
-        prepared.error = f"unreadable message: {exc}"
+        # Not mail at all (empty, no header): parsing it again will not help. Keep it as a
+        # message with its raw source, so nothing on the server goes missing from the CRM,
+        # and hold it for a person to look at (RELIABILITY S-29, P-01).
+        prepared.unreadable = f"unreadable message: {exc}"
+        prepared.parsed = ParsedMessage(
+            snippet="(This message could not be read; its raw source is kept.)",
+            date=item.internal_date,
+            defects=[str(exc)[:500]],
+        )
     except (ParseTimeout, RecursionError, MemoryError, ValueError, LookupError, TypeError) as exc:
         prepared.error = f"{type(exc).__name__}: {exc}"[:2000]
     except OSError as exc:  # storage full or unwritable (I-05): nothing points at it yet
@@ -208,7 +219,10 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[_Prepared], result: 
         entry = ledger.get(item.uid) or LedgerEntry(
             mailbox_id=mailbox_id, folder=folder, uidvalidity=uidvalidity, uid=item.uid
         )
-        if p.parsed is None:
+        if getattr(item, "gone", False):
+            entry.outcome, entry.reason = LedgerEntry.Outcome.SKIPPED, item.error
+            result.skipped += 1
+        elif p.parsed is None:
             entry.attempts += 1
             entry.error = p.error
             entry.raw_file = p.raw_file or entry.raw_file
@@ -231,7 +245,11 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[_Prepared], result: 
             if item.uid in located:
                 result.unchanged += 1
                 continue
-            if p.digest in created_digests and message_id not in seen_state:
+            if p.unreadable:
+                entry.outcome, entry.reason = LedgerEntry.Outcome.HELD, "unreadable message"
+                entry.attempts += 1
+                result.held += 1
+            elif p.digest in created_digests and message_id not in seen_state:
                 entry.outcome, entry.reason = LedgerEntry.Outcome.STORED, ""
                 result.stored += 1
             else:
@@ -239,7 +257,7 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[_Prepared], result: 
                 entry.reason = "same content already in this mailbox"
                 result.duplicate += 1
             entry.message_id = message_id
-            entry.error = ""
+            entry.error = p.unreadable
             locations.append(
                 Location(
                     message_id=message_id,

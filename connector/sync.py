@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
@@ -33,7 +34,7 @@ from inbox.models import Folder, LedgerEntry, Location, Mailbox, Message, Pendin
 
 from . import lease as leases
 from .errors import AuthenticationFailed, MailError, TemporaryFailure
-from .imap import FolderInfo, open_session
+from .imap import FolderInfo, _imap_date, open_session
 from .ingest import BatchResult, Fetched, record_skipped, store_batch
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,14 @@ class SyncReport:
         return f"completed: {counts}; {self.changes_pushed} changes written to the server"
 
 
+def _connect(mailbox: Mailbox):
+    return open_session(mailbox, timeout=getattr(settings, "RELAY_IMAP_TIMEOUT", 60))
+
+
 def sync_mailbox(
     mailbox_id: int,
     *,
-    connect: Callable = open_session,
+    connect: Callable = _connect,
     batch_size: int = BATCH_SIZE,
 ) -> SyncReport:
     report = SyncReport(mailbox_id=mailbox_id)
@@ -267,7 +272,7 @@ def _new_uids(mailbox: Mailbox, folder: Folder, session, status) -> tuple[list[i
             return [], []
         every = session.search_uids("ALL")
         if mailbox.sync_from and not folder.ledger.exists():
-            wanted = set(session.search_uids(f"SINCE {mailbox.sync_from:%d-%b-%Y}"))
+            wanted = set(session.search_uids(f"SINCE {_imap_date(mailbox.sync_from)}"))
             return sorted(wanted), sorted(set(every) - wanted)
         return sorted(every), []
     if status.uidnext is not None and status.uidnext <= folder.last_uid + 1:
@@ -289,7 +294,11 @@ def sync_folder(
     initial: bool = False,
     plan=None,
 ) -> None:
-    status, uids, skipped = plan if plan else _plan_new_uids(mailbox, folder, session)
+    if plan is not None:
+        session.select(folder.name)  # the planning pass left another folder selected
+        status, uids, skipped = plan
+    else:
+        status, uids, skipped = _plan_new_uids(mailbox, folder, session)
     if folder.uidvalidity is not None and status.uidvalidity != folder.uidvalidity:
         _reset_uidvalidity(folder, status, lease)
         report.uidvalidity_reset = True
@@ -340,6 +349,7 @@ def _count(report: FolderReport, result: BatchResult) -> None:
     report.duplicate += result.duplicate
     report.failed += result.failed
     report.held += result.held
+    report.skipped += result.skipped
 
 
 def _fetch(session, uids: Sequence[int]) -> list[Fetched]:
@@ -357,7 +367,9 @@ def _fetch(session, uids: Sequence[int]) -> list[Fetched]:
         elif uid in still_there:
             items.append(Fetched(uid=uid, raw=None, error="the server omitted it from FETCH"))
         else:
-            items.append(Fetched(uid=uid, raw=None, error="expunged before it could be fetched"))
+            items.append(
+                Fetched(uid=uid, raw=None, error="expunged before it could be fetched", gone=True)
+            )
     return items
 
 

@@ -229,6 +229,8 @@ RELAY_DEFAULT_FROM_EMAIL = env("RELAY_DEFAULT_FROM_EMAIL", default="relay@localh
 DEFAULT_FROM_EMAIL = RELAY_DEFAULT_FROM_EMAIL
 RELAY_PURGE_AFTER_DAYS = env.int("RELAY_PURGE_AFTER_DAYS", default=30)
 RELAY_PAGE_SIZE = 25
+# Seconds before a silent mail server counts as down (RELIABILITY S-12, I-08).
+RELAY_IMAP_TIMEOUT = env.float("RELAY_IMAP_TIMEOUT", default=60.0)
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -32,7 +32,7 @@ def add_args(user, owner, *extra):
         "--owner",
         owner.username,
         "--email",
-        f"{user.login}@relay.test",
+        user.login,
         "--login",
         user.login,
         "--password-env",

@@ -224,7 +224,8 @@ def test_uidvalidity_reset_resyncs_without_duplicates_and_keeps_filings(imap_use
     new_validity = dovecot.reset_uidvalidity(imap_user, "INBOX")
     report = run(mailbox)
 
-    assert report.folders[0].uidvalidity_reset
+    inbox = next(folder for folder in report.folders if folder.name == "INBOX")
+    assert inbox.uidvalidity_reset
     assert report.total("stored") == 0 and report.total("duplicate") == 5
     assert set(Message.objects.filter(mailbox=mailbox).values_list("pk", flat=True)) == ids
     assert Folder.objects.get(mailbox=mailbox, name="INBOX").uidvalidity == new_validity
@@ -296,7 +297,12 @@ def test_byte_identical_second_delivery_is_one_message(imap_user):
 @pytest.mark.parametrize("message_id", [None, "<>", "<" + "x" * 2000 + "@a>", "<naïve@ü>"])
 def test_missing_or_garbage_message_id_is_stored_once(imap_user, message_id):
     dovecot = imap_user.server
-    dovecot.deliver(imap_user, make_raw("odd id", message_id=message_id or False))
+    header = f"Message-ID: {message_id}\r\n".encode() if message_id else b""
+    raw = (
+        b"From: Ana <ana@customer.example>\r\nTo: support@relay.test\r\n"
+        b"Subject: odd id\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n" + header + b"\r\nHello\r\n"
+    )
+    dovecot.deliver(imap_user, raw)
     mailbox = make_mailbox(imap_user)
     assert run(mailbox).total("stored") == 1
     assert_idempotent(mailbox, imap_user)
