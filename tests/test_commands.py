@@ -8,9 +8,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from connector.management.commands import demo_data as demo
+from crm import services as crm_services
 from crm.models import Account, AccountDomain, Contact, ContactEmail, Lead, Opportunity, Ticket
-from inbox.models import Mailbox
-from inbox.permissions import readable_mailboxes
+from inbox.models import Location, Mailbox, Message
+from inbox.permissions import readable_mailboxes, readable_messages
 
 pytestmark = pytest.mark.django_db
 
@@ -24,6 +26,8 @@ MODELS = [
     Ticket,
     Opportunity,
     Mailbox,
+    Message,
+    Location,
 ]
 
 
@@ -31,32 +35,33 @@ def counts() -> dict[str, int]:
     return {model.__name__: model.objects.count() for model in MODELS}
 
 
-def demo_data() -> str:
-    out = StringIO()
-    call_command("demo_data", stdout=out)
-    return out.getvalue()
+def load() -> str:
+    out, err = StringIO(), StringIO()
+    call_command("demo_data", stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
 
 
 def test_running_twice_changes_nothing():
-    first_output = demo_data()
+    first_output = load()
     first = counts()
-    second_output = demo_data()
+    second_output = load()
 
     assert counts() == first
     assert "created" in first_output
     assert "nothing added" in second_output
     # The sizes the demo promises: enough rows to page and search through.
-    assert first["User"] == 3
+    assert first["User"] == 4
     assert first["Account"] >= 15
     assert first["Contact"] >= 40
     assert first["Lead"] >= 10
     assert first["Ticket"] >= 12
-    assert first["Opportunity"] >= 8
+    assert first["Opportunity"] == 8
     assert first["Mailbox"] == 2
+    assert first["Message"] == demo.DEMO_MAIL_COUNT
 
 
 def test_demo_user_can_sign_in_and_use_the_admin(client):
-    output = demo_data()
+    output = load()
 
     assert "password 'demo'" in output
     assert client.login(username="demo", password="demo")
@@ -64,13 +69,13 @@ def test_demo_user_can_sign_in_and_use_the_admin(client):
 
 
 def test_records_are_linked_like_real_ones():
-    demo_data()
+    load()
 
     # One contact with two addresses; several contacts share their account's domain.
     assert any(c.emails.count() == 2 for c in Contact.objects.all())
-    northwind = Account.objects.get(name="Northwind Traders")
-    assert northwind.contacts.count() >= 2
-    assert northwind.domains.count() == 2
+    acme = Account.objects.get(name="Acme Logistics Ltd")
+    assert acme.contacts.count() >= 2
+    assert Account.objects.get(name="Northwind Traders").domains.count() == 2
     # One lead converted into a contact and an account.
     converted = Lead.objects.get(status=Lead.Status.CONVERTED)
     assert converted.converted_contact.account == converted.converted_account
@@ -79,33 +84,58 @@ def test_records_are_linked_like_real_ones():
     assert Opportunity.objects.filter(amount__gt=0).count() == Opportunity.objects.count()
 
 
-def test_mailboxes_are_granted_and_never_connect():
-    demo_data()
+def test_ticket_references_in_the_mail_name_the_tickets_about_that_mail():
+    load()
+
+    expected = demo.mail_tickets(demo.demo_mail())
+    assert len(expected) >= 10
+    for number, subject, customer in expected:
+        ticket = Ticket.objects.get(number=number)
+        assert ticket.subject == subject
+        if ticket.contact:
+            assert ticket.contact.emails.filter(email=customer).exists()
+
+
+def test_mailboxes_are_granted_hold_the_mail_and_never_connect():
+    load()
     users = get_user_model().objects.all()
 
     support = Mailbox.objects.get(kind=Mailbox.Kind.SHARED)
     for user in users:
         assert readable_mailboxes(user).filter(pk=support.pk).exists()
         assert user.staff_emails.exists()
-    demo = users.get(username="demo")
-    assert demo.primary_mailbox.mailbox.owner == demo
+    demo_user = users.get(username="demo")
+    assert demo_user.primary_mailbox.mailbox.owner == demo_user
+    assert readable_messages(demo_user).filter(mailbox=support).count() == demo.DEMO_MAIL_COUNT
+    assert set(support.folders.values_list("name", flat=True)) == {"INBOX", "Sent"}
     for mailbox in Mailbox.objects.all():
         assert mailbox.state == Mailbox.State.PAUSED
         assert mailbox.imap_host.endswith(".invalid")
+        assert not mailbox.create_tickets
 
 
 def test_changes_made_in_the_app_survive_a_rerun():
-    demo_data()
-    demo = get_user_model().objects.get(username="demo")
-    demo.set_password("a-better-password")
-    demo.save()
-    Account.objects.filter(name="Coho Winery").update(phone="+1 707 555 0000")
+    load()
+    demo_user = get_user_model().objects.get(username="demo")
+    demo_user.set_password("a-better-password")
+    demo_user.save()
+    Account.objects.filter(name="Tailspin Toys").update(phone="+44 161 496 0000")
 
-    demo_data()
+    load()
 
-    demo.refresh_from_db()
-    assert demo.check_password("a-better-password")
-    assert Account.objects.get(name="Coho Winery").phone == "+1 707 555 0000"
+    demo_user.refresh_from_db()
+    assert demo_user.check_password("a-better-password")
+    assert Account.objects.get(name="Tailspin Toys").phone == "+44 161 496 0000"
+
+
+def test_no_mail_when_existing_tickets_would_take_its_references():
+    crm_services.ticket_create(subject="A ticket from before the demo")
+
+    output = load()
+
+    assert "Demo mail not imported" in output
+    assert Message.objects.count() == 0
+    assert Ticket.objects.count() > 1
 
 
 def test_refuses_to_run_in_production(settings):

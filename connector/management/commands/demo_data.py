@@ -1,63 +1,70 @@
 """`manage.py demo_data`: a small, believable company to try Relay CRM with.
 
+The cast comes from `connector.corpus` (its staff become the users, its companies and people the
+accounts, contacts and leads), topped up with a few companies that have no mail yet, and the
+corpus's mail is imported into the shared support mailbox. Tickets are made for the ticket
+references that mail carries, in order, so that TKT-1001 in a staff reply is the ticket about
+that conversation.
+
 Idempotent: every record is looked up by a natural key (username, account name, contact
 address, lead name, ticket subject, opportunity name, mailbox address) and created only when
-missing, so `make run` can call it on every start without duplicating anything or undoing
-changes made through the app. Nothing here opens a network connection: the demo mailboxes point
-at a reserved `.invalid` host and are paused.
+missing, and the mail import skips content already stored, so `make run` can call it on every
+start without duplicating anything or undoing changes made in the app. Nothing here opens a
+network connection: the demo mailboxes point at a reserved `.invalid` host and are paused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from connector import corpus
+from connector.importer import import_messages
 from crm import services as crm_services
 from crm.models import Account, Contact, ContactEmail, Lead, Opportunity, StaffEmail, Ticket
-from inbox.models import Mailbox, PrimaryMailbox
+from inbox.models import Mailbox, Message, PrimaryMailbox
 from inbox.services import mailbox_set_primary
 
 DEMO_PASSWORD = "demo"
-OUR_DOMAIN = "relay-demo.example"
+SUPPORT_ADDRESS = "support@relay.example"  # the address the corpus writes to
+# Enough mail for a few months of threads, and 14 ticket references; the same every time.
+DEMO_MAIL_COUNT = 80
+DEMO_MAIL_SEED = 1
 # RFC 2606 reserves .invalid: the name can never resolve, so a demo mailbox that is resumed by
 # mistake fails at once instead of connecting to someone's real server.
 PLACEHOLDER_IMAP_HOST = "imap.example.invalid"
 PLACEHOLDER_SMTP_HOST = "smtp.example.invalid"
 
-USERS = [
-    # username, first, last, superuser, staff addresses
-    ("demo", "Dana", "Demo", True, [f"demo@{OUR_DOMAIN}", f"dana.demo@{OUR_DOMAIN}"]),
-    ("maria", "Maria", "Lopez", False, [f"maria@{OUR_DOMAIN}"]),
-    ("james", "James", "Okafor", False, [f"james@{OUR_DOMAIN}"]),
-]
+# The corpus's staff, by address: username, superuser. All four are users so that mail from
+# any of them counts as staff mail, never as a new contact.
+STAFF = {
+    "maya.chen@relay.example": ("demo", True),
+    "lukas.berger@relay.example": ("lukas", False),
+    "sofia.alvarez@relay.example": ("sofia", False),
+    "daniel.okafor@relay.example": ("daniel", False),
+}
 
-# name, domains, phone
-ACCOUNTS = [
+# Customers with no mail in the demo corpus yet: name, domains, phone.
+EXTRA_ACCOUNTS = [
     ("Northwind Traders", ["northwind.example", "northwindtraders.example"], "+44 20 7946 0101"),
     ("Contoso Pharmaceuticals", ["contoso.example"], "+1 425 555 0134"),
     ("Fabrikam Manufacturing", ["fabrikam.example"], "+1 312 555 0175"),
     ("Tailspin Toys", ["tailspintoys.example"], "+44 161 496 0022"),
-    ("Wide World Importers", ["wideworldimporters.example"], "+1 206 555 0190"),
-    ("Adventure Works Cycles", ["adventure-works.example"], "+49 30 901820"),
-    ("Alpine Ski House", ["alpineskihouse.example"], "+41 27 555 0110"),
-    ("Coho Winery", ["cohowinery.example"], "+1 707 555 0148"),
-    ("Litware", ["litware.example"], "+1 512 555 0163"),
-    ("Proseware", ["proseware.example"], "+44 113 496 0577"),
     ("Woodgrove Bank", ["woodgrovebank.example"], "+1 646 555 0122"),
     ("Blue Yonder Airlines", ["blueyonderairlines.example"], "+353 1 555 0199"),
-    ("Lucerne Publishing", ["lucernepublishing.example"], "+44 1865 555 010"),
-    ("Margie's Travel", ["margiestravel.example"], "+61 2 5550 1234"),
     ("Trey Research", ["treyresearch.example"], "+1 617 555 0181"),
 ]
 
-# first, last, title, account (None: a contact of no account), addresses
-CONTACTS = [
+# first, last, title, account, addresses
+EXTRA_CONTACTS = [
     (
         "Nancy",
         "Davolio",
@@ -90,44 +97,9 @@ CONTACTS = [
     ("Chloe", "Martin", "Procurement", "Contoso Pharmaceuticals", ["chloe.martin@contoso.example"]),
     ("Hiro", "Tanaka", "Plant Manager", "Fabrikam Manufacturing", ["hiro.tanaka@fabrikam.example"]),
     ("Grace", "Obi", "Quality Engineer", "Fabrikam Manufacturing", ["grace.obi@fabrikam.example"]),
+    ("Liam", "Walsh", "Buyer", "Fabrikam Manufacturing", ["liam.walsh@fabrikam.example"]),
     ("Tom", "Berry", "Founder", "Tailspin Toys", ["tom@tailspintoys.example"]),
     ("Lucy", "Hart", "Customer Service Lead", "Tailspin Toys", ["lucy.hart@tailspintoys.example"]),
-    (
-        "Samir",
-        "Haddad",
-        "Logistics Manager",
-        "Wide World Importers",
-        ["samir.haddad@wideworldimporters.example"],
-    ),
-    (
-        "Elena",
-        "Petrova",
-        "Finance Director",
-        "Wide World Importers",
-        ["elena.petrova@wideworldimporters.example"],
-    ),
-    (
-        "Kai",
-        "Schmidt",
-        "Head of E-commerce",
-        "Adventure Works Cycles",
-        ["kai.schmidt@adventure-works.example"],
-    ),
-    (
-        "Lena",
-        "Vogel",
-        "Store Operations",
-        "Adventure Works Cycles",
-        ["lena.vogel@adventure-works.example"],
-    ),
-    ("Marc", "Favre", "General Manager", "Alpine Ski House", ["marc.favre@alpineskihouse.example"]),
-    ("Sophie", "Blanc", "Bookings", "Alpine Ski House", ["sophie.blanc@alpineskihouse.example"]),
-    ("Rosa", "Alvarez", "Winemaker", "Coho Winery", ["rosa@cohowinery.example"]),
-    ("Dan", "Kerr", "Sales Manager", "Coho Winery", ["dan.kerr@cohowinery.example"]),
-    ("Aisha", "Bello", "CTO", "Litware", ["aisha.bello@litware.example"]),
-    ("Owen", "Price", "Developer", "Litware", ["owen.price@litware.example"]),
-    ("Fiona", "Gallagher", "Office Manager", "Proseware", ["fiona.gallagher@proseware.example"]),
-    ("Raj", "Mehta", "Consultant", "Proseware", ["raj.mehta@proseware.example"]),
     (
         "Claire",
         "Dubois",
@@ -142,7 +114,6 @@ CONTACTS = [
         "Woodgrove Bank",
         ["victor.stone@woodgrovebank.example"],
     ),
-    ("Hannah", "Lee", "Vendor Manager", "Woodgrove Bank", ["hannah.lee@woodgrovebank.example"]),
     (
         "Sean",
         "Murphy",
@@ -157,35 +128,19 @@ CONTACTS = [
         "Blue Yonder Airlines",
         ["aoife.byrne@blueyonderairlines.example"],
     ),
-    (
-        "Peter",
-        "Hughes",
-        "Managing Editor",
-        "Lucerne Publishing",
-        ["peter.hughes@lucernepublishing.example"],
-    ),
-    ("Mei", "Chen", "Rights Manager", "Lucerne Publishing", ["mei.chen@lucernepublishing.example"]),
-    ("Margie", "Shoop", "Owner", "Margie's Travel", ["margie@margiestravel.example"]),
-    ("Jack", "Wilson", "Travel Agent", "Margie's Travel", ["jack.wilson@margiestravel.example"]),
     ("Isabel", "Cruz", "Research Director", "Trey Research", ["isabel.cruz@treyresearch.example"]),
     ("Noah", "Fischer", "Data Analyst", "Trey Research", ["noah.fischer@treyresearch.example"]),
     ("Zoe", "Adams", "Lab Coordinator", "Trey Research", ["zoe.adams@treyresearch.example"]),
-    ("Liam", "Walsh", "Buyer", "Fabrikam Manufacturing", ["liam.walsh@fabrikam.example"]),
-    ("Olga", "Ivanova", "Accountant", "Contoso Pharmaceuticals", ["olga.ivanova@contoso.example"]),
-    ("Ethan", "Brooks", "Service Desk", "Litware", ["servicedesk@litware.example"]),
-    ("Mateo", "Rossi", "Independent Consultant", None, ["mateo.rossi@freelance.example"]),
-    ("Freya", "Nielsen", "Journalist", None, ["freya.nielsen@newsdesk.example"]),
-    ("Yusuf", "Demir", "Architect", None, ["yusuf.demir@studio-demir.example"]),
 ]
 
-# first, last, company, status, owner, addresses
-LEADS = [
+# first, last, company, status, owner (username), addresses
+EXTRA_LEADS = [
     (
         "Laura",
         "Bennett",
         "Fourth Coffee",
         Lead.Status.NEW,
-        "maria",
+        "lukas",
         ["laura.bennett@fourthcoffee.example"],
     ),
     (
@@ -193,16 +148,8 @@ LEADS = [
         "Ramos",
         "Graphic Design Institute",
         Lead.Status.CONTACTED,
-        "maria",
+        "sofia",
         ["diego@graphicdesigninstitute.example"],
-    ),
-    (
-        "Emma",
-        "Clarke",
-        "School of Fine Art",
-        Lead.Status.NEW,
-        "james",
-        ["emma.clarke@fineartschool.example"],
     ),
     (
         "Arjun",
@@ -217,10 +164,10 @@ LEADS = [
         "Weber",
         "Humongous Insurance",
         Lead.Status.CONTACTED,
-        "james",
+        "lukas",
         ["julia.weber@humongousinsurance.example"],
     ),
-    ("Tariq", "Aziz", "VanArsdel", Lead.Status.LOST, "maria", ["tariq.aziz@vanarsdel.example"]),
+    ("Tariq", "Aziz", "VanArsdel", Lead.Status.LOST, "sofia", ["tariq.aziz@vanarsdel.example"]),
     (
         "Nora",
         "Lindqvist",
@@ -229,209 +176,99 @@ LEADS = [
         "demo",
         ["nora.lindqvist@wingtiptoys.example"],
     ),
-    (
-        "Oliver",
-        "Grant",
-        "First Up Consultants",
-        Lead.Status.CONTACTED,
-        "james",
-        ["oliver.grant@firstupconsultants.example"],
-    ),
-    (
-        "Ines",
-        "Moreau",
-        "Relecloud",
-        Lead.Status.QUALIFIED,
-        "demo",
-        ["ines.moreau@relecloud.example"],
-    ),
-    # Converted below: becomes a contact at a new account, the lead keeps pointing at both.
+    # Converted below: becomes a contact at a new account; the lead keeps pointing at both.
     (
         "Paul",
         "Novak",
         "Southridge Video",
         Lead.Status.QUALIFIED,
-        "maria",
+        "sofia",
         ["paul.novak@southridgevideo.example"],
     ),
 ]
 CONVERTED_LEAD = ("Paul", "Novak", "Southridge Video")
+CORPUS_LEAD_STATUSES = [Lead.Status.CONTACTED, Lead.Status.QUALIFIED]
 
-T = Ticket.Status
-P = Ticket.Priority
-# subject, status, priority, account, contact address, assignee, description
-TICKETS = [
-    (
-        "Invoice 4471 charged twice",
-        T.OPEN,
-        P.HIGH,
-        "Northwind Traders",
-        "janet.leverling@northwind.example",
-        "maria",
-        "The March invoice appears twice on the card statement; please refund one.",
-    ),
-    (
-        "Cannot log in to the customer portal",
-        T.OPEN,
-        P.URGENT,
-        "Contoso Pharmaceuticals",
-        "priya.raman@contoso.example",
-        "james",
-        "Password reset mails never arrive for the lab team.",
-    ),
-    (
-        "Delivery to Leeds warehouse delayed",
-        T.PENDING,
-        P.NORMAL,
-        "Wide World Importers",
-        "samir.haddad@wideworldimporters.example",
-        "maria",
-        "Waiting for the carrier's new slot before we confirm.",
-    ),
-    (
-        "Request for ISO 9001 certificate",
-        T.RESOLVED,
-        P.LOW,
-        "Fabrikam Manufacturing",
-        "grace.obi@fabrikam.example",
-        "demo",
-        "Sent the current certificate as PDF.",
-    ),
-    (
-        "Bulk order discount question",
-        T.OPEN,
-        P.NORMAL,
-        "Tailspin Toys",
-        "tom@tailspintoys.example",
-        "demo",
-        "Asks whether the 5% tier applies across two shipments.",
-    ),
-    (
-        "API rate limit errors since Tuesday",
-        T.OPEN,
-        P.HIGH,
-        "Litware",
-        "aisha.bello@litware.example",
-        "james",
-        "HTTP 429 on the orders endpoint at about 40 req/s.",
-    ),
-    (
-        "Change billing address",
-        T.CLOSED,
-        P.LOW,
-        "Proseware",
-        "fiona.gallagher@proseware.example",
-        "maria",
-        "Updated in the billing system.",
-    ),
-    (
-        "Security questionnaire for annual review",
-        T.PENDING,
-        P.NORMAL,
-        "Woodgrove Bank",
-        "claire.dubois@woodgrovebank.example",
-        "demo",
-        "Forty questions; waiting on their clarification of section 3.",
-    ),
-    (
-        "Damaged pallets on arrival",
-        T.OPEN,
-        P.HIGH,
-        "Adventure Works Cycles",
-        "lena.vogel@adventure-works.example",
-        "james",
-        "Photos attached by the store team.",
-    ),
-    (
-        "Season pass batch not received",
-        T.RESOLVED,
-        P.NORMAL,
-        "Alpine Ski House",
-        "sophie.blanc@alpineskihouse.example",
-        "maria",
-        "Re-sent through the courier.",
-    ),
-    (
-        "Label printer integration",
-        T.OPEN,
-        P.LOW,
-        "Coho Winery",
-        "dan.kerr@cohowinery.example",
-        None,
-        "Wants the shipping labels to print from the order screen.",
-    ),
-    (
-        "Contract renewal paperwork",
-        T.OPEN,
-        P.NORMAL,
-        "Blue Yonder Airlines",
-        "aoife.byrne@blueyonderairlines.example",
-        "demo",
-        "Needs countersigned copy by month end.",
-    ),
+# The corpus's first ticket is TKT-1001 and our series starts at 1000: this one, with no mail,
+# takes 1000 so the corpus's references land on the tickets made for them.
+FIRST_TICKET = {
+    "subject": "Set up the shared support mailbox",
+    "description": "Connect support@relay.example, pick Inbox and Sent, grant it to the team.",
+    "status": Ticket.Status.RESOLVED,
+    "priority": Ticket.Priority.NORMAL,
+    "assignee": "demo",
+}
+# Varied, and the same on every machine: (status, priority, assignee) by ticket order.
+TICKET_STATES = [
+    (Ticket.Status.OPEN, Ticket.Priority.HIGH, "daniel"),
+    (Ticket.Status.PENDING, Ticket.Priority.NORMAL, "lukas"),
+    (Ticket.Status.RESOLVED, Ticket.Priority.NORMAL, "sofia"),
+    (Ticket.Status.OPEN, Ticket.Priority.URGENT, "demo"),
+    (Ticket.Status.CLOSED, Ticket.Priority.LOW, "daniel"),
+    (Ticket.Status.OPEN, Ticket.Priority.NORMAL, None),
 ]
 
 S = Opportunity.Stage
 # name, account, contact address, stage, amount, days to close, owner
 OPPORTUNITIES = [
     (
-        "Northwind: warehouse scanners rollout",
-        "Northwind Traders",
-        "andrew.fuller@northwind.example",
+        "Acme Logistics: warehouse scanners rollout",
+        "Acme Logistics Ltd",
+        "james.miller@acme-logistics.example",
         S.PROPOSAL,
         "48000.00",
         30,
         "demo",
     ),
     (
-        "Contoso: lab data platform",
-        "Contoso Pharmaceuticals",
-        "priya.raman@contoso.example",
+        "Bright Harbor: clinic supplies framework",
+        "Bright Harbor Health",
+        "m.reed@brightharbor.example",
         S.NEGOTIATION,
         "125000.00",
         21,
-        "james",
+        "sofia",
     ),
     (
-        "Fabrikam: maintenance contract 2027",
-        "Fabrikam Manufacturing",
-        "hiro.tanaka@fabrikam.example",
+        "Nordwind: maintenance contract 2027",
+        "Nordwind Maschinenbau GmbH",
+        "juergen.weiss@nordwind-maschinenbau.example",
         S.QUALIFICATION,
         "36000.00",
         60,
-        "maria",
+        "lukas",
     ),
     (
-        "Woodgrove: branch kiosk pilot",
-        "Woodgrove Bank",
-        "victor.stone@woodgrovebank.example",
+        "Sakura Denki: EDI integration",
+        "Sakura Denki K.K.",
+        "k.takahashi@sakura-denki.example",
         S.PROSPECTING,
         "90000.00",
         120,
         "demo",
     ),
     (
-        "Adventure Works: spring catalogue",
-        "Adventure Works Cycles",
-        "kai.schmidt@adventure-works.example",
+        "Lefèvre & Fils: customs brokerage",
+        "Lefèvre & Fils",
+        "amelie.lefevre@lefevre-fils.example",
         S.WON,
         "22500.00",
         -10,
-        "maria",
+        "lukas",
     ),
     (
-        "Blue Yonder: crew scheduling add-on",
-        "Blue Yonder Airlines",
-        "sean.murphy@blueyonderairlines.example",
+        "Woodgrove: branch kiosk pilot",
+        "Woodgrove Bank",
+        "victor.stone@woodgrovebank.example",
         S.PROPOSAL,
         "64000.00",
         45,
-        "james",
+        "sofia",
     ),
     (
-        "Lucerne: rights management licences",
-        "Lucerne Publishing",
-        "mei.chen@lucernepublishing.example",
+        "Volga Trade: cold-chain lanes",
+        "Volga Trade LLC",
+        "d.ivanov@volga-trade.example",
         S.LOST,
         "15000.00",
         -30,
@@ -444,19 +281,46 @@ OPPORTUNITIES = [
         S.QUALIFICATION,
         "18750.00",
         75,
-        "maria",
+        "daniel",
     ),
 ]
 
 
-def import_demo_mail(mailbox: Mailbox) -> None:
-    """Hook for demo mail in `mailbox`. Deliberately empty: the demo mail generator
-    (connector/corpus.py) and the `mailbox import` command are not in the tree yet. Until they
-    are, the demo mailboxes exist (with their grants and primary choice) but hold no mail."""
+def demo_mail() -> list[corpus.GeneratedMessage]:
+    return list(
+        corpus.generate(DEMO_MAIL_COUNT, seed=DEMO_MAIL_SEED, mailbox_address=SUPPORT_ADDRESS)
+    )
+
+
+def mail_tickets(messages: list[corpus.GeneratedMessage]) -> list[tuple[int, str, str]]:
+    """(number, subject, customer address) of each ticket the demo mail refers to, by number.
+    The ticket is about the request the first staff reply carrying its reference answers."""
+    by_id = {m.message_id: m for m in messages}
+    tickets: dict[str, tuple[int, str, str]] = {}
+    for message in messages:
+        if not message.ticket or message.ticket in tickets:
+            continue
+        request = by_id.get(message.in_reply_to, message)
+        number = int(message.ticket.rpartition("-")[2])
+        tickets[message.ticket] = (number, request.subject, request.sender)
+    return sorted(tickets.values())
+
+
+def import_demo_mail(mailbox: Mailbox, messages: list[corpus.GeneratedMessage]) -> int:
+    """Import the demo mail into `mailbox` through the same ingest as synced mail: one call per
+    folder and set of flags (each call is a few queries per batch, whatever its size). Content
+    already stored is skipped, so a second run adds nothing. Returns the messages stored."""
+    groups: dict[tuple[str, tuple[str, ...]], list[bytes]] = {}
+    for message in messages:
+        groups.setdefault((message.folder, message.flags), []).append(message.raw)
+    stored = 0
+    for (folder, flags), raws in groups.items():
+        stored += import_messages(mailbox, raws, folder_name=folder, flags=flags).stored
+    return stored
 
 
 class Command(BaseCommand):
-    help = "Create demo users, records and mailboxes (idempotent: safe to run again)."
+    help = "Create demo users, records, mailboxes and mail (idempotent: safe to run again)."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -474,13 +338,14 @@ class Command(BaseCommand):
         with transaction.atomic():
             created = self.load()
         counts = {
-            "users": len(USERS),
+            "users": get_user_model().objects.count(),
             "accounts": Account.objects.count(),
             "contacts": Contact.objects.count(),
             "leads": Lead.objects.count(),
             "tickets": Ticket.objects.count(),
             "opportunities": Opportunity.objects.count(),
             "mailboxes": Mailbox.objects.count(),
+            "messages": Message.objects.count(),
         }
         summary = ", ".join(f"{n} {name}" for name, n in counts.items())
         verb = f"created {created} new records" if created else "already loaded, nothing added"
@@ -489,85 +354,112 @@ class Command(BaseCommand):
 
     def load(self) -> int:
         self.created = 0
-        users = {row[0]: self.user(*row) for row in USERS}
-        accounts = {row[0]: self.account(*row) for row in ACCOUNTS}
+        self.password_hash = None
+        people = corpus.demo_people()
+        messages = demo_mail()
+
+        users = {}
+        for person in people:
+            if person.role == "staff":
+                username, superuser = STAFF[person.email]
+                users[username] = self.user(username, person, superuser)
+
+        accounts = {}
+        for company in corpus.demo_companies():
+            accounts[company.name] = self.account(
+                company.name, [company.domain], company.phone, company.website
+            )
+        for name, domains, phone in EXTRA_ACCOUNTS:
+            accounts[name] = self.account(name, domains, phone, f"https://www.{domains[0]}/")
+
         contacts = {}
-        for first, last, title, account, emails in CONTACTS:
-            contact = self.contact(first, last, title, accounts.get(account), emails)
+        for person in people:
+            if person.role == "contact":
+                account = accounts.get(person.company)
+                contacts[person.email] = self.contact(
+                    person.first_name,
+                    person.last_name,
+                    person.title,
+                    account,
+                    [person.email],
+                    phone=person.phone,
+                )
+        for first, last, title, account, emails in EXTRA_CONTACTS:
+            contact = self.contact(first, last, title, accounts[account], emails)
             contacts.update(dict.fromkeys(emails, contact))
-        for row in LEADS:
+
+        owners = itertools.cycle(["lukas", "sofia", "demo"])
+        statuses = itertools.cycle(CORPUS_LEAD_STATUSES)
+        for person in people:
+            if person.role == "lead":
+                self.lead(
+                    person.first_name,
+                    person.last_name,
+                    person.company,
+                    next(statuses),
+                    next(owners),
+                    [person.email],
+                    users=users,
+                )
+        for row in EXTRA_LEADS:
             self.lead(*row, users=users)
-        for subject, status, priority, account, contact, assignee, description in TICKETS:
-            if not Ticket.objects.filter(subject=subject).exists():
-                crm_services.ticket_create(
-                    subject=subject,
-                    status=status,
-                    priority=priority,
-                    account=accounts[account],
-                    contact=contacts[contact],
-                    assignee=users.get(assignee),
-                    description=description,
-                )
-                self.created += 1
-        today = timezone.localdate()
-        for name, account, contact, stage, amount, days, owner in OPPORTUNITIES:
-            if not Opportunity.objects.filter(name=name).exists():
-                crm_services.opportunity_create(
-                    name=name,
-                    account=accounts[account],
-                    contact=contacts[contact],
-                    stage=stage,
-                    amount=Decimal(amount),
-                    close_date=today + dt.timedelta(days=days),
-                    owner=users[owner],
-                )
-                self.created += 1
-        self.mailboxes(users)
+
+        tickets_line_up = self.tickets(messages, users, accounts, contacts)
+        self.opportunities(users, accounts, contacts)
+        self.mailboxes(users, messages, import_mail=tickets_line_up)
         return self.created
 
-    def user(self, username, first, last, superuser, emails):
+    def user(self, username: str, person: corpus.Person, superuser: bool):
         user, created = get_user_model().objects.get_or_create(
             username=username,
             defaults={
-                "first_name": first,
-                "last_name": last,
-                "email": emails[0],
+                "first_name": person.first_name,
+                "last_name": person.last_name,
+                "email": person.email,
                 "is_staff": True,
                 "is_superuser": superuser,
             },
         )
         if created:
-            # Only on creation: a password changed through the app survives the next `make run`.
-            user.set_password(DEMO_PASSWORD)
+            # Only on creation: a password changed in the app survives the next `make run`.
+            # One hash for all demo users: the hasher is slow on purpose, and they share the
+            # password anyway.
+            if self.password_hash is None:
+                self.password_hash = make_password(DEMO_PASSWORD)
+            user.password = self.password_hash
             user.save(update_fields=["password"])
             self.created += 1
-        # Add missing staff addresses, keep any the user added since.
+        # Add the staff address if missing, keep any the user added since.
         mine = set(StaffEmail.objects.filter(user=user).values_list("email", flat=True))
-        if not set(emails) <= mine:
-            crm_services.staff_set_emails(user=user, emails=sorted(mine | set(emails)))
+        if person.email not in mine:
+            crm_services.staff_set_emails(user=user, emails=sorted(mine | {person.email}))
         return user
 
-    def account(self, name, domains, phone):
+    def account(self, name, domains, phone, website):
         account = Account.objects.filter(name=name).first()
         if account is None:
             account = crm_services.account_create(
-                name=name, domains=domains, phone=phone, website=f"https://www.{domains[0]}/"
+                name=name, domains=domains, phone=phone, website=website
             )
             self.created += 1
         return account
 
-    def contact(self, first, last, title, account, emails):
+    def contact(self, first, last, title, account, emails, phone=""):
         known = ContactEmail.objects.filter(email=emails[0]).select_related("contact").first()
         if known is not None:
             return known.contact
         self.created += 1
         return crm_services.contact_create(
-            first_name=first, last_name=last, title=title, account=account, emails=emails
+            first_name=first,
+            last_name=last,
+            title=title,
+            account=account,
+            phone=phone,
+            emails=emails,
         )
 
     def lead(self, first, last, company, status, owner, emails, *, users):
-        lead = Lead.objects.filter(first_name=first, last_name=last, company_name=company).first()
-        if lead is not None:
+        if Lead.objects.filter(first_name=first, last_name=last, company_name=company).exists():
             return
         lead = crm_services.lead_create(
             first_name=first,
@@ -581,26 +473,77 @@ class Command(BaseCommand):
         if (first, last, company) == CONVERTED_LEAD:
             crm_services.lead_convert(lead=lead)
 
-    def mailboxes(self, users) -> None:
+    def tickets(self, messages, users, accounts, contacts) -> bool:
+        """Make the tickets, and say whether each has the number the demo mail refers to it by
+        (true on a fresh database; false if tickets were made before the first demo load, when
+        importing the mail would file it on the wrong tickets)."""
+        first = Ticket.objects.filter(subject=FIRST_TICKET["subject"]).first()
+        if first is None:
+            first = crm_services.ticket_create(
+                **{**FIRST_TICKET, "assignee": users[FIRST_TICKET["assignee"]]}
+            )
+            self.created += 1
+        lined_up = first.number == crm_services.FIRST_NUMBER["ticket"]
+        states = itertools.cycle(TICKET_STATES)
+        for number, subject, customer in mail_tickets(messages):
+            status, priority, assignee = next(states)
+            ticket = Ticket.objects.filter(subject=subject).first()
+            if ticket is None:
+                contact = contacts.get(customer)
+                ticket = crm_services.ticket_create(
+                    subject=subject,
+                    status=status,
+                    priority=priority,
+                    contact=contact,
+                    account=contact.account if contact else None,
+                    assignee=users.get(assignee) if assignee else None,
+                    description=f"Opened from a message by {customer}.",
+                )
+                self.created += 1
+            lined_up = lined_up and ticket.number == number
+        return lined_up
+
+    def opportunities(self, users, accounts, contacts) -> None:
+        today = timezone.localdate()
+        for name, account, contact, stage, amount, days, owner in OPPORTUNITIES:
+            if Opportunity.objects.filter(name=name).exists():
+                continue
+            crm_services.opportunity_create(
+                name=name,
+                account=accounts[account],
+                contact=contacts[contact],
+                stage=stage,
+                amount=Decimal(amount),
+                close_date=today + dt.timedelta(days=days),
+                owner=users[owner],
+            )
+            self.created += 1
+
+    def mailboxes(self, users, messages, *, import_mail: bool) -> None:
         demo = users["demo"]
         personal = self.mailbox(
-            email_address=f"demo@{OUR_DOMAIN}",
+            email_address=demo.email,
             kind=Mailbox.Kind.PERSONAL,
             owner=demo,
-            display_name="Dana Demo",
+            display_name=demo.get_full_name(),
         )
+        # No automatic tickets: the demo's tickets are made above, numbered to match the mail.
         support = self.mailbox(
-            email_address=f"support@{OUR_DOMAIN}",
+            email_address=SUPPORT_ADDRESS,
             kind=Mailbox.Kind.SHARED,
             owner=None,
-            display_name="Relay Demo Support",
-            create_tickets=True,
+            display_name="Relay Support",
         )
         support.granted_users.add(*users.values())
         if not PrimaryMailbox.objects.filter(user=demo).exists():
             mailbox_set_primary(user=demo, mailbox=personal)
-        for mailbox in (personal, support):
-            import_demo_mail(mailbox)
+        if import_mail:
+            self.created += import_demo_mail(support, messages)
+        else:
+            self.stderr.write(
+                "Demo mail not imported: tickets existed before the demo data, so its ticket "
+                "references would point at the wrong tickets."
+            )
 
     def mailbox(self, *, email_address: str, **fields) -> Mailbox:
         mailbox = Mailbox.objects.filter(email_address=email_address).first()
@@ -614,7 +557,7 @@ class Command(BaseCommand):
             # Paused: nothing must try to reach the placeholder host; resume it after pointing
             # it at a real server in the admin.
             state=Mailbox.State.PAUSED,
-            sync_from=timezone.localdate() - dt.timedelta(days=90),
+            sync_from=corpus.DEFAULT_START.date() - dt.timedelta(days=180),
             **fields,
         )
         mailbox.full_clean()
