@@ -10,6 +10,7 @@ the plain Dovecot port) and ``fault_proxy_factory`` (in front of any port).
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 
 import pytest
@@ -36,11 +37,30 @@ class ImapUser(str):
     def login(self) -> str:
         return str(self)
 
+    @property
+    def email(self) -> str:
+        return self if "@" in self else f"{self}@relay.test"
+
 
 def _stop_at_exit(server: Dovecot) -> None:
     # Belt and braces: an interrupted session (Ctrl-C, a crash in a finaliser) must not leave
     # a Dovecot running.
     atexit.register(lambda: server.process is not None and stop_dovecot(server))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _allow_the_test_servers():
+    """The test servers live on loopback, which the SSRF guard refuses unless allow-listed.
+    tests/conftest.py puts 127.0.0.1 in RELAY_ALLOWED_MAIL_HOSTS in the environment, but
+    pytest-django may have loaded the settings before that line ran: apply it here. Tests of
+    the guard override it with pytest-django's ``settings`` fixture."""
+    from django.conf import settings
+
+    value = os.environ.get("RELAY_ALLOWED_MAIL_HOSTS", "127.0.0.1,localhost")
+    previous = getattr(settings, "RELAY_ALLOWED_MAIL_HOSTS", [])
+    settings.RELAY_ALLOWED_MAIL_HOSTS = [h.strip() for h in value.split(",") if h.strip()]
+    yield
+    settings.RELAY_ALLOWED_MAIL_HOSTS = previous
 
 
 @pytest.fixture(scope="session")
