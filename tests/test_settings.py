@@ -61,3 +61,21 @@ def test_production_refuses_to_invent_a_missing_secret(tmp_path):
 
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_production_static_files_build_as_in_the_dockerfile(tmp_path):
+    """The Dockerfile's collectstatic step, with its build-only placeholders: the manifest
+    storage must find every file a stylesheet refers to, or the image does not build."""
+    env = production_env(
+        tmp_path,
+        DJANGO_SECRET_KEY="collectstatic-only",
+        RELAY_ENCRYPTION_KEYS="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        RELAY_TOKEN_KEY="collectstatic-only",
+        STATIC_ROOT=str(tmp_path / "static"),
+    )
+
+    result = manage(env, "collectstatic", "--noinput", "--verbosity", "0")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "static" / "staticfiles.json").exists()
+    assert not (tmp_path / "data").exists()
