@@ -30,6 +30,7 @@ import mimetypes
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from email.message import Message
 from email.utils import getaddresses, parsedate_tz
 from functools import lru_cache
 
@@ -352,6 +353,8 @@ def decode_payload(
             continue
         if defects is not None and codec and name != codec:
             defects.append(f"charset {declared!r} did not fit; decoded as {name}")
+        if name == "utf-7":  # Python's UTF-7 decoder lets lone surrogates through
+            text = _SURROGATES.sub("\ufffd", text)
         return text
     # Mostly valid UTF-8 with a few stray bytes: keep the UTF-8 and mark the strays.
     sample = payload[:65536].decode("utf-8", "replace")
@@ -913,7 +916,7 @@ def _leaves_fast(data: bytes) -> tuple[list[_Leaf], bool, int, int]:
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
 
 
-def _stdlib_payload(part, defects: list[str]) -> bytes:  # part: email.message.Message
+def _stdlib_payload(part: Message, defects: list[str]) -> bytes:
     """Transfer-decoded bytes; a part that only claims to be base64 is kept as sent (P-04)."""
     if str(part.get("content-transfer-encoding", "")).strip().lower() == "base64":
         encoded = part.get_payload(decode=False)
@@ -947,35 +950,46 @@ def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], bool, list[str]]:
             continue
         if ctype == "message/delivery-status" and not nested:
             dsn = True
-        filename = part.get_filename() or ""
-        if filename:
-            filename = decode_header_text(filename)
-        disposition = str(part.get("content-disposition", "")).split(";", 1)[0].strip().lower()
-        is_message = ctype in ("message/rfc822", "message/global")
-        children = part.get_payload() if part.is_multipart() else None
-        if children is not None:  # compat32 parses message/* into sub-messages
-            try:
-                payload_bytes = b"\n".join(child.as_bytes() for child in children)
-            except Exception:  # regenerating broken input can fail; keep the part, empty
-                payload_bytes = b""
-                defects.append(f"{ctype} part could not be re-serialised")
-        else:
-            payload_bytes = _stdlib_payload(part, defects)
-        leaves.append(
-            _Leaf(
-                content_type=ctype,
-                charset=_unsurrogate(part.get_content_charset() or "") or None,
-                disposition=disposition,
-                filename=filename,
-                content_id=_content_id(part.get("content-id")),
-                payload=payload_bytes,
-                nested=nested,
-                is_message=is_message,
-            )
-        )
-        if is_message and children:
+        try:
+            leaf, children = _stdlib_leaf(part, ctype, nested, defects)
+        except Exception as exc:  # one broken part must not cost the rest of the message
+            defects.append(f"{ctype} part unreadable: {type(exc).__name__}")
+            continue
+        leaves.append(leaf)
+        if leaf.is_message and children:
             stack.extend((child, True) for child in reversed(children))
     return leaves, dsn, defects
+
+
+def _stdlib_leaf(
+    part: Message, ctype: str, nested: bool, defects: list[str]
+) -> tuple[_Leaf, list | None]:
+    """One non-multipart part; message/* parts also return their parsed sub-messages."""
+    filename = part.get_filename() or ""
+    if filename:
+        filename = decode_header_text(filename)
+    disposition = str(part.get("content-disposition", "")).split(";", 1)[0].strip().lower()
+    is_message = ctype in ("message/rfc822", "message/global")
+    children = part.get_payload() if part.is_multipart() else None
+    if children is not None:  # compat32 parses message/* into sub-messages
+        try:
+            payload_bytes = b"\n".join(child.as_bytes() for child in children)
+        except Exception:  # regenerating broken input can fail; keep the part, empty
+            payload_bytes = b""
+            defects.append(f"{ctype} part could not be re-serialised")
+    else:
+        payload_bytes = _stdlib_payload(part, defects)
+    leaf = _Leaf(
+        content_type=ctype,
+        charset=_unsurrogate(part.get_content_charset() or "") or None,
+        disposition=disposition,
+        filename=filename,
+        content_id=_content_id(part.get("content-id")),
+        payload=payload_bytes,
+        nested=nested,
+        is_message=is_message,
+    )
+    return leaf, children
 
 
 # --------------------------------------------------------------------------------------------
@@ -1033,6 +1047,8 @@ def _body_text(text: str, limits: Limits, what: str, defects: list[str]) -> tupl
         defects.append(f"NUL characters removed from the {what} body")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _SURROGATES.search(text):  # PostgreSQL (and UTF-8 itself) cannot hold them
+        text = _SURROGATES.sub("\ufffd", text)
     if len(text) > limits.max_body_chars:
         defects.append(f"{what} body cut to {limits.max_body_chars} characters")
         return text[: limits.max_body_chars], True
@@ -1161,9 +1177,10 @@ def _parse(
                 defects.extend(stdlib_defects)
                 message.backend = "stdlib"
         message.backend = message.backend or "fast-mail-parser"
-    if not cut_cleanly and leaves and leaves[-1].disposition == "attachment":
+    if not cut_cleanly and leaves and not _is_body(leaves[-1]):
+        # A half-read attachment would be stored as if whole; text can be shown cut.
         dropped = leaves.pop()
-        defects.append(f"attachment {dropped.filename!r} cut by the size limit; not kept")
+        defects.append(f"{dropped.content_type} part cut by the size limit; not kept")
     _fill_parts(message, leaves, limits, defects)
     message.is_bounce = message.is_bounce or dsn
     return message
@@ -1234,6 +1251,15 @@ def _fill_headers(
     )
 
 
+def _is_body(leaf: _Leaf) -> bool:
+    """Text the sender wrote, as opposed to a file: inline text/plain or text/html, unnamed."""
+    return (
+        leaf.content_type in ("text/plain", "text/html")
+        and leaf.disposition != "attachment"
+        and not leaf.filename
+    )
+
+
 def _fill_parts(
     message: ParsedMessage, leaves: list[_Leaf], limits: Limits, defects: list[str]
 ) -> None:
@@ -1242,10 +1268,12 @@ def _fill_parts(
     nested_texts: list[str] = []
     nested_htmls: list[str] = []
     attachments: list[ParsedAttachment] = []
+    if len(leaves) > limits.max_parts:  # the Rust tree can carry a few more than the scan saw
+        defects.append(f"more than {limits.max_parts} MIME parts; the rest ignored")
+        leaves = leaves[: limits.max_parts]
     for leaf in leaves:
         ctype = leaf.content_type
-        is_body_type = ctype in ("text/plain", "text/html")
-        if is_body_type and leaf.disposition != "attachment" and not leaf.filename:
+        if _is_body(leaf):
             text = decode_payload(
                 leaf.payload, leaf.charset, is_html=ctype == "text/html", defects=defects
             )
@@ -1258,14 +1286,13 @@ def _fill_parts(
             continue
         if leaf.nested:
             continue  # the forwarded message's own attachments live inside its .eml part
-        original = leaf.filename
-        if leaf.is_message and not original:
-            inner_subject = _inner_subject(leaf.payload)
-            original = (inner_subject or "forwarded message")[:200] + ".eml"
+        shown = leaf.filename
+        if leaf.is_message and not shown:  # name a forwarded message after its subject
+            shown = (_inner_subject(leaf.payload) or "forwarded message")[:200] + ".eml"
         attachments.append(
             ParsedAttachment(
-                filename=clean_filename(original, content_type=ctype, cap=limits.max_filename),
-                original_filename=_unsurrogate(original).replace("\x00", "")[:1000],
+                filename=clean_filename(shown, content_type=ctype, cap=limits.max_filename),
+                original_filename=_unsurrogate(leaf.filename).replace("\x00", "")[:1000],
                 content_type=clean_text(ctype, 200) or "application/octet-stream",
                 content_id=leaf.content_id,
                 is_inline=leaf.disposition == "inline"

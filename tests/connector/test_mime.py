@@ -242,6 +242,11 @@ def check_utf7(m):
     assert "+ADw-" not in m.html_body
 
 
+def check_utf7_surrogate(m):
+    assert m.subject == "lone \ufffd surrogate"  # not a lone surrogate PostgreSQL would refuse
+    assert "\ufffd; a lone UTF-16 surrogate" in m.html_body
+
+
 def check_meta_contradiction(m):
     assert "Привет, Grüße" in m.html_body  # the MIME label (UTF-8) fits the bytes: it wins
 
@@ -517,6 +522,7 @@ CHECKS = {
     "gb18030.eml": check_gb18030,
     "iso2022jp.eml": check_iso2022jp,
     "utf7.eml": check_utf7,
+    "utf7_lone_surrogate.eml": check_utf7_surrogate,
     "meta_charset_contradiction.eml": check_meta_contradiction,
     "meta_charset_only.eml": check_meta_only,
     "latin1_labelled_but_utf8.eml": check_latin1_labelled_utf8,
