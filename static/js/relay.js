@@ -35,6 +35,37 @@
     }
   }
 
+  // A part that fails to load (record deleted meanwhile, server error, network down) says so
+  // and offers a retry, instead of leaving "Loading…" on screen for ever.
+  function showLoadError(event) {
+    var target = event.detail.target;
+    var path = event.detail.pathInfo && event.detail.pathInfo.requestPath;
+    if (!target || !path || event.detail.requestConfig.verb !== "get") {
+      return;
+    }
+    var status = event.detail.xhr && event.detail.xhr.status;
+    var box = document.createElement("div");
+    box.className = "alert alert-warning d-flex flex-wrap align-items-center gap-2";
+    box.setAttribute("role", "alert");
+    var text = document.createElement("span");
+    text.textContent =
+      status === 404
+        ? "This is no longer here: it may have been deleted."
+        : "Could not load this part of the page.";
+    var retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "btn btn-sm btn-outline-secondary ms-auto";
+    retry.textContent = "Try again";
+    retry.addEventListener("click", function () {
+      htmx.ajax("GET", path, { target: target });
+    });
+    box.append(text, retry);
+    target.replaceChildren(box);
+  }
+
+  document.body.addEventListener("htmx:responseError", showLoadError);
+  document.body.addEventListener("htmx:sendError", showLoadError);
+
   document.addEventListener("DOMContentLoaded", function () {
     showToasts(document);
     openTabFromHash();

@@ -10,18 +10,13 @@ from playwright.sync_api import expect
 
 from crm.models import Contact
 from tests import factories as f
+from tests.web.helpers import csp_violations, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _shot(page, output_path, name):
-    # Transitions finished first, so the picture shows the settled page, not a fade.
-    page.screenshot(path=f"{output_path}/{name}", full_page=True, animations="disabled")
-
-
 def _no_csp_violations(console_messages):
-    violations = [m for m in console_messages if "Content Security Policy" in m]
-    assert violations == []
+    assert csp_violations(console_messages) == []
 
 
 def _sign_in(page, live_server):
@@ -37,13 +32,13 @@ def _sign_in(page, live_server):
 def test_create_contact_and_open_its_email_tab(page, live_server, output_path, console_messages):
     page.set_viewport_size({"width": 1280, "height": 800})
     _sign_in(page, live_server)
-    _shot(page, output_path, "1-contacts-empty.png")
+    shot(page, output_path, "1-contacts-empty.png")
 
     page.get_by_role("link", name="New contact").click()
     page.get_by_label("First name").fill("Ana")
     page.get_by_label("Last name").fill("Lopez")
     page.get_by_label("Email addresses").fill("ana@globex.example\nAna.Lopez@Globex.example")
-    _shot(page, output_path, "2-contact-form.png")
+    shot(page, output_path, "2-contact-form.png")
     page.get_by_role("button", name="Create contact").click()
 
     # The detail page, with the success toast.
@@ -55,7 +50,7 @@ def test_create_contact_and_open_its_email_tab(page, live_server, output_path, c
         "ana.lopez@globex.example",
         "ana@globex.example",
     ]
-    _shot(page, output_path, "3-contact-detail.png")
+    shot(page, output_path, "3-contact-detail.png")
 
     with page.expect_response(lambda r: "/inbox/records/contact/" in r.url) as tab_response:
         page.get_by_role("tab", name="Email").click()
@@ -65,7 +60,7 @@ def test_create_contact_and_open_its_email_tab(page, live_server, output_path, c
     expect(page.get_by_role("tab", name="Email")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#email-pane")).to_have_class(re.compile(r"\bactive\b.*\bshow\b"))
     expect(page.locator("#details-pane")).to_be_hidden()
-    _shot(page, output_path, "4-email-tab.png")
+    shot(page, output_path, "4-email-tab.png")
 
     _no_csp_violations(console_messages)
 
@@ -79,7 +74,7 @@ def test_bad_address_keeps_the_form_and_saves_nothing(
     page.get_by_label("Email addresses").fill("ana@globex.example\nnot-an-address")
     page.get_by_role("button", name="Create contact").click()
     expect(page.get_by_text("“not-an-address” is not an email address.")).to_be_visible()
-    _shot(page, output_path, "form-error.png")
+    shot(page, output_path, "form-error.png")
     assert not Contact.objects.exists()
     _no_csp_violations(console_messages)
 
@@ -97,7 +92,7 @@ def test_phone_layout_and_search(page, live_server, output_path, console_message
     expect(contacts_link).to_be_visible()
     # Bootstrap ignores a second tap while the menu is still sliding open.
     expect(page.locator("#main-nav")).to_have_class(re.compile(r"\bshow\b"))
-    _shot(page, output_path, "phone-menu.png")
+    shot(page, output_path, "phone-menu.png")
     page.get_by_role("button", name="Toggle navigation").click()
     expect(contacts_link).to_be_hidden()
 
@@ -107,7 +102,7 @@ def test_phone_layout_and_search(page, live_server, output_path, console_message
     expect(page.get_by_role("link", name="Printer problem 1")).to_be_visible()
     expect(page.get_by_role("link", name="Printer problem 0")).to_have_count(0)
     expect(page).to_have_url(re.compile(r"/tickets/\?q=TKT-1001"))
-    _shot(page, output_path, "phone-tickets.png")
+    shot(page, output_path, "phone-tickets.png")
 
     # The ticket's page and its Email tab fit the phone's width (no sideways scrolling).
     page.get_by_role("link", name="Printer problem 1").click()
@@ -116,5 +111,19 @@ def test_phone_layout_and_search(page, live_server, output_path, console_message
     expect(page.get_by_text("No email filed here yet")).to_be_visible()
     expect(page.locator("#email-pane")).to_have_class(re.compile(r"\bshow\b"))
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    _shot(page, output_path, "phone-ticket-email.png")
+    shot(page, output_path, "phone-ticket-email.png")
+    _no_csp_violations(console_messages)
+
+
+def test_email_tab_of_a_record_deleted_meanwhile_says_so(
+    page, live_server, output_path, console_messages
+):
+    _sign_in(page, live_server)
+    contact = f.ContactFactory(first_name="Gone", last_name="Soon")
+    page.goto(f"{live_server.url}{contact.get_absolute_url()}")
+    contact.delete()  # someone else deletes it while this page is open
+    page.get_by_role("tab", name="Email").click()
+    expect(page.get_by_text("This is no longer here: it may have been deleted.")).to_be_visible()
+    expect(page.get_by_role("button", name="Try again")).to_be_visible()
+    shot(page, output_path, "email-tab-gone.png")
     _no_csp_violations(console_messages)

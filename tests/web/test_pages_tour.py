@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests import factories as f
+from tests.web.helpers import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -84,22 +85,18 @@ def test_every_page_renders_cleanly(page, live_server, output_path, console_mess
     page.goto(f"{live_server.url}/accounts/login/")
     page.get_by_label("Username").fill("tom")
     page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.screenshot(path=f"{output_path}/login.png", animations="disabled")
+    shot(page, output_path, "login.png")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("link", name="Admin")).to_be_visible()  # tom is staff
 
     for name in ("contacts", "accounts", "leads", "tickets", "opportunities"):
         page.goto(f"{live_server.url}/{name}/")
         expect(page.locator("#results table")).to_be_visible()
-        page.screenshot(
-            path=f"{output_path}/list-{name}.png", full_page=True, animations="disabled"
-        )
+        shot(page, output_path, f"list-{name}.png")
 
     for kind, record in records.items():
         page.goto(f"{live_server.url}{record.get_absolute_url()}")
-        page.screenshot(
-            path=f"{output_path}/detail-{kind}.png", full_page=True, animations="disabled"
-        )
+        shot(page, output_path, f"detail-{kind}.png")
     # A direct link to the Email tab opens it; both filed messages are there, newest first.
     page.goto(f"{live_server.url}{records['ticket'].get_absolute_url()}#email")
     expect(page.locator("#email-pane .relay-message")).to_have_count(2)
@@ -107,21 +104,19 @@ def test_every_page_renders_cleanly(page, live_server, output_path, console_mess
     expect(page.locator("#email-pane .relay-message-subject").first).to_have_text(
         "VPN drops every hour"
     )
-    page.screenshot(
-        path=f"{output_path}/email-tab-ticket.png", full_page=True, animations="disabled"
-    )
+    shot(page, output_path, "email-tab-ticket.png")
 
     page.goto(f"{live_server.url}/tickets/{records['ticket'].pk}/edit/")
-    page.screenshot(path=f"{output_path}/form-ticket.png", full_page=True, animations="disabled")
+    shot(page, output_path, "form-ticket.png")
     page.goto(f"{live_server.url}/leads/{records['lead'].pk}/convert/")
-    page.screenshot(path=f"{output_path}/lead-convert.png", full_page=True, animations="disabled")
+    shot(page, output_path, "lead-convert.png")
     page.goto(f"{live_server.url}/accounts/{records['account'].pk}/delete/")
-    page.screenshot(path=f"{output_path}/delete-account.png", animations="disabled")
+    shot(page, output_path, "delete-account.png")
     page.goto(f"{live_server.url}/me/addresses/")
     page.get_by_label("My email addresses").fill("tom@relay.test\ntom.t@relay.example")
     page.get_by_role("button", name="Save addresses").click()
     expect(page.get_by_text("Your email addresses were saved.")).to_be_visible()
-    page.screenshot(path=f"{output_path}/my-addresses.png", animations="disabled")
+    shot(page, output_path, "my-addresses.png")
 
     # The user menu signs out with a POST and lands on the sign-in page.
     page.get_by_role("button", name="Tom Teammate").click()
