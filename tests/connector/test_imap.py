@@ -81,6 +81,16 @@ def test_password_changed_on_the_server_is_authentication_failed(imap_user):
         open_session(settings_for(imap_user))
 
 
+def test_xoauth2_login(imap_user):
+    # The test Dovecot accepts the user's password as its bearer token (see dovecot.py).
+    token = imap_user.password
+    with open_session(settings_for(imap_user, password="", access_token=token)) as session:
+        assert session.select("INBOX").messages == 0
+    assert "method=XOAUTH2" in imap_user.server.log()
+    with pytest.raises(AuthenticationFailed):
+        open_session(settings_for(imap_user, password="", access_token="expired-token"))
+
+
 def test_non_ascii_password_logs_in(dovecot):
     user = dovecot.create_user(password="pässwörd-ü")
     with ImapSession(

@@ -60,7 +60,9 @@ ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+# XOAUTH2 too: without an oauth2 passdb Dovecot checks the bearer token against the passdb
+# like a password, so in tests a user's access token is its password.
+auth_mechanisms = plain login xoauth2
 mail_location = maildir:{root}/mail/%u:LAYOUT=fs
 mail_uid = {uid}
 mail_gid = {gid}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+from base64 import b64decode
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .certs import Certificate, free_port
 
 SMTP_USER = "sender@relay.test"
 SMTP_PASSWORD = "smtp-secret-pw"
+SMTP_OAUTH_TOKEN = "ya29.test-access-token"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class SmtpServer:
     port: int
     user: str = SMTP_USER
     password: str = SMTP_PASSWORD
+    oauth_token: str = SMTP_OAUTH_TOKEN  # the access token XOAUTH2 accepts for ``user``
     starttls: bool = False
     implicit_tls: bool = False
     ca_path: Path | None = None
@@ -77,6 +80,28 @@ class _Handler:
                 )
             )
         return "250 2.0.0 Accepted"
+
+    async def auth_XOAUTH2(self, smtp: SMTP, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 as Google and Microsoft speak it: the initial response is
+        base64("user=U^Aauth=Bearer T^A^A"); a refused token gets a base64 JSON challenge,
+        the client answers with an empty line, then 535."""
+        try:
+            decoded = b64decode(args[1], validate=True).decode()
+            fields = dict(p.split("=", 1) for p in decoded.split("\x01") if "=" in p)
+        except (IndexError, ValueError):
+            await smtp.push("501 5.5.2 Cannot decode the XOAUTH2 response")
+            return AuthResult(success=False, handled=True)
+        user = fields.get("user", "")
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        server = self.server
+        if user == server.user and token == server.oauth_token:
+            with server._lock:
+                server.logins.append(user)
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        await smtp.challenge_auth('{"status":"401","schemes":"Bearer","scope":"mail"}')
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
+        )
 
 
 class _Authenticator:
