@@ -875,27 +875,24 @@ def _lower_get(headers: dict[str, list[str]], name: str) -> str:
     return ""
 
 
-def _leaves_fast(data: bytes) -> tuple[list[_Leaf], bool, int, int]:
-    """Leaves in document order, whether it is a DSN, the tree's depth and node count."""
+def _leaves_fast(data: bytes, limits: Limits) -> list[_Leaf] | None:
+    """Leaves in document order (a DSN marks itself), or None when the tree is over the caps.
+
+    The walk stops at the first node past a cap, so a 100,000-part tree costs its parse in
+    Rust plus a thousand Python steps, not a hundred thousand."""
     root = _fmp.parse_email_tree(data)
     leaves: list[_Leaf] = []
-    dsn = False
-    deepest = nodes = 0
+    nodes = 0
     stack = [(root, False, 1)]
     while stack:
         node, nested, depth = stack.pop()
         nodes += 1
-        deepest = max(deepest, depth)
+        if depth > limits.max_depth or nodes > limits.max_parts:
+            return None
         ctype = (node.content_type or "text/plain").lower()
         if ctype.startswith("multipart/"):
-            if ctype == "multipart/report" and "delivery-status" in _lower_get(
-                node.headers, "content-type"
-            ):
-                dsn = dsn or not nested
             stack.extend((child, nested, depth + 1) for child in reversed(node.children))
             continue
-        if ctype == "message/delivery-status" and not nested:
-            dsn = True
         header = _lower_get(node.headers, "content-type")
         leaf = _Leaf(
             content_type=ctype,
@@ -910,7 +907,7 @@ def _leaves_fast(data: bytes) -> tuple[list[_Leaf], bool, int, int]:
         leaves.append(leaf)
         if node.is_message:
             stack.extend((child, True, depth + 1) for child in reversed(node.children))
-    return leaves, dsn, deepest, nodes
+    return leaves
 
 
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
@@ -928,28 +925,23 @@ def _stdlib_payload(part: Message, defects: list[str]) -> bytes:
     return part.get_payload(decode=True) or b""
 
 
-def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], bool, list[str]]:
+def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], list[str]]:
     import email
     import email.policy
 
     root = email.message_from_bytes(data, policy=email.policy.compat32)
     leaves: list[_Leaf] = []
     defects: list[str] = []
-    dsn = False
     stack = [(root, False)]
     while stack:
         part, nested = stack.pop()
         defects.extend(type(d).__name__ for d in part.defects)
         ctype = part.get_content_type()
         if ctype.startswith("multipart/"):
-            if ctype == "multipart/report" and part.get_param("report-type") == "delivery-status":
-                dsn = dsn or not nested
             payload = part.get_payload()
             if isinstance(payload, list):
                 stack.extend((child, nested) for child in reversed(payload))
             continue
-        if ctype == "message/delivery-status" and not nested:
-            dsn = True
         try:
             leaf, children = _stdlib_leaf(part, ctype, nested, defects)
         except Exception as exc:  # one broken part must not cost the rest of the message
@@ -958,7 +950,7 @@ def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], bool, list[str]]:
         leaves.append(leaf)
         if leaf.is_message and children:
             stack.extend((child, True) for child in reversed(children))
-    return leaves, dsn, defects
+    return leaves, defects
 
 
 def _stdlib_leaf(
@@ -1059,6 +1051,10 @@ def _body_text(text: str, limits: Limits, what: str, defects: list[str]) -> tupl
 # The parse
 
 
+_DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
+# After the pre-scan cut, the Rust tree is bounded by the prefix itself; the leaf cap in
+# _fill_parts still applies.
+_NO_CAPS = Limits(max_depth=1 << 30, max_parts=1 << 30)
 _BOUNCE_SENDERS = ("mailer-daemon@", "postmaster@")
 _AUTO_PRECEDENCE = {"auto_reply", "auto-reply"}
 _LIST_PRECEDENCE = {"bulk", "list", "junk"}
@@ -1139,7 +1135,6 @@ def _parse(
             defects.append("missing closing MIME boundary (truncated download?)")
 
     leaves: list[_Leaf] | None = None
-    dsn = False
     if backend == "none":
         message.backend = "none"
         declared = content_type.lower().strip()
@@ -1149,31 +1144,36 @@ def _parse(
             leaves = []
     else:
         use_fast = backend == "auto" and _fmp is not None
+        over_caps = False
         if use_fast:
             # The Rust parser is linear and caps its own depth (256), so it can look first;
             # our caps are checked on its tree, and only a message over them pays the scan.
             try:
-                leaves, dsn, depth, nodes = _leaves_fast(head.mime_block + head.newline + body)
+                leaves = _leaves_fast(head.mime_block + head.newline + body, limits)
             except Exception as exc:  # DecodeError, MimeStructureError...: stdlib decides
                 defects.append(f"fast parser refused: {type(exc).__name__}")
                 use_fast = False
             else:
-                if depth > limits.max_depth or nodes > limits.max_parts:
-                    leaves = None
+                over_caps = leaves is None
         if leaves is None:
             cut, reason = _safe_prefix(body, top_boundary, limits)
             if reason:
                 message.truncated = True
                 defects.append(f"{reason}: parsed the first {cut} bytes of the body only")
                 body = body[:cut]
+            elif over_caps:
+                # The Rust tree is over a cap the exact scan does not see (it also splits at
+                # delimiter prefixes such as `--boundaryXYZ`); stdlib agrees with the scan.
+                defects.append("fast parser tree over the caps; parsed with stdlib")
+                use_fast = False
             data = head.mime_block + head.newline + body
             if use_fast:
                 try:
-                    leaves, dsn, _, _ = _leaves_fast(data)
+                    leaves = _leaves_fast(data, _NO_CAPS)
                 except Exception as exc:
                     defects.append(f"fast parser refused: {type(exc).__name__}")
             if leaves is None:
-                leaves, dsn, stdlib_defects = _leaves_stdlib(data)
+                leaves, stdlib_defects = _leaves_stdlib(data)
                 defects.extend(stdlib_defects)
                 message.backend = "stdlib"
         message.backend = message.backend or "fast-mail-parser"
@@ -1182,7 +1182,12 @@ def _parse(
         dropped = leaves.pop()
         defects.append(f"{dropped.content_type} part cut by the size limit; not kept")
     _fill_parts(message, leaves, limits, defects)
-    message.is_bounce = message.is_bounce or dsn
+    # RFC 3464 delivery status notification: multipart/report with a delivery-status part.
+    message.is_bounce = (
+        message.is_bounce
+        or ("report" in content_type.lower() and "delivery-status" in content_type.lower())
+        or any(leaf.content_type in _DSN_TYPES and not leaf.nested for leaf in leaves)
+    )
     return message
 
 

@@ -7,7 +7,9 @@ measured in bench/parse.py, not asserted here). Good messages round-trip. No dat
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import quopri
 import re
 import signal
 from contextlib import contextmanager
@@ -870,6 +872,59 @@ def test_random_mime_trees_round_trip(tree, subject, backend):
     ]
     assert attached == payloads
     assert message.subject == mime.clean_text(subject, 1000)
+
+
+def _encode_leaf(text: str, charset: str, cte: str) -> bytes:
+    data = text.encode(charset)
+    if cte == "base64":
+        body = base64.encodebytes(data)
+    elif cte == "quoted-printable":
+        body = quopri.encodestring(data)
+    else:
+        body = data
+    if not body.endswith(b"\n"):  # the delimiter's CRLF belongs to it (RFC 2046 5.1.1)
+        body += b"\n"
+    head = f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: {cte}\r\n"
+    return head.encode() + b"\r\n" + body.replace(b"\n", b"\r\n")
+
+
+@st.composite
+def raw_mime_tree(draw):
+    """Raw bytes of a spine of 1-60 nested multiparts with up to ~2,000 text leaves around it.
+
+    Built by hand rather than with EmailMessage so that depth and width reach the caps quickly
+    (RELIABILITY 7.4: depth <= 60, parts <= 2,000)."""
+    depth = draw(st.integers(1, 60))
+    budget = draw(st.sampled_from([5, 50, 500, 2000]))
+    rnd = draw(st.randoms(use_true_random=False))  # cheap choices for thousands of leaves
+    markers: list[str] = []
+    out = [b"From: a@acme.test\r\nSubject: tree\r\n"]
+    out.append(b"Content-Type: multipart/mixed; boundary=L0\r\n\r\n")
+    for level in range(depth):
+        for _ in range(rnd.randint(0, max(0, budget // depth))):
+            text = f"leaf{len(markers)} " + rnd.choice(["plain", "Grüße", "日本語", "Привет"])
+            charset = rnd.choice([c for c in CHARSETS if _encodable(text, c)])
+            cte = rnd.choice(["base64", "quoted-printable", "8bit"])
+            out.append(b"--L%d\r\n" % level + _encode_leaf(text, charset, cte))
+            markers.append(text)
+        if level < depth - 1:
+            opening = b"--L%d\r\nContent-Type: multipart/mixed; boundary=L%d\r\n\r\n"
+            out.append(opening % (level, level + 1))
+    out.extend(b"--L%d--\r\n" % level for level in range(depth - 1, -1, -1))
+    return b"".join(out), depth, markers
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(tree=raw_mime_tree(), backend=st.sampled_from(BACKENDS))
+def test_deep_and_wide_trees_stay_within_the_caps(tree, backend):
+    raw, depth, markers = tree
+    message = parse(raw, backend)
+    assert_invariants(message, mime.DEFAULT_LIMITS)
+    assert len(message.attachments) <= mime.DEFAULT_LIMITS.max_parts
+    if depth <= 45 and len(markers) + depth <= 900:  # comfortably inside both caps
+        assert not message.truncated
+        for text in markers:
+            assert text in message.text_body
 
 
 @settings(max_examples=200, deadline=None, database=None)
