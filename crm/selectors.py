@@ -74,9 +74,26 @@ def account_detail(*, pk: int) -> Account:
     )
 
 
-def account_related(*, account: Account) -> dict[str, QuerySet]:
-    """The first few contacts, tickets and opportunities shown on an account's page."""
+def shared_domains(*, account: Account) -> dict[str, list[Account]]:
+    """The account's domains that other accounts claim too, with those accounts. Such a
+    domain is ambiguous and never used for automatic filing (SPEC 1), so the page says so."""
+    shared: dict[str, list[Account]] = {}
+    others = (
+        AccountDomain.objects.filter(domain__in=account.domains.values("domain"))
+        .exclude(account=account)
+        .select_related("account")
+        .order_by("domain", "account__name")
+    )
+    for claim in others:
+        shared.setdefault(claim.domain, []).append(claim.account)
+    return shared
+
+
+def account_related(*, account: Account) -> dict:
+    """The first few contacts, tickets and opportunities shown on an account's page, and
+    which of its domains are shared with other accounts."""
     return {
+        "shared_domains": shared_domains(account=account),
         "contacts": account.contacts.prefetch_related("emails")[:10],
         "tickets": account.tickets.select_related("contact", "assignee")[:10],
         "opportunities": account.opportunities.select_related("contact")[:10],

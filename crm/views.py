@@ -128,16 +128,16 @@ def _list_page(request, kind: RecordKind):
     return render(request, template, context)
 
 
-def _detail_page(request, kind: RecordKind, pk: int, extra: dict | None = None):
+def _detail_page(request, kind: RecordKind, pk: int):
     record = kind.detail(pk=pk)
-    context = {"kind": kind, "record": record, **(extra or {})}
+    context = {"kind": kind, "record": record}
     if kind.related:
         context.update(kind.related(record))
     return render(request, f"crm/{kind.name}_detail.html", context)
 
 
 def _links_from_query(request, form_class, record) -> dict:
-    """ "New ticket" on an account's page opens the form with that account chosen
+    """A "New ticket" link on an account's page opens the form with that account chosen
     (?account=12). Only for new records, only link fields; the form still validates them."""
     if record is not None:
         return {}
@@ -146,6 +146,18 @@ def _links_from_query(request, form_class, record) -> dict:
         for name in ("account", "contact")
         if name in form_class.base_fields and request.GET.get(name, "").isdigit()
     }
+
+
+def _warn_shared_domains(request, record) -> None:
+    # Allowed, but the person should know right away that these domains will not file mail.
+    if record.record_type != "account":
+        return
+    for domain, accounts in selectors.shared_domains(account=record).items():
+        names = ", ".join(a.name for a in accounts)
+        messages.warning(
+            request,
+            f"{domain} is also claimed by {names}: mail from it is not filed automatically.",
+        )
 
 
 def _form_page(request, kind: RecordKind, record=None):
@@ -162,6 +174,7 @@ def _form_page(request, kind: RecordKind, record=None):
             else:
                 verb = "created" if record is None else "saved"
                 messages.success(request, f"{kind.label} “{saved}” {verb}.")
+                _warn_shared_domains(request, saved)
                 return redirect(saved)
     else:
         form = form_class(instance=record, initial=_links_from_query(request, form_class, record))

@@ -2,12 +2,11 @@
 (function () {
   "use strict";
 
-  // Success toasts fade away on their own; errors stay until dismissed.
+  // Success toasts fade away on their own; warnings and errors stay until dismissed.
   function showToasts(root) {
     root.querySelectorAll("[data-relay-toast]").forEach(function (element) {
-      var isError = element.getAttribute("role") === "alert";
       var toast = bootstrap.Toast.getOrCreateInstance(element, {
-        autohide: !isError,
+        autohide: element.getAttribute("data-relay-toast") === "fade",
         delay: 5000,
       });
       toast.show();

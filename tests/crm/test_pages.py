@@ -485,3 +485,19 @@ def test_new_link_on_an_account_starts_a_record_linked_to_it(user_client):
     ticket = f.TicketFactory()
     edit = user_client.get(f"{reverse('crm:ticket_update', args=[ticket.pk])}?account={account.pk}")
     assert f'<option value="{account.pk}" selected>' not in edit.content.decode()
+
+
+def test_a_domain_claimed_by_two_accounts_is_flagged(user_client):
+    initech = f.AccountFactory(name="Initech", domains=["shared.example", "initech.example"])
+    response = user_client.post(
+        reverse("crm:account_create"),
+        {"name": "Initrode", "domains": "shared.example"},
+        follow=True,
+    )
+    html = response.content.decode()
+    warning = "shared.example is also claimed by Initech: mail from it is not filed automatically."
+    assert warning in html  # the toast after saving, and the note on the page
+    assert 'data-shared-domain="shared.example"' in html
+    detail = user_client.get(initech.get_absolute_url()).content.decode()
+    assert "shared.example is also claimed by" in detail and "Initrode" in detail
+    assert 'data-shared-domain="initech.example"' not in detail
