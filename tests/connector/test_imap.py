@@ -140,6 +140,21 @@ def test_starttls_stripped_by_a_middlebox_fails_and_sends_no_password(imap_user,
     assert f"user=<{imap_user.login}>" not in imap_user.server.log()
 
 
+def test_responses_injected_before_the_tls_handshake_are_discarded(imap_user, fault_proxy):
+    # A man in the middle appends a response to the server's "OK, begin TLS": it arrives in
+    # clear text and must not be believed once TLS is up (RELIABILITY C-05).
+    fault_proxy.inject_after(b"Begin TLS negotiation now.\r\n", b"* CAPABILITY INJECTED\r\n")
+    with open_session(
+        settings_for(
+            imap_user, port=fault_proxy.port, security="starttls", allow_insecure_cert=True
+        )
+    ) as session:
+        assert "INJECTED" not in session.capabilities
+        assert "INJECTED" not in session.client.capabilities
+        assert session.select("INBOX").messages == 0
+    assert fault_proxy.injections == 1
+
+
 def test_ssl_to_a_plain_port_is_a_tls_failure(imap_user):
     with pytest.raises(PermanentFailure) as excinfo:
         open_session(settings_for(imap_user, security="ssl", allow_insecure_cert=True))

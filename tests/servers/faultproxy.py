@@ -37,6 +37,7 @@ class Behaviour:
     drop_fetch_uid: int | None = None  # drop the untagged FETCH for this UID ...
     drop_fetch_any: bool = False  # ... or the first untagged FETCH carrying a literal
     strip_starttls: bool = False
+    inject_after: tuple[bytes, bytes] | None = None  # (marker, bytes sent right after it)
 
 
 class FaultProxy:
@@ -48,6 +49,7 @@ class FaultProxy:
         self.connections = 0
         self.dropped_fetches = 0
         self.cuts = 0
+        self.injections = 0
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -74,6 +76,12 @@ class FaultProxy:
 
     def strip_starttls(self) -> None:
         self.behaviour = replace(self.behaviour, strip_starttls=True)
+
+    def inject_after(self, marker: bytes, payload: bytes) -> None:
+        """Send ``payload`` right after the first ``marker`` from the server, in the same
+        segment: e.g. extra responses after the STARTTLS OK, the "STARTTLS command injection"
+        of RELIABILITY C-05."""
+        self.behaviour = replace(self.behaviour, inject_after=(marker, payload))
 
     def cut_all(self) -> None:
         """Cut every live connection now."""
@@ -160,6 +168,7 @@ class FaultProxy:
         framer = _ResponseFramer() if (b.drop_fetch_uid or b.drop_fetch_any) else None
         dropped = False
         tls_started = False
+        injected = False
         try:
             while data := upstream.recv(65536):
                 if b.strip_starttls and not tls_started:
@@ -170,6 +179,12 @@ class FaultProxy:
                         tls_started = True
                     else:
                         data = data.replace(b" STARTTLS", b"")
+                if b.inject_after and not injected and b.inject_after[0] in data:
+                    marker, payload = b.inject_after
+                    data = data.replace(marker, marker + payload, 1)
+                    injected = True
+                    with self._lock:
+                        self.injections += 1
                 if framer is not None and not dropped:
                     out = b""
                     for response in framer.feed(data):
