@@ -24,7 +24,7 @@ def enqueue_sync(sender, mailbox_id: int, **kwargs) -> None:
 
 
 # --- matching and filing (issue 4) ------------------------------------------------------------
-FILING_CHUNK = 500  # message ids per filing task: one bulk-matched batch each
+FILING_CHUNK = 1000  # message ids per filing task: one bulk-matched batch each
 
 
 @receiver(messages_stored)
