@@ -379,16 +379,36 @@ def _meta_codec(payload: bytes) -> str | None:
     return _codec(match.group(1).decode("ascii")) if match else None
 
 
-def _decode_raw_header(value: bytes) -> str:
-    """Raw header bytes: ASCII, else UTF-8 (RFC 6532), else a guess, else windows-1252."""
+def _decode_raw_header(value: bytes, hint: str | None = None) -> str:
+    """Raw 8-bit header bytes (RFC 6532 allows only UTF-8; older MUAs send their locale's).
+
+    ASCII; else UTF-8; else `hint`, the charset the message declares for its text (the same
+    MUA wrote both); else a detector guess for long values; else windows-1252. Detectors are
+    wrong more often than right on a dozen bytes (Shift_JIS and GB18030 names came out as
+    Korean in our trials), hence the hint first and the length floor.
+    """
     if value.isascii():
         return value.decode("ascii")
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    guess = _detect(value) if len(value) >= 24 else None
+    if hint:
+        try:
+            return value.decode(hint)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    guess = _detect(value) if len(value) >= 64 else None
     return value.decode(guess or "cp1252", "replace")
+
+
+_RAW_CHARSET = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:-]{1,40})""", re.IGNORECASE)
+
+
+def _charset_hint(raw: bytes) -> str | None:
+    match = _RAW_CHARSET.search(raw, 0, 65536)
+    codec = _codec(match.group(1).decode("ascii")) if match else None
+    return None if codec in (None, "ascii", "utf-8") else codec
 
 
 # RFC 2047 encoded-word. Lenient where senders are: spaces inside Q text, lower-case b/q, any
@@ -539,7 +559,7 @@ _KEPT_HEADERS = (
 
 @dataclass
 class _HeaderBlock:
-    fields: dict[bytes, list[bytes]]  # lower-case name -> unfolded raw values, in order
+    fields: dict[bytes, list[str]]  # lower-case name -> unfolded decoded values, in order
     mime_block: bytes  # the MIME fields as sent, to hand to the backend
     body_offset: int
     newline: bytes
@@ -629,12 +649,19 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
         body_offset = start + pos
     newline = b"\r\n" if block.find(b"\r\n", 0, 4096) >= 0 else b"\n"
     mime_block = b"".join(line + newline for line in mime_fields)
-    return _HeaderBlock(fields, mime_block, body_offset, newline)
+    hint = None
+    if not all(value.isascii() for values in fields.values() for value in values):
+        hint = _charset_hint(raw)
+    decoded = {
+        name: [_decode_raw_header(value, hint) for value in values]
+        for name, values in fields.items()
+    }
+    return _HeaderBlock(decoded, mime_block, body_offset, newline)
 
 
-def _first(fields: dict[bytes, list[bytes]], name: bytes) -> str | None:
+def _first(fields: dict[bytes, list[str]], name: bytes) -> str | None:
     values = fields.get(name)
-    return _decode_raw_header(values[0]) if values else None
+    return values[0] if values else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -682,12 +709,12 @@ def _split_addresses(value: str, cap: int) -> list[tuple[str, str]]:
 
 
 def _addresses(
-    fields: dict[bytes, list[bytes]], name: bytes, limits: Limits, defects: list[str]
+    fields: dict[bytes, list[str]], name: bytes, limits: Limits, defects: list[str]
 ) -> list[Address]:
     values = fields.get(name)
     if not values:
         return []
-    value = ", ".join(_decode_raw_header(v) for v in values)
+    value = ", ".join(values)
     cap = limits.max_addresses
     # Cut the string itself before any structured parse: getaddresses is superlinear on huge
     # lists (gh-136063, RELIABILITY P-03). Commas inside quoted names make us keep 2x.
@@ -1119,7 +1146,7 @@ def _parse(
     _fill_headers(message, fields, internal_date, limits, defects)
 
     body = raw[head.body_offset : limits.max_size]
-    content_type = _decode_raw_header(fields.get(b"content-type", [b""])[0])
+    content_type = fields.get(b"content-type", [""])[0]
     top_boundary = _boundary_of(content_type) if "multipart" in content_type.lower() else None
     cut_cleanly = True
     if message.too_large:
@@ -1193,7 +1220,7 @@ def _parse(
 
 def _fill_headers(
     message: ParsedMessage,
-    fields: dict[bytes, list[bytes]],
+    fields: dict[bytes, list[str]],
     internal_date: datetime | None,
     limits: Limits,
     defects: list[str],
@@ -1206,9 +1233,7 @@ def _fill_headers(
         defects.append("Message-ID unusable (empty, too long or not an id)")
     in_reply_to = _references(_first(fields, b"in-reply-to"), limits)
     message.in_reply_to = in_reply_to[0] if in_reply_to else ""
-    message.references = _references(
-        " ".join(_decode_raw_header(v) for v in fields.get(b"references", [])), limits
-    )
+    message.references = _references(" ".join(fields.get(b"references", [])), limits)
     subject = _first(fields, b"subject")
     message.subject = clean_text(decode_header_text(subject), limits.max_subject) if subject else ""
 
@@ -1235,9 +1260,7 @@ def _fill_headers(
     for name in _KEPT_HEADERS:
         values = fields.get(name.encode())
         if values:
-            headers[name] = clean_text(
-                decode_header_text(_decode_raw_header(values[0])), limits.max_stored_header
-            )
+            headers[name] = clean_text(decode_header_text(values[0]), limits.max_stored_header)
     message.headers = headers
 
     auto = headers.get("auto-submitted", "").lower()

@@ -272,6 +272,13 @@ def check_raw_8bit_headers(m):
     assert m.text_body.strip() == "Körper"
 
 
+def check_raw_8bit_sjis_headers(m):
+    # Raw Shift_JIS in the headers: the body's declared charset is the hint (same MUA).
+    assert m.subject == "見積書の送付について"
+    assert m.from_name == "田中 弘"
+    assert m.text_body.strip() == "お世話になっております。"
+
+
 def check_subject_crlf(m):
     assert "\r" not in m.subject and "\n" not in m.subject
     assert m.subject == "Hello Bcc: victim@evil.test body"
@@ -530,6 +537,7 @@ CHECKS = {
     "latin1_labelled_but_utf8.eml": check_latin1_labelled_utf8,
     "utf16_bom.eml": check_utf16,
     "raw_8bit_headers.eml": check_raw_8bit_headers,
+    "raw_8bit_shift_jis_headers.eml": check_raw_8bit_sjis_headers,
     "subject_encoded_crlf.eml": check_subject_crlf,
     "subject_encoded_nul_bidi.eml": check_subject_nul_bidi,
     "subject_mixed_charsets.eml": check_subject_mixed,
