@@ -219,6 +219,9 @@ def mapped_errors(action: str = "IMAP") -> Iterator[None]:
         raise PermanentFailure(f"{action}: TLS failed: {exc}", category="tls") from exc
     except TimeoutError as exc:
         raise TemporaryFailure(f"{action}: timed out") from exc
+    except imaplib.IMAP4.readonly as exc:
+        # SELECT answered READ-ONLY where we must write (imaplib makes it a kind of abort).
+        raise PermanentFailure(f"{action}: the folder is read-only: {exc}") from exc
     except imaplib.IMAP4.abort as exc:
         # Connection lost, BYE, or an unparseable line after which the stream is unusable.
         raise TemporaryFailure(f"{action}: connection lost: {exc}") from exc
@@ -442,6 +445,8 @@ class ImapSession:
     def select(self, folder: str, readonly: bool = True) -> FolderStatus:
         """EXAMINE (``readonly``, the default: nothing can set \\Seen, RFC 3501 6.3.2) or
         SELECT the folder and return what the server reported about it."""
+        # A failed SELECT leaves no folder selected (RFC 3501 6.3.1).
+        self.selected = None
         with mapped_errors("SELECT"):
             typ, data = self.client.select(encode_folder(folder), readonly)
             self._check((typ, data), f"{'EXAMINE' if readonly else 'SELECT'} {folder}")
@@ -652,14 +657,21 @@ def test_connection(
                     name=info.name, special_use=info.special_use, selectable=info.selectable
                 )
                 if info.selectable:
-                    status = session.select(info.name, readonly=True)
-                    preview.messages = status.messages
-                    if sync_from is not None:
-                        preview.since_count = (
-                            len(session.search_uids(f"SINCE {_imap_date(sync_from)}"))
-                            if status.messages
-                            else 0
-                        )
+                    try:
+                        status = session.select(info.name, readonly=True)
+                        preview.messages = status.messages
+                        if sync_from is not None:
+                            preview.since_count = (
+                                len(session.search_uids(f"SINCE {_imap_date(sync_from)}"))
+                                if status.messages
+                                else 0
+                            )
+                    except TemporaryFailure:
+                        raise
+                    except PermanentFailure:
+                        # One folder the server lists but will not open (shared namespace,
+                        # no rights) must not fail the whole test: it shows without counts.
+                        preview.messages = preview.since_count = None
                 report.folders.append(preview)
         report.ok = True
     except MailError as exc:

@@ -96,6 +96,17 @@ def test_deliver_with_a_received_date_sets_internaldate(dovecot, imap_user):
     assert b"\\Seen" in data[0]
 
 
+def test_deliver_many(dovecot, imap_user):
+    raws = [_message(n) for n in range(20)]
+    started = time.monotonic()
+    uids = dovecot.deliver_many(imap_user, raws, folder="Archive", flags=["\\Seen"])
+    assert time.monotonic() - started < 2
+    assert uids == dovecot.uids(imap_user, "Archive") and len(uids) == 20
+    truth = dovecot.server_truth(imap_user)
+    assert {m.sha256 for m in truth} == {hashlib.sha256(r).hexdigest() for r in raws}
+    assert all(m.flags == {"\\Seen"} for m in truth)
+
+
 def test_uidvalidity_reset_is_visible_over_imap(dovecot, imap_user):
     dovecot.deliver(imap_user, MESSAGE)
     before = {m.uidvalidity for m in dovecot.server_truth(imap_user) if m.folder == "INBOX"}

@@ -343,6 +343,30 @@ class Dovecot:
             self.add_flags(user, folder, uid, flags)
         return uid
 
+    def deliver_many(
+        self,
+        user: str,
+        raws: Iterable[bytes],
+        folder: str = "INBOX",
+        flags: Iterable[str] = (),
+        received: dt.datetime | None = None,
+    ) -> list[int]:
+        """Many messages over one plain imaplib connection (APPEND, UIDs from APPENDUID,
+        RFC 4315): ~1 ms each against ~30 ms for ``deliver``, for big corpora and benches."""
+        flag_list = "(" + " ".join(flags) + ")"
+        when = received or dt.datetime.now(dt.UTC)
+        uids = []
+        client = self.imap(user)
+        try:
+            for raw in raws:
+                typ, data = client.append(_quote(folder), flag_list, when, raw)
+                if typ != "OK":
+                    raise DoveadmError(f"APPEND to {folder} failed: {data}")
+                uids.append(int(re.search(rb"APPENDUID \d+ (\d+)", data[0])[1]))
+        finally:
+            client.logout()
+        return uids
+
     def _append(
         self, user: str, raw: bytes, folder: str, flags: Iterable[str], received: dt.datetime
     ) -> int:
