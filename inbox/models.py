@@ -634,6 +634,23 @@ class OutboxEntry(models.Model):
     appended_to_sent = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Sending (issue 5). The exact bytes sent are kept (raw_file, in file storage) from the
+    # first attempt on: every retry, the Sent-folder APPEND and the stored Message use the same
+    # bytes, so the Sent-folder sync recognises the copy by its content hash (S-23).
+    raw_file = models.CharField(max_length=300, blank=True)
+    sent_message = models.ForeignKey(
+        Message,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="outbox_entries",
+        help_text="The message this entry became once sent.",
+    )
+    # [{"blob": sha256, "filename": ..., "content_type": ...}]: new uploads and a forwarded
+    # original's attachments, stored once by hash (AttachmentBlob).
+    attachments = models.JSONField(default=list, blank=True)
+    # {"addr@example.com": "accepted" | "refused: 550 ..."} after the SMTP transaction (M-04).
+    recipient_status = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -741,3 +758,32 @@ class MatchingSettings(models.Model):
     def load(cls) -> MatchingSettings:
         settings_row, _ = cls.objects.get_or_create(pk=1)
         return settings_row
+
+
+class UserPreferences(models.Model):
+    """A user's own inbox settings (one row per user, made with the defaults on first read)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="inbox_preferences",
+    )
+    emails_per_page = models.PositiveSmallIntegerField(
+        default=25,
+        help_text="How many conversations the inbox shows on one page.",
+    )
+
+    EMAILS_PER_PAGE_CHOICES = (10, 25, 50, 100)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "user preferences"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(emails_per_page__gte=5, emails_per_page__lte=200),
+                name="inbox_preferences_page_size_sane",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Preferences of {self.user}"
