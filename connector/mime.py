@@ -3,17 +3,19 @@
 Everything downstream (ingest, threading, matching, the reader) trusts what this returns, and the
 input is whatever a stranger chose to send. So:
 
-* Caps come *before* the full parse (ARCHITECTURE "Traps already found", RELIABILITY P-01..P-03):
-  we read the top-level header block ourselves with hard limits on its size, field count and
-  per-field length, and a cheap byte scan of the body measures MIME nesting and part count.
-  Beyond a cap only a safe prefix of the body goes to the MIME parser; the rest is dropped, a
-  defect says so and `truncated` is set.
-* Two MIME tree backends. `fast-mail-parser` (Rust) builds the tree when it is installed and
-  accepts the input; the stdlib `email` parser with `policy.compat32` is the fallback for
-  whatever it rejects (it raises on bad base64, for one). Both only give us the tree and the
-  transfer-decoded bytes of each leaf: header decoding (RFC 2047, raw 8-bit), addresses, dates
-  and charset decoding are ours, so both backends give the same answers and broken charsets are
-  repaired the same way (charset-normalizer as the last resort, RELIABILITY P-05/X-10).
+* Caps come *before* anything superlinear sees the input (ARCHITECTURE "Traps already found",
+  RELIABILITY P-01..P-03): we read the top-level header block ourselves, with hard limits on
+  its size, field count, field length and addresses per field, and the MIME backend never sees
+  those headers. The body's depth and part count are checked before the stdlib parser runs
+  (a byte scan) and while walking the Rust parser's tree (it is linear and caps its own depth
+  at 256). Beyond a cap only a safe prefix of the body is parsed: `truncated` and a defect say
+  so. Over `max_size` the message keeps its headers and a cut body, with `too_large`.
+* Two MIME tree backends, chosen by measurement (bench/parse.py): `fast-mail-parser` (Rust)
+  builds the tree; the stdlib `email` parser with `policy.compat32` takes over for whatever it
+  refuses (it raises on bad base64, for one) and when it is not installed. Both only give us
+  the tree and each leaf's transfer-decoded bytes: header decoding (RFC 2047, raw 8-bit),
+  addresses, dates and charsets are ours, so both backends give the same answers and broken
+  charsets are repaired one way (charset-normalizer as the last resort, RELIABILITY P-05/X-10).
 * No exception escapes except `MessageUnparseable` for input that is not mail at all. A failure
   inside a backend degrades to "headers plus whatever body we can read", with defects.
 * Display strings (subject, names, file names) lose CR/LF, control and bidi characters
@@ -91,6 +93,9 @@ Address = tuple[str, str]  # (display name, normalised address)
 
 @dataclass
 class ParsedAttachment:
+    """A part that is not body text: a file, an inline image, a calendar invite, a DSN report,
+    a forwarded message (message/rfc822, the whole inner message as `payload`)."""
+
     filename: str  # safe to show and to offer as a download name
     original_filename: str  # as sent (decoded), for the record; never use it as a path
     content_type: str
@@ -102,6 +107,17 @@ class ParsedAttachment:
 
 @dataclass
 class ParsedMessage:
+    """Everything ingest stores about a message except its raw bytes (kept by ingest).
+
+    Ids carry no angle brackets and are '' when missing or unusable. Addresses are normalised
+    by crm.normalize (lower case, IDNA); names are display strings. `text_body`/`html_body`
+    are the concatenated inline text/plain and text/html parts (those of a forwarded message
+    only when the message has none of its own), decoded to Unicode, line ends `\n`, *not*
+    sanitised. `headers` holds a small useful set (list-id, auto-submitted, precedence,
+    authentication-results...), lower-case names, first value, capped. `defects` says in words
+    what was repaired or dropped.
+    """
+
     message_id: str = ""
     in_reply_to: str = ""
     references: list[str] = field(default_factory=list)
@@ -745,14 +761,16 @@ def _addresses(
 
 
 _ID_TOKEN = re.compile(r"<([^<>]*)>")
-_ID_BAD = re.compile('[\\s\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff<>"]')
+_ID_STRIP = re.compile("[\\s\x00-\x1f\x7f-\x9f]")
+_ID_BAD = re.compile('[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\ufffd<>"\ud800-\udfff]')
 
 
 def _clean_id(token: str, limits: Limits) -> str:
-    token = token.strip()
+    """An id without brackets, whitespace or controls (folding leaves spaces inside some);
+    '' for one that is empty, too long, or carries bidi controls or undecodable bytes: such an
+    id is garbage or forged, and truncating a long one would make it collide with another."""
+    token = _ID_STRIP.sub("", token)
     if not token or len(token) > limits.max_message_id or _ID_BAD.search(token):
-        return ""
-    if _SURROGATES.search(token) or "\ufffd" in token:
         return ""
     return token
 
@@ -762,8 +780,8 @@ def _message_id(value: str | None, limits: Limits) -> str:
         return ""
     value = value.strip()
     match = _ID_TOKEN.search(value)
-    if match is None:  # no brackets: some MTAs do that; take it whole if it is one token
-        return _clean_id(value, limits)
+    if match is None:  # no brackets: some MTAs do that; take it only if it is one token
+        return "" if _ID_STRIP.search(value) else _clean_id(value, limits)
     return _clean_id(match.group(1), limits)
 
 
