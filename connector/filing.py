@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from crm.models import Ticket
+from crm.models import ContactEmail, Ticket
 from crm.services import contact_create, ticket_create
 from inbox.models import Filing, Message, MessageAddress, OutboxEntry, TriageEntry
 
@@ -81,16 +81,18 @@ def file_batch(
     facts = load_facts(message_ids, lock=True)
     lookups = load_lookups(facts, now=now)
     decisions = decide_batch(facts, lookups, initial=initial, retroactive=retroactive, now=now)
-    return apply_decisions(decisions, now=now)
+    return apply_decisions(decisions, now=now, retroactive=retroactive)
 
 
-def apply_decisions(decisions: list[Decision], *, now) -> FilingReport:
+def apply_decisions(decisions: list[Decision], *, now, retroactive: bool = False) -> FilingReport:
     report = FilingReport(messages=len(decisions))
     created: dict[Ref, int] = {}
     tickets: dict[int, Ticket] = {}
+    new_contacts = [d.new_contact for d in decisions if d.new_contact is not None]
+    created.update(_contacts_created_meanwhile(new_contacts))
     for decision in decisions:
         new = decision.new_contact
-        if new is not None:
+        if new is not None and new.ref not in created:
             first, _, last = (new.name or new.address.partition("@")[0]).strip().rpartition(" ")
             contact = contact_create(
                 first_name=(first or last)[:100],
@@ -159,7 +161,7 @@ def apply_decisions(decisions: list[Decision], *, now) -> FilingReport:
         OutboxEntry.objects.bulk_create(outbox, ignore_conflicts=True)
         report.acknowledgements = sum(o.purpose == "acknowledgement" for o in outbox)
         report.forwards = sum(o.purpose == "forward_unplaced" for o in outbox)
-    if filed:
+    if filed and retroactive:
         # Mail that waited in triage because nothing placed it is placed now.
         TriageEntry.objects.filter(
             message_id__in=filed, reason=TriageEntry.Reason.UNFILED, resolved_at__isnull=True
@@ -213,6 +215,26 @@ def insert_ignoring_conflicts(model, fields: tuple[str, ...], rows: list[tuple])
     with connection.cursor() as cursor:
         cursor.execute(sql, columns_values)
         return cursor.rowcount
+
+
+def _contacts_created_meanwhile(new_contacts) -> dict[Ref, int]:
+    """Two batches (two mailboxes) may meet the same unknown sender at once. Each takes a
+    transaction lock on the address, then looks again: the second one uses the contact the
+    first created instead of making a duplicate."""
+    if not new_contacts:
+        return {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for address in sorted(n.address for n in new_contacts):  # sorted: no deadlock
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [address])
+    found: dict[str, int] = {}
+    for email, contact_id in (
+        ContactEmail.objects.filter(email__in=[n.address for n in new_contacts])
+        .order_by("contact__created_at", "contact_id")
+        .values_list("email", "contact_id")
+    ):
+        found.setdefault(email, contact_id)
+    return {n.ref: found[n.address] for n in new_contacts if n.address in found}
 
 
 def _evidence(evidence: str, unverified: str) -> str:

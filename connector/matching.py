@@ -370,8 +370,14 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
             wanted[ref.record_type].add(ref.record_id)
     _load_records(lookups, wanted, numbers)
 
-    # Participants: addresses of this batch already on mail filed on those records.
-    if lookups.records:
+    # Participants: is the sender of a reply or reference already on mail filed on the record
+    # it names? Only those senders are asked about (the rules check nobody else).
+    referring = {
+        f.from_address
+        for f in facts
+        if f.from_address and (f.parents or SUBJECT_REFERENCE.search(f.subject))
+    } - lookups.staff
+    if lookups.records and referring:
         record_q = Q()
         for kind, ids in _ids_by_kind(lookups.records).items():
             record_q |= Q(**{f"{kind}_id__in": ids})
@@ -379,7 +385,7 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
             Filing.objects.filter(
                 record_q,
                 unlinked_at__isnull=True,
-                message__addresses__address__in=addresses,
+                message__addresses__address__in=referring,
                 message__addresses__role__in=MATCHED_ROLES,
             )
             .values_list(
@@ -592,7 +598,7 @@ def _is_participant(f: MessageFacts, ref: Ref, lookups: Lookups) -> bool:
     sender = f.from_address
     if not sender:
         return False
-    if sender in lookups.staff:
+    if sender in lookups.staff or sender == lookups.mailboxes[f.mailbox_id].email_address:
         return True
     if sender in lookups.filed_addresses.get(ref, ()):
         return True
@@ -864,6 +870,8 @@ def _support(f, decision, batch, mailbox, sender_is_staff, foreign, in_known_thr
     lookups.filed_addresses.setdefault(ticket.ref, set()).update(a for _, a in f.addresses)
     lookups.filed_addresses[ticket.ref].add(f.from_address)
     recipient = f.reply_address
+    if decision.unverified:
+        return  # a spoofed sender gets no mail from us: no backscatter to a forged address
     if batch.acks.get(recipient, 0) < lookups.acknowledgements_per_hour:
         batch.acks[recipient] = batch.acks.get(recipient, 0) + 1
         decision.acknowledge_to = recipient

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from . import dispatch, filing, sync
 
@@ -29,13 +30,22 @@ def beat_tick() -> int:
     return len(dispatched)
 
 
-@shared_task(name="relay.file_messages", soft_time_limit=600, time_limit=660)
+# A database that went away (restart, failover) is worth retrying; filing is idempotent.
+DB_RETRY = dict(
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=8,
+)
+
+
+@shared_task(name="relay.file_messages", soft_time_limit=600, time_limit=660, **DB_RETRY)
 def file_messages(message_ids: list[int], initial: bool = False) -> str:
     report = filing.file_messages(message_ids=message_ids, initial=initial)
     return report.summary()
 
 
-@shared_task(name="relay.refile_for_addresses", soft_time_limit=3600, time_limit=3700)
+@shared_task(name="relay.refile_for_addresses", soft_time_limit=3600, time_limit=3700, **DB_RETRY)
 def refile_for_addresses(emails: list[str] | None = None, domains: list[str] | None = None) -> str:
     report = filing.refile_for_addresses(emails=emails or (), domains=domains or ())
     if report.filings:

@@ -308,3 +308,31 @@ def test_automation_never_overrides_a_persons_filing(support, ana):
     assert Filing.objects.get(message=message, contact=ana).by_person == user
     # A person placed it by hand: still a new request in a support mailbox, so a ticket opens.
     assert Ticket.objects.count() == 1
+
+
+def test_a_spoofed_sender_gets_no_acknowledgement(support, ana):
+    headers = {"authentication-results": "mx.relay.test; dmarc=fail header.from=acme.example"}
+    message = mail(support, sender="ana@acme.example", headers=headers)
+
+    file(message)
+
+    ticket = Ticket.objects.get()
+    assert Filing.objects.get(message=message, ticket=ticket).sender_unverified
+    assert not acknowledgements().exists()
+
+
+def test_mail_sent_from_the_support_address_with_a_reference_joins_the_ticket(support, ana):
+    ticket = f.TicketFactory(contact=ana)
+    sent = mail(
+        support,
+        sender="support@relay.test",
+        to="ana@acme.example",
+        subject=f"Re: [{ticket.reference}] fixed",
+        is_outgoing=True,
+    )
+
+    file(sent)
+
+    assert ("ticket", ticket.pk, "subject_reference") in filed(sent)
+    assert ("contact", ana.pk, "recipient") in filed(sent)
+    assert Ticket.objects.count() == 1
