@@ -12,9 +12,9 @@ references, addresses, domains). The mix: 70 % from known contacts (some copying
 15 % unknown people at customer domains, 10 % free-mail senders, 5 % strangers quoting a ticket
 reference; half are replies continuing an earlier conversation. It measures messages filed per
 second at `--small` and again at `--large` contacts (new messages each time, senders drawn from
-the whole table) and prints the two rates and their ratio, with the CPU seconds this process
-spent (the machine is shared: wall time includes waiting for the CPU). Issue 4 wants >= 5,000
-msg/s on 2 cores, not slowing as the tables grow.
+the whole table; best of `--rounds`) and prints the two rates and their ratio, with the CPU
+seconds this process spent (the machine is shared: wall time includes waiting for the CPU).
+Issue 4 wants >= 5,000 msg/s on 2 cores, not slowing as the tables grow.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import io
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -190,6 +191,16 @@ def store_messages(mailbox, count: int, contacts: int, accounts: int, rng: rando
 
 
 def measure(label: str, contacts: int, args, mailbox, rng) -> float:
+    """The best of `--rounds` runs, each on new messages: the machine is shared, and the best
+    run is the one least disturbed by other work."""
+    rates = sorted(measure_once(label, contacts, args, mailbox, rng) for _ in range(args.rounds))
+    print(
+        f"{label:>12} contacts: best {rates[-1]:,.0f} msg/s, median {statistics.median(rates):,.0f}"
+    )
+    return rates[-1]
+
+
+def measure_once(label: str, contacts: int, args, mailbox, rng) -> float:
     from django.db import connection
 
     from connector.filing import file_messages
@@ -220,6 +231,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     args = parser.parse_args()
 

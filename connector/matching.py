@@ -578,7 +578,12 @@ def _decide(f: MessageFacts, batch: _Batch, *, retroactive: bool) -> Decision:
 
     if not retroactive:
         placed = bool(decision.placements or existing)
-        if not placed and not decision.triage and _triage_unfiled(f, mailbox, lookups):
+        if (
+            not placed
+            and not decision.triage
+            and not batch.initial  # a first sync's history would flood the queue
+            and _triage_unfiled(f, mailbox, lookups)
+        ):
             decision.triage.append((Reason.UNFILED, "No rule placed this message."))
         on_ticket = any(r.record_type == "ticket" for r in decision.refs | existing)
         if (
@@ -624,7 +629,9 @@ def _rule_references(f, decision, batch, mailbox) -> tuple[bool, bool]:
     """Rules 1 and 2. Returns (a foreign reference was refused, the mail is in a known
     thread or names a known ticket)."""
     lookups = batch.lookups
-    trusted_sender = not decision.unverified
+    # A failed check means someone else may have written this From: it then names no record.
+    # ("none" only flags the filings: plenty of small senders publish no SPF or DKIM.)
+    trusted_sender = "fail" not in decision.unverified and "permerror" not in decision.unverified
     foreign = False
     known = False
     refused: list[str] = []

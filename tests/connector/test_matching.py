@@ -446,3 +446,25 @@ def test_filing_a_batch_costs_the_same_queries_for_20_and_200_messages(mailbox):
     print(f"filing queries: 20 messages {small_count}, 200 messages {large_count}")
     assert large_count <= 25
     assert Filing.objects.filter(message__in=large).count() >= 400
+
+
+def test_a_sender_without_spf_or_dkim_is_flagged_but_keeps_its_references(mailbox):
+    ana = f.ContactFactory(emails=["ana@acme.example"])
+    ticket = f.TicketFactory(contact=ana)
+    headers = {"authentication-results": "mx.relay.test; spf=none; dkim=none"}
+    message = mail(
+        mailbox, sender="ana@acme.example", subject=f"Re: [{ticket.reference}]", headers=headers
+    )
+
+    file(message)
+
+    assert ("ticket", ticket.pk, "subject_reference") in filed(message)
+    assert Filing.objects.get(message=message, ticket=ticket).sender_unverified
+
+
+def test_first_sync_history_does_not_flood_triage(mailbox):
+    old = mail(mailbox, sender="someone@nowhere.example")
+
+    file(old, initial=True)
+
+    assert not triage(old)
