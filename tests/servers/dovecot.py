@@ -8,6 +8,9 @@ RELIABILITY section A (new mail, flags changed elsewhere, move, expunge, UIDVALI
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import ctypes.util
 import datetime as dt
 import hashlib
 import imaplib
@@ -204,6 +207,7 @@ class Dovecot:
                 stderr=subprocess.PIPE,
                 # Its own process group, so stopping it reaches every child at once.
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             if self._wait_ready(timeout=10):
                 return
@@ -512,6 +516,16 @@ class Dovecot:
         return ssl.create_default_context(cafile=str(self.ca_path))
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the test process dies, even by SIGKILL, the kernel
+    sends Dovecot's master SIGTERM (Linux prctl PR_SET_PDEATHSIG), so no server outlives it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 == PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _quote(folder: str) -> str:
     from imap_tools.imap_utf7 import utf7_encode
 
@@ -531,6 +545,8 @@ def start_dovecot(certificate: Certificate, *, condstore: bool = True) -> Doveco
     root = Path(tempfile.mkdtemp(prefix="relay-dovecot-"))
     root.chmod(0o755)
     server = Dovecot(root, certificate, condstore=condstore)
+    atexit.register(lambda: server.process is not None and stop_dovecot(server))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     try:
         server.start()
     except BaseException:
@@ -549,5 +565,6 @@ def make_certificate() -> Certificate:
     root = Path(tempfile.mkdtemp(prefix="relay-cert-"))
     root.chmod(0o755)
     cert = make_self_signed(root)
-    # Dovecot reads the key as root before dropping privileges; 0600 is fine.
+    # Scripts (benches) that never clean up leave nothing behind either.
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     return cert

@@ -9,7 +9,6 @@ the plain Dovecot port) and ``fault_proxy_factory`` (in front of any port).
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 
@@ -42,12 +41,6 @@ class ImapUser(str):
         return self if "@" in self else f"{self}@relay.test"
 
 
-def _stop_at_exit(server: Dovecot) -> None:
-    # Belt and braces: an interrupted session (Ctrl-C, a crash in a finaliser) must not leave
-    # a Dovecot running.
-    atexit.register(lambda: server.process is not None and stop_dovecot(server))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _allow_the_test_servers():
     """The test servers live on loopback, which the SSRF guard refuses unless allow-listed.
@@ -73,7 +66,6 @@ def test_certificate() -> Certificate:
 @pytest.fixture(scope="session")
 def dovecot(test_certificate) -> Dovecot:
     server = start_dovecot(test_certificate)
-    _stop_at_exit(server)
     yield server
     stop_dovecot(server)
 
@@ -82,7 +74,6 @@ def dovecot(test_certificate) -> Dovecot:
 def dovecot_no_condstore(test_certificate) -> Dovecot:
     """The same server without CONDSTORE/QRESYNC in its capabilities (RELIABILITY S-19)."""
     server = start_dovecot(test_certificate, condstore=False)
-    _stop_at_exit(server)
     yield server
     stop_dovecot(server)
 
