@@ -100,7 +100,7 @@ def test_deliver_many(dovecot, imap_user):
     raws = [_message(n) for n in range(20)]
     started = time.monotonic()
     uids = dovecot.deliver_many(imap_user, raws, folder="Archive", flags=["\\Seen"])
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # one connection, not 20 doveadm runs
     assert uids == dovecot.uids(imap_user, "Archive") and len(uids) == 20
     truth = dovecot.server_truth(imap_user)
     assert {m.sha256 for m in truth} == {hashlib.sha256(r).hexdigest() for r in raws}
