@@ -199,6 +199,22 @@ def test_smtp_server_faults(smtp_server, mode, error, code):
     assert smtp_server.attempts == 1
 
 
+def test_smtp_server_drop_at_data_and_accept_then_drop(smtp_server):
+    smtp_server.mode = "drop_at_data"
+    client = smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=10)
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.sendmail("bob@relay.test", ["alice@example.org"], MESSAGE)
+    assert (smtp_server.received, smtp_server.attempts) == ([], 0)
+
+    smtp_server.mode = "accept_then_drop"
+    client = smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=10)
+    assert client.sendmail("bob@relay.test", ["alice@example.org"], MESSAGE) == {}
+    time.sleep(0.2)
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.quit()
+    assert [m.raw for m in smtp_server.received] == [MESSAGE]
+
+
 def test_smtp_starttls_and_implicit_tls(smtp_server_starttls, smtp_server_tls):
     with smtplib.SMTP(smtp_server_starttls.host, smtp_server_starttls.port, timeout=10) as c:
         with pytest.raises(ssl.SSLCertVerificationError):

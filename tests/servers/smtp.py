@@ -1,10 +1,18 @@
 """A real SMTP server for the tests: aiosmtpd on a free loopback port, recording every message
 it accepts. ``mode`` switches it to the faults the sending code must survive (RELIABILITY E,
-S-24): refuse temporarily (4xx), permanently (5xx), or drop the connection after the client
-has sent the whole message but before the server answers DATA."""
+S-24):
+
+- "accept": record and answer 250 (the default);
+- "tempfail" / "permfail": answer DATA with 451 / 554, record nothing;
+- "drop_at_data": cut the connection when the client sends DATA: nothing was delivered;
+- "drop": cut it after the client has sent the whole message, before the verdict: the client
+  cannot know whether it was delivered (here it was not);
+- "accept_then_drop": record and answer 250, then cut the connection: delivered, but the
+  client's QUIT fails (a crash right after acceptance, S-24)."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 from base64 import b64decode
@@ -31,8 +39,8 @@ class ReceivedMail:
 
 @dataclass
 class SmtpServer:
-    """The fixture's handle. Set ``mode`` to "accept" (default), "tempfail", "permfail" or
-    "drop"; ``received`` lists what was accepted, ``attempts`` counts every DATA seen."""
+    """The fixture's handle. Set ``mode`` (see the module docstring); ``received`` lists what
+    was accepted, ``attempts`` counts every message whose DATA was sent in full."""
 
     host: str
     port: int
@@ -69,6 +77,9 @@ class _Handler:
             # The client has sent the final "." and waits for the verdict; it never comes.
             smtp.transport.abort()
             return "421 4.3.0 (never delivered: the connection is gone)"
+        if mode == "accept_then_drop":
+            # Let the 250 go out first, then vanish.
+            asyncio.get_running_loop().call_later(0.05, smtp.transport.abort)
         login = session.authenticated and session.auth_data
         with server._lock:
             server.received.append(
@@ -102,6 +113,23 @@ class _Handler:
         return AuthResult(
             success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
         )
+
+
+class _SMTP(SMTP):
+    def __init__(self, handler: _Handler, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.relay_server = handler.server
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self.relay_server.mode == "drop_at_data":
+            self.transport.abort()
+            return
+        await super().smtp_DATA(arg)
+
+
+class _Controller(Controller):
+    def factory(self):
+        return _SMTP(self.handler, **self.SMTP_kwargs)
 
 
 class _Authenticator:
@@ -153,6 +181,6 @@ def start_smtp(
         kwargs["tls_context"] = _server_context(certificate)
     if implicit_tls:
         kwargs["ssl_context"] = _server_context(certificate)
-    controller = Controller(_Handler(server), hostname="127.0.0.1", port=port, **kwargs)
+    controller = _Controller(_Handler(server), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     return controller, server
