@@ -24,8 +24,8 @@ HOSTILE = Path(__file__).resolve().parent.parent / "fixtures" / "eml" / "hostile
 
 
 def deliver_many(user, count: int, *, body_size: int = 2000) -> None:
-    for i in range(count):
-        user.server.deliver(user, make_raw(f"bulk {i}", body=f"line {i}\n" * (body_size // 8)))
+    raws = [make_raw(f"bulk {i}", body=f"line {i}\n" * (body_size // 8)) for i in range(count)]
+    user.server.deliver_many(user, raws)
 
 
 def converge(mailbox, user, *, flags=True):
@@ -148,12 +148,18 @@ def _sync_in_subprocess(mailbox_id: int) -> subprocess.Popen:
 def test_worker_killed_mid_sync_resumes_without_duplicates_or_gaps(imap_user):
     if connection.vendor != "postgresql":
         pytest.skip("needs a database a second process can share")
-    deliver_many(imap_user, 150, body_size=3000)
+    deliver_many(imap_user, 400, body_size=3000)
     mailbox = make_mailbox(imap_user)
     kills = 0
-    for delay in (1.2, 1.6, 2.2):
+    for _attempt in range(3):
         process = _sync_in_subprocess(mailbox.pk)
-        time.sleep(delay)
+        stored_before = Message.objects.filter(mailbox=mailbox).count()
+        deadline = time.monotonic() + 60
+        # Kill it mid-sync: once it has committed at least one more batch, not before.
+        while process.poll() is None and time.monotonic() < deadline:
+            if Message.objects.filter(mailbox=mailbox).count() > stored_before:
+                break
+            time.sleep(0.02)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
@@ -164,7 +170,7 @@ def test_worker_killed_mid_sync_resumes_without_duplicates_or_gaps(imap_user):
         )
     assert kills >= 1
     converge(mailbox, imap_user)
-    assert Message.objects.filter(mailbox=mailbox).count() == 150
+    assert Message.objects.filter(mailbox=mailbox).count() == 400
 
 
 @pytest.mark.django_db(transaction=True)
