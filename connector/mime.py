@@ -541,7 +541,7 @@ _KEY_FIELD_START = re.compile(
 _MIME_FIELDS = frozenset(
     (b"content-type", b"content-transfer-encoding", b"content-disposition", b"content-id")
 )
-_KEPT_HEADERS = (
+_KEPT_HEADERS: tuple[str, ...] = (
     "list-id",
     "list-unsubscribe",
     "list-unsubscribe-post",
@@ -571,6 +571,8 @@ _KEPT_HEADERS = (
     "x-ms-exchange-generated-message-source",
     "feedback-id",
 )
+# Fields parse_message reads; the others are only counted (the raw source keeps them all).
+_USED_FIELDS = _KEY_FIELDS | _MIME_FIELDS | frozenset(name.encode() for name in _KEPT_HEADERS)
 
 
 @dataclass
@@ -583,7 +585,6 @@ class _HeaderBlock:
 
 # One header field, folded lines included (RFC 5322 2.2.3). Values may hold raw 8-bit bytes.
 _FIELD = re.compile(rb"([!-9;-~]{1,200})[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)(?:\n|\Z)")
-_FOLD = re.compile(rb"\r?\n")
 
 
 def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _HeaderBlock:
@@ -603,6 +604,7 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
         defects.append("NUL bytes removed from the header block")
         block = block.replace(b"\x00", b" ")
     fields: dict[bytes, list[bytes]] = {}
+    seen: set[bytes] = set()  # names of the fields we do not keep, for the is-it-mail check
     mime_fields: list[bytes] = []
     count = dropped = 0
 
@@ -612,16 +614,19 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
         if count >= limits.max_header_fields and (name not in _KEY_FIELDS or name in fields):
             dropped += 1
             return
+        count += 1
+        if name not in _USED_FIELDS:  # Received, DKIM-Signature...: counted, kept raw by ingest
+            seen.add(name)
+            return
         value = match.group(2)
         if name in _MIME_FIELDS:
             mime_fields.append(match.group(0).rstrip(b"\r\n")[: limits.max_field_bytes])
         if len(value) > limits.max_field_bytes:
             defects.append(f"{name.decode()} field cut to {limits.max_field_bytes} bytes")
             value = value[: limits.max_field_bytes]
-        if b"\n" in value:
-            value = _FOLD.sub(b"", value)
+        if b"\n" in value:  # unfold (RFC 5322 2.2.3): drop the line breaks, keep the blanks
+            value = value.replace(b"\r\n", b"").replace(b"\n", b"")
         fields.setdefault(name, []).append(value.strip())
-        count += 1
 
     pos = 0
     match_field = _FIELD.match
@@ -646,9 +651,9 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
                 if match is not None:
                     add(match)
         body_offset = rest.end() if rest else len(raw)
-    if not fields:
+    if not fields and not seen:
         raise MessageUnparseable("no header fields: this is not an email message")
-    if not any(name in fields for name in _MAIL_FIELDS):
+    if not any(name in fields or name in seen for name in _MAIL_FIELDS):
         raise MessageUnparseable("no message header fields (From, To, Date, Subject...)")
     if dropped:
         defects.append(f"{dropped} header fields over the cap of {limits.max_header_fields}")
