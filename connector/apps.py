@@ -6,4 +6,6 @@ class ConnectorConfig(AppConfig):
     verbose_name = "Mail connector"
 
     def ready(self) -> None:
-        from . import receivers  # noqa: F401  (connects inbox signals to task enqueueing)
+        from . import image_proxy, receivers  # noqa: F401  (receivers: inbox signals -> tasks)
+
+        image_proxy.register()  # inbox's image proxy view fetches through our SSRF guard
