@@ -361,7 +361,8 @@ def decode_payload(
         meta = _meta_codec(payload)
         if meta:
             candidates.append(meta)
-    candidates.append("utf-8")
+    if codec not in _SEVEN_BIT_CODECS or not payload.isascii():
+        candidates.append("utf-8")  # (ASCII-only ISO-2022/UTF-7 text is never UTF-8 instead)
     for name in dict.fromkeys(candidates):
         try:
             text = payload.decode(name)
@@ -372,6 +373,12 @@ def decode_payload(
         if name == "utf-7":  # Python's UTF-7 decoder lets lone surrogates through
             text = _SURROGATES.sub("\ufffd", text)
         return text
+    if codec in _SEVEN_BIT_CODECS and payload.isascii():
+        # A stateful 7-bit encoding with one bad escape (X-10: ISO-2022-JP escapes that hide
+        # markup from byte-level filters): decode the rest the way it was declared.
+        if defects is not None:
+            defects.append(f"charset {declared!r}: invalid sequences replaced")
+        return _SURROGATES.sub("\ufffd", payload.decode(codec, "replace"))
     # Mostly valid UTF-8 with a few stray bytes: keep the UTF-8 and mark the strays.
     sample = payload[:65536].decode("utf-8", "replace")
     bad = sample.count("\ufffd")
@@ -1083,10 +1090,15 @@ def _snippet(text: str, length: int) -> str:
     return clean_text(" ".join(lines), length)
 
 
+# C0 controls other than TAB, LF, FF and CR: NUL breaks PostgreSQL text, ESC and friends have
+# no business in a body and can hide markup from filters (RELIABILITY X-10).
+_BODY_CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
 def _body_text(text: str, limits: Limits, what: str, defects: list[str]) -> tuple[str, bool]:
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-        defects.append(f"NUL characters removed from the {what} body")
+    if _BODY_CONTROLS.search(text):
+        text = _BODY_CONTROLS.sub("", text)
+        defects.append(f"control characters removed from the {what} body")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if _SURROGATES.search(text):  # PostgreSQL (and UTF-8 itself) cannot hold them
