@@ -291,17 +291,27 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
     lookups.exclusions = list(ExclusionPattern.objects.values_list("pattern", flat=True))
 
     lookups.staff = set(
-        StaffEmail.objects.filter(among(StaffEmail, "email", addresses)).values_list(
-            "email", flat=True
-        )
+        StaffEmail.objects.filter(among(StaffEmail, "email", addresses))
+        .order_by()
+        .values_list("email", flat=True)
+    )
+    # Our own mailboxes (support@ writing to sales@) are staff too: never contacts.
+    lookups.staff.update(
+        Mailbox.objects.filter(among(Mailbox, "email_address", addresses))
+        .order_by()
+        .values_list("email_address", flat=True)
     )
     people: dict[str, list[Person]] = defaultdict(list)
-    for email, contact_id, created, account_id in ContactEmail.objects.filter(
-        among(ContactEmail, "email", addresses)
-    ).values_list("email", "contact_id", "contact__created_at", "contact__account_id"):
+    # No ORDER BY on these lookups (the models have a default one): the candidates are sorted
+    # here, and a sort of every hit costs the database more than the index lookups.
+    for email, contact_id, created, account_id in (
+        ContactEmail.objects.filter(among(ContactEmail, "email", addresses))
+        .order_by()
+        .values_list("email", "contact_id", "contact__created_at", "contact__account_id")
+    ):
         people[email].append(Person("contact", contact_id, created, account_id=account_id))
-    for email, lead_id, created, status, conv_contact, conv_account in LeadEmail.objects.filter(
-        among(LeadEmail, "email", addresses)
+    for email, lead_id, created, status, conv_contact, conv_account in (
+        LeadEmail.objects.filter(among(LeadEmail, "email", addresses)).order_by()
     ).values_list(
         "email",
         "lead_id",
@@ -328,17 +338,19 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
     claims: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for domain, account_id, name in (
         AccountDomain.objects.filter(among(AccountDomain, "domain", domains))
-        .order_by("account__created_at", "account_id")
+        .order_by()
         .values_list("domain", "account_id", "account__name")
     ):
         claims[domain].append((account_id, name))
-    lookups.domains = dict(claims)
+    lookups.domains = {domain: sorted(accounts) for domain, accounts in claims.items()}
 
     # Rule 1: the known parents in the same mailbox and their active filings, one query.
     parent_ids = {mid for f in facts for _, mid in f.parents}
     if parent_ids:
-        rows = Message.objects.filter(
-            among(Message, "message_id", parent_ids), mailbox_id__in=mailbox_ids
+        rows = (
+            Message.objects.filter(
+                among(Message, "message_id", parent_ids), mailbox_id__in=mailbox_ids
+            ).order_by()
         ).values_list(
             "mailbox_id",
             "message_id",
@@ -399,8 +411,8 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
             record_id = record_ids[RECORD_FIELDS.index(record_type)]
             lookups.filed_addresses.setdefault(Ref(record_type, record_id), set()).add(address)
 
-    for message_id, *record_ids, record_type in Filing.objects.filter(
-        among(Filing, "message_id", [f.pk for f in facts])
+    for message_id, *record_ids, record_type in (
+        Filing.objects.filter(among(Filing, "message_id", [f.pk for f in facts])).order_by()
     ).values_list("message_id", *(f"{n}_id" for n in RECORD_FIELDS), "record_type"):
         record_id = record_ids[RECORD_FIELDS.index(record_type)]
         lookups.existing.setdefault(message_id, set()).add(Ref(record_type, record_id))

@@ -468,3 +468,13 @@ def test_first_sync_history_does_not_flood_triage(mailbox):
     file(old, initial=True)
 
     assert not triage(old)
+
+
+def test_mail_between_our_own_mailboxes_creates_no_contacts():
+    f.SharedMailboxFactory(email_address="billing@relay.test")
+    sales = f.SharedMailboxFactory(email_address="sales@relay.test", create_contacts=True)
+    message = mail(sales, sender="billing@relay.test", to="sales@relay.test")
+
+    file(message)
+
+    assert not Contact.objects.exists()
