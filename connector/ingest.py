@@ -13,14 +13,20 @@ Identity is the SHA-256 of the raw bytes within the mailbox, never the Message-I
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import logging
+import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -38,7 +44,7 @@ from inbox.signals import messages_stored
 from . import storage
 from .lease import Lease
 from .mime import MessageUnparseable, ParsedMessage, parse_message
-from .threader import assign_threads
+from .threader import plan_threads, refresh_threads
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +115,7 @@ class _Prepared:
     blobs: list[tuple[str, str, int]] = field(default_factory=list)  # (sha, path, size)
     error: str = ""
     unreadable: str = ""
+    size: int = 0
 
 
 def _prepare(mailbox_id: int, item: Fetched, parse: Callable[..., ParsedMessage]) -> _Prepared:
@@ -117,6 +124,7 @@ def _prepare(mailbox_id: int, item: Fetched, parse: Callable[..., ParsedMessage]
         prepared.error = item.error or "the server did not return the message"
         return prepared
     prepared.digest = storage.sha256(item.raw)
+    prepared.size = len(item.raw)
     if item.size is not None and item.size != len(item.raw):
         # RFC822.SIZE disagrees with what arrived: a truncated download is never stored as a
         # complete message (RELIABILITY P-10).
@@ -148,6 +156,139 @@ def _prepare(mailbox_id: int, item: Fetched, parse: Callable[..., ParsedMessage]
     return prepared
 
 
+# --- preparing in a process pool ----------------------------------------------------------------
+# Hashing, compressing and writing the raw source, parsing, writing attachments: per message
+# that is CPU work without the database, and it decides the speed of an initial sync. A pool of
+# forked processes does it on every core while this process talks to PostgreSQL (bench/sync.py:
+# issue 3 wants >= 1,500 msg/s on 2 cores). Small batches, a custom parser (tests) or a broken
+# pool prepare in this process, exactly as before: the pool changes where, never what.
+POOL_MIN_BATCH = 16  # fewer messages than this are prepared in-process: forking is not free
+_pool: ProcessPoolExecutor | None = None
+_pool_pid = 0
+_pool_fingerprint: tuple = ()
+
+
+def _pool_size() -> int:
+    configured = getattr(settings, "RELAY_PARSE_WORKERS", None)
+    return int(configured) if configured is not None else (os.cpu_count() or 1)
+
+
+def _pool_init() -> None:
+    # A pool process must not outlive its worker (a SIGKILLed Celery worker, RELIABILITY K-*):
+    # Linux kills it when its parent dies (prctl PR_SET_PDEATHSIG = 1).
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+
+
+def _fingerprint() -> tuple:
+    # What a forked pool process took from this one and relies on: where files go. Tests (and
+    # nothing else) change these at run time; a pool made under other values is replaced.
+    return (str(settings.MEDIA_ROOT), repr(settings.STORAGES.get("default")), _pool_size())
+
+
+def _get_pool(*, create: bool = True) -> ProcessPoolExecutor | None:
+    """The pool, if it can be used here. Only the main thread creates one: fork copies the
+    calling thread alone, and a lock another thread held at that moment stays held forever in
+    the child."""
+    global _pool, _pool_pid, _pool_fingerprint
+    fingerprint = _fingerprint()
+    if _pool is not None and _pool_pid == os.getpid() and _pool_fingerprint == fingerprint:
+        return _pool
+    if not create or threading.current_thread() is not threading.main_thread():
+        return None
+    _drop_pool()
+    if _pool_size() < 2:
+        return None
+    # fork: the children inherit Django's settings and the loaded parser, and start in
+    # milliseconds; they never use the database connection they inherit.
+    _pool = ProcessPoolExecutor(
+        _pool_size(), mp_context=multiprocessing.get_context("fork"), initializer=_pool_init
+    )
+    _pool_pid, _pool_fingerprint = os.getpid(), fingerprint
+    return _pool
+
+
+def _drop_pool() -> None:
+    global _pool
+    pool, _pool = _pool, None
+    if pool is not None and _pool_pid == os.getpid():
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def warm_pool() -> bool:
+    """Start the pool's processes now. The sync calls this before its prefetch thread starts,
+    so that no fork happens while another thread runs (fork copies no threads, only locks)."""
+    pool = _get_pool()
+    if pool is None:
+        return False
+    try:
+        pool.submit(int).result(timeout=60)
+    except Exception as exc:  # noqa: BLE001 - no pool means in-process, never a failed sync
+        log.warning("parse pool unavailable, preparing in-process: %s", exc)
+        _drop_pool()
+        return False
+    return True
+
+
+def _prepare_in_pool(mailbox_id: int, items: list[Fetched]) -> list[_Prepared]:
+    out = []
+    for item in items:
+        prepared = _prepare(mailbox_id, item, parse_message)
+        # Only the fields the store reads travel back: not the raw bytes (the parent has them)
+        # nor attachment payloads (written to storage already; the rows need their metadata).
+        prepared.item = None
+        if prepared.parsed is not None and prepared.parsed.attachments:
+            prepared.parsed.attachments = [
+                dataclasses.replace(a, payload=b"") for a in prepared.parsed.attachments
+            ]
+        out.append(prepared)
+    return out
+
+
+class PreparedBatch:
+    """A batch being prepared: in the pool (started at once) or in-process (at `result()`,
+    in the calling thread: the parse time limit needs the main thread's SIGALRM)."""
+
+    def __init__(self, mailbox_id: int, items: Sequence[Fetched], parse=parse_message):
+        self.mailbox_id, self.items, self.parse = mailbox_id, list(items), parse
+        self.chunks: list[tuple[list[Fetched], Future | None]] = []
+        wanted = parse is parse_message and len(self.items) >= POOL_MIN_BATCH
+        # In the sync's prefetch thread this is the pool warm_pool() started, or none.
+        pool = _get_pool() if wanted else None
+        if pool is None:
+            return
+        size = max(4, -(-len(self.items) // (_pool_size() * 4)))
+        try:
+            for start in range(0, len(self.items), size):
+                chunk = self.items[start : start + size]
+                self.chunks.append((chunk, pool.submit(_prepare_in_pool, mailbox_id, chunk)))
+        except Exception as exc:  # noqa: BLE001 - a broken pool: prepare in-process
+            log.warning("parse pool unavailable, preparing in-process: %s", exc)
+            _drop_pool()
+            self.chunks = []
+
+    def result(self) -> list[_Prepared]:
+        if not self.chunks:
+            return [_prepare(self.mailbox_id, item, self.parse) for item in self.items]
+        prepared: list[_Prepared] = []
+        for chunk, future in self.chunks:
+            try:
+                done = future.result()
+            except Exception as exc:  # noqa: BLE001 - a killed or broken pool process
+                # Whatever went wrong there, do it here: the same code, so the same outcome
+                # (an exception from _prepare itself is raised again, as without a pool).
+                log.warning("parse pool failed (%s); preparing %d in-process", exc, len(chunk))
+                _drop_pool()
+                done = [_prepare(self.mailbox_id, item, self.parse) for item in chunk]
+            for item, p in zip(chunk, done, strict=True):
+                p.item = item
+                prepared.append(p)
+        return prepared
+
+
 def store_batch(
     *,
     folder: Folder,
@@ -157,10 +298,13 @@ def store_batch(
     advance_cursor: bool = True,
     initial: bool = False,
     parse: Callable[..., ParsedMessage] = parse_message,
+    prepared: PreparedBatch | None = None,
 ) -> BatchResult:
-    """Store one fetched batch and move the folder cursor past it, all in one transaction."""
+    """Store one fetched batch and move the folder cursor past it, all in one transaction.
+    `prepared` is the batch already started by `PreparedBatch(items)` (the sync starts it while
+    the previous batch is being stored); files are written before the transaction begins."""
     mailbox_id = folder.mailbox_id
-    prepared = [_prepare(mailbox_id, item, parse) for item in items]
+    prepared = (prepared or PreparedBatch(mailbox_id, items, parse)).result()
     result = BatchResult()
     with transaction.atomic():
         if lease is not None:
@@ -203,12 +347,16 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[_Prepared], result: 
     for p in prepared:
         if p.parsed is not None and p.digest not in existing and p.digest not in new_messages:
             new_messages[p.digest] = (_message_from(mailbox_id, p), p)
-    created = Message.objects.bulk_create([m for m, _ in new_messages.values()])
+    # Threads are chosen before the insert, so each message goes in with its thread_id.
+    to_create = [m for m, _ in new_messages.values()]
+    touched_threads = (
+        plan_threads(mailbox_id=mailbox_id, messages=to_create) if to_create else set()
+    )
+    created = Message.objects.bulk_create(to_create)
     for message in created:
         existing[message.sha256] = message.pk
     _store_parts(new_messages.values())
-    if created:
-        assign_threads(mailbox_id=mailbox_id, messages=created)
+    refresh_threads(thread_ids=touched_threads)
     result.new_message_ids.extend(m.pk for m in created)
     created_digests = {m.sha256 for m in created}
 
@@ -273,6 +421,9 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[_Prepared], result: 
         ledger_rows.append(entry)
 
     Location.objects.bulk_create(locations, ignore_conflicts=True)
+    # Split before the insert: bulk_create sets the new rows' pk, and updating them again
+    # (one CASE per field and row) cost more than the whole rest of the batch.
+    known_rows = [e for e in ledger_rows if e.pk is not None]
     LedgerEntry.objects.bulk_create(
         [e for e in ledger_rows if e.pk is None],
         update_conflicts=True,
@@ -288,12 +439,23 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[_Prepared], result: 
         ],
     )
     LedgerEntry.objects.bulk_update(
-        [e for e in ledger_rows if e.pk is not None],
+        known_rows,
         ["outcome", "reason", "error", "attempts", "raw_file", "message", "updated_at"],
     )
-    if seen_state:
-        Message.objects.filter(pk__in=seen_state).update(on_server=True)
-        _apply_flags(seen_state)
+    # Messages created above went in with on_server, seen and flagged right; only the ones
+    # this batch found again (duplicates, re-attached after a UIDVALIDITY reset) need updates,
+    # and a new one only when another copy in this batch carries \\Seen or \\Flagged.
+    fresh = {m.pk: m for m in created}
+    stale = {
+        pk: flags
+        for pk, flags in seen_state.items()
+        if pk not in fresh
+        or ("\\Seen" in flags and not fresh[pk].seen)
+        or ("\\Flagged" in flags and not fresh[pk].flagged)
+    }
+    if stale:
+        Message.objects.filter(pk__in=stale).update(on_server=True)
+        _apply_flags(stale)
 
 
 def _apply_flags(flags_by_message: dict[int, Sequence[str]]) -> None:
@@ -308,7 +470,7 @@ def _message_from(mailbox_id: int, p: _Prepared) -> Message:
     return Message(
         mailbox_id=mailbox_id,
         sha256=p.digest,
-        size=len(p.item.raw or b""),
+        size=p.size,
         raw_file=p.raw_file,
         message_id=parsed.message_id[:998],
         in_reply_to=(parsed.in_reply_to or "")[:998],

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -32,10 +34,11 @@ from django.utils import timezone
 
 from inbox.models import Folder, LedgerEntry, Location, Mailbox, Message, PendingChange
 
+from . import ingest
 from . import lease as leases
 from .errors import AuthenticationFailed, MailError, TemporaryFailure
 from .imap import FolderInfo, _imap_date, open_session
-from .ingest import BatchResult, Fetched, record_skipped, store_batch
+from .ingest import BatchResult, Fetched, PreparedBatch, record_skipped, store_batch, warm_pool
 
 log = logging.getLogger(__name__)
 
@@ -320,18 +323,25 @@ def sync_folder(
 
     _retry_failed(folder, session, lease, report, uidvalidity, initial)
 
-    for start in range(0, len(uids), batch_size):
-        chunk = uids[start : start + batch_size]
-        items = _fetch(session, chunk)
-        result = store_batch(
-            folder=folder, uidvalidity=uidvalidity, items=items, lease=lease, initial=initial
-        )
-        _count(report, result)
-        lease.renew()
-        if initial:
-            Mailbox.objects.filter(pk=mailbox.pk).update(
-                progress_done=F("progress_done") + len(chunk)
+    chunks = [uids[start : start + batch_size] for start in range(0, len(uids), batch_size)]
+    batches = _fetched_batches(session, folder, chunks)
+    # closing(): if storing fails, the prefetch is waited for before the session is closed.
+    with closing(batches):
+        for chunk, items, prepared in batches:
+            result = store_batch(
+                folder=folder,
+                uidvalidity=uidvalidity,
+                items=items,
+                lease=lease,
+                initial=initial,
+                prepared=prepared,
             )
+            _count(report, result)
+            lease.renew()
+            if initial:
+                Mailbox.objects.filter(pk=mailbox.pk).update(
+                    progress_done=F("progress_done") + len(chunk)
+                )
     if skipped and max(skipped) > folder.last_uid:
         Folder.objects.filter(pk=folder.pk, last_uid__lt=max(skipped)).update(last_uid=max(skipped))
         folder.last_uid = max(skipped)
@@ -342,6 +352,37 @@ def sync_folder(
         messages_on_server=status.messages,
         last_synced_at=timezone.now(),
     )
+
+
+def _fetched_batches(session, folder: Folder, chunks: list[list[int]]):
+    """Yield (uids, fetched items, their PreparedBatch) per chunk, fetching the next chunk and
+    starting its preparation in the parse pool while the caller stores this one: the network,
+    the pool and PostgreSQL work at once. Only one thread uses the session at any time (the
+    caller touches it only after this generator is done), and a failed fetch surfaces in the
+    same order as without the thread: after every batch before it was stored."""
+
+    def fetch(chunk):
+        items = _fetch(session, chunk)
+        return chunk, items, PreparedBatch(folder.mailbox_id, items)
+
+    if len(chunks) <= 1:
+        for chunk in chunks:
+            yield fetch(chunk)
+        return
+    if max(map(len, chunks)) >= ingest.POOL_MIN_BATCH:
+        warm_pool()  # fork before the thread starts, never beside it
+    with ThreadPoolExecutor(1, thread_name_prefix="imap-prefetch") as prefetch:
+        pending = prefetch.submit(fetch, chunks[0])
+        try:
+            for index in range(len(chunks)):
+                batch = pending.result()
+                pending = (
+                    prefetch.submit(fetch, chunks[index + 1]) if index + 1 < len(chunks) else None
+                )
+                yield batch
+        finally:
+            if pending is not None:  # the caller stopped early: let the fetch end first
+                wait([pending])
 
 
 def _count(report: FolderReport, result: BatchResult) -> None:

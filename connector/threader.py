@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from django.db.models import Count, Max
+from django.db.models import Count, Max, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from inbox.models import Message, Thread
 
@@ -21,47 +22,79 @@ def base_subject(subject: str) -> str:
 
 
 def assign_threads(*, mailbox_id: int, messages: Sequence[Message]) -> None:
-    """Give each new message a thread. One query for the parents of the whole batch."""
+    """Give each new message a thread. One query for the parents of the whole batch.
+
+    `messages` may be unsaved: then each gets its `thread_id` before the caller inserts it,
+    which saves the initial sync an UPDATE of every message it stores. Saved ones are updated
+    here. Either way the threads' counts and last dates are refreshed once the messages are in
+    the database: by `refresh_threads()` for threads that existed, by the caller's insert for
+    new threads, whose figures come from this batch alone and are written as they are created.
+    """
+    existing = plan_threads(mailbox_id=mailbox_id, messages=messages)
+    saved = [m for m in messages if m.pk is not None]
+    if saved:
+        Message.objects.bulk_update(saved, ["thread"])
+    refresh_threads(thread_ids=existing)
+
+
+def plan_threads(*, mailbox_id: int, messages: Sequence[Message]) -> set[int]:
+    """Set `thread_id` on each message, creating the new threads (with their counts) in one
+    INSERT; returns the ids of threads that existed before and gained messages."""
     wanted: set[str] = set()
     for message in messages:
         wanted.update(_parent_ids(message))
-    known: dict[str, int] = {}
+    known: dict[str, int | Thread] = {}
     if wanted:
         for message_id, thread_id in Message.objects.filter(
             mailbox_id=mailbox_id, message_id__in=wanted, thread__isnull=False
         ).values_list("message_id", "thread_id"):
             known.setdefault(message_id, thread_id)
 
-    touched: set[int] = set()
-    for message in sorted(messages, key=lambda m: (m.date is None, m.date, m.pk)):
-        thread_id = next((known[p] for p in _parent_ids(message) if p in known), None)
-        if thread_id is None:
-            thread = Thread.objects.create(
-                mailbox_id=mailbox_id, subject=base_subject(message.subject)
+    existing: set[int] = set()
+    new_threads: dict[int, Thread] = {}  # id(thread) -> thread, in creation order
+    chosen: list[tuple[Message, int | Thread]] = []
+    # Oldest first, so a reply joins its parent's thread even when both arrive in one batch;
+    # insertion order (the future primary key order) breaks ties, as the pk did before.
+    order = sorted(
+        enumerate(messages),
+        key=lambda im: (im[1].date is None, im[1].date or 0, im[1].pk or 0, im[0]),
+    )
+    for _index, message in order:
+        thread = next((known[p] for p in _parent_ids(message) if p in known), None)
+        if thread is None:
+            thread = Thread(
+                mailbox_id=mailbox_id,
+                subject=base_subject(message.subject),
+                message_count=0,
+                last_message_at=None,
             )
-            thread_id = thread.pk
-        message.thread_id = thread_id
+            new_threads[id(thread)] = thread
+        if isinstance(thread, Thread):
+            thread.message_count += 1
+            if message.date is not None and (
+                thread.last_message_at is None or message.date > thread.last_message_at
+            ):
+                thread.last_message_at = message.date
+        else:
+            existing.add(thread)
         if message.message_id:
-            known.setdefault(message.message_id, thread_id)
-        touched.add(thread_id)
-    Message.objects.bulk_update(messages, ["thread"])
-    refresh_threads(thread_ids=touched)
+            known.setdefault(message.message_id, thread)
+        chosen.append((message, thread))
+    Thread.objects.bulk_create(new_threads.values())
+    for message, thread in chosen:
+        message.thread_id = thread.pk if isinstance(thread, Thread) else thread
+    return existing
 
 
 def refresh_threads(*, thread_ids: set[int]) -> None:
+    """Recount threads from their messages: one UPDATE, whatever their number."""
     if not thread_ids:
         return
-    stats = (
-        Message.objects.filter(thread_id__in=thread_ids)
-        .values("thread_id")
-        .annotate(last=Max("date"), count=Count("id"))
+    of_thread = Message.objects.filter(thread_id=OuterRef("pk")).order_by().values("thread_id")
+    Thread.objects.filter(pk__in=thread_ids).update(
+        last_message_at=Subquery(of_thread.annotate(last=Max("date")).values("last")),
+        message_count=Coalesce(Subquery(of_thread.annotate(count=Count("id")).values("count")), 0),
     )
-    threads = []
-    for row in stats:
-        threads.append(
-            Thread(pk=row["thread_id"], last_message_at=row["last"], message_count=row["count"])
-        )
-    Thread.objects.bulk_update(threads, ["last_message_at", "message_count"])
 
 
 def _parent_ids(message: Message) -> list[str]:

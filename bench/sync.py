@@ -1,0 +1,428 @@
+"""Initial sync throughput, bare baselines, the cost of a sync with nothing new, peak memory.
+
+Run by hand, not in CI (issue 3, "Prove it"):
+
+    .venv/bin/python bench/sync.py                        # 10,000 messages, 50,000 for (e)
+    .venv/bin/python bench/sync.py --messages 1000 --big 5000    # a quick run
+
+Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Dovecot installed. One run:
+1. creates a throwaway database (``relay_bench``, dropped at the end), a throwaway data dir
+   (raw mail, attachment blobs, the Celery filesystem broker) and a throwaway Dovecot;
+2. writes the reproducible corpus of ``connector.corpus.generate(N, seed=1)`` straight into
+   users' maildirs (``doveadm save`` one by one would take longer than the benchmark), then
+   ``doveadm force-resync``: one user with all N messages (INBOX and Sent), one with the first
+   N/2, one with ``--big`` messages in a single INBOX;
+3. measures, each engine sync in its own worker process (``--worker``) so that its peak RSS is
+   its own:
+   (a) our initial sync of the N messages, end to end (IMAP, parse, raw and attachment files,
+       PostgreSQL, threads, filing tasks enqueued);
+   (b) baseline 1: imaplib ``UID FETCH BODY.PEEK[]`` of the same messages, parsing nothing;
+   (c) baseline 2: the same fetch plus stdlib ``email`` parsing (``policy.default``: headers
+       read, every leaf part decoded), storing nothing;
+   (d) our ratio to each baseline;
+   (e) a second sync, nothing new, of the ``--big`` folder: IMAP commands sent, SQL queries,
+       milliseconds;
+   (f) peak memory of the worker syncing N/2 and N messages (it must not grow with the mailbox).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import imaplib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DB_NAME = "relay_bench"
+PG = "postgres://postgres@127.0.0.1:5432"
+FETCH_BATCH = 200
+TARGET_RATE = 1500
+TARGET_RSS_MB = 300
+
+
+# --- environment ----------------------------------------------------------------------------
+
+
+def _environment(data_dir: Path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"{PG}/{DB_NAME}",
+        "RELAY_DATA_DIR": str(data_dir),
+        "MEDIA_ROOT": str(data_dir / "media"),
+        "RELAY_ALLOWED_MAIL_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SETTINGS_MODULE": "crm.settings",
+        "REDIS_URL": "",
+    }
+
+
+def _setup_django() -> None:
+    import django
+
+    django.setup()
+
+
+def _admin_sql(*statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+# --- the corpus in Dovecot ------------------------------------------------------------------
+
+_FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S"}
+
+
+def _maildir(server, user: str, folder: str) -> Path:
+    # Let Dovecot create the folder and tell us where it lives (mail_location is its business).
+    if folder != "INBOX":
+        existing = server.doveadm("mailbox", "list", "-u", user).split()
+        if folder not in existing:
+            server.create_folder(user, folder)
+    server.doveadm("mailbox", "status", "-u", user, "messages", folder)
+    return Path(server.doveadm("mailbox", "path", "-u", user, folder).strip())
+
+
+def _fill(server, user: str, messages, *, folder: str | None = None) -> int:
+    """Write messages as Maildir files (RFC-less but documented: cur/ with ":2,FLAGS"), owned
+    by the mail user, INTERNALDATE = file mtime = the Date header; then force-resync."""
+    import pwd
+
+    from tests.servers.dovecot import MAIL_USER
+
+    mail_user = pwd.getpwnam(MAIL_USER)
+    paths: dict[str, Path] = {}
+    count = 0
+    for count, message in enumerate(messages, 1):
+        name = folder or message.folder
+        if name not in paths:
+            paths[name] = _maildir(server, user, name)
+        flags = "".join(sorted(_FLAG_LETTERS[f] for f in message.flags if f in _FLAG_LETTERS))
+        stamp = int(message.date.timestamp())
+        path = paths[name] / "cur" / f"{stamp}.M{count}P{os.getpid()}.bench:2,{flags}"
+        path.write_bytes(message.raw.replace(b"\r\n", b"\n"))
+        os.utime(path, (stamp, stamp))
+        os.chown(path, mail_user.pw_uid, mail_user.pw_gid)
+    server.doveadm("force-resync", "-u", user, "*")
+    return count
+
+
+def _make_mailbox(server, user: str) -> int:
+    from inbox.models import Mailbox
+
+    mailbox = Mailbox.objects.create(
+        kind=Mailbox.Kind.SHARED,
+        email_address=f"{user}@relay.example",
+        login=user,
+        imap_host=server.host,
+        imap_port=server.port,
+        imap_security="none",
+        active_folders=[],
+    )
+    mailbox.set_password(server.password(user))
+    mailbox.save()
+    return mailbox.pk
+
+
+# --- the engine, in a worker process --------------------------------------------------------
+
+
+def _children_peak_kb() -> int:
+    """Largest peak RSS among live child processes (a parsing pool) and reaped ones."""
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    me = str(os.getpid())
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+            peak = max(peak, int(fields["VmHWM"].split()[0]))
+    return peak
+
+
+def _children_count() -> int:
+    me = str(os.getpid())
+    n = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"\nPPid:\t{me}\n" in status.read_text():
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
+def worker(mailbox_id: int) -> None:
+    """One sync_mailbox() as a Celery worker would run it; prints one JSON line."""
+    _setup_django()
+    from django.db import connection
+
+    from connector.sync import sync_mailbox
+
+    commands: list[str] = []
+    original = imaplib.IMAP4._command
+
+    def counting(self, name, *args):
+        commands.append(name)
+        return original(self, name, *args)
+
+    imaplib.IMAP4._command = counting
+    queries = [0]
+
+    def count_query(execute, sql, params, many, context):
+        queries[0] += 1
+        return execute(sql, params, many, context)
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with connection.execute_wrapper(count_query):
+        started = time.perf_counter()
+        report = sync_mailbox(mailbox_id)
+        seconds = time.perf_counter() - started
+    result = {
+        "seconds": seconds,
+        "outcome": report.outcome,
+        "error": report.error,
+        "stored": report.total("stored"),
+        "duplicate": report.total("duplicate"),
+        "failed": report.total("failed"),
+        "held": report.total("held"),
+        "skipped": report.total("skipped"),
+        "commands": len(commands),
+        "command_names": sorted(set(commands)),
+        "queries": queries[0],
+        "rss_start_kb": rss_before,
+        "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "children": _children_count(),
+        "children_peak_kb": _children_peak_kb(),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _run_worker(mailbox_id: int, env: dict[str, str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", str(mailbox_id)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+            if result["outcome"] != "completed":
+                raise SystemExit(f"sync did not complete: {result}\n{out.stderr[-3000:]}")
+            return result
+    raise SystemExit(f"worker failed ({out.returncode}):\n{out.stderr[-5000:]}")
+
+
+# --- the bare baselines ---------------------------------------------------------------------
+
+
+def _stdlib_parse(raw: bytes) -> int:
+    """What a bare fetch-and-parse does: every header a CRM shows, every leaf part decoded."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    for name in ("subject", "from", "to", "cc", "date", "message-id", "in-reply-to"):
+        message.get(name)
+    parts = 0
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        try:
+            part.get_content()
+        except (LookupError, ValueError, AssertionError, KeyError):
+            part.get_payload(decode=True)
+        parts += 1
+    return parts
+
+
+def baseline(server, user: str, *, parse: bool) -> dict:
+    """imaplib alone: EXAMINE, UID SEARCH ALL, UID FETCH BODY.PEEK[] in batches."""
+    started = time.perf_counter()
+    client = imaplib.IMAP4(server.host, server.port)
+    client.login(user, server.password(user))
+    count = size = 0
+    for folder in ("INBOX", "Sent"):
+        typ, _ = client.select(folder, readonly=True)
+        if typ != "OK":
+            continue
+        typ, data = client.uid("SEARCH", "ALL")
+        uids = data[0].split()
+        for start in range(0, len(uids), FETCH_BATCH):
+            chunk = b",".join(uids[start : start + FETCH_BATCH]).decode()
+            typ, data = client.uid("FETCH", chunk, "(BODY.PEEK[])")
+            for item in data:
+                if isinstance(item, tuple):
+                    count += 1
+                    size += len(item[1])
+                    if parse:
+                        _stdlib_parse(item[1])
+    client.logout()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "messages": count, "bytes": size}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def _mb(kb: int) -> float:
+    return kb / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--big", type=int, default=50_000, help="folder size for (e)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-stdlib", action="store_true", help="skip baseline 2 (slow)")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        worker(args.worker)
+        return
+
+    data_dir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    env = _environment(data_dir)
+    os.environ.update(env)
+    _admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)", f"CREATE DATABASE {DB_NAME}")
+    server = None
+    try:
+        _setup_django()
+        from django.core.management import call_command
+
+        from connector.corpus import generate
+        from tests.servers.dovecot import make_certificate, start_dovecot, stop_dovecot
+
+        call_command("migrate", verbosity=0)
+        certificate = make_certificate()
+        server = start_dovecot(certificate)
+        n, half = args.messages, args.messages // 2
+
+        t = time.perf_counter()
+        full_user, half_user, big_user = (server.create_user() for _ in range(3))
+        _fill(server, full_user, generate(n, seed=args.seed))
+        _fill(server, half_user, generate(half, seed=args.seed))
+        # The big folder is about how a sync with nothing new scales, not about parsing: small
+        # attachments keep its setup and first sync short; every message goes to one INBOX.
+        big = _fill(
+            server,
+            big_user,
+            generate(args.big, seed=args.seed + 1, attachment_max_bytes=20_000),
+            folder="INBOX",
+        )
+        print(f"corpus written to Dovecot in {time.perf_counter() - t:.1f} s", flush=True)
+        full_id, half_id, big_id = (
+            _make_mailbox(server, u) for u in (full_user, half_user, big_user)
+        )
+
+        raw = baseline(server, full_user, parse=False)
+        print(f"(b) raw fetch: {raw['messages'] / raw['seconds']:.0f} msg/s", flush=True)
+        ours = _run_worker(full_id, env)
+        print(f"(a) our sync: {n / ours['seconds']:.0f} msg/s", flush=True)
+        stdlib = None
+        if not args.skip_stdlib:
+            stdlib = baseline(server, full_user, parse=True)
+            print(f"(c) stdlib: {stdlib['messages'] / stdlib['seconds']:.0f} msg/s", flush=True)
+        halfrun = _run_worker(half_id, env)
+        big_first = _run_worker(big_id, env)
+        print(f"big folder first sync: {big / big_first['seconds']:.0f} msg/s", flush=True)
+        big_again = _run_worker(big_id, env)
+        _report(args, n, half, big, raw, ours, stdlib, halfrun, big_first, big_again)
+    finally:
+        if server is not None:
+            stop_dovecot(server)
+            shutil.rmtree(server.certificate.cert_path.parent, ignore_errors=True)
+        from django.db import connections
+
+        connections.close_all()
+        _admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _report(args, n, half, big, raw, ours, stdlib, halfrun, big_first, big_again) -> None:
+    ours_rate = n / ours["seconds"]
+    raw_rate = raw["messages"] / raw["seconds"]
+    rows = [
+        ("(a) our initial sync, end to end", f"{ours_rate:,.0f} msg/s", f"{ours['seconds']:.1f} s"),
+        (
+            "    stored / duplicate / failed / held",
+            f"{ours['stored']}/{ours['duplicate']}/{ours['failed']}/{ours['held']}",
+            "",
+        ),
+        ("    SQL queries, IMAP commands", f"{ours['queries']:,}", f"{ours['commands']:,}"),
+        ("(b) baseline 1: imaplib raw fetch", f"{raw_rate:,.0f} msg/s", f"{raw['seconds']:.1f} s"),
+    ]
+    if stdlib is not None:
+        stdlib_rate = stdlib["messages"] / stdlib["seconds"]
+        rows.append(
+            (
+                "(c) baseline 2: imaplib + stdlib email",
+                f"{stdlib_rate:,.0f} msg/s",
+                f"{stdlib['seconds']:.1f} s",
+            )
+        )
+    rows.append(("(d) ours / raw fetch", f"{ours_rate / raw_rate:.2f}x", "goal >= 0.50x"))
+    if stdlib is not None:
+        rows.append(("    ours / stdlib fetch+parse", f"{ours_rate / stdlib_rate:.1f}x", ""))
+    rows += [
+        (
+            f"(e) big folder ({big:,}) first sync",
+            f"{big / big_first['seconds']:,.0f} msg/s",
+            f"{big_first['seconds']:.1f} s",
+        ),
+        (
+            "    second sync, nothing new: IMAP commands",
+            f"{big_again['commands']}",
+            " ".join(big_again["command_names"]),
+        ),
+        ("    second sync, nothing new: SQL queries", f"{big_again['queries']}", ""),
+        ("    second sync, nothing new: time", f"{big_again['seconds'] * 1000:.0f} ms", ""),
+    ]
+    for label, run in ((f"{half:,}", halfrun), (f"{n:,}", ours)):
+        rows.append(
+            (
+                f"(f) worker peak RSS syncing {label} msgs",
+                f"{_mb(run['rss_peak_kb']):.0f} MB",
+                f"pool: {run['children']} x <= {_mb(run['children_peak_kb']):.0f} MB"
+                if run["children"]
+                else "no pool",
+            )
+        )
+    rows.append(
+        (
+            "    growth from N/2 to N messages",
+            f"{_mb(ours['rss_peak_kb'] - halfrun['rss_peak_kb']):+.0f} MB",
+            "",
+        )
+    )
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"Relay sync benchmark: {n:,} messages (seed {args.seed}), {os.cpu_count()} CPUs")
+    print("-" * (width + 40))
+    for label, value, extra in rows:
+        print(f"{label:<{width}}  {value:>14}  {extra}")
+    print("-" * (width + 40))
+    speed = "OK" if ours_rate >= TARGET_RATE else "BELOW"
+    verdict = [
+        f"throughput {speed} (target {TARGET_RATE:,} msg/s)",
+        f"memory {'OK' if _mb(ours['rss_peak_kb']) < TARGET_RSS_MB else 'OVER'} "
+        f"(target < {TARGET_RSS_MB} MB)",
+    ]
+    print("; ".join(verdict))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The initial sync prepares big batches in a pool of processes and fetches the next batch while
+it stores the current one (bench/sync.py, issue 3). Where the work happens must change nothing:
+a mailbox synced through the pool holds exactly what one synced in-process holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from django.utils import timezone
+
+from connector import corpus, ingest, storage, sync
+from inbox.models import Attachment, LedgerEntry, Message, MessageAddress
+
+from .synckit import assert_in_step, make_mailbox
+
+pytestmark = pytest.mark.django_db
+
+
+def deliver_corpus(user, count: int) -> None:
+    client = user.server.imap(user)
+    try:
+        for message in corpus.generate(count, seed=5, attachment_max_bytes=200_000):
+            flags = "(" + " ".join(message.flags) + ")"
+            typ, data = client.append(message.folder, flags, message.date, message.raw)
+            assert typ == "OK", data
+    finally:
+        client.logout()
+
+
+def content(mailbox) -> dict:
+    """Everything a sync stores for a mailbox, keyed by content hash (not by primary key)."""
+    messages = Message.objects.filter(mailbox=mailbox)
+    rows = {}
+    for m in messages:
+        rows[m.sha256] = (
+            m.subject,
+            m.from_address,
+            m.message_id,
+            m.text_body,
+            m.html_body,
+            m.headers,
+            m.snippet,
+            m.seen,
+            m.flagged,
+            m.size,
+            m.has_attachments,
+            storage.read_raw(m.raw_file) and len(storage.read_raw(m.raw_file)),
+            tuple(
+                Attachment.objects.filter(message=m)
+                .order_by("position")
+                .values_list("filename", "content_type", "is_inline", "blob__sha256", "blob__size")
+            ),
+            tuple(
+                MessageAddress.objects.filter(message=m)
+                .order_by("role", "position")
+                .values_list("role", "address", "name")
+            ),
+        )
+    threads: dict[int, set[str]] = {}
+    for sha, thread_id in messages.values_list("sha256", "thread_id"):
+        threads.setdefault(thread_id, set()).add(sha)
+    ledger = sorted(
+        LedgerEntry.objects.filter(mailbox=mailbox).values_list("uid", "outcome", "folder__name")
+    )
+    return {
+        "messages": rows,
+        "threads": sorted(sorted(s) for s in threads.values()),
+        "ledger": ledger,
+    }
+
+
+def test_pool_and_prefetch_store_exactly_what_the_in_process_path_stores(imap_user, settings):
+    deliver_corpus(imap_user, 70)
+    pooled, plain = make_mailbox(imap_user), make_mailbox(imap_user)
+    assert ingest.POOL_MIN_BATCH <= 25
+
+    settings.RELAY_PARSE_WORKERS = 2
+    report = sync.sync_mailbox(pooled.pk, batch_size=25)
+    assert report.completed, report.summary()
+    assert ingest._pool is not None, "the pool path was not taken"
+
+    settings.RELAY_PARSE_WORKERS = 0
+    ingest._drop_pool()
+    report = sync.sync_mailbox(plain.pk, batch_size=25)
+    assert report.completed, report.summary()
+
+    assert report.total("stored") == 70
+    assert content(pooled) == content(plain)
+    assert_in_step(pooled, imap_user)
+    assert_in_step(plain, imap_user)
+    # Attachment files were written by the pool processes, whole.
+    for attachment in Attachment.objects.filter(message__mailbox=pooled).select_related("blob"):
+        with storage.open_blob(attachment.blob.file) as fh:
+            assert len(fh.read()) == attachment.blob.size
+    assert Message.objects.filter(mailbox=pooled, date__lte=timezone.now()).count() == 70
+
+
+_real_prepare_in_pool = ingest._prepare_in_pool
+_calls = iter(range(1_000_000))
+
+
+def _dying_prepare(mailbox_id, items):
+    # Module level, so the pool can pickle it by name; each forked process counts its own
+    # calls and kills itself on its second chunk.
+    if next(_calls) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _real_prepare_in_pool(mailbox_id, items)
+
+
+def test_a_pool_process_killed_mid_batch_changes_nothing(imap_user, settings, monkeypatch):
+    """A pool that breaks (a process killed by the OOM killer, say) is replaced by in-process
+    preparation for the chunks it lost: the sync completes with everything stored."""
+    deliver_corpus(imap_user, 40)
+    mailbox = make_mailbox(imap_user)
+    settings.RELAY_PARSE_WORKERS = 2
+    ingest._drop_pool()
+    monkeypatch.setattr(ingest, "_prepare_in_pool", _dying_prepare)
+    try:
+        report = sync.sync_mailbox(mailbox.pk, batch_size=20)
+    finally:
+        ingest._drop_pool()
+    assert report.completed, report.summary()
+    assert report.total("stored") == 40
+    assert_in_step(mailbox, imap_user)
