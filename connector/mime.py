@@ -959,7 +959,7 @@ def _leaves_fast(data: bytes, limits: Limits) -> list[_Leaf] | None:
             content_id=_content_id(node.content_id),
             payload=node.content or b"",
             nested=nested,
-            is_message=bool(node.is_message),
+            is_message=bool(node.is_message) or ctype in _MESSAGE_TYPES,
         )
         leaves.append(leaf)
         if node.is_message:
@@ -1018,7 +1018,7 @@ def _stdlib_leaf(
     if filename:
         filename = decode_header_text(filename)
     disposition = str(part.get("content-disposition", "")).split(";", 1)[0].strip().lower()
-    is_message = ctype in ("message/rfc822", "message/global")
+    is_message = ctype in _MESSAGE_TYPES
     children = part.get_payload() if part.is_multipart() else None
     if children is not None:  # compat32 parses message/* into sub-messages
         try:
@@ -1113,6 +1113,7 @@ def _body_text(text: str, limits: Limits, what: str, defects: list[str]) -> tupl
 # The parse
 
 
+_MESSAGE_TYPES = ("message/rfc822", "message/global")  # RFC 2046 5.2.1, RFC 6532 3.7
 _DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
 # After the pre-scan cut, the Rust tree is bounded by the prefix itself; the leaf cap in
 # _fill_parts still applies.
@@ -1183,6 +1184,13 @@ def _parse(
     body = raw[head.body_offset : limits.max_size]
     content_type = fields.get(b"content-type", [""])[0]
     top_boundary = _boundary_of(content_type) if "multipart" in content_type.lower() else None
+    mime_block = head.mime_block
+    if top_boundary is None and content_type.lower().lstrip().startswith("multipart/"):
+        # A multipart with no boundary cannot be split (RFC 2046 5.1.1); read it as text so
+        # whatever the sender wrote is not lost.
+        defects.append("multipart without a boundary read as text")
+        mime_block = re.sub(rb"(?im)^content-type:[^\n]*\n?(?:[ \t][^\n]*\n?)*", b"", mime_block)
+        mime_block += b"Content-Type: text/plain" + head.newline
     cut_cleanly = True
     if message.too_large:
         # Cut at the last delimiter before the limit so no attachment is kept half-read.
@@ -1211,7 +1219,7 @@ def _parse(
             # The Rust parser is linear and caps its own depth (256), so it can look first;
             # our caps are checked on its tree, and only a message over them pays the scan.
             try:
-                leaves = _leaves_fast(head.mime_block + head.newline + body, limits)
+                leaves = _leaves_fast(mime_block + head.newline + body, limits)
             except Exception as exc:  # DecodeError, MimeStructureError...: stdlib decides
                 defects.append(f"fast parser refused: {type(exc).__name__}")
                 use_fast = False
@@ -1228,7 +1236,7 @@ def _parse(
                 # delimiter prefixes such as `--boundaryXYZ`); stdlib agrees with the scan.
                 defects.append("fast parser tree over the caps; parsed with stdlib")
                 use_fast = False
-            data = head.mime_block + head.newline + body
+            data = mime_block + head.newline + body
             if use_fast:
                 try:
                     leaves = _leaves_fast(data, _NO_CAPS)

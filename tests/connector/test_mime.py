@@ -211,6 +211,11 @@ def check_no_blank_line(m):
     assert any("blank line" in d for d in m.defects)
 
 
+def check_multipart_no_boundary(m):
+    assert _text(m) == "The sender forgot the boundary parameter."
+    assert any("boundary" in d for d in m.defects)
+
+
 def check_headers_only(m):
     assert m.subject == "headers and nothing else" and m.text_body == ""
 
@@ -540,6 +545,7 @@ CHECKS = {
     "bare_cr.eml": check_bare_cr,
     "header_no_blank_line.eml": check_no_blank_line,
     "headers_only.eml": check_headers_only,
+    "multipart_no_boundary.eml": check_multipart_no_boundary,
     "unknown_charset.eml": check_unknown_charset,
     "utf8_quote_label.eml": check_utf8_quote_label,
     "windows1252_labelled_utf8.eml": check_windows1252_labelled_utf8,
