@@ -6,23 +6,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('inbox', '0004_sending'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("inbox", "0004_sending"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UserPreferences',
+            name="UserPreferences",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='inbox_preferences', serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('emails_per_page', models.PositiveSmallIntegerField(default=25, help_text='How many conversations the inbox shows on one page.')),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="inbox_preferences",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "emails_per_page",
+                    models.PositiveSmallIntegerField(
+                        default=25, help_text="How many conversations the inbox shows on one page."
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'user preferences',
-                'verbose_name_plural': 'user preferences',
-                'constraints': [models.CheckConstraint(condition=models.Q(('emails_per_page__gte', 5), ('emails_per_page__lte', 200)), name='inbox_preferences_page_size_sane')],
+                "verbose_name": "user preferences",
+                "verbose_name_plural": "user preferences",
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("emails_per_page__gte", 5), ("emails_per_page__lte", 200)
+                        ),
+                        name="inbox_preferences_page_size_sane",
+                    )
+                ],
             },
         ),
     ]

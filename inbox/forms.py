@@ -1,0 +1,81 @@
+"""Forms of the inbox pages: the search and filter bar, Qualify's quick-create, and the user's
+inbox preferences. They only validate; writing goes through inbox.services."""
+
+from __future__ import annotations
+
+from django import forms
+
+from .models import UserPreferences
+from .selectors import RECORD_LABELS, MessageFilters
+
+
+class FilterForm(forms.Form):
+    """The Inbox's search box and filters (a GET form: every view of the list is a URL)."""
+
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    unread = forms.BooleanField(required=False, label="Unread")
+    unfiled = forms.BooleanField(required=False, label="Unfiled")
+    flagged = forms.BooleanField(required=False, label="Flagged")
+    attachments = forms.BooleanField(required=False, label="Has attachment")
+    filed_on = forms.ChoiceField(
+        required=False,
+        label="Filed on",
+        choices=[("", "Filed on anything")]
+        + [(k, f"Filed on a {v.lower()}") for k, v in RECORD_LABELS.items()],
+    )
+    date_from = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def filters(self) -> MessageFilters:
+        """The filters asked for; a malformed value (a bad date) is ignored, not an error page."""
+        self.is_valid()  # invalid fields are left out of cleaned_data: those filters are off
+        data = self.cleaned_data
+        return MessageFilters(
+            search=(data.get("q") or "").strip(),
+            unread=bool(data.get("unread")),
+            unfiled=bool(data.get("unfiled")),
+            flagged=bool(data.get("flagged")),
+            attachments=bool(data.get("attachments")),
+            filed_on=data.get("filed_on") or "",
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+        )
+
+
+class QuickCreateForm(forms.Form):
+    """Qualify's "new contact / new lead from the sender"."""
+
+    create = forms.ChoiceField(choices=[("contact", "Contact"), ("lead", "Lead")])
+    first_name = forms.CharField(max_length=100, required=False, label="First name")
+    last_name = forms.CharField(max_length=100, required=False, label="Last name")
+    company_name = forms.CharField(max_length=200, required=False, label="Company")
+
+    def clean(self):
+        data = super().clean()
+        if not (data.get("first_name") or data.get("last_name")):
+            raise forms.ValidationError("Give the new record a name.")
+        return data
+
+    def record_fields(self) -> dict:
+        data = self.cleaned_data
+        fields = {"first_name": data["first_name"], "last_name": data["last_name"]}
+        if data["create"] == "lead" and data.get("company_name"):
+            fields["company_name"] = data["company_name"]
+        return fields
+
+
+class PreferencesForm(forms.ModelForm):
+    emails_per_page = forms.TypedChoiceField(
+        coerce=int,
+        choices=[(n, f"{n} conversations") for n in UserPreferences.EMAILS_PER_PAGE_CHOICES],
+        label="Emails per page",
+        help_text="How many conversations the inbox lists on one page.",
+    )
+
+    class Meta:
+        model = UserPreferences
+        fields = ["emails_per_page"]

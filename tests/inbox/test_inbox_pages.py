@@ -1,0 +1,501 @@
+"""The inbox pages as a user sees them: Inbox (switcher, folders, list, search, filters,
+polling), the conversation and its actions, Qualify, Triage, preferences and the Email tab's
+privacy levels; and every page in a bounded number of queries (3 vs 300 messages)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from crm.models import Contact, Lead
+from inbox.models import (
+    Filing,
+    Mailbox,
+    Message,
+    PendingChange,
+    PrimaryMailbox,
+    TriageEntry,
+    UserPreferences,
+)
+from tests import factories as f
+from tests.inbox import mailkit
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HX-Request": "true"}
+
+
+def _get(client, url, status=200, **headers):
+    response = client.get(url, headers=headers)
+    assert response.status_code == status, (url, response.status_code)
+    return response.content.decode()
+
+
+@pytest.fixture
+def box(owner, personal_mailbox):
+    """Olivia's personal mailbox with its folders."""
+    return {"mailbox": personal_mailbox, **mailkit.folders(personal_mailbox)}
+
+
+@pytest.fixture
+def olivia(client, owner):
+    client.force_login(owner)
+    return client
+
+
+# --- Inbox -----------------------------------------------------------------------------------
+
+
+def test_primary_mailbox_first_and_selected(olivia, owner, box):
+    other = f.SharedMailboxFactory(email_address="aaa-support@relay.test", display_name="Support")
+    other.granted_users.add(owner)
+    mailkit.folders(other)
+    PrimaryMailbox.objects.create(user=owner, mailbox=box["mailbox"])
+    mailkit.conversation(box["inbox"], subject="Hello from Globex")
+    html = _get(olivia, reverse("inbox:inbox_page"))
+    # Primary first in the switcher (even though "aaa-support" sorts first) and selected.
+    assert html.index("olivia@relay.test") < html.index("Support")
+    assert "Hello from Globex" in html
+    # Switching shows the other mailbox's (empty) inbox.
+    html = _get(olivia, reverse("inbox:inbox_page") + f"?mailbox={other.pk}")
+    assert "Hello from Globex" not in html and "All clear" in html
+
+
+def test_folders_with_unread_counts(olivia, box):
+    mailkit.conversation(box["inbox"], size=3, seen=False)
+    mailkit.conversation(box["inbox"], seen=False)
+    mailkit.conversation(box["archive"], seen=True)
+    html = _get(olivia, reverse("inbox:inbox_page"))
+    assert 'title="4 unread"' in html
+    assert "Archive" in html and "Sent" in html
+
+
+def test_list_is_newest_first_and_paginated_at_the_users_page_size(olivia, owner, box):
+    for day in range(1, 8):
+        mailkit.conversation(box["inbox"], subject=f"Day {day} mail", day=day)
+    UserPreferences.objects.create(user=owner, emails_per_page=5)
+    html = _get(olivia, reverse("inbox:inbox_page"))
+    assert "Day 7 mail" in html and "Day 3 mail" in html and "Day 2 mail" not in html
+    assert html.index("Day 7 mail") < html.index("Day 6 mail")
+    assert "7 conversations" in html
+    html = _get(olivia, reverse("inbox:inbox_page") + "?page=2")
+    assert "Day 2 mail" in html and "Day 7 mail" not in html
+
+
+def test_search_over_subject_people_and_text(olivia, box):
+    mailkit.conversation(box["inbox"], subject="Invoice overdue", sender="ana@globex.example")
+    mailkit.conversation(box["inbox"], subject="Lunch?", sender="bob@initech.example", name="Bob")
+    (quote,) = mailkit.conversation(box["inbox"], subject="Your quote")
+    Message.objects.filter(pk=quote.pk).update(text_body="The pricing for the turbo encabulator")
+    url = reverse("inbox:inbox_page")
+    for search, expected, absent in [
+        ("invoice", "Invoice overdue", "Lunch?"),
+        ("globex", "Invoice overdue", "Lunch?"),  # part of an address
+        ("Bob", "Lunch?", "Invoice overdue"),  # a name
+        ("encabulator", "Your quote", "Lunch?"),  # the text
+    ]:
+        html = _get(olivia, f"{url}?q={search}", **HTMX, **{"HX-Target": "thread-list"})
+        assert expected in html and absent not in html, search
+        assert "<nav" not in html.split('id="thread-list"')[0]  # only the list partial
+
+
+def test_filters(olivia, box):
+    contact = f.ContactFactory()
+    (unread,) = mailkit.conversation(box["inbox"], subject="Unread one", seen=False, day=1)
+    (filed,) = mailkit.conversation(box["inbox"], subject="Filed one", day=2)
+    f.FilingFactory(message=filed, contact=contact)
+    mailkit.conversation(box["inbox"], subject="With file", has_attachments=True, day=3)
+    mailkit.conversation(box["inbox"], subject="Old one", day=-20)
+    url = reverse("inbox:inbox_page")
+
+    def titles(query):
+        html = _get(olivia, f"{url}?{query}")
+        return {
+            s for s in ("Unread one", "Filed one", "With file", "Old one") if f">{s}<" in html
+        }
+
+    assert titles("unread=on") == {"Unread one"}
+    assert titles("unfiled=on") == {"Unread one", "With file", "Old one"}
+    assert titles("filed_on=contact") == {"Filed one"}
+    assert titles("filed_on=ticket") == set()
+    assert titles("attachments=on") == {"With file"}
+    assert titles("date_from=2026-05-01") == {"Unread one", "Filed one", "With file"}
+    assert titles("date_to=2026-04-30") == {"Old one"}
+    assert titles("date_from=not-a-date") == {"Unread one", "Filed one", "With file", "Old one"}
+
+
+def test_new_mail_appears_through_the_poll(olivia, box):
+    mailkit.conversation(box["inbox"], subject="First")
+    html = _get(olivia, reverse("inbox:inbox_page"))
+    assert 'hx-trigger="every 15s' in html
+    since = html.split("since=")[1].split('"')[0].split("&")[0]
+    poll = reverse("inbox:inbox_poll") + f"?since={since}"
+    response = olivia.get(poll, headers=HTMX)
+    assert response.status_code == 204  # nothing new: htmx leaves the page alone
+    mailkit.conversation(box["inbox"], subject="Second arrives")
+    html = _get(olivia, poll, **HTMX)
+    assert "Second arrives" in html and 'id="thread-list"' in html
+
+
+def test_no_mailbox_says_what_to_do(client, outsider):
+    client.force_login(outsider)
+    html = _get(client, reverse("inbox:inbox_page"))
+    assert "No mailbox yet" in html
+
+
+def test_nav_has_inbox_and_triage(olivia, box):
+    html = _get(olivia, reverse("crm:contact_list"))
+    assert f'href="{reverse("inbox:inbox_page")}"' in html
+    assert f'href="{reverse("inbox:triage")}"' in html
+
+
+# --- the conversation ------------------------------------------------------------------------
+
+
+def test_conversation_shows_messages_and_why_they_are_filed(olivia, owner, box):
+    contact = f.ContactFactory(first_name="Ana", last_name="Lopez")
+    ticket = f.TicketFactory(subject="Printer on fire")
+    first, second = mailkit.conversation(box["inbox"], size=2, subject="Printer <b>help</b>")
+    f.FilingFactory(message=first, contact=contact, rule=Filing.Rule.SENDER)
+    f.FilingFactory(message=second, ticket=ticket, rule=Filing.Rule.SUBJECT_REFERENCE)
+    manual = f.FilingFactory(message=second, contact=contact, rule="manual", by_person=owner)
+    Filing.objects.filter(pk=manual.pk).update(created_at=dt.datetime(2026, 5, 3, tzinfo=dt.UTC))
+    html = _get(olivia, reverse("inbox:conversation", args=[second.pk]), **HTMX)
+    assert "Sender is a contact" in html
+    assert "Ticket reference in subject" in html
+    assert "Filed by Olivia, 3 May" in html
+    assert "Printer &lt;b&gt;help&lt;/b&gt;" in html and "<b>help</b>" not in html
+    assert 'id="conversation"' in html and "<nav" not in html  # the partial
+    # Opened by its address, it is a page.
+    page = _get(olivia, reverse("inbox:conversation", args=[first.pk]))
+    assert "<nav" in page and "Sender is a contact" in page
+
+
+def test_mark_unread_flag_move_delete_queue_server_writes(olivia, box):
+    (message,) = mailkit.conversation(box["inbox"], subject="Act on me")
+    url = reverse("inbox:message_action", args=[message.pk])
+
+    response = olivia.post(url, {"action": "mark_unread"}, headers=HTMX)
+    assert response.status_code == 200 and "inbox:changed" in response["HX-Trigger"]
+    message.refresh_from_db()
+    assert message.seen is False
+    olivia.post(url, {"action": "mark_read"}, headers=HTMX)
+    olivia.post(url, {"action": "flag"}, headers=HTMX)
+    message.refresh_from_db()
+    assert message.seen and message.flagged
+    html = olivia.post(url, {"action": "move", "folder": box["archive"].pk}, headers=HTMX)
+    assert "Moving to Archive" in html.content.decode()
+    olivia.post(url, {"action": "delete"}, headers=HTMX)
+    assert list(PendingChange.objects.order_by("pk").values_list("action", flat=True)) == [
+        "mark_unread",
+        "mark_read",
+        "flag",
+        "move",
+        "delete",
+    ]
+    assert PendingChange.objects.get(action="move").target_folder == "Archive"
+    # Without htmx the action redirects back to the conversation.
+    response = olivia.post(url, {"action": "unflag"})
+    assert response.status_code == 302
+    assert olivia.post(url, {"action": "explode"}).status_code == 400
+    other_box = f.FolderFactory(mailbox=f.MailboxFactory())
+    response = olivia.post(url, {"action": "move", "folder": other_box.pk})
+    assert response.status_code == 404
+
+
+def test_mark_read_reads_the_whole_conversation(olivia, box):
+    messages = mailkit.conversation(box["inbox"], size=3, seen=False)
+    olivia.post(
+        reverse("inbox:message_action", args=[messages[-1].pk]),
+        {"action": "mark_read"},
+        headers=HTMX,
+    )
+    assert not Message.objects.filter(pk__in=[m.pk for m in messages], seen=False).exists()
+
+
+# --- Qualify ---------------------------------------------------------------------------------
+
+
+def test_qualify_suggests_the_senders_records_and_the_rules_alternatives(olivia, box):
+    account = f.AccountFactory(name="Globex", domains=["globex.example"])
+    contact = f.ContactFactory(
+        first_name="Ana", last_name="Lopez", account=account, emails=["ana@globex.example"]
+    )
+    lead = f.LeadFactory(first_name="Ana", last_name="Lead", emails=["ana@globex.example"])
+    other = f.ContactFactory(first_name="Zed", last_name="Alt")
+    (message,) = mailkit.conversation(
+        box["inbox"],
+        subject="About TKT-9999 and more",
+        sender="ana@globex.example",
+        name="Ana Lopez",
+    )
+    f.FilingFactory(
+        message=message,
+        contact=contact,
+        alternatives=[{"record_type": "contact", "id": other.pk}],
+    )
+    html = _get(olivia, reverse("inbox:qualify_dialog", args=[message.pk]), **HTMX)
+    assert "Filed on" in html and "Ana Lopez" in html
+    suggested = html.split("Suggested")[1].split("Find a record")[0]
+    assert "Zed Alt" in suggested  # the rules' alternative
+    assert "Ana Lead" in suggested and "Globex" in suggested
+    assert "Ana Lopez" not in suggested  # already filed there
+    assert 'value="Ana"' in html  # quick-create prefilled from the sender's name
+    assert lead.pk
+
+
+def test_qualify_search_link_unlink_and_quick_create(olivia, box):
+    ticket = f.TicketFactory(subject="Broken widget")
+    f.ContactFactory(first_name="Wanda", last_name="Widget")
+    (message,) = mailkit.conversation(
+        box["inbox"], sender="new.person@initech.example", name="New Person"
+    )
+    search = _get(
+        olivia,
+        reverse("inbox:qualify_search", args=[message.pk]) + "?q=widget",
+        **HTMX,
+    )
+    assert "Wanda Widget" in search and "Broken widget" in search
+
+    response = olivia.post(
+        reverse("inbox:qualify_link", args=[message.pk]),
+        {"record": f"ticket:{ticket.pk}"},
+        headers=HTMX,
+    )
+    assert response.status_code == 200 and "inbox:filed" in response["HX-Trigger"]
+    filing = Filing.objects.get(message=message, ticket=ticket)
+    assert filing.rule == "manual" and filing.by_person.username == "owner"
+    assert "Filed on" in response.content.decode()
+
+    response = olivia.post(
+        reverse("inbox:qualify_link", args=[message.pk]),
+        {"create": "lead", "first_name": "New", "last_name": "Person", "company_name": "Initech"},
+        headers=HTMX,
+    )
+    lead = Lead.objects.get(last_name="Person")
+    assert lead.company_name == "Initech"
+    assert list(lead.emails.values_list("email", flat=True)) == ["new.person@initech.example"]
+    assert Filing.objects.filter(message=message, lead=lead, unlinked_at=None).exists()
+
+    response = olivia.post(
+        reverse("inbox:qualify_link", args=[message.pk]),
+        {"create": "contact", "first_name": "", "last_name": ""},
+        headers=HTMX,
+    )
+    assert "Give the new record a name." in response.content.decode()
+    assert not Contact.objects.filter(emails__email="new.person@initech.example").exists()
+
+    response = olivia.post(reverse("inbox:filing_unlink", args=[filing.pk]), headers=HTMX)
+    assert response.status_code == 200 and "inbox:filed" in response["HX-Trigger"]
+    filing.refresh_from_db()
+    assert filing.unlinked_at is not None and filing.unlinked_by.username == "owner"
+
+    response = olivia.post(
+        reverse("inbox:qualify_link", args=[message.pk]), {"record": "ticket:999999"}, headers=HTMX
+    )
+    assert "no longer exists" in response.content.decode()
+
+
+def test_qualify_works_without_javascript(olivia, box):
+    contact = f.ContactFactory(first_name="Plain", last_name="Html")
+    (message,) = mailkit.conversation(box["inbox"])
+    html = _get(olivia, reverse("inbox:qualify_dialog", args=[message.pk]))
+    assert "<nav" in html and "Qualify" in html
+    response = olivia.post(
+        reverse("inbox:qualify_link", args=[message.pk]), {"record": f"contact:{contact.pk}"}
+    )
+    assert response.status_code == 302
+    assert Filing.objects.filter(message=message, contact=contact).exists()
+
+
+# --- Triage ----------------------------------------------------------------------------------
+
+
+def test_triage_lists_reasons_and_files_in_bulk(olivia, box):
+    account = f.AccountFactory(name="Umbrella")
+    (one,) = mailkit.conversation(box["inbox"], subject="Nobody knows me")
+    (two,) = mailkit.conversation(box["inbox"], subject="Which account?")
+    (three,) = mailkit.conversation(box["inbox"], subject="Left alone")
+    f.TriageEntryFactory(message=one, reason="unfiled")
+    f.TriageEntryFactory(
+        message=two, reason="ambiguous_domain", details="From domain x.example is claimed by A, B"
+    )
+    f.TriageEntryFactory(message=three, reason="unfiled")
+    f.LedgerEntryFactory(
+        folder=box["inbox"], outcome="held", error="Message too deeply nested", uid=777
+    )
+    html = _get(olivia, reverse("inbox:triage"))
+    assert "Nobody knows me" in html and "Ambiguous domain" in html
+    assert "claimed by A, B" in html
+    assert "Held by the sync" in html and "Message too deeply nested" in html
+
+    picker = _get(olivia, reverse("inbox:record_picker") + "?q=umbrella", **HTMX)
+    assert f'value="account:{account.pk}"' in picker
+
+    response = olivia.post(
+        reverse("inbox:triage_qualify"),
+        {"message": [one.pk, two.pk], "record": f"account:{account.pk}"},
+    )
+    assert response.status_code == 302
+    assert Filing.objects.filter(account=account).count() == 2
+    assert not TriageEntry.objects.filter(message__in=[one, two], resolved_at=None).exists()
+    html = _get(olivia, reverse("inbox:triage"))
+    assert "Nobody knows me" not in html and "Left alone" in html
+
+
+def test_triage_bulk_without_a_record_files_nothing(olivia, box):
+    (one,) = mailkit.conversation(box["inbox"])
+    f.TriageEntryFactory(message=one)
+    response = olivia.post(reverse("inbox:triage_qualify"), {"message": [one.pk]}, follow=True)
+    assert "Pick the record" in response.content.decode()
+    assert not Filing.objects.exists()
+
+
+# --- preferences -----------------------------------------------------------------------------
+
+
+def test_preferences_page(olivia, owner):
+    html = _get(olivia, reverse("inbox:preferences"))
+    assert "Emails per page" in html
+    response = olivia.post(reverse("inbox:preferences"), {"emails_per_page": "50"})
+    assert response.status_code == 302
+    assert UserPreferences.objects.get(user=owner).emails_per_page == 50
+    response = olivia.post(reverse("inbox:preferences"), {"emails_per_page": "7"})
+    assert response.status_code == 422
+
+
+# --- the Email tab: privacy, one entry per message, compose ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "privacy,subject,snippet,people",
+    [
+        ("full", True, True, True),
+        ("subject", True, False, True),
+        ("people", False, False, True),
+        ("nothing", False, False, False),
+    ],
+)
+def test_email_tab_shows_others_personal_mail_at_the_owners_privacy_level(
+    client, teammate, box, privacy, subject, snippet, people
+):
+    Mailbox.objects.filter(pk=box["mailbox"].pk).update(privacy=privacy)
+    contact = f.ContactFactory()
+    (message,) = mailkit.conversation(
+        box["inbox"], subject="Salary talk", sender="ana@globex.example", name="Ana Lopez"
+    )
+    f.FilingFactory(message=message, contact=contact)
+    client.force_login(teammate)
+    html = _get(client, reverse("inbox:email_tab", args=["contact", contact.pk]), **HTMX)
+    assert ("Salary talk" in html) is subject
+    assert ("Body of message 0" in html) is snippet
+    assert ("Ana Lopez" in html) is people
+    # Never a link to read it: the conversation is the owner's alone.
+    assert reverse("inbox:conversation", args=[message.pk]) not in html
+
+
+def test_email_tab_one_entry_per_mail_that_reached_several_mailboxes(
+    client, owner, teammate, box, shared_mailbox
+):
+    contact = f.ContactFactory()
+    shared = mailkit.folders(shared_mailbox)
+    (copy_a,) = mailkit.conversation(box["inbox"], subject="Cc'd to both", day=4)
+    (copy_b,) = mailkit.conversation(shared["inbox"], subject="Cc'd to both", day=4)
+    Message.objects.filter(pk=copy_b.pk).update(
+        message_id=copy_a.message_id, from_address=copy_a.from_address, date=copy_a.date
+    )
+    for message in (copy_a, copy_b):
+        f.FilingFactory(message=message, contact=contact)
+    client.force_login(teammate)
+    html = _get(client, reverse("inbox:email_tab", args=["contact", contact.pk]), **HTMX)
+    assert html.count("Cc&#x27;d to both") == 1 and "1 message filed here" in html
+    # The teammate sees the copy they may read: the shared one, linked.
+    assert reverse("inbox:conversation", args=[copy_b.pk]) in html
+    client.force_login(owner)
+    html = _get(client, reverse("inbox:email_tab", args=["contact", contact.pk]), **HTMX)
+    assert reverse("inbox:conversation", args=[copy_a.pk]) in html
+
+
+def test_email_tab_compose_button_only_when_compose_exists(client, teammate):
+    from django.urls import NoReverseMatch
+
+    contact = f.ContactFactory()
+    client.force_login(teammate)
+    html = _get(client, reverse("inbox:email_tab", args=["contact", contact.pk]), **HTMX)
+    try:
+        compose = reverse("inbox:compose")
+    except NoReverseMatch:
+        assert ">Compose<" not in html
+    else:
+        assert f"{compose}?record_type=contact&amp;record_id={contact.pk}" in html
+
+
+# --- bounded queries -------------------------------------------------------------------------
+
+
+def _queries(client, url, **headers) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, headers=headers)
+    assert response.status_code in (200, 204), url
+    return len(queries)
+
+
+def test_every_page_takes_the_same_queries_for_3_and_300_messages(olivia, owner, box):
+    contact = f.ContactFactory(emails=["ana@globex.example"])
+    ticket = f.TicketFactory()
+
+    def add(n, start):
+        mailkit.many_conversations(box["inbox"], n, start_day=start)
+        messages = list(Message.objects.filter(mailbox=box["mailbox"]).order_by("-pk")[:n])
+        Filing.objects.bulk_create(
+            Filing(message=m, record_type="contact", contact=contact, rule="sender")
+            for m in messages
+        )
+        Filing.objects.bulk_create(
+            Filing(message=m, record_type="ticket", ticket=ticket, rule="subject_reference")
+            for m in messages[: n // 2]
+        )
+        TriageEntry.objects.bulk_create(TriageEntry(message=m, reason="unfiled") for m in messages)
+
+    def thread_of(size):
+        messages = mailkit.conversation(box["inbox"], size=size, sender="ana@globex.example")
+        for m in messages:
+            f.FilingFactory(message=m, contact=contact)
+        return messages[-1]
+
+    def urls(message):
+        return [
+            (reverse("inbox:inbox_page"), {}),
+            (reverse("inbox:inbox_page") + "?q=bulk&unread=on", {}),
+            (reverse("inbox:inbox_poll") + "?since=x", HTMX),
+            (reverse("inbox:conversation", args=[message.pk]), HTMX),
+            (reverse("inbox:qualify_dialog", args=[message.pk]), HTMX),
+            (reverse("inbox:qualify_search", args=[message.pk]) + "?q=a", HTMX),
+            (reverse("inbox:triage"), {}),
+            (reverse("inbox:email_tab", args=["contact", contact.pk]), HTMX),
+        ]
+
+    add(3, 100)
+    small = thread_of(3)
+    few = [_queries(olivia, url, **h) for url, h in urls(small)]
+    add(297, 200)
+    big = thread_of(60)
+    many = [_queries(olivia, url, **h) for url, h in urls(big)]
+    assert few == many, (few, many)
+    assert max(many) <= 25, many
+
+
+def test_unread_counts_take_one_query(box):
+    from inbox.selectors import folders_with_unread
+
+    mailkit.many_conversations(box["inbox"], 30)
+    with CaptureQueriesContext(connection) as queries:
+        folders = folders_with_unread(mailbox=box["mailbox"])
+    assert len(queries) == 1
+    assert next(x for x in folders if x.special_use == "inbox").unread == 15
+    assert timezone.now()
