@@ -864,17 +864,15 @@ def _safe_prefix(body: bytes, top_boundary: str | None, limits: Limits) -> tuple
         and nested_messages <= limits.max_depth
     ):
         return len(body), ""
-    stack: list[bytes] = [top_boundary.encode("utf-8", "replace")] if top_boundary else []
+    # The stack holds the open boundaries and, as None, the message/rfc822 parts opened since:
+    # a delimiter of an outer boundary closes everything above it, so siblings (60 forwarded
+    # messages side by side) do not add up, while a chain of messages inside messages does.
+    stack: list[bytes | None] = [top_boundary.encode("utf-8", "replace")] if top_boundary else []
     parts = 0
-    messages = 0
     last_delimiter = 0
     for match in _STRUCTURE.finditer(body):
         declared_quoted, declared_plain, delimiter = match.group(1, 2, 3)
-        if declared_quoted is not None or declared_plain is not None:
-            stack.append((declared_quoted or declared_plain).strip())
-            if len(stack) > limits.max_depth:
-                return last_delimiter, f"MIME nesting deeper than {limits.max_depth}"
-        elif delimiter is not None:
+        if delimiter is not None:
             closing = delimiter.endswith(b"--")
             name = delimiter[:-2] if closing else delimiter
             for depth in range(len(stack) - 1, -1, -1):
@@ -888,10 +886,14 @@ def _safe_prefix(body: bytes, top_boundary: str | None, limits: Limits) -> tuple
                             return match.start(), f"more than {limits.max_parts} MIME parts"
                         last_delimiter = match.start()
                     break
+            continue
+        if declared_quoted is not None or declared_plain is not None:
+            stack.append((declared_quoted or declared_plain).strip())
         else:
-            messages += 1
-            if messages > limits.max_depth:
-                return match.start(), f"more than {limits.max_depth} nested messages"
+            stack.append(None)
+        if len(stack) > limits.max_depth:
+            cut = last_delimiter if stack[-1] is not None else match.start()
+            return cut, f"MIME nesting deeper than {limits.max_depth}"
     return len(body), ""
 
 

@@ -697,6 +697,24 @@ def test_depth_cap(depth, backend):
         assert message.truncated or message.text_body.strip() == "innermost"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sixty_forwarded_messages_side_by_side_are_not_nesting(backend):
+    parts = [b"From: a@acme.test\r\nSubject: forwards\r\n"]
+    parts.append(b"Content-Type: multipart/mixed; boundary=M\r\n\r\n")
+    parts.append(b"--M\r\nContent-Type: text/plain\r\n\r\nsixty forwards\r\n")
+    for i in range(60):
+        inner = (
+            b"From: x%d@acme.test\r\nSubject: fwd %d\r\n"
+            b"Content-Type: multipart/alternative; boundary=A%d\r\n\r\n"
+            b"--A%d\r\nContent-Type: text/plain\r\n\r\ninner %d\r\n--A%d--\r\n"
+        ) % (i, i, i, i, i, i)
+        parts.append(b"--M\r\nContent-Type: message/rfc822\r\n\r\n" + inner)
+    parts.append(b"--M--\r\n")
+    message = parse(b"".join(parts), backend)
+    assert not message.truncated and message.text_body.strip() == "sixty forwards"
+    assert [a.filename for a in message.attachments] == [f"fwd {i}.eml" for i in range(60)]
+
+
 # -------------------------------------------------------------------------------------------
 # Good messages round-trip
 
