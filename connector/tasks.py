@@ -11,14 +11,16 @@ import logging
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from . import dispatch, filing, sync
+from . import dispatch, filing, oauth, sending, sync
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(name="relay.sync_mailbox", soft_time_limit=1800, time_limit=1900)
 def sync_mailbox(mailbox_id: int) -> str:
-    report = sync.sync_mailbox(mailbox_id)
+    # oauth.connect_imap refreshes a Google/Microsoft access token before it expires (C-10)
+    # and opens a plain session for every other mailbox.
+    report = sync.sync_mailbox(mailbox_id, connect=oauth.connect_imap)
     return report.summary()
 
 
@@ -51,3 +53,18 @@ def refile_for_addresses(emails: list[str] | None = None, domains: list[str] | N
     if report.filings:
         log.info("refiled for %s %s: %s", emails, domains, report.summary())
     return report.summary()
+
+
+@shared_task(name="relay.send_outbox_entry", soft_time_limit=300, time_limit=330)
+def send_outbox_entry(entry_id: int) -> str:
+    # No Celery retries: the entry's state and next_attempt_at are the retry schedule, and a
+    # redelivered task finds the entry claimed or done (connector/sending.py).
+    return sending.process_entry(entry_id).summary()
+
+
+@shared_task(name="relay.outbox_tick", ignore_result=True)
+def outbox_tick() -> int:
+    dispatched = sending.dispatch_due(enqueue=lambda pk: send_outbox_entry.delay(pk))
+    if dispatched:
+        log.info("outbox tick dispatched %s entries", len(dispatched))
+    return len(dispatched)

@@ -221,6 +221,8 @@ RELAY_BEAT_INTERVAL = env.float("RELAY_BEAT_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE: dict = {
     "dispatch-due-mailboxes": {"task": "relay.beat_tick", "schedule": RELAY_BEAT_INTERVAL},
 }
+    # Outbox entries whose signal was lost, retries that are due, APPENDs to Sent still to do.
+    "dispatch-due-outbox": {"task": "relay.outbox_tick", "schedule": RELAY_BEAT_INTERVAL},
 
 # --- Relay ----------------------------------------------------------------------------------
 # Mail hosts that may resolve to internal addresses (comma-separated names, IPs or CIDRs).
@@ -233,6 +235,61 @@ RELAY_PAGE_SIZE = 25
 RELAY_IMAP_TIMEOUT = env.float("RELAY_IMAP_TIMEOUT", default=60.0)
 
 # --- Logging --------------------------------------------------------------------------------
+# OAuth 2 providers (issue 5): authorisation code with PKCE, offline access, XOAUTH2 for IMAP
+# and SMTP. The endpoints are settings so that the tests can point them at a local server.
+# "saves_sent": the provider files mail sent through its SMTP server in Sent itself (Gmail
+# does), so the CRM does not APPEND a second copy.
+_MS_TENANT = env("RELAY_MICROSOFT_TENANT", default="common")
+_MS_LOGIN = f"https://login.microsoftonline.com/{_MS_TENANT}/oauth2/v2.0"
+RELAY_OAUTH_PROVIDERS = {
+    "google": {
+        "client_id": env("RELAY_GOOGLE_CLIENT_ID", default=""),
+        "client_secret": env("RELAY_GOOGLE_CLIENT_SECRET", default=""),
+        "authorize_url": env(
+            "RELAY_GOOGLE_AUTHORIZE_URL", default="https://accounts.google.com/o/oauth2/v2/auth"
+        ),
+        "token_url": env("RELAY_GOOGLE_TOKEN_URL", default="https://oauth2.googleapis.com/token"),
+        "userinfo_url": env(
+            "RELAY_GOOGLE_USERINFO_URL",
+            default="https://openidconnect.googleapis.com/v1/userinfo",
+        ),
+        # https://mail.google.com/ is the one scope Google grants for IMAP and SMTP.
+        "scope": "openid email https://mail.google.com/",
+        # Without access_type=offline Google issues no refresh token; prompt=consent makes it
+        # issue one again on a reconnect.
+        "authorize_params": {"access_type": "offline", "prompt": "consent"},
+        "imap_host": "imap.gmail.com",
+        "imap_port": 993,
+        "imap_security": "ssl",
+        "smtp_host": "smtp.gmail.com",
+        "smtp_port": 465,
+        "smtp_security": "ssl",
+        "saves_sent": True,
+    },
+    "microsoft": {
+        "client_id": env("RELAY_MICROSOFT_CLIENT_ID", default=""),
+        "client_secret": env("RELAY_MICROSOFT_CLIENT_SECRET", default=""),
+        "authorize_url": env("RELAY_MICROSOFT_AUTHORIZE_URL", default=f"{_MS_LOGIN}/authorize"),
+        "token_url": env("RELAY_MICROSOFT_TOKEN_URL", default=f"{_MS_LOGIN}/token"),
+        # A token for outlook.office.com cannot call Graph's userinfo: the address comes from
+        # the id_token the token endpoint returns.
+        "userinfo_url": env("RELAY_MICROSOFT_USERINFO_URL", default=""),
+        "scope": "openid email offline_access https://outlook.office.com/IMAP.AccessAsUser.All "
+        "https://outlook.office.com/SMTP.Send",
+        "authorize_params": {"prompt": "select_account"},
+        "imap_host": "outlook.office365.com",
+        "imap_port": 993,
+        "imap_security": "ssl",
+        "smtp_host": "smtp.office365.com",
+        "smtp_port": 587,
+        "smtp_security": "starttls",
+        "saves_sent": env.bool("RELAY_MICROSOFT_SAVES_SENT", default=False),
+    },
+}
+# Refresh an access token this long before it expires (never use one about to die mid-sync).
+RELAY_OAUTH_REFRESH_MARGIN = env.int("RELAY_OAUTH_REFRESH_MARGIN", default=300)
+RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
