@@ -341,6 +341,8 @@ def decode_payload(
     if not payload:
         return ""
     codec = _codec(declared)
+    if declared and codec is None and defects is not None:
+        defects.append(f"unknown charset label {declared[:40]!r}")
     if payload.isascii() and codec not in _SEVEN_BIT_CODECS:
         if codec is None and is_html:
             meta = _meta_codec(payload)
