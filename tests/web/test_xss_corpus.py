@@ -1,0 +1,375 @@
+"""A corpus of hostile messages of our own (tests/fixtures/xss/corpus.json) rendered in real
+headless Chromium, with a beacon HTTP server on loopback counting what gets through
+(RELIABILITY X-01..X-14, figures of 7.3).
+
+Every payload that runs script calls ``{beacon}/x/<id>``; every payload that loads something
+remote asks for ``{beacon}/r/<id>``. The figures:
+
+- protected (the real message page: escaped metadata, sanitised body in the sandboxed frame
+  with its own CSP; and the record's Email tab): 0 executions, 0 remote requests;
+- each layer alone: only the sanitiser (its output on a page with neither sandbox nor CSP),
+  only the sandboxed frame + CSP (the raw HTML served by the real body view): 0 and 0;
+- the control: the same corpus rendered without protection must fire the beacon for at
+  least 40 % of the payloads, or the harness could not see an execution at all;
+- after the reader's consent, remote images reach the sender's host only through our proxy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.test import Client
+from playwright.sync_api import expect
+
+from connector.image_proxy import USER_AGENT as PROXY_AGENT
+from inbox import reading_views
+from inbox.rendering import RenderedBody, frame_document, render_html_body, render_text_body
+from tests import factories as f
+from tests.inbox.test_reading_views import PNG
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CORPUS = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "xss" / "corpus.json").read_text(encoding="utf-8")
+)["entries"]
+BODY_FIELDS = ("html_body", "text_body")
+BODIES = [e for e in CORPUS if e["field"] in BODY_FIELDS]
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+SETTLE_SECONDS = 1.5  # for late onerror/animation/refresh payloads before counting
+
+
+class Beacon:
+    """Loopback HTTP server: records every request (path, user agent) and serves the pages
+    of the unprotected and sanitiser-only runs from its own origin."""
+
+    def __init__(self):
+        self.hits: list[tuple[str, str]] = []
+        self.pages: dict[str, str] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.startswith("/page/"):
+                    data = outer.pages.get(self.path[len("/page/") :], "").encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                else:
+                    outer.hits.append((self.path, self.headers.get("User-Agent", "")))
+                    data = GIF
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/gif")
+                    self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reset(self):
+        self.hits.clear()
+
+    def by_id(self, *, from_browser: bool = True) -> dict[str, set[str]]:
+        """{"x": ids that executed, "r": ids that fetched} from the browser (or the proxy)."""
+        seen: dict[str, set[str]] = defaultdict(set)
+        for path, agent in list(self.hits):
+            parts = path.split("/")
+            if len(parts) < 3 or parts[1] not in ("x", "r"):
+                continue
+            if (PROXY_AGENT in agent) != (not from_browser):
+                continue
+            seen[parts[1]].add(parts[2].split("?")[0].split("#")[0])
+        return seen
+
+
+@pytest.fixture(scope="module")
+def beacon():
+    server = Beacon()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def fill(entry: dict, base: str) -> str:
+    ident = entry["id"]
+    script = f"<script>fetch('{base}/x/{ident}')</script>"
+    data_html = "data:text/html;base64," + base64.b64encode(script.encode()).decode()
+    return (
+        entry["payload"]
+        .replace("{DATAHTML}", data_html)
+        .replace("{JSNS}", f"fetch(`{base}/x/{ident}`)")
+        .replace("{JS}", f"fetch('{base}/x/{ident}')")
+        .replace("{R}", f"{base}/r/{ident}")
+        .replace("{B}", base)
+        .replace("{ID}", ident)
+    )
+
+
+def unprotected(entry: dict, payload: str) -> str:
+    """What a careless app would produce: the payload pasted into the page as it came."""
+    field = entry["field"]
+    if field in ("subject", "from_name"):
+        return f"<!doctype html><title>{payload}</title><h1>{payload}</h1>"
+    if field == "attachment":
+        return f'<!doctype html><a href="/download" title="{payload}">{payload}</a>'
+    if field == "folder":
+        return f"<!doctype html><span class=folder>{payload}</span>"
+    return payload
+
+
+def open_all(page, urls: list[str]) -> None:
+    for url in urls:
+        try:
+            page.goto(url, wait_until="load", timeout=10_000)
+        except Exception:
+            # A payload that navigates away or never finishes loading still counted what it
+            # did through the beacon; the next payload gets a fresh navigation.
+            page.goto("about:blank")
+    time.sleep(SETTLE_SECONDS)
+    page.goto("about:blank")
+
+
+def sign_in(page, live_server, user) -> None:
+    client = Client()
+    client.force_login(user)
+    page.context.add_cookies(
+        [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
+    )
+
+
+def make_messages(owner, mailbox, base: str, entries: list[dict]) -> dict[str, object]:
+    messages = {}
+    for entry in entries:
+        payload = fill(entry, base)
+        fields = {"subject": f"Corpus {entry['id']}", "text_body": "", "html_body": ""}
+        if entry["field"] in ("subject", "from_name", "html_body", "text_body"):
+            fields[entry["field"]] = payload
+        message = f.MessageFactory(mailbox=mailbox, from_address="x@sender.example", **fields)
+        if entry["field"] == "attachment":
+            f.AttachmentFactory(message=message, filename=payload)
+        if entry["field"] == "folder":
+            f.LocationFactory(
+                message=message, folder=f.FolderFactory(mailbox=mailbox, name=payload)
+            )
+        messages[entry["id"]] = message
+    return messages
+
+
+def remote_requests(page, live_server) -> list[str]:
+    """Every request that reached a server other than ours. (Playwright also reports the
+    requests the frame's CSP refuses before they leave the browser: those end in
+    "requestfailed", never "requestfinished".)"""
+    seen: list[str] = []
+
+    def record(request):
+        url = request.url
+        if not url.startswith((live_server.url, "data:", "about:", "blob:")):
+            seen.append(url)
+
+    page.on("requestfinished", record)
+    return seen
+
+
+# --- The corpus itself ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=False)
+def test_corpus_covers_the_catalogue():
+    assert len(CORPUS) >= 100
+    assert len({e["id"] for e in CORPUS}) == len(CORPUS)
+    fields = {e["field"] for e in CORPUS}
+    assert fields == {"html_body", "text_body", "subject", "from_name", "attachment", "folder"}
+    vectors = {e["vector"] for e in CORPUS}
+    assert {"X-01", "X-02", "X-03", "X-05", "X-06", "X-07", "X-08", "X-11", "X-14"} <= vectors
+    tracking = [e for e in CORPUS if "{R}" in e["payload"]]
+    assert len(tracking) >= 20  # 7.3: T >= 20 tracking vectors
+
+
+# --- The control: without protection the harness sees executions ----------------------------
+
+
+def test_unprotected_control_fires_the_beacon(page, beacon):
+    beacon.reset()
+    urls = []
+    for entry in CORPUS:
+        beacon.pages[entry["id"]] = unprotected(entry, fill(entry, beacon.url))
+        urls.append(f"{beacon.url}/page/{entry['id']}")
+    open_all(page, urls)
+    seen = beacon.by_id()
+    fired = seen["x"] | seen["r"]
+    ratio = len(fired) / len(CORPUS)
+    print(
+        f"\nunprotected: {len(seen['x'])} executions, {len(seen['r'])} remote loads, "
+        f"{len(fired)}/{len(CORPUS)} payloads fired ({ratio:.0%})"
+    )
+    assert ratio >= 0.40, "the harness cannot see executions: fix it before trusting a 0"
+    assert len(seen["x"]) >= 20
+
+
+# --- Each layer alone ---------------------------------------------------------------------
+
+
+def test_sanitiser_alone_stops_every_payload(page, beacon):
+    """The body through rendering.py only, on a page with no sandbox and no CSP."""
+    beacon.reset()
+    urls = []
+    for entry in BODIES:
+        payload = fill(entry, beacon.url)
+        if entry["field"] == "html_body":
+            html = render_html_body(
+                payload, cid_urls={}, proxy_url=None, own_prefixes=("/inbox/messages/1/",)
+            ).html
+        else:
+            html = render_text_body(payload)
+        beacon.pages[entry["id"]] = frame_document(html)
+        urls.append(f"{beacon.url}/page/{entry['id']}")
+    open_all(page, urls)
+    seen = beacon.by_id()
+    print(f"\nsanitiser only: {len(seen['x'])} executions, {len(seen['r'])} remote loads")
+    assert seen["x"] == set() and seen["r"] == set()
+
+
+def test_sandboxed_frame_and_csp_alone_stop_every_payload(
+    page, live_server, beacon, owner, personal_mailbox, monkeypatch
+):
+    """The raw, unsanitised HTML served by the real body view into the real sandboxed frame."""
+
+    def raw_body(*, user, message, images):
+        return RenderedBody(
+            html=message.html_body or message.text_body, remote_images=0, images_blocked=False
+        )
+
+    monkeypatch.setattr(reading_views, "render_body", raw_body)
+    messages = make_messages(owner, personal_mailbox, beacon.url, BODIES)
+    sign_in(page, live_server, owner)
+    elsewhere = remote_requests(page, live_server)
+    beacon.reset()
+    open_all(page, [f"{live_server.url}/inbox/messages/{m.pk}/" for m in messages.values()])
+    seen = beacon.by_id()
+    print(
+        f"\nsandbox+CSP only: {len(seen['x'])} executions, {len(seen['r'])} remote loads, "
+        f"{len(elsewhere)} requests off our origin"
+    )
+    assert seen["x"] == set() and seen["r"] == set()
+    assert elsewhere == []
+
+
+# --- Everything together -----------------------------------------------------------------------
+
+
+def test_protected_message_view_and_email_tab(
+    page, live_server, beacon, owner, personal_mailbox, settings, console_messages
+):
+    settings.RELAY_PAGE_SIZE = 500
+    messages = make_messages(owner, personal_mailbox, beacon.url, CORPUS)
+    contact = f.ContactFactory(first_name="Xss", last_name="Corpus")
+    for message in messages.values():
+        f.FilingFactory(message=message, contact=contact)
+    sign_in(page, live_server, owner)
+    elsewhere = remote_requests(page, live_server)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    beacon.reset()
+    open_all(page, [f"{live_server.url}/inbox/messages/{m.pk}/" for m in messages.values()])
+
+    # The record's Email tab lists every one of them (subjects, names, snippets).
+    page.goto(f"{live_server.url}{contact.get_absolute_url()}")
+    with page.expect_response(lambda r: "/inbox/records/contact/" in r.url) as tab:
+        page.get_by_role("tab", name="Email").click()
+    assert tab.value.status == 200
+    expect(page.locator("#email-pane .relay-message").first).to_be_visible()
+    time.sleep(SETTLE_SECONDS)
+
+    seen = beacon.by_id()
+    print(
+        f"\nprotected: {len(seen['x'])} executions, {len(seen['r'])} remote loads, "
+        f"{len(elsewhere)} requests off our origin, {len(dialogs)} dialogs "
+        f"over {len(CORPUS)} messages"
+    )
+    assert seen["x"] == set() and seen["r"] == set()
+    assert elsewhere == [] and dialogs == []
+
+
+def test_after_consent_remote_images_come_only_through_the_proxy(
+    page, live_server, beacon, owner, personal_mailbox, settings
+):
+    settings.RELAY_ALLOWED_MAIL_HOSTS = ["127.0.0.1"]  # the beacon plays the sender's server
+    pixels = [e for e in CORPUS if e["field"] == "html_body" and e["vector"] == "X-11"]
+    messages = make_messages(owner, personal_mailbox, beacon.url, pixels)
+    sign_in(page, live_server, owner)
+    elsewhere = remote_requests(page, live_server)
+    proxied_images: list[str] = []
+    page.on(
+        "response",
+        lambda r: (
+            proxied_images.append(r.url)
+            if "/image/?t=" in r.url
+            and r.status == 200
+            and r.header_value("content-type") == "image/gif"
+            else None
+        ),
+    )
+    beacon.reset()
+    open_all(
+        page, [f"{live_server.url}/inbox/messages/{m.pk}/?images=1" for m in messages.values()]
+    )
+    direct = beacon.by_id(from_browser=True)
+    via_proxy = beacon.by_id(from_browser=False)
+    print(
+        f"\nafter consent: {len(via_proxy['r'])} fetched via the proxy, "
+        f"{len(direct['r'])} directly by the browser"
+    )
+    assert direct["x"] == set() and direct["r"] == set() and elsewhere == []
+    assert via_proxy["r"] and len(proxied_images) >= len(via_proxy["r"])
+
+
+def test_show_images_button_and_cid_image(
+    page, live_server, owner, personal_mailbox, settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path
+    message = f.MessageFactory(
+        mailbox=personal_mailbox,
+        subject="Logo inside",
+        html_body='<p>Logo: <img src="cid:logo@x" alt="logo"> and <img src="https://t.example/p">',
+    )
+    path = default_storage.save("blobs/test-logo.png", ContentFile(PNG))
+    blob = f.AttachmentBlobFactory(file=path, size=len(PNG))
+    f.AttachmentFactory(
+        message=message, blob=blob, filename="logo.png", content_id="<logo@x>", is_inline=True
+    )
+    sign_in(page, live_server, owner)
+    inline_ok: list[str] = []
+    page.on(
+        "response",
+        lambda r: (
+            inline_ok.append(r.url)
+            if "/inline/" in r.url
+            and r.status == 200
+            and r.header_value("content-type") == "image/png"
+            else None
+        ),
+    )
+    page.goto(f"{live_server.url}/inbox/messages/{message.pk}/")
+    expect(page.get_by_role("heading", name="Logo inside")).to_be_visible()
+    expect(page.get_by_role("link", name="Show images")).to_be_visible()
+    page.wait_for_load_state("load")
+    assert len(inline_ok) == 1  # the frame's cid image loaded without the session cookie
+    page.get_by_role("link", name="Show images").click()
+    expect(page.locator("iframe.relay-message-frame")).to_have_attribute(
+        "src", f"/inbox/messages/{message.pk}/body/?images=1"
+    )
