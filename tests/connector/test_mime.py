@@ -515,6 +515,11 @@ def check_params(m):
     assert _text(m) == "still readable"
 
 
+def check_part_params(m):
+    assert _text(m) == "body text"
+    assert [a.content_type for a in m.attachments] == ["application/pdf"]
+
+
 def check_unclosed_scripts(m):
     assert m.snippet == "visible"
 
@@ -609,6 +614,7 @@ CHECKS = {
     "received_10000.eml": check_received_10000,
     "single_line_100kb.eml": check_single_line,
     "content_type_params.eml": check_params,
+    "part_params_1mb.eml": check_part_params,
     "unclosed_script_tags.eml": check_unclosed_scripts,
     "many_encoded_words.eml": check_many_words,
     "too_large.eml": check_too_large,
