@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -102,6 +103,11 @@ def apply_decisions(decisions: list[Decision], *, now, retroactive: bool = False
             )
             created[new.ref] = contact.pk
             report.contacts_created += 1
+    forwards = [d for d in decisions if d.forward_to]
+    wanted = [d.facts.pk for d in decisions if d.new_ticket is not None or d.forward_to]
+    bodies = (
+        dict(Message.objects.filter(pk__in=wanted).values_list("pk", "text_body")) if wanted else {}
+    )
     for decision in decisions:
         new = decision.new_ticket
         if new is not None:
@@ -110,7 +116,7 @@ def apply_decisions(decisions: list[Decision], *, now, retroactive: bool = False
                 contact_id = created.get(new.contact, new.contact.record_id)
             ticket = ticket_create(
                 subject=new.subject,
-                description=new.description,
+                description=new.description or bodies.get(decision.facts.pk, "")[:10_000],
                 contact_id=contact_id,
                 account_id=new.account_id,
             )
@@ -144,14 +150,7 @@ def apply_decisions(decisions: list[Decision], *, now, retroactive: bool = False
         if decision.acknowledge_to and decision.new_ticket is not None:
             ticket = tickets[created[decision.new_ticket.ref]]
             outbox.append(_acknowledgement(decision, ticket))
-    forwards = [d for d in decisions if d.forward_to]
-    if forwards:
-        bodies = dict(
-            Message.objects.filter(pk__in=[d.facts.pk for d in forwards]).values_list(
-                "pk", "text_body"
-            )
-        )
-        outbox.extend(_forward(d, bodies.get(d.facts.pk, "")) for d in forwards)
+    outbox.extend(_forward(d, bodies.get(d.facts.pk, "")) for d in forwards)
 
     report.filings = insert_ignoring_conflicts(Filing, FILING_COLUMNS, filings)
     if triage:
@@ -212,7 +211,10 @@ def insert_ignoring_conflicts(model, fields: tuple[str, ...], rows: list[tuple])
         f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({', '.join(columns)}) "
         f"SELECT * FROM unnest({', '.join(arrays)}) ON CONFLICT DO NOTHING"
     )
-    with connection.cursor() as cursor:
+    connection.ensure_connection()
+    # A server-side-binding cursor on Django's own connection (same transaction): the arrays
+    # travel as binary parameters instead of being spelled out as SQL literals client-side.
+    with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, columns_values)
         return cursor.rowcount
 

@@ -49,6 +49,7 @@ def test_new_mail_opens_a_ticket_and_replies_join_it(support, ana, acme):
 
     ticket = Ticket.objects.get()
     assert (ticket.subject, ticket.contact, ticket.account) == ("Printer on fire", ana, acme)
+    assert ticket.description == first.text_body
     assert filed(first) == {
         ("ticket", ticket.pk, "new_ticket"),
         ("contact", ana.pk, "sender"),
