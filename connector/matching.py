@@ -34,6 +34,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
+from typing import NamedTuple
 
 from django.db import connection
 from django.db.models import BooleanField, Q
@@ -75,8 +77,9 @@ ACK_WINDOW = timedelta(hours=1)
 RECORD_FIELDS = Filing.RECORD_FIELDS
 
 
-@dataclass(frozen=True, order=True)
-class Ref:
+class Ref(NamedTuple):
+    """A record: a tuple, so comparing and hashing millions of them stays cheap."""
+
     record_type: str
     record_id: int
 
@@ -116,7 +119,7 @@ class MessageFacts:
     def is_automated(self) -> bool:
         return self.is_auto_reply or self.is_bounce or self.is_list
 
-    @property
+    @cached_property
     def parents(self) -> list[tuple[str, str]]:
         """(header, id) of every message this one answers, nearest first."""
         found = [("In-Reply-To", self.in_reply_to)] if self.in_reply_to else []
@@ -194,8 +197,9 @@ class Decision:
     mailbox_address: str = ""
 
     def place(self, ref: Ref, rule: str, evidence: str, alternatives=()) -> None:
-        if any(p.ref == ref for p in self.placements):
-            return
+        for placement in self.placements:
+            if placement.ref == ref:
+                return
         self.placements.append(Placement(ref, rule, evidence[:1000], list(alternatives)))
 
     @property
