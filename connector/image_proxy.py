@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import time
 from urllib.parse import urljoin, urlsplit
 
 from inbox.remote_images import (
@@ -32,6 +33,7 @@ from . import net
 from .errors import MailError
 
 MAX_REDIRECTS = 3
+TOTAL_SECONDS = 2 * FETCH_TIMEOUT_SECONDS
 USER_AGENT = "RelayCRM-ImageProxy/1.0"
 
 
@@ -91,14 +93,28 @@ def _fetch_once(url: str) -> tuple[int, str, str, bytes]:
         declared = response.getheader("Content-Length")
         if declared and declared.isdigit() and int(declared) > MAX_IMAGE_BYTES:
             raise RemoteImageUnavailable("image too large")
-        body = response.read(MAX_IMAGE_BYTES + 1) if response.status == 200 else b""
-        if len(body) > MAX_IMAGE_BYTES:
-            raise RemoteImageUnavailable("image too large")
+        body = _read_capped(response) if response.status == 200 else b""
         return response.status, location, content_type, body
     except (OSError, http.client.HTTPException, MailError) as exc:
         raise RemoteImageUnavailable(f"fetch failed: {exc}") from exc
     finally:
         connection.close()
+
+
+def _read_capped(response) -> bytes:
+    """Read at most MAX_IMAGE_BYTES within one overall deadline: the socket timeout alone
+    would let a server that drips a byte every few seconds hold a web worker for ever."""
+    deadline = time.monotonic() + TOTAL_SECONDS
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := response.read1(64 * 1024):
+        size += len(chunk)
+        if size > MAX_IMAGE_BYTES:
+            raise RemoteImageUnavailable("image too large")
+        if time.monotonic() > deadline:
+            raise RemoteImageUnavailable("image too slow")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def fetch_image(url: str) -> RemoteImage:

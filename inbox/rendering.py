@@ -199,6 +199,21 @@ def _is_remote(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
+def _punycode_host(url: str) -> str:
+    """A link to an internationalised host points at its punycode form, so the browser's
+    status bar and the new tab show xn--... rather than a look-alike (X-13, X-14)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if host.isascii():
+            return url
+        ascii_host = host.encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        return ""  # an unencodable host: no link at all
+    netloc = parts.netloc.rsplit("@", 1)[-1].lower().replace(host, ascii_host)
+    return parts._replace(netloc=netloc).geturl()
+
+
 def render_html_body(
     value: str,
     *,
@@ -234,6 +249,8 @@ def render_html_body(
                     return None
                 return proxy_url(url)
             return None
+        if tag == "a" and attr == "href":
+            return _punycode_host(val)
         return val
 
     def keep_own(url: str) -> str | None:

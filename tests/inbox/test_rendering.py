@@ -235,3 +235,11 @@ def test_generated_fragments_are_idempotent_and_inert(fragment):
     out = rendered(fragment)
     assert problems(out) == [], out
     assert rendered(out) == clean_html(rendered(out))
+
+
+def test_idn_links_point_at_their_punycode_host():
+    """X-13: a Cyrillic 'а' in paypal.com cannot pass for the real one in the status bar."""
+    out = rendered('<a href="https://p\u0430ypal.com/login">paypal</a>')
+    assert 'href="https://xn--pypal-4ve.com/login"' in out
+    out = rendered('<a href="https://user:pw@ex\u00e4mple.com:8080/x">b</a>')
+    assert 'href="https://xn--exmple-cua.com:8080/x"' in out  # userinfo tricks dropped too

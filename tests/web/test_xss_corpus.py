@@ -35,6 +35,7 @@ from inbox import reading_views
 from inbox.rendering import RenderedBody, frame_document, render_html_body, render_text_body
 from tests import factories as f
 from tests.inbox.test_reading_views import PNG
+from tests.web.helpers import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -77,7 +78,13 @@ class Beacon:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # the browser drops connections when a payload navigates away: expected
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -339,12 +346,14 @@ def test_after_consent_remote_images_come_only_through_the_proxy(
 
 
 def test_show_images_button_and_cid_image(
-    page, live_server, owner, personal_mailbox, settings, tmp_path
+    page, live_server, owner, personal_mailbox, settings, tmp_path, output_path
 ):
     settings.MEDIA_ROOT = tmp_path
     message = f.MessageFactory(
         mailbox=personal_mailbox,
         subject="Logo inside",
+        from_name='"PayPal <service@paypal.com>"',
+        from_address="evil@attacker.example",
         html_body='<p>Logo: <img src="cid:logo@x" alt="logo"> and <img src="https://t.example/p">',
     )
     path = default_storage.save("blobs/test-logo.png", ContentFile(PNG))
@@ -369,7 +378,10 @@ def test_show_images_button_and_cid_image(
     expect(page.get_by_role("link", name="Show images")).to_be_visible()
     page.wait_for_load_state("load")
     assert len(inline_ok) == 1  # the frame's cid image loaded without the session cookie
+    shot(page, output_path, "message-images-hidden.png")
     page.get_by_role("link", name="Show images").click()
     expect(page.locator("iframe.relay-message-frame")).to_have_attribute(
         "src", f"/inbox/messages/{message.pk}/body/?images=1"
     )
+    expect(page.get_by_role("link", name="Show images")).to_have_count(0)
+    shot(page, output_path, "message-images-shown.png")
