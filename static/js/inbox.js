@@ -3,6 +3,11 @@
 (function () {
   "use strict";
 
+  // htmx "settles" a swapped element by copying the old element's style attribute onto the
+  // new one with setAttribute, which our CSP (style-src 'self') refuses and reports; our
+  // transitions are classes, so settling class, width and height is all the inbox needs.
+  htmx.config.attributesToSettle = ["class", "width", "height"];
+
   var layout = document.getElementById("inbox");
   var selectedThread = null; // data-thread of the highlighted row; survives list refreshes
 
@@ -129,6 +134,15 @@
       if (layout) {
         layout.classList.add("is-reading");
       }
+      // Say it is coming (on a phone the pane replaces the list at once).
+      var pane = document.getElementById("conversation-pane");
+      if (pane && !pane.querySelector(".relay-loading")) {
+        var loading = document.createElement("div");
+        loading.className = "relay-loading";
+        loading.setAttribute("role", "status");
+        loading.textContent = "Opening…";
+        pane.replaceChildren(loading);
+      }
     }
     if (event.target.closest("[data-inbox-back]") && layout) {
       layout.classList.remove("is-reading");
@@ -169,10 +183,24 @@
     }
   });
 
-  // The Qualify dialog starts fresh each time it opens, and puts the cursor in its search box.
+  // The Qualify dialog starts fresh each time it opens, and puts the cursor in its search box
+  // once both the dialog is shown (Bootstrap focuses the dialog itself then) and its content
+  // has arrived, whichever comes last.
   var qualify = document.getElementById("qualify-modal");
   if (qualify) {
+    var qualifyShown = false;
+    var focusSearch = function () {
+      var search = document.getElementById("qualify-q");
+      if (qualifyShown && search && !search.value) {
+        search.focus();
+      }
+    };
+    qualify.addEventListener("shown.bs.modal", function () {
+      qualifyShown = true;
+      focusSearch();
+    });
     qualify.addEventListener("hidden.bs.modal", function () {
+      qualifyShown = false;
       var content = document.getElementById("qualify-content");
       content.replaceChildren();
       var loading = document.createElement("div");
@@ -182,10 +210,7 @@
     });
     document.body.addEventListener("htmx:afterSettle", function (event) {
       if (event.detail.target && event.detail.target.id === "qualify-content") {
-        var search = document.getElementById("qualify-q");
-        if (search && qualify.classList.contains("show") && !search.value) {
-          search.focus();
-        }
+        focusSearch();
       }
     });
   }

@@ -43,7 +43,10 @@ def conversation(
     n = next(_numbers)
     subject = subject or f"Conversation {n}"
     thread = Thread.objects.create(
-        mailbox=mailbox, subject=subject, message_count=size, last_message_at=at(day) + dt.timedelta(minutes=size)
+        mailbox=mailbox,
+        subject=subject,
+        message_count=size,
+        last_message_at=at(day) + dt.timedelta(minutes=size),
     )
     messages = Message.objects.bulk_create(
         Message(

@@ -115,9 +115,7 @@ def test_filters(olivia, box):
 
     def titles(query):
         html = _get(olivia, f"{url}?{query}")
-        return {
-            s for s in ("Unread one", "Filed one", "With file", "Old one") if f">{s}<" in html
-        }
+        return {s for s in ("Unread one", "Filed one", "With file", "Old one") if f">{s}<" in html}
 
     assert titles("unread=on") == {"Unread one"}
     assert titles("unfiled=on") == {"Unread one", "With file", "Old one"}

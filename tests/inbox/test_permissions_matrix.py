@@ -1,0 +1,179 @@
+"""Who may see and change what on the inbox pages: owner, teammate with a grant, teammate
+without, a revoked grantee, an admin without a grant, anonymous; against every page and action
+that shows or changes a mailbox, message or filing. Unauthorised requests get the same 404 as a
+missing object, anonymous ones go to the sign-in page, and none of them changes anything."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from inbox.models import Filing, Message, PendingChange, TriageEntry
+from tests import factories as f
+from tests.inbox import mailkit
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HX-Request": "true"}
+SECRET = "Quarterly numbers SECRET"
+
+
+@pytest.fixture
+def world(owner, teammate, outsider, admin_user, personal_mailbox, shared_mailbox):
+    """Mail in Olivia's personal mailbox and in the shared support@ mailbox (granted to Tom),
+    a revoked grantee (Rita, granted support@ once), a filing and a triage entry on each."""
+    revoked = f.UserFactory(username="revoked", first_name="Rita")
+    shared_mailbox.granted_users.add(revoked)
+    shared_mailbox.granted_users.remove(revoked)
+    contact = f.ContactFactory(first_name="Ana", last_name="Lopez")
+    data = {"contact": contact, "revoked": revoked}
+    for name, mailbox in (("personal", personal_mailbox), ("shared", shared_mailbox)):
+        folders = mailkit.folders(mailbox)
+        (message,) = mailkit.conversation(folders["inbox"], subject=f"{SECRET} {name}", seen=False)
+        filing = f.FilingFactory(message=message, contact=contact)
+        f.TriageEntryFactory(message=message)
+        data[name] = {
+            "mailbox": mailbox,
+            "folder": folders["inbox"],
+            "archive": folders["archive"],
+            "message": message,
+            "filing": filing,
+        }
+    return data
+
+
+def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
+    """(method, url, data) of every page and action on one mailbox's mail."""
+    m = target["message"].pk
+    box = target["mailbox"].pk
+    action = reverse("inbox:message_action", args=[m])
+    link = reverse("inbox:qualify_link", args=[m])
+    return [
+        ("get", reverse("inbox:inbox_page") + f"?mailbox={box}", {}),
+        ("get", reverse("inbox:inbox_page") + f"?mailbox={box}&folder={target['folder'].pk}", {}),
+        ("get", reverse("inbox:inbox_poll") + f"?mailbox={box}", {}),
+        ("get", reverse("inbox:conversation", args=[m]), {}),
+        ("get", reverse("inbox:qualify_dialog", args=[m]), {}),
+        ("get", reverse("inbox:qualify_search", args=[m]) + "?q=ana", {}),
+        ("post", action, {"action": "mark_read"}),
+        ("post", action, {"action": "mark_unread"}),
+        ("post", action, {"action": "flag"}),
+        ("post", action, {"action": "unflag"}),
+        ("post", action, {"action": "move", "folder": target["archive"].pk}),
+        ("post", action, {"action": "delete"}),
+        ("post", link, {"record": f"contact:{contact.pk}"}),
+        ("post", link, {"create": "lead", "first_name": "Sneaky", "last_name": "Lead"}),
+        ("post", reverse("inbox:filing_unlink", args=[target["filing"].pk]), {}),
+    ]
+
+
+def _state():
+    """Everything these requests could change."""
+    return (
+        list(Message.objects.order_by("pk").values_list("pk", "seen", "flagged")),
+        list(Filing.objects.order_by("pk").values_list("pk", "unlinked_at", "rule")),
+        PendingChange.objects.count(),
+        list(TriageEntry.objects.order_by("pk").values_list("pk", "resolved_at")),
+    )
+
+
+def _login(client, user):
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+PERSONAS = ["owner", "teammate", "outsider", "revoked", "admin_user"]
+# Who may read which mailbox's mail: the owner her personal one, Tom (granted) the shared one.
+ALLOWED = {"personal": {"owner"}, "shared": {"teammate"}}
+
+
+def _persona(name, request, world):
+    return world["revoked"] if name == "revoked" else request.getfixturevalue(name)
+
+
+@pytest.mark.parametrize("which", ["personal", "shared"])
+@pytest.mark.parametrize("persona", ["outsider", "revoked", "admin_user", "owner", "teammate"])
+def test_unauthorised_get_the_same_404_as_missing_and_change_nothing(
+    client, request, world, which, persona
+):
+    if persona in ALLOWED[which]:
+        pytest.skip("allowed: covered below")
+    client = _login(client, _persona(persona, request, world))
+    before = _state()
+    for method, url, data in _requests(world[which], world["contact"]):
+        for headers in ({}, HTMX):
+            response = getattr(client, method)(url, data, headers=headers)
+            assert response.status_code == 404, (persona, method, url, data)
+            assert SECRET not in response.content.decode()
+    assert _state() == before
+    assert not Filing.objects.filter(lead__last_name="Lead").exists()
+
+    # A missing object answers the same.
+    missing = Message.objects.order_by("-pk").first().pk + 1000
+    for url in (
+        reverse("inbox:conversation", args=[missing]),
+        reverse("inbox:qualify_dialog", args=[missing]),
+        reverse("inbox:inbox_page") + f"?mailbox={missing}",
+    ):
+        assert client.get(url).status_code == 404
+    assert client.post(reverse("inbox:filing_unlink", args=[missing])).status_code == 404
+
+
+@pytest.mark.parametrize("which", ["personal", "shared"])
+def test_anonymous_is_sent_to_sign_in_and_changes_nothing(client, world, which):
+    before = _state()
+    for method, url, data in _requests(world[which], world["contact"]):
+        response = getattr(client, method)(url, data)
+        assert response.status_code == 302, (method, url)
+        assert response["Location"].startswith(reverse("login"))
+    for url in (reverse("inbox:triage"), reverse("inbox:preferences")):
+        assert client.get(url)["Location"].startswith(reverse("login"))
+    response = client.post(
+        reverse("inbox:triage_qualify"),
+        {"message": [world[which]["message"].pk], "record": f"contact:{world['contact'].pk}"},
+    )
+    assert response["Location"].startswith(reverse("login"))
+    assert _state() == before
+
+
+@pytest.mark.parametrize("which", ["personal", "shared"])
+def test_allowed_reader_succeeds(client, request, world, which):
+    (persona,) = ALLOWED[which]
+    client = _login(client, request.getfixturevalue(persona))
+    for method, url, data in _requests(world[which], world["contact"]):
+        response = getattr(client, method)(url, data, headers=HTMX)
+        assert response.status_code in (200, 204), (method, url, data, response.status_code)
+
+
+@pytest.mark.parametrize("persona", ["outsider", "revoked", "admin_user", "owner"])
+def test_triage_shows_and_files_only_readable_mail(client, request, world, persona):
+    """Triage lists the shared mailbox's entries to Tom only; a bulk qualify of mail the user
+    may not read files nothing."""
+    client = _login(client, _persona(persona, request, world))
+    html = client.get(reverse("inbox:triage")).content.decode()
+    assert f"{SECRET} shared" not in html
+    assert (f"{SECRET} personal" in html) is (persona == "owner")
+    account = f.AccountFactory()
+    before = _state()
+    client.post(
+        reverse("inbox:triage_qualify"),
+        {"message": [world["shared"]["message"].pk], "record": f"account:{account.pk}"},
+    )
+    assert _state() == before
+
+
+@pytest.mark.parametrize("persona", ["outsider", "revoked", "admin_user", "owner", "teammate"])
+def test_email_tab_never_leaks_shared_mail_or_links_to_unreadable_mail(
+    client, request, world, persona
+):
+    """On a record's Email tab, shared mail shows only to its grantees; other users' personal
+    mail shows at the owner's privacy level but never with a way in to read it."""
+    client = _login(client, _persona(persona, request, world))
+    html = client.get(
+        reverse("inbox:email_tab", args=["contact", world["contact"].pk]), headers=HTMX
+    ).content.decode()
+    assert (f"{SECRET} shared" in html) is (persona == "teammate")
+    for which in ("personal", "shared"):
+        conversation = reverse("inbox:conversation", args=[world[which]["message"].pk])
+        assert (conversation in html) is (persona in ALLOWED[which])

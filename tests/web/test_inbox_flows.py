@@ -1,0 +1,229 @@
+"""The inbox in headless Chromium, as a person uses it: open the inbox, open a conversation,
+qualify it onto a contact, see it on the contact's Email tab, mark it unread, drive it from the
+keyboard, see new mail arrive without a reload, triage; on a laptop and on a phone. Every step
+saves a screenshot (RELAY_SHOTS or a temporary folder) and the console must show no CSP
+violation."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from inbox.models import Filing, Message
+from tests import factories as f
+from tests.inbox import mailkit
+from tests.web.helpers import csp_violations, shot
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def shots(tmp_path) -> str:
+    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+@pytest.fixture
+def inbox_world():
+    olivia = f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
+    mailbox = f.MailboxFactory(owner=olivia, email_address="olivia@relay.test")
+    folders = mailkit.folders(mailbox)
+    account = f.AccountFactory(name="Globex", domains=["globex.example"])
+    ana = f.ContactFactory(
+        first_name="Ana", last_name="Lopez", account=account, emails=["ana@globex.example"]
+    )
+    for day, (subject, sender, name) in enumerate(
+        [
+            ("Team lunch on Friday", "bob@initech.example", "Bob Porter"),
+            ("Your invoice INV-2291", "billing@hooli.example", "Hooli Billing"),
+            ("Renewal of the support plan", "maria@umbrella.example", "Maria Santos"),
+        ]
+    ):
+        mailkit.conversation(folders["inbox"], subject=subject, sender=sender, name=name, day=day)
+    ticket = f.TicketFactory(subject="Printer jams", contact=ana, account=account)
+    (filed,) = mailkit.conversation(
+        folders["inbox"],
+        subject=f"[{ticket.reference}] Printer still jams",
+        sender="ana@globex.example",
+        name="Ana Lopez",
+        day=5,
+    )
+    f.FilingFactory(message=filed, ticket=ticket, rule=Filing.Rule.SUBJECT_REFERENCE)
+    quote = mailkit.conversation(
+        folders["inbox"],
+        size=2,
+        subject="Quote for 40 widgets",
+        sender="ana@globex.example",
+        name="Ana Lopez",
+        day=9,
+        seen=False,
+    )
+    f.TriageEntryFactory(message=quote[-1], reason="unfiled")
+    return {"user": olivia, "mailbox": mailbox, "folders": folders, "ana": ana, "quote": quote}
+
+
+def _sign_in(page, live_server, username="olivia"):
+    page.goto(f"{live_server.url}/inbox/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#thread-list")).to_be_visible()
+
+
+def _row(page, subject):
+    return page.locator(".inbox-thread", has_text=subject)
+
+
+def test_open_qualify_see_on_contact_mark_unread(
+    page, live_server, shots, console_messages, inbox_world
+):
+    page.set_viewport_size({"width": 1366, "height": 860})
+    _sign_in(page, live_server)
+    quote_row = _row(page, "Quote for 40 widgets")
+    expect(quote_row).to_have_class(re.compile(r"\bis-unread\b"))
+    expect(page.locator(".inbox-folder.active")).to_contain_text("Inbox")
+    expect(page.locator(".inbox-folder.active .inbox-unread-count")).to_have_text("2")
+    shot(page, shots, "01-inbox.png")
+
+    # Open the conversation: both messages, the newest one's body loaded; it becomes read.
+    quote_row.locator(".inbox-thread-link").click()
+    conversation = page.locator("#conversation")
+    expect(conversation.get_by_role("heading", name="Quote for 40 widgets")).to_be_visible()
+    expect(conversation.locator(".inbox-msg")).to_have_count(2)
+    expect(conversation.locator(".inbox-chip.is-unfiled").first).to_be_visible()
+    expect(_row(page, "Quote for 40 widgets")).not_to_have_class(re.compile(r"\bis-unread\b"))
+    assert not Message.objects.filter(pk__in=[m.pk for m in inbox_world["quote"]], seen=False)
+    shot(page, shots, "02-conversation.png")
+
+    # Qualify: the sender's contact is suggested first; link it.
+    conversation.get_by_role("button", name="Qualify").click()
+    dialog = page.locator("#qualify-modal")
+    expect(dialog.get_by_role("heading", name="Qualify")).to_be_visible()
+    suggestion = dialog.locator(".inbox-candidate", has_text="Ana Lopez")
+    expect(suggestion).to_contain_text("Sender ana@globex.example")
+    shot(page, shots, "03-qualify.png")
+    suggestion.get_by_role("button", name="File on Ana Lopez").click()
+    expect(dialog.get_by_text("Filed on Ana Lopez.")).to_be_visible()
+    expect(dialog.locator(".inbox-chip", has_text="Ana Lopez")).to_contain_text("Filed by Olivia")
+    shot(page, shots, "04-qualified.png")
+    dialog.get_by_role("button", name="Done").click()
+    expect(dialog).to_be_hidden()
+    # The conversation shows the new filing with why, and the list shows it filed.
+    latest = conversation.locator(".inbox-msg").last
+    expect(latest.locator(".inbox-chip", has_text="Ana Lopez")).to_contain_text("Filed by Olivia")
+    expect(_row(page, "Quote for 40 widgets").locator(".inbox-record-tag")).to_have_text(
+        "Ana Lopez"
+    )
+
+    # Mark unread: the row turns bold again and the change is queued for the server.
+    page.locator("#conversation").get_by_role("button", name="Mark unread").click()
+    expect(_row(page, "Quote for 40 widgets")).to_have_class(re.compile(r"\bis-unread\b"))
+    assert Message.objects.get(pk=inbox_world["quote"][-1].pk).seen is False
+    shot(page, shots, "05-marked-unread.png")
+
+    # The contact's Email tab lists it, with why it is there.
+    page.goto(f"{live_server.url}{inbox_world['ana'].get_absolute_url()}#email")
+    pane = page.locator("#email-pane")
+    expect(pane.get_by_text("Re: Quote for 40 widgets")).to_be_visible()
+    expect(pane.get_by_text("Filed by hand")).to_be_visible()
+    shot(page, shots, "06-contact-email-tab.png")
+
+    assert csp_violations(console_messages) == []
+
+
+def test_keyboard_shortcuts(page, live_server, shots, console_messages, inbox_world):
+    page.set_viewport_size({"width": 1366, "height": 860})
+    _sign_in(page, live_server)
+    page.locator("body").click(position={"x": 5, "y": 400})
+
+    page.keyboard.press("j")
+    expect(page.locator(".inbox-thread.is-selected")).to_contain_text("Quote for 40 widgets")
+    page.keyboard.press("j")
+    expect(page.locator(".inbox-thread.is-selected")).to_contain_text("Printer still jams")
+    page.keyboard.press("k")
+    page.keyboard.press("j")
+    page.keyboard.press("o")
+    expect(
+        page.locator("#conversation").get_by_role("heading", name=re.compile("Printer still jams"))
+    ).to_be_visible()
+    expect(page.locator("#conversation .inbox-chip").first).to_contain_text(
+        "Ticket reference in subject"
+    )
+
+    page.keyboard.press("?")
+    shortcuts = page.locator("#shortcuts-modal")
+    expect(shortcuts).to_be_visible()
+    shot(page, shots, "07-shortcuts.png")
+    page.keyboard.press("Escape")
+    expect(shortcuts).to_be_hidden()
+
+    page.keyboard.press("q")
+    expect(page.locator("#qualify-modal").get_by_role("heading", name="Qualify")).to_be_visible()
+    # Focused once the dialog has faded in (Bootstrap ignores Esc until then).
+    expect(page.locator("#qualify-q")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.locator("#qualify-modal")).to_be_hidden()
+
+    page.keyboard.press("/")
+    expect(page.locator("#inbox-search")).to_be_focused()
+    page.keyboard.type("invoice")
+    expect(page.locator(".inbox-thread")).to_have_count(1)
+    expect(page.locator(".inbox-thread")).to_contain_text("Your invoice INV-2291")
+    shot(page, shots, "08-search.png")
+    assert csp_violations(console_messages) == []
+
+
+def test_new_mail_appears_without_a_reload(page, live_server, console_messages, inbox_world):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    _sign_in(page, live_server)
+    expect(page.locator(".inbox-thread")).to_have_count(5)
+    mailkit.conversation(
+        inbox_world["folders"]["inbox"], subject="Brand new arrival", day=20, seen=False
+    )
+    expect(_row(page, "Brand new arrival")).to_be_visible(timeout=20_000)
+    expect(page.locator(".inbox-thread").first).to_contain_text("Brand new arrival")
+    assert csp_violations(console_messages) == []
+
+
+def test_phone_inbox_conversation_and_triage(
+    page, live_server, shots, console_messages, inbox_world
+):
+    page.set_viewport_size({"width": 390, "height": 844})
+    _sign_in(page, live_server)
+    expect(page.locator("#conversation-pane")).to_be_hidden()
+    shot(page, shots, "09-phone-inbox.png")
+    _row(page, "Quote for 40 widgets").locator(".inbox-thread-link").click()
+    expect(
+        page.locator("#conversation").get_by_role("heading", name="Quote for 40 widgets")
+    ).to_be_visible()
+    expect(page.locator("#thread-list")).to_be_hidden()
+    shot(page, shots, "10-phone-conversation.png")
+    page.get_by_role("button", name="Back to the list").click()
+    expect(page.locator("#thread-list")).to_be_visible()
+
+    page.goto(f"{live_server.url}/inbox/triage/")
+    expect(page.get_by_role("heading", name="Triage")).to_be_visible()
+    expect(page.get_by_text("No rule placed it")).to_be_visible()
+    shot(page, shots, "11-phone-triage.png")
+    assert csp_violations(console_messages) == []
+
+
+def test_triage_bulk_qualify(page, live_server, shots, console_messages, inbox_world):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    _sign_in(page, live_server)
+    page.goto(f"{live_server.url}/inbox/triage/")
+    page.locator(".inbox-triage-item input[name=message]").first.check()
+    expect(page.locator("[data-checked-count]")).to_have_text("1")
+    page.get_by_placeholder(re.compile("File selected on")).fill("globex")
+    page.get_by_label(re.compile("Globex")).check()
+    shot(page, shots, "12-triage.png")
+    page.get_by_role("button", name="File selected").click()
+    expect(page.get_by_text("Filed 1 message on Globex.")).to_be_visible()
+    expect(page.get_by_text("Nothing to triage")).to_be_visible()
+    assert Filing.objects.filter(account__name="Globex", rule="manual").count() == 1
+    assert csp_violations(console_messages) == []
