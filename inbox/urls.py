@@ -19,6 +19,7 @@ urlpatterns = [
     path("triage/records/", views.record_picker, name="record_picker"),
     path("preferences/", views.preferences_page, name="preferences"),
     path("records/<str:record_type>/<int:pk>/email/", views.email_tab, name="email_tab"),
+    path("mailboxes/", include("inbox.mailbox_urls")),  # settings, Reconnect, health (issue 6)
     path("", include("inbox.oauth_urls")),  # connect/reconnect with Google or Microsoft
     path("", include("inbox.reading_urls")),  # reading one message (issue 6)
 ]
