@@ -73,6 +73,8 @@ MAX_BACKOFF = dt.timedelta(hours=1)
 MAX_ATTEMPTS = 12
 # APPEND to Sent and storing the sent message: retried on this schedule by the beat tick.
 FINISH_RETRY = dt.timedelta(minutes=2)
+# How long to look for the copy a provider files in Sent itself before storing our own.
+PROVIDER_COPY_WAIT = dt.timedelta(minutes=10)
 # "verify" entries of providers that file SMTP-submitted mail in Sent themselves are searched
 # again for this long (their copy may take a moment to appear), then left to a person.
 VERIFY_FOR = dt.timedelta(minutes=30)
@@ -472,6 +474,16 @@ def _file_on_record(message: Message, record) -> None:
     )
 
 
+def _link(entry: OutboxEntry, message: Message) -> None:
+    """The entry became `message`: mark it ours and file it where it was sent from. Call
+    inside a transaction."""
+    Message.objects.filter(pk=message.pk, is_outgoing=False).update(is_outgoing=True)
+    record = _record_of(entry)
+    if record is not None:
+        _file_on_record(message, record)
+    OutboxEntry.objects.filter(pk=entry.pk).update(sent_message=message)
+
+
 def _store_sent(entry: OutboxEntry, raw: bytes) -> Message:
     """The sent bytes as a Message of the mailbox (the same content hash the Sent-folder sync
     will compute), filed on the record it was sent from. Idempotent."""
@@ -501,12 +513,7 @@ def _store_sent(entry: OutboxEntry, raw: bytes) -> Message:
             except IntegrityError:
                 # The Sent-folder sync stored the same bytes a moment ago: that is the one.
                 message = Message.objects.get(mailbox_id=entry.mailbox_id, sha256=digest)
-        elif not message.is_outgoing:
-            Message.objects.filter(pk=message.pk).update(is_outgoing=True)
-        record = _record_of(locked)
-        if record is not None:
-            _file_on_record(message, record)
-        OutboxEntry.objects.filter(pk=entry.pk).update(sent_message=message)
+        _link(locked, message)
         if created:
             # Matching files it on the records its recipients belong to (SPEC 3, Sending).
             ids = [message.pk]
@@ -620,6 +627,38 @@ def _append_to_sent(entry: OutboxEntry, raw: bytes, message: Message) -> None:
         _record_location(entry, folder, status.uidvalidity, uid, message)
 
 
+def _find_in_sent(entry: OutboxEntry) -> Message | None:
+    """The copy of our message in the Sent folder, found by our Message-ID, stored as the
+    sync stores it (the server's bytes: a provider may have added headers) and returned."""
+    with _imap_connect(entry.mailbox) as session:
+        folder = _sent_folder(entry.mailbox, session)
+        if folder is None:
+            return None
+        status = session.select(folder.name)
+        uids = session.search_uids(f'HEADER Message-ID "<{entry.message_id}>"')
+        if not uids:
+            return None
+        fetched = [f for f in session.fetch(uids[:1]) if f.raw is not None]
+    if not fetched:
+        return None
+    store_batch(
+        folder=folder,
+        uidvalidity=status.uidvalidity,
+        items=[
+            Fetched(uid=f.uid, raw=f.raw, flags=tuple(f.flags), internal_date=f.internal_date)
+            for f in fetched
+        ],
+        lease=None,
+        advance_cursor=False,
+    )
+    location = (
+        Location.objects.filter(folder=folder, uidvalidity=status.uidvalidity, uid=fetched[0].uid)
+        .select_related("message")
+        .first()
+    )
+    return location.message if location is not None else None
+
+
 def finish_sent(entry_id: int) -> SendResult:
     """After the 250: store and file the message, then APPEND it to Sent. Safe to repeat;
     a failure leaves the entry "sent" with the next try scheduled."""
@@ -628,7 +667,23 @@ def finish_sent(entry_id: int) -> SendResult:
         return SendResult(entry.pk, entry.state, "not sent")
     try:
         raw = storage.read_raw(entry.raw_file)
-        message = entry.sent_message or _store_sent(entry, raw)
+        message = entry.sent_message
+        if message is None and _provider_saves_sent(entry.mailbox):
+            # Gmail files the mail in Sent itself, with bytes of its own: that copy is the
+            # one the sync will import, so the entry becomes that copy. Storing ours as well
+            # would show the mail twice (different content hash, same Message-ID).
+            message = _find_in_sent(entry)
+            if message is None and _now() - (entry.sent_at or _now()) < PROVIDER_COPY_WAIT:
+                OutboxEntry.objects.filter(pk=entry.pk).update(
+                    next_attempt_at=_now() + FINISH_RETRY
+                )
+                return SendResult(entry.pk, OutboxEntry.State.SENT, "waiting for Sent copy")
+            if message is not None:
+                with transaction.atomic():
+                    _link(entry, message)
+        if message is None:
+            # Ours: after PROVIDER_COPY_WAIT the provider's copy is not coming.
+            message = _store_sent(entry, raw)
         _step("stored", entry)
         if not entry.appended_to_sent:
             if _provider_saves_sent(entry.mailbox):
@@ -677,47 +732,26 @@ def reconcile_entry(entry_id: int) -> SendResult:
                 "The worker stopped during sending: the message may or may not have gone out."
             )
             entry.save(update_fields=["state", "last_error", "updated_at"])
-    found = None
     try:
-        with _imap_connect(entry.mailbox) as session:
-            folder = _sent_folder(entry.mailbox, session)
-            if folder is not None:
-                status = session.select(folder.name)
-                uids = session.search_uids(f'HEADER Message-ID "<{entry.message_id}>"')
-                if uids:
-                    found = (folder, status.uidvalidity, session.fetch(uids[:1]))
+        message = _find_in_sent(entry)
     except MailError as exc:
         OutboxEntry.objects.filter(pk=entry.pk, state=OutboxEntry.State.VERIFY).update(
             next_attempt_at=_now() + VERIFY_RETRY
         )
         return SendResult(entry.pk, OutboxEntry.State.VERIFY, f"Sent folder not searched: {exc}")
-    if found:
-        folder, uidvalidity, fetched = found
-        store_batch(
-            folder=folder,
-            uidvalidity=uidvalidity,
-            items=[
-                Fetched(uid=f.uid, raw=f.raw, flags=tuple(f.flags), internal_date=f.internal_date)
-                for f in fetched
-            ],
-            lease=None,
-            advance_cursor=False,
-        )
-        location = Location.objects.filter(
-            folder=folder, uidvalidity=uidvalidity, uid=fetched[0].uid
-        ).first()
+    if message is not None:
         with transaction.atomic():
-            OutboxEntry.objects.filter(pk=entry.pk, state=OutboxEntry.State.VERIFY).update(
+            settled = OutboxEntry.objects.filter(
+                pk=entry.pk, state=OutboxEntry.State.VERIFY
+            ).update(
                 state=OutboxEntry.State.SENT,
                 sent_at=_now(),
                 appended_to_sent=True,
-                sent_message=location.message if location else None,
                 last_error="Found in the Sent folder: it was sent.",
                 next_attempt_at=None,
             )
-            record = _record_of(entry)
-            if location is not None and record is not None:
-                _file_on_record(location.message, record)
+            if settled:
+                _link(entry, message)
         return SendResult(entry.pk, OutboxEntry.State.SENT, "found in the Sent folder")
     # Only providers that file SMTP mail in Sent themselves can still show it later.
     again = _provider_saves_sent(entry.mailbox) and now - entry.updated_at < VERIFY_FOR

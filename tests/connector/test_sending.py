@@ -584,3 +584,47 @@ def test_sent_folder_created_by_the_sender_is_synced(imap_user, smtp_server, acm
     assert Folder.objects.get(mailbox=mailbox, name="Sent").is_active
     assert_in_step(mailbox, imap_user)
     assert Message.objects.filter(mailbox=mailbox, message_id=entry.message_id).count() == 1
+
+
+def test_gmail_files_its_own_copy_in_sent_and_the_entry_becomes_that_copy(
+    imap_user, smtp_server, acme
+):
+    """A provider that files SMTP mail in Sent itself (Gmail, "saves_sent") stores bytes of
+    its own (here: one header more). No APPEND is made, and the entry is linked to the
+    provider's copy, so the sync shows the mail once. The login is XOAUTH2 on both servers
+    with a still-valid token (this Dovecot takes a bearer token equal to the password)."""
+    mailbox, staff = support_mailbox(imap_user, smtp_server)
+    mailbox.connection_type = Mailbox.ConnectionType.GOOGLE
+    mailbox.set_oauth_tokens(
+        access_token=imap_user.password,
+        refresh_token="rt-not-needed",
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )
+    mailbox.save()
+    smtp_server.oauth_token = imap_user.password
+    run(mailbox)
+    ticket = f.TicketFactory(subject="Quota")
+
+    def gmail_keeps_a_copy(name, entry):
+        if name == "smtp_accepted":
+            raw = storage.read_raw(entry.raw_file)
+            imap_user.server.deliver(
+                imap_user, b"X-Gm-Message-State: AOJu0Yx\r\n" + raw, folder="Sent", flags=["\\Seen"]
+            )
+
+    sending.STEP_HOOK = gmail_keeps_a_copy
+    try:
+        entry = services.outbox_compose(
+            user=staff, mailbox=mailbox, to="ana@acme.example", subject="Quota", record=ticket
+        )
+    finally:
+        sending.STEP_HOOK = None
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.SENT, entry.last_error
+    assert smtp_server.logins == [imap_user.login]  # XOAUTH2
+    assert len(sent_folder_shas(imap_user)) == 1  # Gmail's copy only: we appended nothing
+    assert entry.sent_message.sha256 == sent_folder_shas(imap_user)[0]
+    assert ("ticket", ticket.pk) in records(entry.sent_message)
+    run(mailbox)
+    assert Message.objects.filter(mailbox=mailbox, message_id=entry.message_id).count() == 1
+    assert_in_step(mailbox, imap_user)
