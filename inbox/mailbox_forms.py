@@ -195,7 +195,7 @@ class ConnectForm(_ServerFields):
     )
     sync_from = forms.DateField(
         label="Sync email from",
-        widget=forms.DateInput(attrs={"type": "date"}),
+        widget=forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"}),
         help_text="The first sync brings mail from this date on. It cannot be changed later.",
     )
     active_folders = forms.MultipleChoiceField(
