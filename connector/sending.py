@@ -281,14 +281,18 @@ def _claim(entry_id: int) -> OutboxEntry | None:
 def open_mailbox_smtp(mailbox: Mailbox) -> smtplib.SMTP:
     """A logged-in SMTP client for the mailbox: password, or XOAUTH2 with a token refreshed
     before it expires (and once more if the server refuses one we believed valid)."""
+    # A server silent for this long after the final "." makes the outcome unknown (M-05).
+    timeout = float(getattr(settings, "RELAY_SMTP_TIMEOUT", 60.0))
     if mailbox.connection_type not in oauth.OAUTH_TYPES:
-        return open_smtp(SmtpSettings.from_mailbox(mailbox))
+        return open_smtp(SmtpSettings.from_mailbox(mailbox, timeout=timeout))
     token = oauth.ensure_access_token(mailbox.pk)
     try:
-        return open_smtp(SmtpSettings.from_mailbox(Mailbox.objects.get(pk=mailbox.pk)))
+        fresh = Mailbox.objects.get(pk=mailbox.pk)
+        return open_smtp(SmtpSettings.from_mailbox(fresh, timeout=timeout))
     except AuthenticationFailed:
         oauth.ensure_access_token(mailbox.pk, rejected=token)
-        return open_smtp(SmtpSettings.from_mailbox(Mailbox.objects.get(pk=mailbox.pk)))
+        fresh = Mailbox.objects.get(pk=mailbox.pk)
+        return open_smtp(SmtpSettings.from_mailbox(fresh, timeout=timeout))
 
 
 def _envelope(entry: OutboxEntry) -> tuple[str, list[str]]:

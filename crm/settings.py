@@ -289,6 +289,9 @@ RELAY_OAUTH_PROVIDERS = {
 # Refresh an access token this long before it expires (never use one about to die mid-sync).
 RELAY_OAUTH_REFRESH_MARGIN = env.int("RELAY_OAUTH_REFRESH_MARGIN", default=300)
 RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
+# Seconds an SMTP server may stay silent; after the message's final "." the outcome is then
+# unknown and the outbox entry goes to "verify", never re-sent by itself (RELIABILITY M-05).
+RELAY_SMTP_TIMEOUT = env.float("RELAY_SMTP_TIMEOUT", default=60.0)
 
 LOGGING = {
     "version": 1,

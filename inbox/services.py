@@ -823,7 +823,11 @@ def outbox_mark_sent(*, user, entry):
 
     _may_send_as(user, entry.mailbox)
     updated = OutboxEntry.objects.filter(pk=entry.pk, state=OutboxEntry.State.VERIFY).update(
-        state=OutboxEntry.State.SENT, sent_at=timezone.now(), last_error=""
+        state=OutboxEntry.State.SENT,
+        sent_at=timezone.now(),
+        last_error="",
+        # Then, as for any sent entry: stored, filed on its record, appended to Sent.
+        next_attempt_at=timezone.now(),
     )
     if not updated:
         raise ValidationError("Only a message whose outcome is unknown can be marked as sent.")

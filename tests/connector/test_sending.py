@@ -628,3 +628,41 @@ def test_gmail_files_its_own_copy_in_sent_and_the_entry_becomes_that_copy(
     run(mailbox)
     assert Message.objects.filter(mailbox=mailbox, message_id=entry.message_id).count() == 1
     assert_in_step(mailbox, imap_user)
+
+
+def test_a_server_silent_after_the_data_is_verify_not_a_second_copy(
+    imap_user, smtp_server, acme, monkeypatch, settings
+):
+    """M-05: the server takes the mail but answers too late; the client has timed out. The
+    outcome is unknown: "verify", never re-sent by itself, so the recipient has one copy."""
+    import asyncio
+
+    from tests.servers import smtp as smtp_fixture
+
+    answer = smtp_fixture._Handler.handle_DATA
+
+    async def slow_handle_DATA(self, server, session, envelope):
+        verdict = await answer(self, server, session, envelope)
+        await asyncio.sleep(2.5)
+        return verdict
+
+    monkeypatch.setattr(smtp_fixture._Handler, "handle_DATA", slow_handle_DATA)
+    settings.RELAY_SMTP_TIMEOUT = 1.0
+    mailbox, staff = support_mailbox(imap_user, smtp_server)
+    entry = services.outbox_compose(
+        user=staff, mailbox=mailbox, to="ana@acme.example", subject="Hello", text_body="Hi"
+    )
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.VERIFY, entry.last_error
+    for _ in range(3):
+        make_due(entry)
+        sending.dispatch_due(enqueue=sending.process_entry)
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.VERIFY
+    assert len(smtp_server.received) == 1  # delivered once, never twice
+    services.outbox_mark_sent(user=staff, entry=entry)  # the person confirms it arrived
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.SENT
+    # ...and then it is stored and appended like any sent mail, still one delivery.
+    assert entry.appended_to_sent and entry.sent_message is not None
+    assert len(sent_folder_shas(imap_user)) == 1 and len(smtp_server.received) == 1
