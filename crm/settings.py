@@ -220,9 +220,9 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 RELAY_BEAT_INTERVAL = env.float("RELAY_BEAT_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE: dict = {
     "dispatch-due-mailboxes": {"task": "relay.beat_tick", "schedule": RELAY_BEAT_INTERVAL},
-}
     # Outbox entries whose signal was lost, retries that are due, APPENDs to Sent still to do.
     "dispatch-due-outbox": {"task": "relay.outbox_tick", "schedule": RELAY_BEAT_INTERVAL},
+}
 
 # --- Relay ----------------------------------------------------------------------------------
 # Mail hosts that may resolve to internal addresses (comma-separated names, IPs or CIDRs).
@@ -234,7 +234,6 @@ RELAY_PAGE_SIZE = 25
 # Seconds before a silent mail server counts as down (RELIABILITY S-12, I-08).
 RELAY_IMAP_TIMEOUT = env.float("RELAY_IMAP_TIMEOUT", default=60.0)
 
-# --- Logging --------------------------------------------------------------------------------
 # OAuth 2 providers (issue 5): authorisation code with PKCE, offline access, XOAUTH2 for IMAP
 # and SMTP. The endpoints are settings so that the tests can point them at a local server.
 # "saves_sent": the provider files mail sent through its SMTP server in Sent itself (Gmail
@@ -293,6 +292,7 @@ RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
 # unknown and the outbox entry goes to "verify", never re-sent by itself (RELIABILITY M-05).
 RELAY_SMTP_TIMEOUT = env.float("RELAY_SMTP_TIMEOUT", default=60.0)
 
+# --- Logging --------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

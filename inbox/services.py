@@ -831,6 +831,7 @@ def outbox_mark_sent(*, user, entry):
     )
     if not updated:
         raise ValidationError("Only a message whose outcome is unknown can be marked as sent.")
+    _queue(entry)
 
 
 # --- OAuth (issue 5): what the connect/reconnect callback saves ----------------------------
