@@ -401,3 +401,30 @@ def test_xoauth2_sending_through_smtp_with_a_refreshed_token(owner, oauth_server
     # No APPEND: the entry waits to be linked to the copy Gmail files in Sent (this mailbox
     # has no IMAP server here; test_sending covers the linking against Dovecot).
     assert not entry.appended_to_sent and entry.next_attempt_at is not None
+
+
+def test_tokens_never_reach_the_logs_or_a_repr(owner, oauth_server, caplog):
+    """C-01 for OAuth: refresh, rotation and a revoked grant at DEBUG level log no token,
+    and the objects that carry them do not print them."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    mailbox = oauth_mailbox(owner, oauth_server, "olivia@gmail.example", expired=True)
+    secrets_seen = set(stored_tokens(mailbox))
+    oauth.ensure_access_token(mailbox.pk)
+    secrets_seen |= set(stored_tokens(mailbox))
+    Mailbox.objects.filter(pk=mailbox.pk).update(oauth_expires_at=timezone.now())
+    oauth_server.revoke("olivia@gmail.example")
+    with pytest.raises(AuthenticationFailed) as refused:
+        oauth.ensure_access_token(mailbox.pk)
+    grant = oauth.OAuthGrant(
+        email="x@gmail.example", access_token="at-secret", refresh_token="rt-secret"
+    )
+    request = oauth.AuthorizationRequest(
+        url="https://x", state="s", code_verifier="verifier-secret", nonce="n"
+    )
+    printed = " ".join(
+        [caplog.text, str(refused.value), repr(grant), repr(request), repr(mailbox.password)]
+    )
+    for secret in (*secrets_seen, "at-secret", "rt-secret", "verifier-secret"):
+        assert secret not in printed
