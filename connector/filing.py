@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 from django.db import connection, transaction
@@ -82,7 +83,28 @@ def file_batch(
     facts = load_facts(message_ids, lock=True)
     lookups = load_lookups(facts, now=now)
     decisions = decide_batch(facts, lookups, initial=initial, retroactive=retroactive, now=now)
-    return apply_decisions(decisions, now=now, retroactive=retroactive)
+    report = apply_decisions(decisions, now=now, retroactive=retroactive)
+    Message.objects.filter(pk__in=list(message_ids), filed_at__isnull=True).update(filed_at=now)
+    return report
+
+
+def file_pending(*, older_than: timedelta = timedelta(minutes=2), limit: int = 5000) -> int:
+    """The safety net: messages stored a while ago whose filing task never ran (lost with a
+    broker restart) are filed now. A lost signal delays filing, never drops it. Mail dated
+    before its mailbox was connected counts as first-sync history (no tickets, no replies)."""
+    cutoff = timezone.now() - older_than
+    rows = list(
+        Message.objects.filter(filed_at__isnull=True, created_at__lt=cutoff)
+        .order_by("pk")
+        .values_list("pk", "date", "mailbox__created_at")[:limit]
+    )
+    old = [pk for pk, date, connected in rows if date is not None and date < connected]
+    new = [pk for pk, date, connected in rows if not (date is not None and date < connected)]
+    if old:
+        file_messages(message_ids=old, initial=True)
+    if new:
+        file_messages(message_ids=new, initial=False)
+    return len(rows)
 
 
 def apply_decisions(decisions: list[Decision], *, now, retroactive: bool = False) -> FilingReport:

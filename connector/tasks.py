@@ -68,3 +68,12 @@ def outbox_tick() -> int:
     if dispatched:
         log.info("outbox tick dispatched %s entries", len(dispatched))
     return len(dispatched)
+
+
+@shared_task(name="relay.file_pending", ignore_result=True)
+def file_pending() -> int:
+    """Beat: file messages whose filing task was lost (connector.filing.file_pending)."""
+    count = filing.file_pending()
+    if count:
+        log.info("filed %s messages whose filing task had been lost", count)
+    return count
