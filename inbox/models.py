@@ -323,6 +323,9 @@ class Message(models.Model):
     )
     seen = models.BooleanField(default=False)
     flagged = models.BooleanField(default=False)
+    # Set by the filing pass in the same transaction as its filings. Still empty a while after
+    # the message was stored means its filing task was lost: the beat sweep files it then.
+    filed_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
