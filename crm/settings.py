@@ -95,6 +95,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.csp",
+                "inbox.context_processors.reconnect_banner",
             ],
         },
     },
@@ -220,6 +221,7 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 RELAY_BEAT_INTERVAL = env.float("RELAY_BEAT_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE: dict = {
     "dispatch-due-mailboxes": {"task": "relay.beat_tick", "schedule": RELAY_BEAT_INTERVAL},
+    "file-messages-whose-task-was-lost": {"task": "relay.file_pending", "schedule": 60.0},
     # Outbox entries whose signal was lost, retries that are due, APPENDs to Sent still to do.
     "dispatch-due-outbox": {"task": "relay.outbox_tick", "schedule": RELAY_BEAT_INTERVAL},
 }
