@@ -211,3 +211,94 @@ class MatchingSettingsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- issue 6: the ledger read-only (nothing deleted: every UID stays accounted for), retry of
+# held messages as an action, and the grants of shared mailboxes in the list ------------------
+from django.contrib import messages as admin_messages  # noqa: E402
+from django.core.exceptions import PermissionDenied, ValidationError  # noqa: E402
+from django.db.models import Count  # noqa: E402
+
+from . import services as inbox_services  # noqa: E402
+
+admin.site.unregister(LedgerEntry)
+
+
+@admin.register(LedgerEntry)
+class LedgerAdmin(LedgerEntryAdmin):
+    list_filter = ("outcome", "mailbox")
+    readonly_fields = fields = (
+        "mailbox",
+        "folder",
+        "uidvalidity",
+        "uid",
+        "outcome",
+        "reason",
+        "error",
+        "attempts",
+        "raw_file",
+        "message",
+        "created_at",
+        "updated_at",
+    )
+    actions = ["retry_held"]
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a row would make a UID unaccounted for (SPEC 3): the ledger is history.
+        return False
+
+    @admin.action(description="Retry the selected held messages on the next sync")
+    def retry_held(self, request, queryset):
+        retried, refused = 0, 0
+        for entry in queryset.select_related("mailbox"):
+            try:
+                inbox_services.ledger_retry(user=request.user, entry=entry)
+                retried += 1
+            except (ValidationError, PermissionDenied):
+                refused += 1
+        self.message_user(request, f"{retried} held message(s) will be fetched again.")
+        if refused:
+            self.message_user(
+                request,
+                f"{refused} entr(y/ies) left as they were: only held messages that were never "
+                "stored, of mailboxes you manage, can be retried.",
+                level=admin_messages.WARNING,
+            )
+
+
+admin.site.unregister(Mailbox)
+
+
+@admin.register(Mailbox)
+class MailboxWithGrantsAdmin(MailboxAdmin):
+    list_display = (
+        "email_address",
+        "kind",
+        "owner",
+        "grants",
+        "connection_type",
+        "state",
+        "last_success_at",
+    )
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("owner")
+            .annotate(
+                user_grants=Count("granted_users", distinct=True),
+                group_grants=Count("granted_groups", distinct=True),
+            )
+        )
+
+    @admin.display(description="Granted to")
+    def grants(self, obj):
+        if obj.kind != Mailbox.Kind.SHARED:
+            return "—"
+        return f"{obj.user_grants} user(s), {obj.group_grants} group(s)"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "allow_insecure_cert" in form.changed_data:
+            inbox_services.mailbox_audit_insecure_cert(request.user, obj)

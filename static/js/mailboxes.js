@@ -108,6 +108,12 @@
       if (event.target.name === "active_folders") {
         updatePreview(form);
       }
+      // Another sync-from date changes what the first sync brings: ask the server again
+      // once the folders are on screen (the preview counts come from a SEARCH SINCE).
+      var button = document.getElementById("test-connection");
+      if (event.target.name === "sync_from" && button && form.querySelector('[name="folders_shown"]')) {
+        button.click();
+      }
     });
   }
 

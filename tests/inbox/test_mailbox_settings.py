@@ -802,3 +802,41 @@ def test_password_canary_never_on_any_page(client, owner, tester):
     )
     assert CANARY not in failed.content.decode()
     assert Folder.objects.count() == 0
+
+
+# --- admin site -----------------------------------------------------------------------------------
+
+
+def test_admin_lists_grants_and_keeps_the_ledger_read_only(client, admin_user, world):
+    client.force_login(admin_user)
+    shared = world["mailboxes"]["shared"]
+    listing = client.get(reverse("admin:inbox_mailbox_changelist")).content.decode()
+    assert "1 user(s), 0 group(s)" in listing
+    entry = shared.ledger.get()
+    assert client.get(reverse("admin:inbox_ledgerentry_changelist")).status_code == 200
+    detail = client.get(reverse("admin:inbox_ledgerentry_change", args=[entry.pk]))
+    assert detail.status_code == 200 and 'name="outcome"' not in detail.content.decode()
+    delete = client.post(
+        reverse("admin:inbox_ledgerentry_delete", args=[entry.pk]), {"post": "yes"}
+    )
+    assert delete.status_code == 403 and LedgerEntry.objects.filter(pk=entry.pk).exists()
+    for path in (
+        "admin:inbox_exclusionpattern_changelist",
+        "admin:inbox_matchingsettings_changelist",
+    ):
+        assert client.get(reverse(path)).status_code == 200
+
+
+def test_admin_retries_held_messages_it_manages(client, admin_user, world):
+    client.force_login(admin_user)
+    shared, personal = world["mailboxes"]["shared"], world["mailboxes"]["personal"]
+    entries = [shared.ledger.get(), personal.ledger.get()]
+    response = client.post(
+        reverse("admin:inbox_ledgerentry_changelist"),
+        {"action": "retry_held", "_selected_action": [e.pk for e in entries]},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "1 held message(s) will be fetched again" in html and "left as they were" in html
+    assert shared.ledger.get().outcome == LedgerEntry.Outcome.FAILED
+    assert personal.ledger.get().outcome == LedgerEntry.Outcome.HELD  # not the admin's to manage
