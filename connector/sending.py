@@ -631,36 +631,45 @@ def _append_to_sent(entry: OutboxEntry, raw: bytes, message: Message) -> None:
         _record_location(entry, folder, status.uidvalidity, uid, message)
 
 
-def _find_in_sent(entry: OutboxEntry) -> Message | None:
-    """The copy of our message in the Sent folder, found by our Message-ID, stored as the
-    sync stores it (the server's bytes: a provider may have added headers) and returned."""
+@dataclass(frozen=True)
+class SentCopy:
+    found: bool  # our Message-ID is in the Sent folder: the mail went out
+    message: Message | None = None  # the one copy, stored; None when none or several
+
+
+def _find_in_sent(entry: OutboxEntry) -> SentCopy:
+    """Copies of our message in the Sent folder, found by our Message-ID and stored as the
+    sync stores them (the server's bytes: a provider may add headers). One copy is the
+    message the entry became; several are all kept and none is linked (RFC 4549 4.2.2.2:
+    when more than one message matches, the client MUST NOT use any of them)."""
     with _imap_connect(entry.mailbox) as session:
         folder = _sent_folder(entry.mailbox, session)
         if folder is None:
-            return None
+            return SentCopy(False)
         status = session.select(folder.name)
         uids = session.search_uids(f'HEADER Message-ID "<{entry.message_id}>"')
         if not uids:
-            return None
-        fetched = [f for f in session.fetch(uids[:1]) if f.raw is not None]
-    if not fetched:
-        return None
-    store_batch(
-        folder=folder,
-        uidvalidity=status.uidvalidity,
-        items=[
-            Fetched(uid=f.uid, raw=f.raw, flags=tuple(f.flags), internal_date=f.internal_date)
-            for f in fetched
-        ],
-        lease=None,
-        advance_cursor=False,
-    )
+            return SentCopy(False)
+        fetched = [f for f in session.fetch(uids[:10]) if f.raw is not None]
+    if fetched:
+        store_batch(
+            folder=folder,
+            uidvalidity=status.uidvalidity,
+            items=[
+                Fetched(uid=f.uid, raw=f.raw, flags=tuple(f.flags), internal_date=f.internal_date)
+                for f in fetched
+            ],
+            lease=None,
+            advance_cursor=False,
+        )
+    if len(uids) != 1 or len(fetched) != 1:
+        return SentCopy(True)
     location = (
         Location.objects.filter(folder=folder, uidvalidity=status.uidvalidity, uid=fetched[0].uid)
         .select_related("message")
         .first()
     )
-    return location.message if location is not None else None
+    return SentCopy(True, location.message if location is not None else None)
 
 
 def finish_sent(entry_id: int) -> SendResult:
@@ -676,12 +685,19 @@ def finish_sent(entry_id: int) -> SendResult:
             # Gmail files the mail in Sent itself, with bytes of its own: that copy is the
             # one the sync will import, so the entry becomes that copy. Storing ours as well
             # would show the mail twice (different content hash, same Message-ID).
-            message = _find_in_sent(entry)
-            if message is None and _now() - (entry.sent_at or _now()) < PROVIDER_COPY_WAIT:
+            copy = _find_in_sent(entry)
+            if copy.found and copy.message is None:
+                # Several copies: all stay visible, none is taken for ours (RFC 4549).
+                OutboxEntry.objects.filter(pk=entry.pk).update(
+                    appended_to_sent=True, next_attempt_at=None
+                )
+                return SendResult(entry.pk, OutboxEntry.State.SENT, "several copies in Sent")
+            if not copy.found and _now() - (entry.sent_at or _now()) < PROVIDER_COPY_WAIT:
                 OutboxEntry.objects.filter(pk=entry.pk).update(
                     next_attempt_at=_now() + FINISH_RETRY
                 )
                 return SendResult(entry.pk, OutboxEntry.State.SENT, "waiting for Sent copy")
+            message = copy.message
             if message is not None:
                 with transaction.atomic():
                     _link(entry, message)
@@ -737,13 +753,13 @@ def reconcile_entry(entry_id: int) -> SendResult:
             )
             entry.save(update_fields=["state", "last_error", "updated_at"])
     try:
-        message = _find_in_sent(entry)
+        copy = _find_in_sent(entry)
     except MailError as exc:
         OutboxEntry.objects.filter(pk=entry.pk, state=OutboxEntry.State.VERIFY).update(
             next_attempt_at=_now() + VERIFY_RETRY
         )
         return SendResult(entry.pk, OutboxEntry.State.VERIFY, f"Sent folder not searched: {exc}")
-    if message is not None:
+    if copy.found:
         with transaction.atomic():
             settled = OutboxEntry.objects.filter(
                 pk=entry.pk, state=OutboxEntry.State.VERIFY
@@ -754,8 +770,8 @@ def reconcile_entry(entry_id: int) -> SendResult:
                 last_error="Found in the Sent folder: it was sent.",
                 next_attempt_at=None,
             )
-            if settled:
-                _link(entry, message)
+            if settled and copy.message is not None:
+                _link(entry, copy.message)
         return SendResult(entry.pk, OutboxEntry.State.SENT, "found in the Sent folder")
     # Only providers that file SMTP mail in Sent themselves can still show it later.
     again = _provider_saves_sent(entry.mailbox) and now - entry.updated_at < VERIFY_FOR

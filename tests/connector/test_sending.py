@@ -666,3 +666,37 @@ def test_a_server_silent_after_the_data_is_verify_not_a_second_copy(
     # ...and then it is stored and appended like any sent mail, still one delivery.
     assert entry.appended_to_sent and entry.sent_message is not None
     assert len(sent_folder_shas(imap_user)) == 1 and len(smtp_server.received) == 1
+
+
+def test_several_copies_with_our_message_id_are_all_kept_and_none_is_linked(
+    imap_user, smtp_server, acme, kill_at
+):
+    """RFC 4549 4.2.2.2: when the search matches more than one message, use none of them.
+    The outcome is settled (our Message-ID is in Sent: it went out), both copies stay."""
+    mailbox, staff = support_mailbox(imap_user, smtp_server)
+    run(mailbox)
+
+    def two_copies(name, entry):
+        if name == "smtp_accepted":
+            raw = storage.read_raw(entry.raw_file)
+            for tag in (b"a", b"b"):
+                imap_user.server.deliver(imap_user, b"X-Copy: " + tag + b"\r\n" + raw, "Sent")
+            raise WorkerKilled(name)
+
+    sending.STEP_HOOK = two_copies
+    try:
+        with pytest.raises(WorkerKilled):
+            services.outbox_compose(
+                user=staff, mailbox=mailbox, to="ana@acme.example", subject="Hi", text_body="x"
+            )
+    finally:
+        sending.STEP_HOOK = None
+    entry = OutboxEntry.objects.get(mailbox=mailbox)
+    OutboxEntry.objects.filter(pk=entry.pk).update(next_attempt_at=timezone.now())
+    sending.dispatch_due(enqueue=sending.process_entry)
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.SENT and entry.sent_message is None
+    assert len(smtp_server.received) == 1 and len(sent_folder_shas(imap_user)) == 2
+    run(mailbox)
+    assert Message.objects.filter(mailbox=mailbox, message_id=entry.message_id).count() == 2
+    assert_in_step(mailbox, imap_user)
