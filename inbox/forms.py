@@ -79,3 +79,56 @@ class PreferencesForm(forms.ModelForm):
     class Meta:
         model = UserPreferences
         fields = ["emails_per_page"]
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files in one input (Django's documented pattern)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, list | tuple):
+            return [single(item, initial) for item in data]
+        return [single(data, initial)] if data else []
+
+
+# One message may carry this much in new attachments (the SMTP servers people use refuse
+# more than 25-35 MB once base64 has grown it by a third).
+MAX_ATTACHMENTS_BYTES = 18 * 1024 * 1024
+
+
+class ComposeForm(forms.Form):
+    """Compose, reply, reply-all and forward: who it goes to and what it says. The mailbox
+    it is sent from is chosen among the user's own (the view passes them)."""
+
+    mailbox = forms.TypedChoiceField(coerce=int, label="From")
+    to = forms.CharField(label="To", required=False, max_length=5000)
+    cc = forms.CharField(label="Cc", required=False, max_length=5000)
+    bcc = forms.CharField(label="Bcc", required=False, max_length=5000)
+    subject = forms.CharField(label="Subject", required=False, max_length=900)
+    body = forms.CharField(
+        label="Message", required=False, widget=forms.Textarea(attrs={"rows": 12})
+    )
+    attachments = MultipleFileField(label="Attachments", required=False)
+
+    def __init__(self, *args, mailboxes=(), forwarding: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["mailbox"].choices = [
+            (m.pk, f"{m.display_name} <{m.email_address}>" if m.display_name else m.email_address)
+            for m in mailboxes
+        ]
+        if forwarding:
+            self.fields["attachments"].help_text = "The original's attachments go along."
+
+    def clean_attachments(self):
+        files = self.cleaned_data.get("attachments") or []
+        if sum(f.size for f in files) > MAX_ATTACHMENTS_BYTES:
+            raise forms.ValidationError("Attachments may add up to 18 MB at most.")
+        return files

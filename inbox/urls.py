@@ -18,6 +18,7 @@ urlpatterns = [
     path("triage/qualify/", views.triage_qualify, name="triage_qualify"),
     path("triage/records/", views.record_picker, name="record_picker"),
     path("preferences/", views.preferences_page, name="preferences"),
+    path("compose/", views.compose_page, name="compose"),
     path("records/<str:record_type>/<int:pk>/email/", views.email_tab, name="email_tab"),
     path("mailboxes/", include("inbox.mailbox_urls")),  # settings, Reconnect, health (issue 6)
     path("", include("inbox.oauth_urls")),  # connect/reconnect with Google or Microsoft

@@ -419,18 +419,99 @@ def test_email_tab_one_entry_per_mail_that_reached_several_mailboxes(
     assert reverse("inbox:conversation", args=[copy_a.pk]) in html
 
 
-def test_email_tab_compose_button_only_when_compose_exists(client, teammate):
-    from django.urls import NoReverseMatch
-
+def test_email_tab_has_compose_from_the_record(client, teammate):
     contact = f.ContactFactory()
     client.force_login(teammate)
     html = _get(client, reverse("inbox:email_tab", args=["contact", contact.pk]), **HTMX)
-    try:
-        compose = reverse("inbox:compose")
-    except NoReverseMatch:
-        assert ">Compose<" not in html
-    else:
-        assert f"{compose}?record_type=contact&amp;record_id={contact.pk}" in html
+    compose = reverse("inbox:compose")
+    assert f"{compose}?record_type=contact&amp;record_id={contact.pk}" in html
+
+
+# --- compose, reply, forward -----------------------------------------------------------------
+
+
+def test_reply_prefills_and_queues_a_threaded_answer(olivia, box):
+    from inbox.models import OutboxEntry
+
+    (message,) = mailkit.conversation(
+        box["inbox"], subject="Pricing", sender="ana@globex.example", name="Ana Lopez"
+    )
+    url = reverse("inbox:compose") + f"?reply_to={message.pk}&mode=reply"
+    html = _get(olivia, url)
+    assert 'value="Re: Pricing"' in html and "ana@globex.example" in html
+    response = olivia.post(
+        reverse("inbox:compose"),
+        {
+            "reply_to": message.pk,
+            "mode": "reply",
+            "mailbox": box["mailbox"].pk,
+            "to": "Ana Lopez <ana@globex.example>",
+            "subject": "Re: Pricing",
+            "body": "Forty widgets it is.",
+        },
+    )
+    assert response.status_code == 302
+    entry = OutboxEntry.objects.get()
+    assert entry.to == ["Ana Lopez <ana@globex.example>"]
+    assert entry.in_reply_to == message.message_id.strip("<>")
+    assert entry.reply_to_message_id == message.pk
+    assert "Forty widgets it is." in entry.text_body and "> Body of message 0" in entry.text_body
+
+
+def test_forward_and_compose_from_a_record(olivia, box):
+    from inbox.models import OutboxEntry
+
+    (message,) = mailkit.conversation(box["inbox"], subject="Specs")
+    html = _get(olivia, reverse("inbox:compose") + f"?reply_to={message.pk}&mode=forward")
+    assert 'value="Fwd: Specs"' in html
+    olivia.post(
+        reverse("inbox:compose"),
+        {
+            "reply_to": message.pk,
+            "mode": "forward",
+            "mailbox": box["mailbox"].pk,
+            "to": "bob@initech.example",
+            "subject": "Fwd: Specs",
+            "body": "FYI",
+        },
+    )
+    assert OutboxEntry.objects.get().subject == "Fwd: Specs"
+
+    contact = f.ContactFactory(emails=["ana@globex.example"])
+    ticket = f.TicketFactory(subject="Jam", contact=contact)
+    url = reverse("inbox:compose") + f"?record_type=ticket&record_id={ticket.pk}"
+    html = _get(olivia, url)
+    assert f'value="[{ticket.reference}] "' in html and 'value="ana@globex.example"' in html
+    response = olivia.post(
+        reverse("inbox:compose"),
+        {
+            "record_type": "ticket",
+            "record_id": ticket.pk,
+            "mailbox": box["mailbox"].pk,
+            "to": "ana@globex.example",
+            "subject": "About your printer",
+            "body": "Hello",
+        },
+    )
+    assert response["Location"] == f"{ticket.get_absolute_url()}#email"
+    entry = OutboxEntry.objects.latest("pk")
+    assert entry.subject == f"[{ticket.reference}] About your printer"
+    assert (entry.record_type, entry.record_id) == ("ticket", ticket.pk)
+
+
+def test_compose_says_what_is_wrong_and_sends_nothing(olivia, box):
+    from inbox.models import OutboxEntry
+
+    response = olivia.post(
+        reverse("inbox:compose"),
+        {"mailbox": box["mailbox"].pk, "to": "not an address", "subject": "x", "body": "y"},
+    )
+    assert response.status_code == 422
+    assert not OutboxEntry.objects.exists()
+    response = olivia.post(
+        reverse("inbox:compose"), {"mailbox": box["mailbox"].pk, "to": "", "body": "y"}
+    )
+    assert "Add at least one recipient." in response.content.decode()
 
 
 # --- bounded queries -------------------------------------------------------------------------

@@ -227,3 +227,26 @@ def test_triage_bulk_qualify(page, live_server, shots, console_messages, inbox_w
     expect(page.get_by_text("Nothing to triage")).to_be_visible()
     assert Filing.objects.filter(account__name="Globex", rule="manual").count() == 1
     assert csp_violations(console_messages) == []
+
+
+def test_reply_from_a_conversation(page, live_server, shots, console_messages, inbox_world):
+    from inbox.models import OutboxEntry
+
+    page.set_viewport_size({"width": 1280, "height": 860})
+    _sign_in(page, live_server)
+    _row(page, "Quote for 40 widgets").locator(".inbox-thread-link").click()
+    expect(page.locator("#conversation .inbox-msg")).to_have_count(2)
+    page.locator("body").click(position={"x": 5, "y": 500})
+    page.keyboard.press("r")  # the Reply shortcut
+    expect(page.get_by_role("heading", name="Reply")).to_be_visible()
+    expect(page.get_by_label("To", exact=True)).to_have_value("ana@globex.example")
+    expect(page.get_by_label("Subject", exact=True)).to_have_value("Re: Quote for 40 widgets")
+    page.get_by_placeholder("Write your message").fill("Forty widgets, delivered Monday.")
+    shot(page, shots, "13-reply.png")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_text("Queued: it goes out in a moment")).to_be_visible()
+    expect(page.locator("#conversation")).to_be_visible()
+    entry = OutboxEntry.objects.get()
+    assert entry.to == ["ana@globex.example"]
+    assert entry.in_reply_to
+    assert csp_violations(console_messages) == []
