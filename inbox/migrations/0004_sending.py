@@ -5,30 +5,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('inbox', '0003_matching'),
+        ("inbox", "0003_matching"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='outboxentry',
-            name='attachments',
+            model_name="outboxentry",
+            name="attachments",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='outboxentry',
-            name='raw_file',
+            model_name="outboxentry",
+            name="raw_file",
             field=models.CharField(blank=True, max_length=300),
         ),
         migrations.AddField(
-            model_name='outboxentry',
-            name='recipient_status',
+            model_name="outboxentry",
+            name="recipient_status",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='outboxentry',
-            name='sent_message',
-            field=models.ForeignKey(blank=True, help_text='The message this entry became once sent.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='outbox_entries', to='inbox.message'),
+            model_name="outboxentry",
+            name="sent_message",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The message this entry became once sent.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="outbox_entries",
+                to="inbox.message",
+            ),
         ),
     ]
