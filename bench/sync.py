@@ -153,6 +153,25 @@ def _children_peak_kb() -> int:
     return peak
 
 
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _backend_cpu() -> float:
+    """CPU seconds of this connection's PostgreSQL backend (same machine: /proc/PID/stat)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _children_count() -> int:
     me = str(os.getpid())
     n = 0
@@ -187,10 +206,19 @@ def worker(mailbox_id: int) -> None:
         return execute(sql, params, many, context)
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pg_before = _backend_cpu()
+    cpu_before = _cpu(resource.RUSAGE_SELF)
     with connection.execute_wrapper(count_query):
         started = time.perf_counter()
         report = sync_mailbox(mailbox_id)
         seconds = time.perf_counter() - started
+    cpu_self = _cpu(resource.RUSAGE_SELF) - cpu_before
+    pg_cpu = _backend_cpu() - pg_before
+    children, children_peak = _children_count(), _children_peak_kb()
+    from connector import ingest
+
+    if ingest._pool is not None:  # reaped, the pool's CPU time shows in RUSAGE_CHILDREN
+        ingest._pool.shutdown(wait=True)
     result = {
         "seconds": seconds,
         "outcome": report.outcome,
@@ -205,8 +233,11 @@ def worker(mailbox_id: int) -> None:
         "queries": queries[0],
         "rss_start_kb": rss_before,
         "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "children": _children_count(),
-        "children_peak_kb": _children_peak_kb(),
+        "children": children,
+        "children_peak_kb": children_peak,
+        "cpu_self": cpu_self,
+        "cpu_pool": _cpu(resource.RUSAGE_CHILDREN),
+        "cpu_postgres": pg_cpu,
     }
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -355,6 +386,7 @@ def main() -> None:
 def _report(args, n, half, big, raw, ours, stdlib, halfrun, big_first, big_again) -> None:
     ours_rate = n / ours["seconds"]
     raw_rate = raw["messages"] / raw["seconds"]
+    cpu_total = ours["cpu_self"] + ours["cpu_pool"] + ours["cpu_postgres"]
     rows = [
         ("(a) our initial sync, end to end", f"{ours_rate:,.0f} msg/s", f"{ours['seconds']:.1f} s"),
         (
@@ -363,6 +395,16 @@ def _report(args, n, half, big, raw, ours, stdlib, halfrun, big_first, big_again
             "",
         ),
         ("    SQL queries, IMAP commands", f"{ours['queries']:,}", f"{ours['commands']:,}"),
+        (
+            "    CPU ms/msg: worker, pool, PostgreSQL",
+            f"{1000 * ours['cpu_self'] / n:.2f}",
+            f"{1000 * ours['cpu_pool'] / n:.2f}, {1000 * ours['cpu_postgres'] / n:.2f}",
+        ),
+        (
+            "    if the 2 cores were ours (CPU-bound estimate)",
+            f"{n / max(cpu_total / (os.cpu_count() or 1), ours['cpu_self']):,.0f} msg/s",
+            "Dovecot's CPU not counted",
+        ),
         ("(b) baseline 1: imaplib raw fetch", f"{raw_rate:,.0f} msg/s", f"{raw['seconds']:.1f} s"),
     ]
     if stdlib is not None:
