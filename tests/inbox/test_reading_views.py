@@ -404,7 +404,7 @@ def test_inline_token_works_without_session_and_only_for_its_part(client, owner,
 
 
 class _ImageServer:
-    def __init__(self, payload: bytes, content_type: str):
+    def __init__(self, payload: bytes, content_type: str, redirect: str = ""):
         self.requests: list[dict] = []
         outer = self
 
@@ -413,6 +413,12 @@ class _ImageServer:
                 outer.requests.append(
                     {"path": self.path, **{k.lower(): v for k, v in self.headers.items()}}
                 )
+                if redirect:
+                    self.send_response(302)
+                    self.send_header("Location", redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
@@ -435,8 +441,8 @@ class _ImageServer:
 def image_server():
     servers = []
 
-    def make(payload=GIF, content_type="image/gif"):
-        servers.append(_ImageServer(payload, content_type))
+    def make(payload=GIF, content_type="image/gif", redirect=""):
+        servers.append(_ImageServer(payload, content_type, redirect))
         return servers[-1]
 
     yield make
@@ -519,3 +525,35 @@ def test_proxy_needs_a_signed_url_for_this_message(client, owner, personal_mailb
     client.logout()
     assert client.get(outsider_token).status_code == 404
     assert fetched == []
+
+
+@pytest.mark.django_db
+def test_proxy_vets_every_redirect_target(
+    client, owner, personal_mailbox, image_server, settings, monkeypatch
+):
+    """An allowed image host that redirects to the metadata address is refused like a direct
+    link would be (C-07): no connection is even attempted to the redirect target."""
+    from connector import net
+
+    connected: list[list[str]] = []
+    real_connect = net.connect
+
+    def spy(addresses, port, timeout):
+        connected.append(list(addresses))
+        return real_connect(addresses, port, timeout)
+
+    monkeypatch.setattr(net, "connect", spy)
+    settings.RELAY_ALLOWED_MAIL_HOSTS = ["127.0.0.1"]
+    server = image_server(redirect="http://169.254.169.254/latest/meta-data/")
+    message = f.MessageFactory(mailbox=personal_mailbox)
+    client.force_login(owner)
+    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{server.url}/start.gif")
+    assert client.get(url).status_code == 404
+    assert [r["path"] for r in server.requests] == ["/start.gif"]
+    assert connected == [["127.0.0.1"]]
+    # A redirect to an allowed host is followed.
+    final = image_server()
+    hop = image_server(redirect=f"{final.url}/fine.gif")
+    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{hop.url}/start.gif")
+    assert client.get(url).status_code == 200
+    assert [r["path"] for r in final.requests] == ["/fine.gif"]
