@@ -129,6 +129,7 @@ def _conversation_context(request, message) -> dict:
     for item in thread:
         for filing in item.active_filings:
             filing.reason = selectors.filing_reason(filing)
+            filing.label = selectors.record_short_label(filing.record)
     latest = thread[-1] if thread else message
     return {
         "message": message,
@@ -242,15 +243,13 @@ def qualify_dialog(request, pk: int):
 def qualify_search(request, pk: int):
     message = get_message_or_404(request.user, pk)
     search = request.GET.get("q", "")
-    return render(
-        request,
-        "inbox/_qualify.html#search_results",
-        {
-            "message": message,
-            "search": search.strip(),
-            "results": selectors.record_search(search=search),
-        },
-    )
+    found = {"search": search.strip(), "results": selectors.record_search(search=search)}
+    if not request.htmx:
+        # Without JavaScript the search form reloads the whole Qualify page, with the results.
+        return render(
+            request, "inbox/qualify_page.html", _qualify_context(request, message, **found)
+        )
+    return render(request, "inbox/_qualify.html#search_results", {"message": message, **found})
 
 
 @require_POST
@@ -316,6 +315,10 @@ def triage_page(request):
     entries = selectors.triage_entries(user=request.user)
     per_page = selectors.user_preferences(user=request.user).emails_per_page
     page = Paginator(entries, per_page).get_page(request.GET.get("page"))
+    # The record picker without JavaScript: its "Find" button reloads the page with the
+    # results, keeping the ticked messages ticked.
+    search = request.GET.get("q", "").strip()
+    checked = {int(v) for v in request.GET.getlist("message") if v.isdigit()}
     held = list(selectors.held_entries(user=request.user)[:50])
     health_urls = _health_urls(held)
     for entry in held:
@@ -326,6 +329,9 @@ def triage_page(request):
         {
             "page": page,
             "held": held,
+            "search": search,
+            "results": selectors.record_search(search=search),
+            "checked": checked,
             "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
         },
     )

@@ -238,5 +238,11 @@
     }
   });
 
+  document.querySelectorAll("[data-checked-count]").forEach(function (element) {
+    if (element.closest("form")) {
+      updateCount(element.closest("form"));
+    }
+  });
+
   document.addEventListener("keydown", onKey);
 })();

@@ -578,3 +578,14 @@ def test_unread_counts_take_one_query(box):
     assert len(queries) == 1
     assert next(x for x in folders if x.special_use == "inbox").unread == 15
     assert timezone.now()
+
+
+def test_qualify_search_and_triage_picker_work_without_javascript(olivia, box):
+    f.ContactFactory(first_name="Wanda", last_name="Widget")
+    (message,) = mailkit.conversation(box["inbox"])
+    f.TriageEntryFactory(message=message)
+    html = _get(olivia, reverse("inbox:qualify_search", args=[message.pk]) + "?q=widget")
+    assert "<nav" in html and "Wanda Widget" in html and "Suggested" not in html.split("<nav")[0]
+    html = _get(olivia, reverse("inbox:triage") + f"?q=widget&message={message.pk}")
+    assert "Wanda Widget" in html and 'value="contact:' in html
+    assert f'value="{message.pk}" id=' in html and " checked" in html
