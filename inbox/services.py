@@ -270,6 +270,9 @@ def exclusion_patterns_preview(*, patterns, mailbox=None, limit: int = 100) -> l
 # (M-03, CVE-2023-27043), and only users who may read a mailbox may send as it (M-06).
 
 MAX_RECIPIENTS = 200
+# What the big providers accept per message (Gmail and Microsoft 365: 25 MB and 35 MB before
+# encoding; base64 adds a third): more would only bounce later.
+MAX_ATTACHMENT_BYTES = 18 * 1024 * 1024
 MAX_REFERENCES = 20  # RFC 5322 3.6.4 lets a client trim References; keep the first and the last
 # C0 controls (CR, LF, NUL...), DEL, and the characters str.splitlines() and some mail
 # libraries also take for line ends (NEL, LS, PS): none belongs in a header value.
@@ -480,7 +483,7 @@ def _attachment_rows(attachments) -> list[dict]:
 
     from .models import AttachmentBlob
 
-    rows = []
+    rows, total = [], 0
     for item in attachments or ():
         if isinstance(item, dict) and "blob" in item:
             rows.append(item)
@@ -494,6 +497,11 @@ def _attachment_rows(attachments) -> list[dict]:
         content_type = (content_type or "application/octet-stream").lower()
         if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", content_type):
             content_type = "application/octet-stream"
+        total += len(data)
+        if total > MAX_ATTACHMENT_BYTES:
+            raise ValidationError(
+                f"Attachments may add up to {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB at most."
+            )
         digest = hashlib.sha256(data).hexdigest()
         # The same content-addressed layout as connector/storage.py, so a blob saved here and
         # the same bytes arriving by sync are one file and one row.

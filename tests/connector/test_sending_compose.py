@@ -225,3 +225,22 @@ def test_no_recipient_or_a_foreign_mailbox_is_refused(personal_mailbox, outsider
             user=outsider, mailbox=personal_mailbox, to="a@acme.example", subject="x"
         )
     assert not OutboxEntry.objects.exists()
+
+
+def test_bcc_is_in_the_envelope_only(personal_mailbox):
+    entry = entry_for(personal_mailbox, cc="Cy <cy@acme.example>", bcc="boss@acme.example")
+    raw, message = wire(entry)
+    assert message["Bcc"] is None and b"boss@acme.example" not in raw
+    sender, recipients = sending._envelope(entry)
+    assert sender == personal_mailbox.email_address
+    assert recipients == ["ana@acme.example", "cy@acme.example", "boss@acme.example"]
+
+
+def test_attachments_are_capped(personal_mailbox):
+    big = b"x" * (services.MAX_ATTACHMENT_BYTES // 2 + 1)
+    with pytest.raises(ValidationError):
+        entry_for(
+            personal_mailbox,
+            attachments=[("a.bin", "application/octet-stream", big)] * 2,
+        )
+    assert not OutboxEntry.objects.exists()
