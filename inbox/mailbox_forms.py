@@ -332,3 +332,22 @@ class MailboxOptionsForm(forms.ModelForm):
             ]
         if self.instance.kind == Mailbox.Kind.SHARED:
             del self.fields["privacy"]  # shared mail is readable in full by every grantee
+
+
+class SetupForm(forms.Form):
+    """Finishing a mailbox connected by signing in with Google or Microsoft: the sign-in gave
+    the address and the tokens; the folders, the sync-from date and the options come here."""
+
+    sync_from = ConnectForm.base_fields["sync_from"]
+    active_folders = ConnectForm.base_fields["active_folders"]
+    create_contacts = ConnectForm.base_fields["create_contacts"]
+    refresh_interval = ConnectForm.base_fields["refresh_interval"]
+    signature = ConnectForm.base_fields["signature"]
+    privacy = ConnectForm.base_fields["privacy"]
+
+    def __init__(self, *args, folder_names=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["active_folders"].choices = [(n, n) for n in folder_names]
+        self.fields["sync_from"].initial = timezone.localdate() - dt.timedelta(days=90)
+
+    clean_sync_from = ConnectForm.clean_sync_from

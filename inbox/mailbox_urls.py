@@ -15,6 +15,8 @@ urlpatterns = [
     path("<int:pk>/sync/", views.mailbox_sync_now, name="mailbox_sync_now"),
     path("<int:pk>/reconnect/", views.mailbox_reconnect, name="mailbox_reconnect"),
     path("<int:pk>/reconnect/test/", views.mailbox_reconnect_test, name="mailbox_reconnect_test"),
+    path("<int:pk>/setup/", views.mailbox_setup, name="mailbox_setup"),
+    path("<int:pk>/setup/test/", views.mailbox_setup_test, name="mailbox_setup_test"),
     path("<int:pk>/health/", views.mailbox_health_page, name="mailbox_health"),
     path("<int:pk>/held/<int:entry_pk>/retry/", views.held_retry, name="mailbox_held_retry"),
 ]

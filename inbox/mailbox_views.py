@@ -25,6 +25,7 @@ from .mailbox_forms import (
     ConnectForm,
     MailboxOptionsForm,
     ReconnectForm,
+    SetupForm,
     provider_table,
 )
 from .mailbox_selectors import (
@@ -163,6 +164,14 @@ def _result_context(report, chosen, *, sync_from=None) -> dict:
     }
 
 
+def _folder_errors(form) -> bool:
+    """Validate `form`, saying so when no folder is ticked; True if anything is wrong."""
+    form.is_valid()
+    if not form.cleaned_data.get("active_folders") and "active_folders" not in form.errors:
+        form.add_error("active_folders", "Pick at least one folder to sync.")
+    return bool(form.errors)
+
+
 def _option_initial(request) -> dict:
     return {name: request.POST[name] for name in OPTION_FIELDS if name in request.POST}
 
@@ -217,6 +226,9 @@ def mailbox_resume(request, pk: int):
     if mailbox.state != Mailbox.State.PAUSED:
         messages.info(request, f"{mailbox.email_address} is not paused.")
         return redirect("inbox:mailbox_list")
+    if needs_setup(mailbox):
+        # Resuming now would sync every folder from the beginning of time: choose first.
+        return redirect("inbox:mailbox_setup", pk=mailbox.pk)
     services.mailbox_resume(mailbox=mailbox)
     services.mailbox_request_sync(mailbox=mailbox)
     return _action_done(request, mailbox, f"{mailbox.email_address} syncs again.")
@@ -279,9 +291,7 @@ def mailbox_connect(request):
     if not report.ok:
         return _connect_page(request, form, result=result, status=400)
     form = ConnectForm(request.POST, user=request.user, folder_names=_selectable(report))
-    if not form.is_valid() or not form.cleaned_data["active_folders"]:
-        if form.is_valid():
-            form.add_error("active_folders", "Pick at least one folder to sync.")
+    if _folder_errors(form):
         return _connect_page(request, form, result=result, status=400)
     data = form.cleaned_data
     try:
@@ -451,9 +461,7 @@ def mailbox_reconnect(request, pk: int):
     if not report.ok:
         return _reconnect_page(request, mailbox, form, result=result, status=400)
     form = ReconnectForm(request.POST, folder_names=_selectable(report))
-    if not form.is_valid() or not form.cleaned_data["active_folders"]:
-        if form.is_valid():
-            form.add_error("active_folders", "Pick at least one folder to sync.")
+    if _folder_errors(form):
         return _reconnect_page(request, mailbox, form, result=result, status=400)
     try:
         services.mailbox_reconnect(
@@ -522,3 +530,87 @@ def held_retry(request, pk: int, entry_pk: int):
     else:
         messages.success(request, f"UID {entry.uid} will be fetched again on the next sync.")
     return redirect("inbox:mailbox_health", pk=mailbox.pk)
+
+
+# --- finishing a mailbox connected with Google or Microsoft ---------------------------------
+
+
+def needs_setup(mailbox: Mailbox) -> bool:
+    """Created by an OAuth sign-in (paused, no sync-from date): folders and date still to pick."""
+    return (
+        mailbox.connection_type != Mailbox.ConnectionType.IMAP
+        and mailbox.state == Mailbox.State.PAUSED
+        and mailbox.sync_from is None
+        and not mailbox.first_sync_done
+    )
+
+
+def _setup_page(request, mailbox, form, *, result=None, status=200):
+    return render(
+        request,
+        "inbox/mailboxes/setup.html",
+        {"mailbox": mailbox, "form": form, **(result or {})},
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def mailbox_setup(request, pk: int):
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if not needs_setup(mailbox):
+        messages.info(request, f"{mailbox.email_address} is set up already.")
+        return redirect("inbox:mailbox_settings", pk=mailbox.pk)
+    if request.method == "GET":
+        return _setup_page(request, mailbox, SetupForm())
+    chosen = _chosen(request)
+    form = SetupForm(request.POST, folder_names=chosen or ())
+    form.is_valid()
+    if "sync_from" in form.errors:
+        return _setup_page(request, mailbox, form, status=400)
+    if not _test_allowed(request.user, mailbox.imap_host):
+        form.add_error(None, TOO_MANY_TESTS)
+        return _setup_page(request, mailbox, form, status=429)
+    report = hooks.test_connection(mailbox, sync_from=form.cleaned_data["sync_from"])
+    result = _result_context(report, chosen, sync_from=form.cleaned_data["sync_from"])
+    if not report.ok:
+        return _setup_page(request, mailbox, form, result=result, status=400)
+    form = SetupForm(request.POST, folder_names=_selectable(report))
+    if _folder_errors(form):
+        return _setup_page(request, mailbox, form, result=result, status=400)
+    data = form.cleaned_data
+    try:
+        services.mailbox_finish_setup(
+            user=request.user,
+            mailbox=mailbox,
+            sync_from=data["sync_from"],
+            active_folders=data["active_folders"],
+            **{name: data[name] for name in OPTION_FIELDS},
+        )
+    except ValidationError as exc:
+        form.add_error(None, exc.messages)
+        return _setup_page(request, mailbox, form, result=result, status=400)
+    messages.success(request, f"{mailbox.email_address} is set up. The first sync has started.")
+    return redirect("inbox:mailbox_health", pk=mailbox.pk)
+
+
+@require_POST
+def mailbox_setup_test(request, pk: int):
+    """The setup step's Retrieve folders (htmx), with the stored OAuth credentials."""
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if not needs_setup(mailbox):
+        raise Http404("No such page.")
+    chosen = _chosen(request)
+    form = SetupForm(request.POST, folder_names=chosen or ())
+    form.is_valid()
+    context = {"form": form, "setup": True, "mailbox": mailbox}
+    if "sync_from" in form.errors:
+        context["form_errors"] = True
+        return render(request, "inbox/mailboxes/_test_result.html", context)
+    if not _test_allowed(request.user, mailbox.imap_host):
+        context["limit_error"] = TOO_MANY_TESTS
+        return render(request, "inbox/mailboxes/_test_result.html", context)
+    report = hooks.test_connection(mailbox, sync_from=form.cleaned_data["sync_from"])
+    context.update(_result_context(report, chosen, sync_from=form.cleaned_data["sync_from"]))
+    context["options_form"] = SetupForm(initial=_option_initial(request))
+    context["show_connect"] = True
+    return render(request, "inbox/mailboxes/_test_result.html", context)

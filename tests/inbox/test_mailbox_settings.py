@@ -840,3 +840,76 @@ def test_admin_retries_held_messages_it_manages(client, admin_user, world):
     assert "1 held message(s) will be fetched again" in html and "left as they were" in html
     assert shared.ledger.get().outcome == LedgerEntry.Outcome.FAILED
     assert personal.ledger.get().outcome == LedgerEntry.Outcome.HELD  # not the admin's to manage
+
+
+# --- finishing a mailbox an OAuth sign-in created ------------------------------------------------
+
+
+@pytest.fixture
+def signed_in(owner):
+    """What inbox.services.mailbox_oauth_connected leaves: paused, no folders, no date."""
+    return f.MailboxFactory(
+        owner=owner,
+        email_address="olivia@gmail.example",
+        connection_type="google",
+        state=Mailbox.State.PAUSED,
+        active_folders=[],
+    )
+
+
+def test_oauth_mailbox_is_finished_in_the_setup_step(client, owner, signed_in, tester):
+    client.force_login(owner)
+    health = client.get(signed_in.get_absolute_url()).content.decode()
+    assert 'id="finish-setup"' in health
+    # Resume would sync everything from the start: it leads to the setup step instead.
+    resume = client.post(reverse("inbox:mailbox_resume", args=[signed_in.pk]))
+    assert resume["Location"] == reverse("inbox:mailbox_setup", args=[signed_in.pk])
+    assert client.get(resume["Location"]).status_code == 200
+    part = client.post(
+        reverse("inbox:mailbox_setup_test", args=[signed_in.pk]),
+        {"sync_from": "2026-06-01"},
+    ).content.decode()
+    assert "Signed in." in part and "Start syncing</button>" in part
+    assert tester.calls[-1][1] == dt.date(2026, 6, 1)
+
+    url = reverse("inbox:mailbox_setup", args=[signed_in.pk])
+    bad = client.post(url, {"sync_from": "2999-01-01", "folders_shown": "1"})
+    assert bad.status_code == 400 and "today or a date in the past" in bad.content.decode()
+    none = client.post(
+        url,
+        {"sync_from": "2026-06-01", "folders_shown": "1", "refresh_interval": "300"},
+    )
+    assert none.status_code == 400 and "Pick at least one folder" in none.content.decode()
+    signed_in.refresh_from_db()
+    assert signed_in.sync_from is None and signed_in.state == Mailbox.State.PAUSED
+
+    done = client.post(
+        url,
+        {
+            "sync_from": "2026-06-01",
+            "folders_shown": "1",
+            "active_folders": ["INBOX", "Projects"],
+            "refresh_interval": "900",
+            "privacy": "people",
+            "create_contacts": "on",
+        },
+    )
+    assert done.status_code == 302
+    signed_in.refresh_from_db()
+    assert signed_in.state == Mailbox.State.ACTIVE and signed_in.sync_from == dt.date(2026, 6, 1)
+    assert signed_in.active_folders == ["INBOX", "Projects"] and signed_in.refresh_interval == 900
+    assert signed_in.sync_requested_at is not None
+    assert PrimaryMailbox.objects.get(user=owner).mailbox == signed_in
+    again = client.get(url)
+    assert again["Location"] == reverse("inbox:mailbox_settings", args=[signed_in.pk])
+
+
+def test_setup_is_404_for_others(client, outsider, admin_user, signed_in, tester):
+    for user in (outsider, admin_user):
+        client.force_login(user)
+        assert client.get(reverse("inbox:mailbox_setup", args=[signed_in.pk])).status_code == 404
+        response = client.post(
+            reverse("inbox:mailbox_setup_test", args=[signed_in.pk]), {"sync_from": "2026-06-01"}
+        )
+        assert response.status_code == 404
+    assert tester.calls == []
