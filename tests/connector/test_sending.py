@@ -700,3 +700,23 @@ def test_several_copies_with_our_message_id_are_all_kept_and_none_is_linked(
     run(mailbox)
     assert Message.objects.filter(mailbox=mailbox, message_id=entry.message_id).count() == 2
     assert_in_step(mailbox, imap_user)
+
+
+def test_sending_over_starttls_verifies_the_certificate(imap_user, smtp_server_starttls, acme):
+    """The self-signed test certificate is refused unless the mailbox opted in (C-04): the
+    entry fails with the reason and nothing is sent in clear text; with the opt-in it goes."""
+    server = smtp_server_starttls
+    mailbox, staff = support_mailbox(imap_user, server)
+    Mailbox.objects.filter(pk=mailbox.pk).update(smtp_security="starttls")
+    entry = services.outbox_compose(
+        user=staff, mailbox=mailbox, to="ana@acme.example", subject="Hi", text_body="x"
+    )
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.FAILED and "certificate" in entry.last_error
+    assert server.received == []
+
+    Mailbox.objects.filter(pk=mailbox.pk).update(allow_insecure_cert=True)
+    services.outbox_send_again(user=staff, entry=entry)
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.SENT, entry.last_error
+    assert len(server.received) == 1
