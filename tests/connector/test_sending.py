@@ -720,3 +720,28 @@ def test_sending_over_starttls_verifies_the_certificate(imap_user, smtp_server_s
     entry.refresh_from_db()
     assert entry.state == OutboxEntry.State.SENT, entry.last_error
     assert len(server.received) == 1
+
+
+def test_a_refused_smtp_login_waits_for_reconnect_without_a_retry_storm(
+    imap_user, smtp_server, acme
+):
+    mailbox, staff = support_mailbox(imap_user, smtp_server)
+    smtp_server.password = "changed-at-the-provider"
+    entry = services.outbox_compose(
+        user=staff, mailbox=mailbox, to="ana@acme.example", subject="Hi", text_body="x"
+    )
+    entry.refresh_from_db()
+    mailbox.refresh_from_db()
+    assert mailbox.state == Mailbox.State.NEEDS_RECONNECT
+    assert entry.state == OutboxEntry.State.RETRYING and "reconnected" in entry.last_error
+    for _ in range(5):
+        assert sending.dispatch_due(enqueue=sending.process_entry) == []
+        sending.process_entry(entry.pk)
+    assert smtp_server.logins == [] and smtp_server.attempts == 0
+    # Reconnected (the settings service re-tests and reactivates it): the entry goes out.
+    smtp_server.password = imap_user.password
+    Mailbox.objects.filter(pk=mailbox.pk).update(state=Mailbox.State.ACTIVE)
+    assert sending.dispatch_due(enqueue=sending.process_entry) == [entry.pk]
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.SENT
+    assert len(smtp_server.received) == 1
