@@ -320,6 +320,11 @@ class MailboxOptionsForm(forms.ModelForm):
             "privacy": "What colleagues see of this mail on records",
         }
         widgets = {"signature": forms.Textarea(attrs={"rows": 4})}
+        help_texts = {
+            "create_contacts": "New senders become contacts; addresses on the exclusion list "
+            "(no-reply, mailer daemons) never do.",
+            "signature": "Added below the mail you write from this mailbox.",
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -121,6 +121,17 @@ def mailbox_health(mailbox: Mailbox) -> dict:
         "progress_done": min(done, total) if total else done,
         "progress_percent": int(100 * min(done, total) / total) if total else 0,
         "first_sync_running": first_sync_running,
+        "refresh_label": _every(mailbox.refresh_interval),
         # Poll while something moves: a sync under way, or a first sync still to come.
         "live": mailbox.state == Mailbox.State.SYNCING or first_sync_running,
     }
+
+
+def _every(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "Every hour" if hours == 1 else f"Every {hours} hours"
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return "Every minute" if minutes == 1 else f"Every {minutes} minutes"
+    return f"Every {seconds} seconds"

@@ -174,6 +174,12 @@ def test_connect_sync_break_and_reconnect(
     assert not LedgerEntry.objects.filter(mailbox=mailbox, outcome="duplicate").exists()
     expect(inbox_row.locator("td").nth(1)).to_have_text("4")
     shot(page, shots, "09-health-after-reconnect.png")
+    page.get_by_role("link", name="Settings", exact=True).last.click()
+    expect(page.get_by_role("heading", name="Options")).to_be_visible()
+    page.get_by_label("Signature").fill("Olivia Owner\nSales, Relay")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Mailbox settings saved.")).to_be_visible()
+    shot(page, shots, "09b-settings.png")
 
     # On a phone: the list and the health page still read well.
     page.set_viewport_size({"width": 390, "height": 844})
