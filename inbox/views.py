@@ -25,7 +25,12 @@ from crm.models import RECORD_MODELS
 from . import selectors, services
 from .forms import ComposeForm, FilterForm, PreferencesForm, QuickCreateForm
 from .models import Filing, Folder, Mailbox
-from .permissions import get_mailbox_or_404, get_message_or_404, readable_messages
+from .permissions import (
+    get_mailbox_or_404,
+    get_message_or_404,
+    readable_mailboxes,
+    readable_messages,
+)
 
 # Events htmx raises on the page after an action (HX-Trigger), so the parts that show what
 # changed refresh themselves: the list (unread, filed) and an open conversation or dialog.
@@ -544,7 +549,8 @@ def email_tab(request, record_type: str, pk: int):
         message.is_personal_of_other = (
             not message.readable and message.mailbox.kind == Mailbox.Kind.PERSONAL
         )
-    compose_url = _compose_url()
+    # Compose only for someone with a mailbox to send from.
+    compose_url = _compose_url() if readable_mailboxes(request.user).exists() else None
     return render(
         request,
         "inbox/email_tab.html",

@@ -419,12 +419,16 @@ def test_email_tab_one_entry_per_mail_that_reached_several_mailboxes(
     assert reverse("inbox:conversation", args=[copy_a.pk]) in html
 
 
-def test_email_tab_has_compose_from_the_record(client, teammate):
+def test_email_tab_has_compose_from_the_record(client, teammate, outsider, shared_mailbox):
     contact = f.ContactFactory()
     client.force_login(teammate)
     html = _get(client, reverse("inbox:email_tab", args=["contact", contact.pk]), **HTMX)
     compose = reverse("inbox:compose")
     assert f"{compose}?record_type=contact&amp;record_id={contact.pk}" in html
+    # Someone with no mailbox to send from gets no Compose button.
+    client.force_login(outsider)
+    html = _get(client, reverse("inbox:email_tab", args=["contact", contact.pk]), **HTMX)
+    assert compose not in html
 
 
 # --- compose, reply, forward -----------------------------------------------------------------

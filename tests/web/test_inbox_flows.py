@@ -250,3 +250,32 @@ def test_reply_from_a_conversation(page, live_server, shots, console_messages, i
     assert entry.to == ["ana@globex.example"]
     assert entry.in_reply_to
     assert csp_violations(console_messages) == []
+
+
+def test_email_tab_privacy_and_compose(page, live_server, shots, console_messages, inbox_world):
+    """Tom sees Olivia's personal mail on Ana's Email tab at the level Olivia chose (subject
+    and people), without a way in; the tab's Compose opens a message from the record."""
+    from inbox.models import Mailbox
+
+    Mailbox.objects.filter(pk=inbox_world["mailbox"].pk).update(privacy="subject")
+    ana = inbox_world["ana"]
+    for message in inbox_world["quote"]:
+        f.FilingFactory(message=message, contact=ana)
+    tom = f.UserFactory(username="tom", first_name="Tom", last_name="Teammate")
+    f.MailboxFactory(owner=tom, email_address="tom@relay.test")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill("tom")
+    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{live_server.url}{ana.get_absolute_url()}#email")
+    pane = page.locator("#email-pane")
+    expect(pane.get_by_text("Re: Quote for 40 widgets")).to_be_visible()
+    expect(pane.get_by_text("Olivia Owner's mail").first).to_be_visible()
+    expect(pane.get_by_text("Body of message 1")).to_have_count(0)  # no text at this level
+    expect(pane.get_by_role("link", name="Re: Quote for 40 widgets")).to_have_count(0)
+    shot(page, shots, "14-phone-email-tab-privacy.png")
+    pane.get_by_role("link", name="Compose").click()
+    expect(page.get_by_role("heading", name="New message")).to_be_visible()
+    expect(page.get_by_label("To", exact=True)).to_have_value("ana@globex.example")
+    assert csp_violations(console_messages) == []
