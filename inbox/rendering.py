@@ -129,6 +129,10 @@ def _style_is_safe(value: str) -> bool:
 def _base_filter(tag: str, attr: str, value: str) -> str | None:
     if attr == "style" and not _style_is_safe(value):
         return None
+    # cid: is a scheme for images only; a link may go to http, https or mailto.
+    # Tabs and newlines inside a scheme are dropped by URL parsers ("c\tid:"): ignore them too.
+    if attr == "href" and re.sub(r"[\x00-\x20]", "", value).lower().startswith("cid:"):
+        return None
     return value
 
 
