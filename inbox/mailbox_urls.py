@@ -17,6 +17,8 @@ urlpatterns = [
     path("<int:pk>/reconnect/test/", views.mailbox_reconnect_test, name="mailbox_reconnect_test"),
     path("<int:pk>/setup/", views.mailbox_setup, name="mailbox_setup"),
     path("<int:pk>/setup/test/", views.mailbox_setup_test, name="mailbox_setup_test"),
+    path("<int:pk>/smtp-test/", views.mailbox_smtp_test, name="mailbox_smtp_test"),
+    path("<int:pk>/send-test/", views.mailbox_send_test, name="mailbox_send_test"),
     path("<int:pk>/health/", views.mailbox_health_page, name="mailbox_health"),
     path("<int:pk>/held/<int:entry_pk>/retry/", views.held_retry, name="mailbox_held_retry"),
 ]

@@ -913,3 +913,50 @@ def test_setup_is_404_for_others(client, outsider, admin_user, signed_in, tester
         )
         assert response.status_code == 404
     assert tester.calls == []
+
+
+# --- outgoing mail ------------------------------------------------------------------------------
+
+
+def test_smtp_test_and_test_email_from_the_settings_page(client, owner, smtp_server):
+    from inbox.models import OutboxEntry
+
+    mailbox = f.MailboxFactory(
+        owner=owner,
+        email_address="olivia@relay.test",
+        login="olivia",
+        password=CANARY,
+        smtp_host=smtp_server.host,
+        smtp_port=smtp_server.port,
+        smtp_security="none",
+    )
+    smtp_server.user, smtp_server.password = "olivia", CANARY
+    client.force_login(owner)
+    page = client.get(reverse("inbox:mailbox_settings", args=[mailbox.pk])).content.decode()
+    assert "Test SMTP connection" in page and "Send test email" in page
+    ok = client.post(reverse("inbox:mailbox_smtp_test", args=[mailbox.pk]), follow=True)
+    assert "sending works" in ok.content.decode()
+    smtp_server.password = "changed-on-the-server"
+    refused = client.post(reverse("inbox:mailbox_smtp_test", args=[mailbox.pk]), follow=True)
+    html = refused.content.decode()
+    assert "Sending does not work" in html and "refused the login" in html and CANARY not in html
+
+    bad = client.post(
+        reverse("inbox:mailbox_send_test", args=[mailbox.pk]), {"to": "not an address"}, follow=True
+    )
+    assert "not an address" in bad.content.decode() and not OutboxEntry.objects.exists()
+    sent = client.post(
+        reverse("inbox:mailbox_send_test", args=[mailbox.pk]), {"to": "me@elsewhere.example"}
+    )
+    assert sent.status_code == 302
+    entry = OutboxEntry.objects.get()
+    assert entry.purpose == "test" and entry.to == ["me@elsewhere.example"]
+
+
+def test_outgoing_actions_are_404_for_non_managers(client, world, smtp_server):
+    for who, which in [("teammate", "shared"), ("admin", "personal"), ("outsider", "personal")]:
+        client.force_login(world["users"][who])
+        mailbox = world["mailboxes"][which]
+        for name in ("mailbox_smtp_test", "mailbox_send_test"):
+            url = reverse(f"inbox:{name}", args=[mailbox.pk])
+            assert client.post(url, {"to": "x@y.example"}).status_code == 404
