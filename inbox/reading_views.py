@@ -218,7 +218,7 @@ def _person(name: str, address: str) -> dict:
     return {"name": clean_display(name, limit=200), "address": clean_display(address, limit=320)}
 
 
-def message_context(request, message: Message, *, images: bool) -> dict:
+def message_context(request, message: Message, *, images: bool, compact: bool = False) -> dict:
     rendered = render_body(user=request.user, message=message, images=images)
     recipients: dict[str, list[dict]] = {"to": [], "cc": []}
     for row in message.addresses.filter(
@@ -253,7 +253,9 @@ def message_context(request, message: Message, *, images: bool) -> dict:
         "attachments": attachments,
         "images": images,
         "images_blocked": rendered.images_blocked,
-        "read_url": read_url,
+        "compact": compact,
+        # The consent link keeps the caller's layout (compact inside a conversation).
+        "show_images_url": read_url + "?images=1" + ("&compact=1" if compact else ""),
         "body_url": body_url + ("?images=1" if images else ""),
         "raw_url": reverse("inbox:message_raw", args=[message.pk]) if message.raw_file else "",
         "frame_sandbox": FRAME_SANDBOX,
@@ -262,9 +264,16 @@ def message_context(request, message: Message, *, images: bool) -> dict:
 
 @require_GET
 def message_read(request, pk: int):
-    """One message: to htmx the partial ``inbox/_message.html``; opened directly, a page."""
+    """One message: to htmx the partial ``inbox/_message.html``; opened directly, a page.
+    ``?compact=1`` leaves out the subject and people (a conversation view shows them already):
+    then the partial is the images notice, the sandboxed body and the attachments."""
     message = get_message_or_404(request.user, pk)
-    context = message_context(request, message, images=request.GET.get("images") == "1")
+    context = message_context(
+        request,
+        message,
+        images=request.GET.get("images") == "1",
+        compact=request.GET.get("compact") == "1" and bool(request.htmx),
+    )
     template = "inbox/_message.html" if request.htmx else "inbox/message_page.html"
     return render(request, template, context)
 

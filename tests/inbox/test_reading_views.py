@@ -557,3 +557,19 @@ def test_proxy_vets_every_redirect_target(
     url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{hop.url}/start.gif")
     assert client.get(url).status_code == 200
     assert [r["path"] for r in final.requests] == ["/fine.gif"]
+
+
+@pytest.mark.django_db
+def test_compact_partial_for_a_conversation(client, owner, personal_mailbox):
+    """?compact=1 (htmx only): the conversation shows subject and people itself, so the
+    partial is the images notice, the frame and the attachments; consent keeps the layout."""
+    message = f.MessageFactory(
+        mailbox=personal_mailbox, subject="Quarterly", html_body='<img src="https://t.example/p">'
+    )
+    client.force_login(owner)
+    url = reverse("inbox:message_read", args=[message.pk]) + "?compact=1"
+    html = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "Quarterly" not in html and "<iframe" in html
+    assert f"/inbox/messages/{message.pk}/?images=1&amp;compact=1" in html
+    page = client.get(url).content.decode()  # opened directly: the whole page, header included
+    assert "Quarterly" in page
