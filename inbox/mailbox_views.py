@@ -45,8 +45,10 @@ TEST_LIMIT_PER_USER = (10, 60)  # attempts, seconds
 TEST_LIMIT_PER_HOST = (30, 60)
 # RELIABILITY C-09: Reconnect attempts per user and mailbox, and refused logins before we stop
 # trying for a while (a provider locks an account that keeps failing).
-RECONNECT_LIMIT = (5, 15 * 60)
-RECONNECT_AUTH_FAILURES = (3, 15 * 60)
+# A try is a test and a Reconnect (2 attempts); a few typos must still fit, while providers
+# commonly lock an account after 5 to 10 refused logins in a row.
+RECONNECT_LIMIT = (10, 15 * 60)
+RECONNECT_AUTH_FAILURES = (4, 15 * 60)
 
 OPTION_FIELDS = ("create_contacts", "refresh_interval", "signature", "privacy")
 DEFAULT_ACTIVE = {"inbox", "sent"}

@@ -21,6 +21,7 @@ from connector.errors import USER_MESSAGES
 from connector.imap import ConnectionReport, FolderPreview
 from inbox import hooks
 from inbox.context_processors import reconnect_banner
+from inbox.mailbox_views import RECONNECT_AUTH_FAILURES
 from inbox.models import Folder, LedgerEntry, Mailbox, PrimaryMailbox
 from tests import factories as f
 
@@ -628,12 +629,16 @@ def test_reconnect_stops_after_repeated_refusals(client, owner, broken, tester):
     tester.report = failing("auth")
     client.force_login(owner)
     url = reverse("inbox:mailbox_reconnect", args=[broken.pk])
-    for _ in range(3):
+    limit = RECONNECT_AUTH_FAILURES[0]
+    for _ in range(limit):
         client.post(url, {"password": "guess", "folders_shown": "1", "active_folders": ["INBOX"]})
     response = client.post(url, {"password": "guess", "active_folders": ["INBOX"]})
     assert response.status_code == 429
     assert "wait 15 minutes" in response.content.decode()
-    assert len(tester.calls) == 3
+    assert len(tester.calls) == limit
+    # The Test button is stopped as well: it is the same password guess.
+    test = client.post(reverse("inbox:mailbox_reconnect_test", args=[broken.pk]), {"password": "x"})
+    assert "wait 15 minutes" in test.content.decode() and len(tester.calls) == limit
 
 
 def test_reconnect_bad_input_saves_nothing(client, owner, broken, tester):
@@ -960,3 +965,35 @@ def test_outgoing_actions_are_404_for_non_managers(client, world, smtp_server):
         for name in ("mailbox_smtp_test", "mailbox_send_test"):
             url = reverse(f"inbox:{name}", args=[mailbox.pk])
             assert client.post(url, {"to": "x@y.example"}).status_code == 404
+
+
+# --- services, called directly ------------------------------------------------------------------
+
+
+def test_services_refuse_what_the_pages_never_offer(owner, admin_user, broken):
+    from django.core.exceptions import PermissionDenied, ValidationError
+
+    from inbox import services
+
+    common = dict(
+        email_address="team@relay.test",
+        password=CANARY,
+        active_folders=["INBOX"],
+        sync_from=dt.date(2026, 1, 1),
+        imap_host="imap.relay.test",
+    )
+    with pytest.raises(PermissionDenied):
+        services.mailbox_connect(user=owner, kind="shared", **common)
+    with pytest.raises(ValidationError):
+        services.mailbox_connect(user=owner, kind="personal", **{**common, "active_folders": []})
+    with pytest.raises(TypeError):
+        services.mailbox_connect(user=owner, kind="personal", state="active", **common)
+    assert not Mailbox.objects.filter(email_address="team@relay.test").exists()
+    with pytest.raises(PermissionDenied):
+        services.mailbox_reconnect(user=admin_user, mailbox=broken, password=CANARY)
+    with pytest.raises(TypeError):
+        services.mailbox_update_options(user=owner, mailbox=broken, sync_from=dt.date(2020, 1, 1))
+    with pytest.raises(ValidationError):
+        services.mailbox_update_options(user=owner, mailbox=broken, refresh_interval=1)
+    broken.refresh_from_db()
+    assert broken.sync_from == dt.date(2026, 1, 1) and broken.refresh_interval == 300
