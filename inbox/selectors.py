@@ -270,9 +270,19 @@ def attach_latest(threads) -> None:
         message__thread__in=[t.pk for t in threads], unlinked_at__isnull=True
     ).values_list("message__thread_id", "record_type", *[f"{f}_id" for f in Filing.RECORD_FIELDS])
     labels = _filing_record_labels(list(filings))
+    # Sent mail is listed by whom it went to: one query for the page's sent messages.
+    recipients: dict[int, list[str]] = {}
+    outgoing = [m.pk for m in latest.values() if m.is_outgoing]
+    for message_id, name, address in (
+        MessageAddress.objects.filter(message__in=outgoing, role=MessageAddress.Role.TO)
+        .order_by("message", "position")
+        .values_list("message_id", "name", "address")
+    ):
+        recipients.setdefault(message_id, []).append(name or address)
     for thread in threads:
         thread.latest = latest.get(thread.latest_id)
         thread.records = labels.get(thread.pk, [])
+        thread.recipients = ", ".join(recipients.get(thread.latest_id, [])) or "(no recipient)"
 
 
 def _filing_record_labels(rows) -> dict[int, list[str]]:

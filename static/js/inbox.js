@@ -158,6 +158,15 @@
     }
   });
 
+  // Once the conversation has been marked read, stop showing its messages as unread.
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.successful && event.detail.elt.hasAttribute("data-inbox-autoread")) {
+      document.querySelectorAll("#conversation .inbox-msg.is-unread").forEach(function (m) {
+        m.classList.remove("is-unread");
+      });
+    }
+  });
+
   document.body.addEventListener("htmx:afterSwap", function (event) {
     var target = event.detail.target;
     if (target && target.id === "thread-list") {

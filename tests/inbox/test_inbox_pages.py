@@ -593,3 +593,15 @@ def test_qualify_search_and_triage_picker_work_without_javascript(olivia, box):
     html = _get(olivia, reverse("inbox:triage") + f"?q=widget&message={message.pk}")
     assert "Wanda Widget" in html and 'value="contact:' in html
     assert f'value="{message.pk}" id=' in html and " checked" in html
+
+
+def test_sent_mail_is_listed_by_its_recipient(olivia, box):
+    mailkit.conversation(
+        box["sent"],
+        subject="Our offer",
+        sender="olivia@relay.test",
+        to="ana@globex.example",
+        is_outgoing=True,
+    )
+    html = _get(olivia, reverse("inbox:inbox_page") + f"?folder={box['sent'].pk}")
+    assert "To: </span>ana@globex.example" in html
