@@ -561,6 +561,9 @@ def test_every_page_takes_the_same_queries_for_3_and_300_messages(olivia, owner,
             (reverse("inbox:qualify_search", args=[message.pk]) + "?q=a", HTMX),
             (reverse("inbox:triage"), {}),
             (reverse("inbox:email_tab", args=["contact", contact.pk]), HTMX),
+            (reverse("inbox:compose") + f"?reply_to={message.pk}&mode=reply_all", {}),
+            (reverse("inbox:compose") + f"?record_type=contact&record_id={contact.pk}", {}),
+            (reverse("inbox:preferences"), {}),
         ]
 
     add(3, 100)
