@@ -24,7 +24,7 @@ from crm.models import ContactEmail, Ticket
 from crm.services import contact_create, ticket_create
 from inbox.models import Filing, Message, MessageAddress, OutboxEntry, TriageEntry
 
-from . import tokens
+from . import email_api, tokens
 from .matching import (
     MATCHED_ROLES,
     Decision,
@@ -62,6 +62,11 @@ def file_messages(
 ) -> FilingReport:
     """File new messages (or, `retroactive`, re-match old ones) in batches of BATCH_SIZE."""
     ids = sorted(set(message_ids))
+    if not initial and not retroactive:
+        # Email API documents are answered, never filed: one never opens a ticket of its own
+        # (issue 7). Here rather than in a receiver, so the lost-task sweep obeys it too.
+        answered = email_api.take_documents(ids, now=now)
+        ids = [pk for pk in ids if pk not in answered]
     report = FilingReport()
     for start in range(0, len(ids), BATCH_SIZE):
         report.add(

@@ -302,3 +302,23 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
         super().save_model(request, obj, form, change)
         if "allow_insecure_cert" in form.changed_data:
             inbox_services.mailbox_audit_insecure_cert(request.user, obj)
+
+
+# --- Email API (issue 7) ------------------------------------------------------------------------
+from .models import EmailApiRequest, EmailApiSender  # noqa: E402
+
+
+@admin.register(EmailApiSender)
+class EmailApiSenderAdmin(admin.ModelAdmin):
+    """Who may send Email API documents to which support mailbox (connector/email_api.py)."""
+
+    list_display = ("address", "mailbox", "note", "created_at")
+    list_filter = ("mailbox",)
+    search_fields = ("address", "note")
+
+
+@admin.register(EmailApiRequest)
+class EmailApiRequestAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "mailbox", "sender", "outcome")
+    list_filter = ("outcome", "mailbox")
+    search_fields = ("sender",)

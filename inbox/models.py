@@ -790,3 +790,54 @@ class UserPreferences(models.Model):
 
     def __str__(self) -> str:
         return f"Preferences of {self.user}"
+
+
+class EmailApiSender(models.Model):
+    """An address allowed to send Email API documents to a support mailbox (issue 7). Mail
+    from anyone else is ordinary mail, whatever its body looks like."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="api_senders")
+    address = models.CharField(max_length=320)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["mailbox", "address"]
+        verbose_name = "Email API sender"
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "address"], name="inbox_api_sender_once")
+        ]
+
+    def __str__(self) -> str:
+        return self.address
+
+    def save(self, *args, **kwargs):
+        from crm.normalize import normalize_email
+
+        self.address = normalize_email(self.address)
+        super().save(*args, **kwargs)
+
+
+class EmailApiRequest(models.Model):
+    """One Email API document received, what became of it, and the reply it got. Unique per
+    message: a filing task run twice (redelivery, the lost-task sweep) applies it once."""
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        REJECTED = "rejected", "Rejected (nothing saved)"
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="api_request")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="api_requests")
+    sender = models.CharField(max_length=320)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    # [{"action": "created", "record_type": "ticket", "id": 7, "label": "TKT-1042"}, ...]
+    results = models.JSONField(default=list, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    reply = models.ForeignKey(
+        OutboxEntry, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "Email API request"
