@@ -185,10 +185,12 @@ class Command(BaseCommand):
             self.stdout.write(f"{m.pk:>4}  {m.kind:8}  {owner:12}  {m.state:16}  {m.email_address}")
 
     def do_sync(self, options):
+        from connector.oauth import connect_imap
         from connector.sync import sync_mailbox
 
         mailbox = self._mailbox(options["id"])
-        report = sync_mailbox(mailbox.pk)
+        # The same connect as the Celery task: OAuth tokens are refreshed before the login.
+        report = sync_mailbox(mailbox.pk, connect=connect_imap)
         for folder in report.folders:
             extra = " (UIDVALIDITY changed: re-enumerated)" if folder.uidvalidity_reset else ""
             self.stdout.write(
