@@ -318,6 +318,12 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=50_000, help="folder size for (e)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-stdlib", action="store_true", help="skip baseline 2 (slow)")
+    parser.add_argument(
+        "--tmpfs",
+        default="/dev/shm",
+        help="also sync with raw mail and attachments on this tmpfs, to separate the cost of "
+        "the disk's file creation from the engine's ('' to skip)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -367,11 +373,21 @@ def main() -> None:
         if not args.skip_stdlib:
             stdlib = baseline(server, full_user, parse=True)
             print(f"(c) stdlib: {stdlib['messages'] / stdlib['seconds']:.0f} msg/s", flush=True)
+        tmpfs = None
+        if args.tmpfs and Path(args.tmpfs).is_dir():
+            again_id = _make_mailbox(server, full_user)
+            media = Path(tempfile.mkdtemp(prefix="relay-bench-media-", dir=args.tmpfs))
+            try:
+                tmpfs = _run_worker(again_id, {**env, "MEDIA_ROOT": str(media)})
+            finally:
+                shutil.rmtree(media, ignore_errors=True)
+            print(f"(a') our sync, files on tmpfs: {n / tmpfs['seconds']:.0f} msg/s", flush=True)
         halfrun = _run_worker(half_id, env)
         big_first = _run_worker(big_id, env)
         print(f"big folder first sync: {big / big_first['seconds']:.0f} msg/s", flush=True)
         big_again = _run_worker(big_id, env)
-        _report(args, n, half, big, raw, ours, stdlib, halfrun, big_first, big_again)
+        files = sum(1 for p in (data_dir / "media").rglob("*") if p.is_file())
+        _report(args, n, half, big, raw, ours, tmpfs, stdlib, halfrun, big_first, big_again, files)
     finally:
         if server is not None:
             stop_dovecot(server)
@@ -383,7 +399,7 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _report(args, n, half, big, raw, ours, stdlib, halfrun, big_first, big_again) -> None:
+def _report(args, n, half, big, raw, ours, tmpfs, stdlib, halfrun, big_first, big_again, files):
     ours_rate = n / ours["seconds"]
     raw_rate = raw["messages"] / raw["seconds"]
     cpu_total = ours["cpu_self"] + ours["cpu_pool"] + ours["cpu_postgres"]
@@ -405,6 +421,18 @@ def _report(args, n, half, big, raw, ours, stdlib, halfrun, big_first, big_again
             f"{n / max(cpu_total / (os.cpu_count() or 1), ours['cpu_self']):,.0f} msg/s",
             "Dovecot's CPU not counted",
         ),
+        ("    files written (raw + attachments, all runs)", f"{files:,}", ""),
+    ]
+    if tmpfs is not None:
+        rows.append(
+            (
+                "(a') the same, raw and attachment files on tmpfs",
+                f"{n / tmpfs['seconds']:,.0f} msg/s",
+                f"{tmpfs['seconds']:.1f} s; CPU ms/msg {1000 * tmpfs['cpu_self'] / n:.2f}, "
+                f"{1000 * tmpfs['cpu_pool'] / n:.2f}, {1000 * tmpfs['cpu_postgres'] / n:.2f}",
+            )
+        )
+    rows += [
         ("(b) baseline 1: imaplib raw fetch", f"{raw_rate:,.0f} msg/s", f"{raw['seconds']:.1f} s"),
     ]
     if stdlib is not None:

@@ -470,6 +470,15 @@ def _retry_failed(folder, session, lease, report, uidvalidity, initial) -> None:
 
 def _sync_known(folder: Folder, session, lease: leases.Lease, report: FolderReport, status):
     """Flag changes and expunges made elsewhere, for the UIDs we already hold."""
+    held = Location.objects.filter(folder=folder, uidvalidity=status.uidvalidity)
+    if (
+        status.highestmodseq is not None
+        and folder.highest_modseq == status.highestmodseq
+        and status.messages == held.count()
+    ):
+        # Nothing changed (RFC 7162: no new MODSEQ) and nothing was expunged: decided with a
+        # COUNT, without loading every location of a 50,000-message folder (S-10).
+        return
     known = dict(
         Location.objects.filter(folder=folder, uidvalidity=status.uidvalidity).values_list(
             "uid", "flags"
