@@ -228,7 +228,7 @@ def test_health_progress_updates_live(page, live_server, shots, console_messages
     expect(page.locator("#health-live")).to_have_attribute("data-live", "off")
 
     page.get_by_role("button", name="Retry").click()
-    expect(page.get_by_text("will be fetched again on the next sync")).to_be_visible()
+    expect(page.locator(".toast-body")).to_contain_text("will be fetched again on the next sync")
     expect(page.locator("#no-held")).to_be_visible()
     shot(page, shots, "21-health-after-retry.png")
     assert csp_violations(console_messages) == []
