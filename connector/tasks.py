@@ -77,3 +77,11 @@ def file_pending() -> int:
     if count:
         log.info("filed %s messages whose filing task had been lost", count)
     return count
+
+
+@shared_task(name="relay.purge", ignore_result=True, soft_time_limit=3600, time_limit=3700)
+def purge() -> str:
+    """Beat, daily: completed job records and old ledger entries (connector.purge)."""
+    from . import purge as purging
+
+    return purging.purge().summary()

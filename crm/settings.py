@@ -226,7 +226,12 @@ CELERY_BEAT_SCHEDULE: dict = {
     "file-messages-whose-task-was-lost": {"task": "relay.file_pending", "schedule": 60.0},
     # Outbox entries whose signal was lost, retries that are due, APPENDs to Sent still to do.
     "dispatch-due-outbox": {"task": "relay.outbox_tick", "schedule": RELAY_BEAT_INTERVAL},
+    # Completed job records and old ledger entries, after RELAY_PURGE_AFTER_DAYS (issue 7).
+    "purge-completed-jobs": {"task": "relay.purge", "schedule": 24 * 3600.0},
 }
+# Workers log through LOGGING below (one structured line per event, secrets redacted) instead
+# of Celery's own root handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Relay ----------------------------------------------------------------------------------
 # Mail hosts that may resolve to internal addresses (comma-separated names, IPs or CIDRs).
@@ -297,10 +302,24 @@ RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
 RELAY_SMTP_TIMEOUT = env.float("RELAY_SMTP_TIMEOUT", default=60.0)
 
 # --- Logging --------------------------------------------------------------------------------
+# One line per event (logfmt, or JSON with LOG_FORMAT=json) with mailbox and message ids; the
+# filter redacts anything that looks like a password or token first (connector/logging.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "filters": {"redact_secrets": {"()": "connector.logging.RedactSecretsFilter"}},
+    "formatters": {
+        "structured": {
+            "()": "connector.logging.StructuredFormatter",
+            "style": env("LOG_FORMAT", default="logfmt"),
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "structured",
+            "filters": ["redact_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
