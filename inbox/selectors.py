@@ -48,6 +48,7 @@ from .models import (
     Mailbox,
     Message,
     MessageAddress,
+    PrimaryMailbox,
     Thread,
     TriageEntry,
     UserPreferences,
@@ -74,6 +75,10 @@ def user_preferences(*, user) -> UserPreferences:
     (reading a page never writes)."""
     prefs = UserPreferences.objects.filter(user=user).first()
     return prefs or UserPreferences(user=user)
+
+
+def primary_mailbox_id(*, user) -> int | None:
+    return PrimaryMailbox.objects.filter(user=user).values_list("mailbox_id", flat=True).first()
 
 
 # --- the Inbox page --------------------------------------------------------------------------

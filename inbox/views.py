@@ -77,6 +77,7 @@ def _inbox_state(request) -> dict:
     form = FilterForm(request.GET)
     return {
         "mailboxes": mailboxes,
+        "primary_id": selectors.primary_mailbox_id(user=request.user) if mailboxes else None,
         "mailbox": mailbox,
         "folders": folders,
         "folder": folder,

@@ -60,6 +60,7 @@ def test_primary_mailbox_first_and_selected(olivia, owner, box):
     html = _get(olivia, reverse("inbox:inbox_page"))
     # Primary first in the switcher (even though "aaa-support" sorts first) and selected.
     assert html.index("olivia@relay.test") < html.index("Support")
+    assert html.count(">Primary</span>") == 1
     assert "Hello from Globex" in html
     # Switching shows the other mailbox's (empty) inbox.
     html = _get(olivia, reverse("inbox:inbox_page") + f"?mailbox={other.pk}")
