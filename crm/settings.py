@@ -191,6 +191,12 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# --- Cache (rate limits on Test connection and Reconnect) ------------------------------------
+# Set RELAY_CACHE_URL (e.g. redis://redis:6379/1) when several web processes run, so the
+# limits are shared; the embedded one-process run keeps them in memory.
+if env("RELAY_CACHE_URL", default=""):
+    CACHES = {"default": env.cache("RELAY_CACHE_URL")}
+
 # --- Celery ---------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
