@@ -222,6 +222,7 @@ def _qualify_context(request, message, **extra) -> dict:
     first, _, last = name.rpartition(" ")
     return {
         "message": message,
+        "thread_size": message.thread.message_count if message.thread_id else 1,
         "filings": qualify.filings,
         "suggestions": qualify.suggestions,
         "create_form": extra.pop("create_form", None)
@@ -281,6 +282,13 @@ def qualify_link(request, pk: int):
                 error = "That record no longer exists."
             else:
                 filing = services.message_qualify(user=request.user, message=message, record=record)
+        if filing is not None and request.POST.get("whole"):
+            # "The whole conversation": the other messages of the thread go there too.
+            others = readable_messages(request.user).filter(
+                thread=message.thread_id or -1, mailbox=message.mailbox_id
+            )
+            for other in others.exclude(pk=message.pk):
+                services.message_link(user=request.user, message=other, record=filing.record)
     except ValidationError as exc:
         error = " ".join(exc.messages)
     done = f"Filed on {filing.record}." if filing else ""

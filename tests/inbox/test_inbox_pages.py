@@ -300,6 +300,25 @@ def test_qualify_search_link_unlink_and_quick_create(olivia, box):
     assert "no longer exists" in response.content.decode()
 
 
+def test_qualify_files_the_whole_conversation_when_asked(olivia, box):
+    contact = f.ContactFactory()
+    messages = mailkit.conversation(box["inbox"], size=3)
+    html = _get(olivia, reverse("inbox:qualify_dialog", args=[messages[-1].pk]), **HTMX)
+    assert "File the whole conversation (3 messages)" in html
+    olivia.post(
+        reverse("inbox:qualify_link", args=[messages[-1].pk]),
+        {"record": f"contact:{contact.pk}"},
+        headers=HTMX,
+    )
+    assert Filing.objects.filter(contact=contact).count() == 1
+    olivia.post(
+        reverse("inbox:qualify_link", args=[messages[-1].pk]),
+        {"record": f"contact:{contact.pk}", "whole": "1"},
+        headers=HTMX,
+    )
+    assert Filing.objects.filter(contact=contact).count() == 3
+
+
 def test_qualify_works_without_javascript(olivia, box):
     contact = f.ContactFactory(first_name="Plain", last_name="Html")
     (message,) = mailkit.conversation(box["inbox"])
