@@ -21,7 +21,10 @@ class FilterForm(forms.Form):
         required=False,
         label="Filed on",
         choices=[("", "Filed on anything")]
-        + [(k, f"Filed on a {v.lower()}") for k, v in RECORD_LABELS.items()],
+        + [
+            (k, f"Filed on {'an' if v[0] in 'AEIOU' else 'a'} {v.lower()}")
+            for k, v in RECORD_LABELS.items()
+        ],
     )
     date_from = forms.DateField(
         required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
