@@ -1,0 +1,116 @@
+"""Scale-out (issue 7): several real Celery workers and a beat against Redis and PostgreSQL
+sync 20 mailboxes on the test Dovecot while mail keeps arriving; one worker is SIGKILLed in the
+middle of a sync. Every message must arrive exactly once and every mailbox keep syncing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db.models import Count
+from django.utils import timezone
+
+from inbox.models import Mailbox, Message
+from tests.connector.synckit import assert_in_step, make_mailbox, make_raw
+from tests.servers.fixtures import ImapUser
+from tests.workerkit import celery_processes, wait_for  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MAILBOXES = 20
+WORKERS = ("w1", "w2", "w3")
+VICTIM = "w2"
+
+
+def holder_pid(holder: str) -> int | None:
+    parts = holder.split(":")  # connector.lease.holder_name(): host:pid:nonce
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def leases_held_by(pids: set[int]) -> list[int]:
+    rows = Mailbox.objects.filter(lease_expires_at__gt=timezone.now()).values_list(
+        "pk", "lease_holder"
+    )
+    return [pk for pk, holder in rows if holder_pid(holder) in pids]
+
+
+def stored_counts() -> dict[int, int]:
+    return dict(
+        Message.objects.values("mailbox").annotate(n=Count("pk")).values_list("mailbox", "n")
+    )
+
+
+def test_workers_share_the_mailboxes_and_a_killed_worker_loses_nothing(
+    dovecot,
+    celery_processes,  # noqa: F811
+):
+    users = [ImapUser(dovecot, dovecot.create_user()) for _ in range(MAILBOXES)]
+    delivered: dict[int, int] = {}
+    mailboxes = []
+    for n, user in enumerate(users):
+        dovecot.deliver_many(user, [make_raw(f"Mailbox {n} first {i}") for i in range(3)])
+        mailbox = make_mailbox(user, refresh_interval=3, next_sync_at=None)
+        mailboxes.append(mailbox)
+        delivered[mailbox.pk] = 3
+
+    def deliver_round(label: str) -> None:
+        for mailbox, user in zip(mailboxes, users, strict=True):
+            dovecot.deliver_many(user, [make_raw(f"{label} for {mailbox.pk}")])
+            delivered[mailbox.pk] += 1
+
+    for name in WORKERS:
+        celery_processes.worker(name)
+    celery_processes.beat()
+
+    # Mail keeps arriving while the workers sync; the victim is killed while it holds a lease,
+    # that is in the middle of a sync (no ack, no lease release, no rollback handler).
+    rounds = 0
+    deadline = time.monotonic() + 60
+    held: list[int] = []
+    while not held and time.monotonic() < deadline:
+        deliver_round(f"before kill {rounds}")
+        rounds += 1
+        watch_until = time.monotonic() + 2
+        while not held and time.monotonic() < watch_until:
+            held = leases_held_by(celery_processes.pids(VICTIM))
+            time.sleep(0.02)
+    assert held, f"{VICTIM} never took a mailbox:\n{celery_processes.log(VICTIM)[-3000:]}"
+    killed_pids = celery_processes.kill(VICTIM)
+    killed_at = timezone.now()
+
+    # The dead worker's lease and the dispatch claim run out by themselves after five minutes
+    # (connector/lease.py LEASE_TTL, connector/dispatch.py CLAIM_FOR); the test does not wait
+    # that long: it moves those two clocks for the dead worker's mailboxes only.
+    orphaned = [
+        pk
+        for pk, holder in Mailbox.objects.values_list("pk", "lease_holder")
+        if holder_pid(holder) in killed_pids
+    ]
+    assert set(held) <= set(orphaned)
+    Mailbox.objects.filter(pk__in=orphaned).update(lease_expires_at=None, next_sync_at=None)
+
+    for n in range(3):  # more mail after the kill, on every mailbox
+        deliver_round(f"after kill {n}")
+        time.sleep(1)
+    last_delivery = timezone.now()
+
+    def converged() -> bool:
+        counts = stored_counts()
+        synced_since = Mailbox.objects.filter(
+            pk__in=delivered, last_success_at__gt=last_delivery
+        ).count()
+        return synced_since == MAILBOXES and all(
+            counts.get(pk, 0) == n for pk, n in delivered.items()
+        )
+
+    wait_for(converged, timeout=75, interval=0.5, what="every mailbox to catch up")
+
+    assert all(celery_processes.alive(name) for name in WORKERS if name != VICTIM)
+    for mailbox, user in zip(mailboxes, users, strict=True):
+        assert_in_step(mailbox, user)  # lost 0, phantom 0, duplicates 0
+    assert stored_counts() == delivered  # every message exactly once
+    kept_syncing = Mailbox.objects.filter(last_success_at__gt=killed_at, state="active")
+    assert kept_syncing.count() == MAILBOXES
+    # The work was shared: both surviving workers ran syncs.
+    for name in ("w1", "w3"):
+        assert "relay.sync_mailbox" in celery_processes.log(name), name
