@@ -37,6 +37,9 @@ def test_lists_mail_filed_on_the_record_from_readable_mailboxes_only(
 ):
     contact = f.ContactFactory()
     other = f.ContactFactory()
+    # Olivia shares nothing of her personal mail (the privacy levels have their own tests).
+    personal_mailbox.privacy = "nothing"
+    personal_mailbox.save(update_fields=["privacy"])
     stranger_box = f.SharedMailboxFactory(email_address="sales@relay.test")  # granted to nobody
     older = f.MessageFactory(mailbox=shared_mailbox, subject="Older shared mail", date=_at(1))
     newer = f.MessageFactory(
