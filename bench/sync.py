@@ -433,7 +433,11 @@ def _report(args, n, half, big, raw, ours, tmpfs, stdlib, halfrun, big_first, bi
             )
         )
     rows += [
-        ("(b) baseline 1: imaplib raw fetch", f"{raw_rate:,.0f} msg/s", f"{raw['seconds']:.1f} s"),
+        (
+            "(b) baseline 1: imaplib raw fetch",
+            f"{raw_rate:,.0f} msg/s",
+            f"{raw['seconds']:.2f} s; {raw['messages']:,} msgs, {raw['bytes'] / 1e6:,.0f} MB",
+        ),
     ]
     if stdlib is not None:
         stdlib_rate = stdlib["messages"] / stdlib["seconds"]

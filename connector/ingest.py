@@ -22,6 +22,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,6 +169,7 @@ POOL_MIN_BATCH = 16  # fewer messages than this are prepared in-process: forking
 _pool: ProcessPoolExecutor | None = None
 _pool_pid = 0
 _pool_fingerprint: tuple = ()
+_pool_refused_pid = 0  # this process could not start a pool: do not try for every batch
 
 
 def _pool_size() -> int:
@@ -201,6 +203,8 @@ def _get_pool(*, create: bool = True) -> ProcessPoolExecutor | None:
         return _pool
     if not create or threading.current_thread() is not threading.main_thread():
         return None
+    if _pool_refused_pid == os.getpid():
+        return None
     _drop_pool()
     if _pool_size() < 2:
         return None
@@ -220,17 +224,25 @@ def _drop_pool() -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _refuse_pool(exc: Exception) -> None:
+    """A pool that cannot start here (a daemonic process may have no children, no /dev/shm
+    for its semaphores...) is not tried again by this process: it prepares in-process."""
+    global _pool_refused_pid
+    log.warning("parse pool unavailable, preparing in-process: %s", exc)
+    _pool_refused_pid = os.getpid()
+    _drop_pool()
+
+
 def warm_pool() -> bool:
     """Start the pool's processes now. The sync calls this before its prefetch thread starts,
     so that no fork happens while another thread runs (fork copies no threads, only locks)."""
-    pool = _get_pool()
-    if pool is None:
-        return False
     try:
+        pool = _get_pool()
+        if pool is None:
+            return False
         pool.submit(int).result(timeout=60)
     except Exception as exc:  # noqa: BLE001 - no pool means in-process, never a failed sync
-        log.warning("parse pool unavailable, preparing in-process: %s", exc)
-        _drop_pool()
+        _refuse_pool(exc)
         return False
     return True
 
@@ -257,19 +269,23 @@ class PreparedBatch:
     def __init__(self, mailbox_id: int, items: Sequence[Fetched], parse=parse_message):
         self.mailbox_id, self.items, self.parse = mailbox_id, list(items), parse
         self.chunks: list[tuple[list[Fetched], Future | None]] = []
-        wanted = parse is parse_message and len(self.items) >= POOL_MIN_BATCH
-        # In the sync's prefetch thread this is the pool warm_pool() started, or none.
-        pool = _get_pool() if wanted else None
-        if pool is None:
+        if parse is not parse_message or len(self.items) < POOL_MIN_BATCH:
             return
-        size = max(4, -(-len(self.items) // (_pool_size() * 4)))
         try:
+            # In the sync's prefetch thread this is the pool warm_pool() started, or none.
+            pool = _get_pool()
+            if pool is None:
+                return
+            size = max(4, -(-len(self.items) // (_pool_size() * 4)))
             for start in range(0, len(self.items), size):
                 chunk = self.items[start : start + size]
                 self.chunks.append((chunk, pool.submit(_prepare_in_pool, mailbox_id, chunk)))
-        except Exception as exc:  # noqa: BLE001 - a broken pool: prepare in-process
-            log.warning("parse pool unavailable, preparing in-process: %s", exc)
+        except BrokenProcessPool as exc:  # a process died earlier: a new pool next folder
+            log.warning("parse pool broken, preparing in-process: %s", exc)
             _drop_pool()
+            self.chunks = []
+        except Exception as exc:  # noqa: BLE001 - the pool cannot start here at all
+            _refuse_pool(exc)
             self.chunks = []
 
     def result(self) -> list[_Prepared]:
