@@ -29,14 +29,23 @@ from django.utils import timezone
 from connector import corpus
 from connector.importer import import_messages
 from crm import services as crm_services
-from crm.models import Account, Contact, ContactEmail, Lead, Opportunity, StaffEmail, Ticket
+from crm.models import (
+    Account,
+    Contact,
+    ContactEmail,
+    Counter,
+    Lead,
+    Opportunity,
+    StaffEmail,
+    Ticket,
+)
 from inbox.models import Mailbox, Message, PrimaryMailbox
 from inbox.services import mailbox_set_primary
 
 DEMO_PASSWORD = "demo"
 SUPPORT_ADDRESS = "support@relay.example"  # the address the corpus writes to
 # Enough mail for a few months of threads, and 14 ticket references; the same every time.
-DEMO_MAIL_COUNT = 80
+DEMO_MAIL_COUNT = 300  # "a few hundred" (issue 3): threads, HTML, attachments, 7 languages
 DEMO_MAIL_SEED = 1
 # RFC 2606 reserves .invalid: the name can never resolve, so a demo mailbox that is resumed by
 # mistake fails at once instead of connecting to someone's real server.
@@ -485,12 +494,16 @@ class Command(BaseCommand):
             self.created += 1
         lined_up = first.number == crm_services.FIRST_NUMBER["ticket"]
         states = itertools.cycle(TICKET_STATES)
+        top = first.number
         for number, subject, customer in mail_tickets(messages):
             status, priority, assignee = next(states)
-            ticket = Ticket.objects.filter(subject=subject).first()
+            # The mail says [TKT-n]: the ticket must carry exactly that number. Several
+            # conversations may share a subject, so they are told apart by number.
+            ticket = Ticket.objects.filter(number=number).first()
             if ticket is None:
                 contact = contacts.get(customer)
-                ticket = crm_services.ticket_create(
+                ticket = Ticket.objects.create(
+                    number=number,
                     subject=subject,
                     status=status,
                     priority=priority,
@@ -500,7 +513,10 @@ class Command(BaseCommand):
                     description=f"Opened from a message by {customer}.",
                 )
                 self.created += 1
-            lined_up = lined_up and ticket.number == number
+            lined_up = lined_up and ticket.subject == subject
+            top = max(top, number)
+        # New tickets made in the app continue after the demo's numbers.
+        Counter.objects.filter(name="ticket", value__lte=top).update(value=top + 1)
         return lined_up
 
     def opportunities(self, users, accounts, contacts) -> None:
