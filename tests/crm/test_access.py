@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.urls import reverse
 
@@ -85,4 +87,9 @@ def test_pages_carry_a_strict_csp_and_no_inline_styles(user_client):
     # Every script is a file from our origin, carrying the nonce of this response.
     nonce = policy.split("'nonce-")[1].split("'")[0]
     assert html.count("<script") == html.count(f'nonce="{nonce}"') == 3
-    assert '<meta name="htmx-config" content=\'{"includeIndicatorStyles":false}\'>' in html
+    # htmx neither injects a <style> element nor settles style attributes (both refused).
+    config = html.split('<meta name="htmx-config" content=\'')[1].split("'>")[0]
+    assert json.loads(config) == {
+        "includeIndicatorStyles": False,
+        "attributesToSettle": ["class", "width", "height"],
+    }
