@@ -537,7 +537,7 @@ class Command(BaseCommand):
 
     def mailboxes(self, users, messages, *, import_mail: bool) -> None:
         demo = users["demo"]
-        personal = self.mailbox(
+        self.mailbox(
             email_address=demo.email,
             kind=Mailbox.Kind.PERSONAL,
             owner=demo,
@@ -551,8 +551,11 @@ class Command(BaseCommand):
             display_name="Relay Support",
         )
         support.granted_users.add(*users.values())
-        if not PrimaryMailbox.objects.filter(user=demo).exists():
-            mailbox_set_primary(user=demo, mailbox=personal)
+        # The support mailbox holds the demo mail: make it primary so a newcomer sees mail at
+        # once (the personal one is a switch away).
+        for user in users.values():
+            if not PrimaryMailbox.objects.filter(user=user).exists():
+                mailbox_set_primary(user=user, mailbox=support)
         if import_mail:
             self.created += import_demo_mail(support, messages)
         else:
