@@ -547,3 +547,51 @@ def test_a_first_sync_history_document_is_not_applied(support):
     )
     filing.file_messages(message_ids=[message.pk], initial=True)
     assert not Account.objects.exists() and not EmailApiRequest.objects.exists()
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_end_to_end_a_web_form_mail_becomes_records_and_the_sender_gets_the_answer(
+    imap_user, smtp_server, tmp_path, settings
+):
+    """Delivered to Dovecot, synced, filed by the task the signal enqueues (run in-process),
+    the reply sent through the real SMTP path to the sender."""
+    from email import message_from_bytes, policy
+
+    from crm.celery import app
+    from inbox.models import Mailbox
+
+    from .synckit import make_mailbox, make_raw
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    try:
+        mailbox = make_mailbox(
+            imap_user,
+            smtp_host=smtp_server.host,
+            smtp_port=smtp_server.port,
+            smtp_security="none",
+        )
+        Mailbox.objects.filter(pk=mailbox.pk).update(kind="shared", owner=None, create_tickets=True)
+        smtp_server.user, smtp_server.password = imap_user.login, imap_user.password
+        EmailApiSender.objects.create(mailbox=mailbox, address=FORMS)
+        from connector import sync
+
+        assert sync.sync_mailbox(mailbox.pk).completed  # the first sync: nothing there yet
+        body = (SCHEMA_DIR / "examples" / "web-form-new-customer.xml").read_text()
+        imap_user.server.deliver(
+            imap_user, make_raw("Form 42", sender=f"Web form <{FORMS}>", body=body)
+        )
+        assert sync.sync_mailbox(mailbox.pk).completed
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = False, False
+
+    ticket = Ticket.objects.get()
+    assert ticket.subject == "Printer jams on every second page"
+    assert ticket.contact.account.name == "Acme Printing Ltd"
+    assert [m.rcpt_tos for m in smtp_server.received] == [(FORMS,)]
+    reply = message_from_bytes(smtp_server.received[0].raw, policy=policy.default)
+    assert reply["Subject"] == "[Email API applied] Re: Form 42"
+    assert f"created ticket #{ticket.pk}: {ticket.reference}" in reply.get_content()
