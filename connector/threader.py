@@ -83,7 +83,31 @@ def plan_threads(*, mailbox_id: int, messages: Sequence[Message]) -> set[int]:
     Thread.objects.bulk_create(new_threads.values())
     for message, thread in chosen:
         message.thread_id = thread.pk if isinstance(thread, Thread) else thread
-    return existing
+    return existing | _adopt_earlier_replies(mailbox_id=mailbox_id, messages=messages)
+
+
+def _adopt_earlier_replies(*, mailbox_id: int, messages: Sequence[Message]) -> set[int]:
+    """Replies can be stored before the message they answer: the sync takes Inbox before
+    Sent, so a customer's answer arrives before our own message it replies to. When the
+    parent comes, the replies' thread joins the parent's (one query to find them). Returns
+    the threads that gained messages, for refresh_threads() to recount."""
+    parents = {m.message_id: m.thread_id for m in messages if m.message_id and m.thread_id}
+    if not parents:
+        return set()
+    orphans = set(
+        Message.objects.filter(mailbox_id=mailbox_id, in_reply_to__in=parents)
+        .exclude(thread_id__in=set(parents.values()))
+        .values_list("thread_id", "in_reply_to")
+    )
+    merged: set[int] = set()
+    for thread_id, parent in orphans:
+        target = parents[parent]
+        if thread_id is None or thread_id == target:
+            continue
+        Message.objects.filter(thread_id=thread_id).update(thread_id=target)
+        Thread.objects.filter(pk=thread_id).delete()
+        merged.add(target)
+    return merged
 
 
 def refresh_threads(*, thread_ids: set[int]) -> None:

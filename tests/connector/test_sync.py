@@ -396,3 +396,20 @@ def test_a_holder_whose_lease_was_taken_over_cannot_write(imap_user):
     with pytest.raises(lease.LeaseLost), transaction.atomic():
         stale.check()
     fresh.release()
+
+
+def test_a_reply_stored_before_its_parent_joins_the_parents_thread(imap_user):
+    """The sync takes Inbox before Sent: the customer's answer arrives first."""
+    dovecot = imap_user.server
+    dovecot.deliver(
+        imap_user, make_raw("Our offer", message_id="<offer@relay.test>"), folder="Sent"
+    )
+    dovecot.deliver(imap_user, make_raw("Re: Our offer", in_reply_to="<offer@relay.test>"))
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX"])
+    run(mailbox)
+    Mailbox.objects.filter(pk=mailbox.pk).update(active_folders=["INBOX", "Sent"])
+    run(mailbox)
+    offer = Message.objects.get(subject="Our offer")
+    answer = Message.objects.get(subject="Re: Our offer")
+    assert offer.thread_id == answer.thread_id
+    assert offer.thread.message_count == 2
