@@ -210,10 +210,26 @@ def _get_pool(*, create: bool = True) -> ProcessPoolExecutor | None:
         return None
     # fork: the children inherit Django's settings and the loaded parser, and start in
     # milliseconds; they never use the database connection they inherit.
-    _pool = ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         _pool_size(), mp_context=multiprocessing.get_context("fork"), initializer=_pool_init
     )
-    _pool_pid, _pool_fingerprint = os.getpid(), fingerprint
+    # The first task forks every process of the pool, here, in this thread. A Celery prefork
+    # worker is a daemonic process, and multiprocessing refuses children to those lest they
+    # outlive it; ours cannot (_pool_init: PR_SET_PDEATHSIG), so the flag is lifted meanwhile.
+    current = multiprocessing.current_process()
+    daemon = current._config.get("daemon")
+    current._config["daemon"] = False
+    try:
+        pool.submit(int).result(timeout=60)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        if daemon is not None:
+            current._config["daemon"] = daemon
+        else:
+            current._config.pop("daemon", None)
+    _pool, _pool_pid, _pool_fingerprint = pool, os.getpid(), fingerprint
     return _pool
 
 
@@ -225,8 +241,8 @@ def _drop_pool() -> None:
 
 
 def _refuse_pool(exc: Exception) -> None:
-    """A pool that cannot start here (a daemonic process may have no children, no /dev/shm
-    for its semaphores...) is not tried again by this process: it prepares in-process."""
+    """A pool that cannot start here (no /dev/shm for its semaphores, no fork in a sandbox...)
+    is not tried again by this process: it prepares in-process."""
     global _pool_refused_pid
     log.warning("parse pool unavailable, preparing in-process: %s", exc)
     _pool_refused_pid = os.getpid()
@@ -237,14 +253,10 @@ def warm_pool() -> bool:
     """Start the pool's processes now. The sync calls this before its prefetch thread starts,
     so that no fork happens while another thread runs (fork copies no threads, only locks)."""
     try:
-        pool = _get_pool()
-        if pool is None:
-            return False
-        pool.submit(int).result(timeout=60)
+        return _get_pool() is not None
     except Exception as exc:  # noqa: BLE001 - no pool means in-process, never a failed sync
         _refuse_pool(exc)
         return False
-    return True
 
 
 def _prepare_in_pool(mailbox_id: int, items: list[Fetched]) -> list[_Prepared]:

@@ -124,3 +124,25 @@ def test_a_pool_process_killed_mid_batch_changes_nothing(imap_user, settings, mo
     assert report.completed, report.summary()
     assert report.total("stored") == 40
     assert_in_step(mailbox, imap_user)
+
+
+def test_the_pool_starts_inside_a_daemonic_process_like_a_celery_prefork_worker(settings):
+    """Celery's prefork workers are daemonic; multiprocessing refuses them children unless the
+    pool lifts the flag while it forks (its processes die with the worker: PR_SET_PDEATHSIG)."""
+    import multiprocessing
+
+    settings.RELAY_PARSE_WORKERS = 2
+    config = multiprocessing.current_process()._config
+    before = config.get("daemon")
+    ingest._drop_pool()
+    config["daemon"] = True
+    try:
+        assert ingest.warm_pool()
+        assert ingest._pool is not None
+        assert config["daemon"] is True  # put back as it was
+    finally:
+        ingest._drop_pool()
+        if before is None:
+            config.pop("daemon", None)
+        else:
+            config["daemon"] = before
