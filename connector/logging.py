@@ -4,8 +4,9 @@ secret.
 `StructuredFormatter` writes logfmt (`ts=... level=INFO logger=connector.sync event="..."
 mailbox_id=3 message_id=81`) or, with `style="json"`, one JSON object per line; a traceback is
 folded into the same line, so a log shipper never splits an event. Ids come from `extra=` on
-the logging call (`log.info("...", extra={"mailbox_id": m.pk})`) and, for the older calls that
-put them in the text (`mailbox=3 folder=7`), are also lifted out of the message.
+the logging call (`log.info("...", extra={"mailbox_id": m.pk})`), from the Celery task running
+(`task`, `task_id`, and `mailbox_id` for a sync), and, for the older calls that put them in the
+text (`mailbox=3 folder=7`), are also lifted out of the message.
 
 `RedactSecretsFilter` sits on the handler: whatever a message, its arguments or its extras hold
 (a password in a URL, an IMAP LOGIN line, an XOAUTH2 or Bearer token, `password=...` or
@@ -95,6 +96,26 @@ class RedactSecretsFilter(logging.Filter):
         return True
 
 
+# Tasks whose first argument is a mailbox id: every line logged while one runs carries it.
+MAILBOX_TASKS = {"relay.sync_mailbox"}
+
+
+def _task_fields() -> dict:
+    """The Celery task this line was logged from, if any: its name and id, and the mailbox it
+    works on, so a worker's lines can be grouped per task and per mailbox."""
+    from celery._state import get_current_task
+
+    task = get_current_task()
+    request = getattr(task, "request", None)
+    if task is None or request is None or not getattr(request, "id", None):
+        return {}
+    fields = {"task": task.name, "task_id": request.id}
+    args = getattr(request, "args", None) or ()
+    if task.name in MAILBOX_TASKS and args and isinstance(args[0], int):
+        fields["mailbox_id"] = args[0]
+    return fields
+
+
 def _logfmt_value(value) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     if text and not re.search(r'[\s="\\]', text):
@@ -119,6 +140,7 @@ class StructuredFormatter(logging.Formatter):
             "logger": record.name,
             "event": message,
         }
+        fields.update(_task_fields())
         for name, value in _INLINE_IDS.findall(message):
             fields.setdefault(f"{name}_id", int(value))
         for key, value in extras(record).items():

@@ -108,3 +108,23 @@ def test_json_style_is_one_object_per_line():
 def test_redact_keeps_what_is_not_a_secret():
     text = "mailbox=3 uid=12 outcome=stored subject='Password reset' from=ana@acme.example"
     assert redact(text) == text
+
+
+def test_lines_logged_inside_a_sync_task_carry_the_task_and_the_mailbox(captured):
+    from celery import shared_task
+
+    logger, stream = captured
+
+    @shared_task(name="relay.sync_mailbox_log_probe", bind=True)
+    def probe(self, mailbox_id):
+        logger.info("working")
+
+    import connector.logging as structured
+
+    structured.MAILBOX_TASKS.add("relay.sync_mailbox_log_probe")
+    try:
+        probe.apply(args=(42,), task_id="t-123")
+    finally:
+        structured.MAILBOX_TASKS.discard("relay.sync_mailbox_log_probe")
+    line = lines(stream)[0]
+    assert "task=relay.sync_mailbox_log_probe task_id=t-123 mailbox_id=42" in line
