@@ -62,6 +62,7 @@ SCHEMA_FILE = "schema/relay-email-api.xsd"
 DEFAULT_MAX_BYTES = 256 * 1024
 MAX_OPERATIONS = 100
 KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_ROOT_END = re.compile(r"</(?:[A-Za-z_][\w.-]*:)?request\s*>")
 TICKET_REF_RE = re.compile(r"(?:TKT-)?(\d{1,18})", re.IGNORECASE)
 
 
@@ -693,6 +694,11 @@ def find_document(message: Message) -> tuple[str | bytes, str, int | None] | Non
     the message carries no document."""
     body = (message.text_body or "").lstrip("\ufeff \t\r\n")
     if body.startswith("<"):
+        # A footer the sender's mail system appends after the document ("-- Sent by ...")
+        # is not part of it: cut after the last closing root tag.
+        ends = list(_ROOT_END.finditer(body))
+        if ends:
+            body = body[: ends[-1].end()]
         return body, "the message body", None
     for attachment in message.attachments.select_related("blob").order_by("position"):
         name = (attachment.filename or "").lower()

@@ -463,7 +463,9 @@ def test_a_document_over_the_size_cap_is_refused_unparsed(support, settings):
     assert len(body) > 50_000
     message = send(support, body)
     nothing_saved()
-    assert_rejected(message, f"the document is {len(body)} bytes; the limit is 50000 bytes")
+    assert_rejected(
+        message, f"the document is {len(body.rstrip())} bytes; the limit is 50000 bytes"
+    )
 
 
 def test_an_oversized_attachment_is_refused_by_its_size(support, settings):
@@ -595,3 +597,9 @@ def test_end_to_end_a_web_form_mail_becomes_records_and_the_sender_gets_the_answ
     reply = message_from_bytes(smtp_server.received[0].raw, policy=policy.default)
     assert reply["Subject"] == "[Email API applied] Re: Form 42"
     assert f"created ticket #{ticket.pk}: {ticket.reference}" in reply.get_content()
+
+
+def test_a_footer_after_the_document_is_ignored(support):
+    body = doc("<createAccount><name>Footer Ltd</name></createAccount>")
+    send(support, body + "\n-- \nSent by the Acme web form service\n<https://forms.example>\n")
+    assert Account.objects.get().name == "Footer Ltd"

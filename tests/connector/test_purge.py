@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from connector import purge, sync, tasks
 from inbox.models import (
+    EmailApiRequest,
     LedgerEntry,
     Location,
     Message,
@@ -75,6 +76,19 @@ def test_old_completed_records_go_and_everything_still_needed_stays(settings):
     open_old = f.TriageEntryFactory(resolved_at=None)
     TriageEntry.objects.filter(pk=open_old.pk).update(created_at=OLD)
 
+    answered_old = EmailApiRequest.objects.create(
+        message=f.MessageFactory(),
+        mailbox=f.MailboxFactory(),
+        sender="a@b.example",
+        outcome="applied",
+    )
+    EmailApiRequest.objects.filter(pk=answered_old.pk).update(created_at=OLD)
+    answered_recent = EmailApiRequest.objects.create(
+        message=f.MessageFactory(),
+        mailbox=f.MailboxFactory(),
+        sender="a@b.example",
+        outcome="applied",
+    )
     old_done_ledger = [ledger(o, updated_at=OLD) for o in ("stored", "duplicate", "skipped")]
     old_trouble = [ledger(o, updated_at=OLD) for o in ("failed", "held")]
     recent_ledger = ledger("stored", updated_at=RECENT)
@@ -82,7 +96,8 @@ def test_old_completed_records_go_and_everything_still_needed_stays(settings):
 
     report = purge.purge(now=NOW)
 
-    assert alive(sent_old, done_old, resolved_old, *old_done_ledger) == [False] * 6
+    assert alive(sent_old, done_old, resolved_old, answered_old, *old_done_ledger) == [False] * 7
+    assert alive(answered_recent) == [True]
     assert all(alive(sent_recent, sent_append_pending, *unfinished))
     assert all(alive(done_recent, not_done, resolved_recent, open_old))
     assert all(alive(*old_trouble, recent_ledger))
@@ -91,7 +106,7 @@ def test_old_completed_records_go_and_everything_still_needed_stays(settings):
         "outbox_sent": 1,
         "pending_changes_done": 1,
         "triage_resolved": 1,
-        "email_api_requests": 0,
+        "email_api_requests": 1,
         "ledger": 3,
     }
 
