@@ -73,12 +73,37 @@ def _server_locations(message):
     )
 
 
+def _queue_server_changes(*, user, message, locations, action: str, target: str = "") -> int:
+    """One pending change per server copy, and a sync to write them: the sync engine applies
+    them before it reads anything (connector/sync.py push_pending_changes)."""
+    from .models import PendingChange
+
+    PendingChange.objects.bulk_create(
+        [
+            PendingChange(
+                mailbox_id=message.mailbox_id,
+                location=loc,
+                folder_name=loc.folder.name,
+                uidvalidity=loc.uidvalidity,
+                uid=loc.uid,
+                action=action,
+                target_folder=target,
+                created_by=user,
+            )
+            for loc in locations
+        ]
+    )
+    if locations:
+        mailbox_request_sync(mailbox=message.mailbox)
+    return len(locations)
+
+
 @transaction.atomic
 def message_change_flag(*, user, message, action: str) -> int:
     """Mark read/unread or flag/unflag `message` (already permission-checked by the caller).
     The local state changes at once; each server copy gets a pending change. Returns how many
     server writes were queued."""
-    from .models import Location, Message, PendingChange
+    from .models import Location, Message
 
     if action not in _FLAG_EFFECT:
         raise ValidationError(f"Unknown action {action!r}.")
@@ -91,23 +116,7 @@ def message_change_flag(*, user, message, action: str) -> int:
     Location.objects.bulk_update(locations, ["flags"])
     field = "seen" if flag == "\\Seen" else "flagged"
     Message.objects.filter(pk=message.pk).update(**{field: on})
-    PendingChange.objects.bulk_create(
-        [
-            PendingChange(
-                mailbox_id=message.mailbox_id,
-                location=loc,
-                folder_name=loc.folder.name,
-                uidvalidity=loc.uidvalidity,
-                uid=loc.uid,
-                action=action,
-                created_by=user,
-            )
-            for loc in locations
-        ]
-    )
-    if locations:
-        mailbox_request_sync(mailbox=message.mailbox)
-    return len(locations)
+    return _queue_server_changes(user=user, message=message, locations=locations, action=action)
 
 
 @transaction.atomic
@@ -118,24 +127,13 @@ def message_move(*, user, message, target_folder) -> int:
     if target_folder.mailbox_id != message.mailbox_id or target_folder.is_local:
         raise ValidationError("Pick a folder of this mailbox on the server.")
     locations = [loc for loc in _server_locations(message) if loc.folder_id != target_folder.pk]
-    PendingChange.objects.bulk_create(
-        [
-            PendingChange(
-                mailbox_id=message.mailbox_id,
-                location=loc,
-                folder_name=loc.folder.name,
-                uidvalidity=loc.uidvalidity,
-                uid=loc.uid,
-                action=PendingChange.Action.MOVE,
-                target_folder=target_folder.name,
-                created_by=user,
-            )
-            for loc in locations
-        ]
+    return _queue_server_changes(
+        user=user,
+        message=message,
+        locations=locations,
+        action=PendingChange.Action.MOVE,
+        target=target_folder.name,
     )
-    if locations:
-        mailbox_request_sync(mailbox=message.mailbox)
-    return len(locations)
 
 
 @transaction.atomic
@@ -144,24 +142,12 @@ def message_delete(*, user, message) -> int:
     stays in the CRM, filed where it was, marked no longer on the server once it is gone."""
     from .models import PendingChange
 
-    locations = _server_locations(message)
-    PendingChange.objects.bulk_create(
-        [
-            PendingChange(
-                mailbox_id=message.mailbox_id,
-                location=loc,
-                folder_name=loc.folder.name,
-                uidvalidity=loc.uidvalidity,
-                uid=loc.uid,
-                action=PendingChange.Action.DELETE,
-                created_by=user,
-            )
-            for loc in locations
-        ]
+    return _queue_server_changes(
+        user=user,
+        message=message,
+        locations=_server_locations(message),
+        action=PendingChange.Action.DELETE,
     )
-    if locations:
-        mailbox_request_sync(mailbox=message.mailbox)
-    return len(locations)
 
 
 # --- Qualify: people file mail by hand (issue 4) ---------------------------------------------
