@@ -9,7 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from django.db.models import Count, Max, OuterRef, Subquery
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Count,
+    F,
+    Max,
+    OuterRef,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from inbox.models import Message, Thread
@@ -99,15 +109,23 @@ def _adopt_earlier_replies(*, mailbox_id: int, messages: Sequence[Message]) -> s
         .exclude(thread_id__in=set(parents.values()))
         .values_list("thread_id", "in_reply_to")
     )
-    merged: set[int] = set()
+    moves: dict[int, int] = {}  # orphan thread -> the parent's thread
     for thread_id, parent in orphans:
-        target = parents[parent]
-        if thread_id is None or thread_id == target:
-            continue
-        Message.objects.filter(thread_id=thread_id).update(thread_id=target)
-        Thread.objects.filter(pk=thread_id).delete()
-        merged.add(target)
-    return merged
+        if thread_id is not None and thread_id != parents[parent]:
+            moves.setdefault(thread_id, parents[parent])
+    if not moves:
+        return set()
+    # One UPDATE and one DELETE for the whole batch: the Sent folder of an initial sync brings
+    # the parents of hundreds of earlier replies at once.
+    Message.objects.filter(thread_id__in=moves).update(
+        thread_id=Case(
+            *(When(thread_id=orphan, then=Value(target)) for orphan, target in moves.items()),
+            default=F("thread_id"),
+            output_field=BigIntegerField(),
+        )
+    )
+    Thread.objects.filter(pk__in=moves).delete()
+    return set(moves.values())
 
 
 def refresh_threads(*, thread_ids: set[int]) -> None:

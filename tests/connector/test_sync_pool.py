@@ -8,12 +8,13 @@ import os
 import signal
 
 import pytest
+from django.db.models import Count
 from django.utils import timezone
 
 from connector import corpus, ingest, storage, sync
-from inbox.models import Attachment, LedgerEntry, Message, MessageAddress
+from inbox.models import Attachment, LedgerEntry, Mailbox, Message, MessageAddress, Thread
 
-from .synckit import assert_in_step, make_mailbox
+from .synckit import assert_in_step, make_mailbox, make_raw
 
 pytestmark = pytest.mark.django_db
 
@@ -146,3 +147,29 @@ def test_the_pool_starts_inside_a_daemonic_process_like_a_celery_prefork_worker(
             config.pop("daemon", None)
         else:
             config["daemon"] = before
+
+
+def test_replies_stored_before_their_parents_all_join_them_in_one_batch(imap_user):
+    """Several parents arriving in one batch each adopt the thread of their earlier replies
+    (one UPDATE for all of them), and the emptied threads go."""
+    dovecot = imap_user.server
+    for n in range(3):
+        dovecot.deliver(imap_user, make_raw(f"Offer {n}", message_id=f"<o{n}@relay.test>"), "Sent")
+        dovecot.deliver(imap_user, make_raw(f"Re: Offer {n}", in_reply_to=f"<o{n}@relay.test>"))
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX"])
+    assert sync.sync_mailbox(mailbox.pk).completed
+    Mailbox.objects.filter(pk=mailbox.pk).update(active_folders=["INBOX", "Sent"])
+    assert sync.sync_mailbox(mailbox.pk).completed
+    for n in range(3):
+        offer = Message.objects.get(mailbox=mailbox, subject=f"Offer {n}")
+        answer = Message.objects.get(mailbox=mailbox, subject=f"Re: Offer {n}")
+        assert offer.thread_id == answer.thread_id
+        assert offer.thread.message_count == 2
+    assert Thread.objects.filter(mailbox=mailbox).count() == 3
+    counts = dict(
+        Message.objects.filter(mailbox=mailbox)
+        .values("thread")
+        .annotate(n=Count("id"))
+        .values_list("thread", "n")
+    )
+    assert all(t.message_count == counts[t.pk] for t in Thread.objects.filter(mailbox=mailbox))
