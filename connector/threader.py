@@ -104,28 +104,44 @@ def _adopt_earlier_replies(*, mailbox_id: int, messages: Sequence[Message]) -> s
     parents = {m.message_id: m.thread_id for m in messages if m.message_id and m.thread_id}
     if not parents:
         return set()
-    orphans = set(
-        Message.objects.filter(mailbox_id=mailbox_id, in_reply_to__in=parents)
-        .exclude(thread_id__in=set(parents.values()))
-        .values_list("thread_id", "in_reply_to")
+    # Every stored reply to a parent of this batch, whatever thread it is in: a reply's thread
+    # may itself be the thread another message of this batch joined (a customer's answer to
+    # our reply, in the same batch as the request both follow), and is merged all the same.
+    orphans = sorted(
+        (thread_id, parent)
+        for thread_id, parent in Message.objects.filter(
+            mailbox_id=mailbox_id, in_reply_to__in=parents
+        ).values_list("thread_id", "in_reply_to")
+        if thread_id is not None
     )
-    moves: dict[int, int] = {}  # orphan thread -> the parent's thread
+    moves: dict[int, int] = {}  # thread -> the thread it joins
+
+    def final(thread_id: int) -> int:
+        while thread_id in moves:
+            thread_id = moves[thread_id]
+        return thread_id
+
     for thread_id, parent in orphans:
-        if thread_id is not None and thread_id != parents[parent]:
-            moves.setdefault(thread_id, parents[parent])
+        # Roots only, and never a move back into itself: the moves stay a forest, no cycle.
+        source, target = final(thread_id), final(parents[parent])
+        if source != target:
+            moves[source] = target
     if not moves:
         return set()
+    resolved = {source: final(source) for source in moves}
     # One UPDATE and one DELETE for the whole batch: the Sent folder of an initial sync brings
     # the parents of hundreds of earlier replies at once.
-    Message.objects.filter(thread_id__in=moves).update(
+    Message.objects.filter(thread_id__in=resolved).update(
         thread_id=Case(
-            *(When(thread_id=orphan, then=Value(target)) for orphan, target in moves.items()),
+            *(When(thread_id=source, then=Value(target)) for source, target in resolved.items()),
             default=F("thread_id"),
             output_field=BigIntegerField(),
         )
     )
-    Thread.objects.filter(pk__in=moves).delete()
-    return set(moves.values())
+    for message in messages:  # not inserted yet (ingest) or just updated above
+        message.thread_id = resolved.get(message.thread_id, message.thread_id)
+    Thread.objects.filter(pk__in=resolved).delete()
+    return set(resolved.values())
 
 
 def refresh_threads(*, thread_ids: set[int]) -> None:

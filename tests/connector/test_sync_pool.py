@@ -173,3 +173,27 @@ def test_replies_stored_before_their_parents_all_join_them_in_one_batch(imap_use
         .values_list("thread", "n")
     )
     assert all(t.message_count == counts[t.pk] for t in Thread.objects.filter(mailbox=mailbox))
+
+
+def test_every_reply_shares_its_parents_thread_after_an_initial_sync(imap_user):
+    """Whatever the order the folders and batches bring a conversation in (Sent may come
+    first, a reply may share a batch with the request it follows), a message that replies to
+    another ends in its thread, and every thread's count is its number of messages."""
+    deliver_corpus(imap_user, 120)
+    mailbox = make_mailbox(imap_user)
+    assert sync.sync_mailbox(mailbox.pk, batch_size=40).completed
+    rows = list(
+        Message.objects.filter(mailbox=mailbox).values_list("message_id", "in_reply_to", "thread")
+    )
+    thread_of = {mid: thread for mid, _, thread in rows if mid}
+    pairs = [(thread, thread_of[parent]) for _, parent, thread in rows if parent in thread_of]
+    assert len(pairs) > 10  # the corpus has conversations across INBOX and Sent
+    assert all(child == parent for child, parent in pairs)
+    counts = dict(
+        Message.objects.filter(mailbox=mailbox)
+        .values("thread")
+        .annotate(n=Count("id"))
+        .values_list("thread", "n")
+    )
+    for thread in Thread.objects.filter(mailbox=mailbox):
+        assert thread.message_count == counts.get(thread.pk, 0) > 0
