@@ -304,7 +304,8 @@ def _forward(decision: Decision, text_body: str) -> OutboxEntry:
     return OutboxEntry(
         mailbox_id=f.mailbox_id,
         state=OutboxEntry.State.QUEUED,
-        message_id=f"relay-forward-{f.pk}@{tokens.message_id_domain()}",
+        # Deterministic (one forward per message however often filing runs), not guessable.
+        message_id=tokens.make_internal_message_id("forward", f.pk),
         from_address=decision.mailbox_address,
         to=[decision.forward_to],
         subject=f"Fwd: {f.subject or '(no subject)'}"[:1000],

@@ -59,6 +59,17 @@ def make_message_id(record, *, nonce: str | None = None, domain: str | None = No
     return f"relay-{nonce}.{code}{record.pk}.{mac}@{domain or message_id_domain()}"
 
 
+def make_internal_message_id(purpose: str, pk: int, *, domain: str | None = None) -> str:
+    """A deterministic Message-ID for mail about our own message `pk` (e.g. the forward of an
+    unplaceable message): the same on every re-run, so it can never be queued twice, yet
+    unguessable (keyed MAC), so nobody can aim a forged reply at it (RELIABILITY M-07). It
+    carries no record token."""
+    if not re.fullmatch(r"[a-z]{1,20}", purpose):
+        raise ValueError("purpose must be 1 to 20 lower-case letters")
+    mac = _mac(purpose, "-", pk)
+    return f"relay-{purpose}-{pk}-{mac}@{domain or message_id_domain()}"
+
+
 def check_message_id(message_id: str) -> TokenCheck:
     """Is this one of our signed ids? No database access: cheap for every reference of a batch."""
     match = _TOKEN.match(message_id or "")

@@ -54,3 +54,15 @@ def test_deterministic_nonce_and_case_insensitive_check():
     first = tokens.make_message_id(ticket, nonce="ack00000042")
     assert first == tokens.make_message_id(ticket, nonce="ack00000042")
     assert tokens.record_from_message_id(first.upper()) == ticket
+
+
+def test_internal_message_ids_are_stable_unguessable_and_carry_no_record(settings):
+    from connector.tokens import check_message_id, make_internal_message_id
+
+    first = make_internal_message_id("forward", 42)
+    assert first == make_internal_message_id("forward", 42)  # the same on a re-run
+    assert first != make_internal_message_id("forward", 43)
+    assert "relay-forward-42-" in first and len(first.split("@")[0]) > len("relay-forward-42-") + 15
+    assert check_message_id(first).status == "none"
+    settings.RELAY_TOKEN_KEY = "another-key"
+    assert make_internal_message_id("forward", 42) != first  # keyed: not guessable without it
