@@ -62,7 +62,7 @@ class Processes:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [CELERY, "-A", "crm", *args],
             cwd=settings.BASE_DIR,
@@ -122,6 +122,7 @@ class Processes:
         proc = self.procs[name]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        proc.log_file.close()
         return pids
 
     def log(self, name: str) -> str:
@@ -148,7 +149,8 @@ class Processes:
                 except ProcessLookupError:
                     pass
                 proc.wait(timeout=10)
-            proc.log_file.close()
+            if not proc.log_file.closed:
+                proc.log_file.close()
 
 
 @pytest.fixture
