@@ -184,7 +184,7 @@ def build_message(entry: OutboxEntry, *, date: dt.datetime | None = None) -> byt
         references.append(_ids(entry.in_reply_to)[0])
     if references:
         msg["References"] = " ".join(references)
-    if entry.purpose == "acknowledgement":
+    if entry.purpose in ("acknowledgement", "api_reply"):
         # RFC 3834 5: an automatic answer, so the other side's auto-responders stay quiet.
         msg["Auto-Submitted"] = "auto-replied"
     elif entry.purpose == "forward_unplaced":
