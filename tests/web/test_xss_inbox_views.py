@@ -1,0 +1,67 @@
+"""The hostile corpus through the Inbox's own views: the conversation list with search
+results (subjects, sender names, snippets, folder names in the sidebar) and every
+conversation page. Same beacon, same figures as tests/web/test_xss_corpus.py: 0 executions,
+0 remote requests (issue 6, RELIABILITY X-08, 7.3)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from inbox.models import Folder, Message, Thread, UserPreferences
+from tests import factories as f
+from tests.web.test_xss_corpus import (  # noqa: F401  (beacon is a fixture)
+    CORPUS,
+    SETTLE_SECONDS,
+    beacon,
+    make_messages,
+    open_all,
+    remote_requests,
+    sign_in,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_search_results_and_conversations_run_nothing(
+    page,
+    live_server,
+    beacon,
+    owner,
+    personal_mailbox,  # noqa: F811
+):
+    messages = make_messages(owner, personal_mailbox, beacon.url, CORPUS)
+    inbox = f.FolderFactory(mailbox=personal_mailbox, name="INBOX", special_use="inbox")
+    for message in messages.values():
+        thread = Thread.objects.create(
+            mailbox=personal_mailbox,
+            subject=message.subject[:500],
+            message_count=1,
+            last_message_at=message.date,
+        )
+        Message.objects.filter(pk=message.pk).update(thread=thread)
+        f.LocationFactory(message=message, folder=inbox)
+    assert Folder.objects.filter(mailbox=personal_mailbox).count() > 5  # hostile names too
+    UserPreferences.objects.update_or_create(user=owner, defaults={"emails_per_page": 200})
+
+    sign_in(page, live_server, owner)
+    elsewhere = remote_requests(page, live_server)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    beacon.reset()
+
+    # Search results: every message matches its sender's address.
+    page.goto(f"{live_server.url}/inbox/?q=x%40sender.example", wait_until="load")
+    # Every message matched the search and is listed (the payloads sit in those rows).
+    assert page.locator("li.inbox-thread").count() == len(CORPUS)
+    time.sleep(SETTLE_SECONDS)
+    open_all(page, [f"{live_server.url}/inbox/conversations/{m.pk}/" for m in messages.values()])
+
+    seen = beacon.by_id()
+    print(
+        f"\ninbox views: {len(seen['x'])} executions, {len(seen['r'])} remote loads, "
+        f"{len(elsewhere)} requests off our origin over {len(CORPUS)} messages"
+    )
+    assert seen["x"] == set() and seen["r"] == set()
+    assert elsewhere == [] and dialogs == []
