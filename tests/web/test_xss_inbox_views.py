@@ -27,9 +27,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_search_results_and_conversations_run_nothing(
     page,
     live_server,
-    beacon,
+    beacon,  # noqa: F811  (the fixture imported above)
     owner,
-    personal_mailbox,  # noqa: F811
+    personal_mailbox,
 ):
     messages = make_messages(owner, personal_mailbox, beacon.url, CORPUS)
     inbox = f.FolderFactory(mailbox=personal_mailbox, name="INBOX", special_use="inbox")
