@@ -997,3 +997,15 @@ def test_services_refuse_what_the_pages_never_offer(owner, admin_user, broken):
         services.mailbox_update_options(user=owner, mailbox=broken, refresh_interval=1)
     broken.refresh_from_db()
     assert broken.sync_from == dt.date(2026, 1, 1) and broken.refresh_interval == 300
+
+
+@pytest.mark.django_db
+def test_health_calls_imported_folders_imported_not_gone(client, owner):
+    mailbox = f.MailboxFactory(owner=owner)
+    f.FolderFactory(
+        mailbox=mailbox, name="Archive 2019", is_local=True, exists_on_server=False, is_active=False
+    )
+    client.force_login(owner)
+    html = client.get(reverse("inbox:mailbox_health", args=[mailbox.pk])).content.decode()
+    assert "Archive 2019" in html and "imported" in html
+    assert "gone from the server" not in html
