@@ -457,21 +457,46 @@ class Filing(models.Model):
         MANUAL = "manual", "Filed by hand"
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="filings")
-    record_type = models.CharField(max_length=20, db_index=True)
+    record_type = models.CharField(max_length=20)
     account = models.ForeignKey(
-        Account, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+        Account,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="filings",
+        db_index=False,  # a partial index below: a filing names one record of five
     )
     contact = models.ForeignKey(
-        Contact, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+        Contact,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="filings",
+        db_index=False,  # a partial index below: a filing names one record of five
     )
     lead = models.ForeignKey(
-        Lead, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+        Lead,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="filings",
+        db_index=False,  # a partial index below: a filing names one record of five
     )
     ticket = models.ForeignKey(
-        Ticket, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+        Ticket,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="filings",
+        db_index=False,  # a partial index below: a filing names one record of five
     )
     opportunity = models.ForeignKey(
-        Opportunity, null=True, blank=True, on_delete=models.CASCADE, related_name="filings"
+        Opportunity,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="filings",
+        db_index=False,  # a partial index below: a filing names one record of five
     )
     rule = models.CharField(max_length=30, choices=Rule.choices)
     evidence = models.CharField(max_length=1000, blank=True)
@@ -481,6 +506,7 @@ class Filing(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="filings_made",
+        db_index=False,  # mostly empty: a partial index below
     )
     created_at = models.DateTimeField(auto_now_add=True)
     unlinked_at = models.DateTimeField(null=True, blank=True)
@@ -490,6 +516,7 @@ class Filing(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="filings_unlinked",
+        db_index=False,  # mostly empty: a partial index below
     )
     # Records that matched as well as the chosen one (equal candidates: the earliest created
     # wins), as [{"record_type": "contact", "id": 7}, ...], so a person can re-file (issue 4).
@@ -555,6 +582,26 @@ class Filing(models.Model):
                 name=f"inbox_filing_{field}_once",
             )
             for field in ("account", "contact", "lead", "ticket", "opportunity")
+        ]
+        # Each filing names one record of five, and few are made or unlinked by a person: an
+        # index on each column would hold a NULL for almost every row and cost an insert each.
+        # Partial indexes keep lookups by record (Email tab, deletes) and skip the NULLs; they
+        # were most of the cost of filing a message (bench/matching.py).
+        indexes = [
+            models.Index(
+                fields=[field],
+                condition=Q(**{f"{field}__isnull": False}),
+                name=f"inbox_filing_{field}_idx",
+            )
+            for field in (
+                "account",
+                "contact",
+                "lead",
+                "ticket",
+                "opportunity",
+                "by_person",
+                "unlinked_by",
+            )
         ]
 
     @property
