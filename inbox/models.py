@@ -436,6 +436,18 @@ class Attachment(models.Model):
         ordering = ["message", "position"]
 
 
+def _record_link(model) -> models.ForeignKey:
+    """A Filing's link to one kind of CRM record."""
+    return models.ForeignKey(
+        model,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="filings",
+        db_index=False,
+    )
+
+
 class Filing(models.Model):
     """A message filed on one CRM record, with the rule that did it and the evidence.
 
@@ -458,46 +470,13 @@ class Filing(models.Model):
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="filings")
     record_type = models.CharField(max_length=20)
-    account = models.ForeignKey(
-        Account,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="filings",
-        db_index=False,  # a partial index below: a filing names one record of five
-    )
-    contact = models.ForeignKey(
-        Contact,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="filings",
-        db_index=False,  # a partial index below: a filing names one record of five
-    )
-    lead = models.ForeignKey(
-        Lead,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="filings",
-        db_index=False,  # a partial index below: a filing names one record of five
-    )
-    ticket = models.ForeignKey(
-        Ticket,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="filings",
-        db_index=False,  # a partial index below: a filing names one record of five
-    )
-    opportunity = models.ForeignKey(
-        Opportunity,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="filings",
-        db_index=False,  # a partial index below: a filing names one record of five
-    )
+    # Exactly one of these is set (see the check constraint). Each has a partial index below
+    # instead of a full one: a full index would hold a NULL for four rows in five.
+    account = _record_link(Account)
+    contact = _record_link(Contact)
+    lead = _record_link(Lead)
+    ticket = _record_link(Ticket)
+    opportunity = _record_link(Opportunity)
     rule = models.CharField(max_length=30, choices=Rule.choices)
     evidence = models.CharField(max_length=1000, blank=True)
     by_person = models.ForeignKey(
