@@ -28,6 +28,7 @@ Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Dovecot installed.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import email
 import email.policy
 import imaplib
@@ -205,12 +206,22 @@ def worker(mailbox_id: int) -> None:
         queries[0] += 1
         return execute(sql, params, many, context)
 
+    stages = _time_stages() if os.environ.get("RELAY_BENCH_STAGES") else None
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     pg_before = _backend_cpu()
     cpu_before = _cpu(resource.RUSAGE_SELF)
+    # RELAY_BENCH_PROFILE=DIR: a cProfile of each worker's main thread (the store side of the
+    # pipeline) in DIR/sync-<mailbox>.prof, for `python -m pstats`.
+    profile_dir = os.environ.get("RELAY_BENCH_PROFILE")
+    profiler = cProfile.Profile() if profile_dir else None
     with connection.execute_wrapper(count_query):
         started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         report = sync_mailbox(mailbox_id)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"sync-{mailbox_id}.prof"))
         seconds = time.perf_counter() - started
     cpu_self = _cpu(resource.RUSAGE_SELF) - cpu_before
     pg_cpu = _backend_cpu() - pg_before
@@ -239,7 +250,40 @@ def worker(mailbox_id: int) -> None:
         "cpu_pool": _cpu(resource.RUSAGE_CHILDREN),
         "cpu_postgres": pg_cpu,
     }
+    if stages is not None:
+        result["stages"] = {name: round(seconds, 3) for name, seconds in stages.items()}
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def _time_stages() -> dict[str, float]:
+    """RELAY_BENCH_STAGES=1: wall seconds the sync's main thread spends in each stage of the
+    store, printed with the worker's result (where the time goes, without a profiler's cost)."""
+    from connector import ingest, sync, threader
+    from inbox.models import LedgerEntry, Location, Thread
+
+    spent: dict[str, float] = {}
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    for name in ("plan_threads", "refresh_threads", "_insert_messages", "_store_parts", "_store"):
+        setattr(ingest, name, timed(name, getattr(ingest, name)))
+    threader._adopt_earlier_replies = timed(
+        "_adopt_earlier_replies", threader._adopt_earlier_replies
+    )
+    ingest.PreparedBatch.result = timed("wait for the pool", ingest.PreparedBatch.result)
+    sync.store_batch = timed("store_batch", sync.store_batch)
+    for model in (Location, LedgerEntry, Thread):
+        manager = model.objects
+        manager.bulk_create = timed(f"{model.__name__} bulk_create", manager.bulk_create)
+    return spent
 
 
 def _run_worker(mailbox_id: int, env: dict[str, str]) -> dict:
@@ -369,6 +413,8 @@ def main() -> None:
         print(f"(b) raw fetch: {raw['messages'] / raw['seconds']:.0f} msg/s", flush=True)
         ours = _run_worker(full_id, env)
         print(f"(a) our sync: {n / ours['seconds']:.0f} msg/s", flush=True)
+        if "stages" in ours:
+            print(f"    stages (s of {ours['seconds']:.1f}): {ours['stages']}", flush=True)
         stdlib = None
         if not args.skip_stdlib:
             stdlib = baseline(server, full_user, parse=True)

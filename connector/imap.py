@@ -507,6 +507,24 @@ class ImapSession:
             found[message.uid] = message
         return [found[uid] for uid in wanted if uid in found]
 
+    def fetch_sizes(self, uids: Iterable[int]) -> dict[int, int]:
+        """{uid: RFC822.SIZE} for ``uids``: one command, no body. The sync sizes its batches
+        with it before fetching the bodies."""
+        self._require_selected()
+        wanted = sorted(set(int(u) for u in uids))
+        if not wanted:
+            return {}
+        with mapped_errors("FETCH SIZES"):
+            data = self._check(
+                self.client.uid("FETCH", _uid_set(wanted), "(UID RFC822.SIZE)"), "FETCH SIZES"
+            )
+        wanted_set, sizes = set(wanted), {}
+        for text, _literals in _fetch_responses(data):
+            uid, size = _int_after(rb"UID (\d+)", text), _int_after(rb"RFC822\.SIZE (\d+)", text)
+            if uid in wanted_set and size is not None:
+                sizes[uid] = size
+        return sizes
+
     def fetch_flags(
         self, uid_range: str, changed_since: int | None = None
     ) -> dict[int, tuple[list[str], int | None]]:

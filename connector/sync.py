@@ -21,6 +21,7 @@ nothing else (S-10).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
@@ -42,7 +43,14 @@ from .ingest import BatchResult, Fetched, PreparedBatch, record_skipped, store_b
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 200
+# A batch is at most BATCH_SIZE messages and BATCH_BYTES of raw source (one message larger
+# than that is a batch of its own). Big batches make the initial sync fast (each batch costs
+# a transaction, a lease check and a dozen queries whatever its size: 500 against 200 is
+# +20% messages a second in bench/sync.py); the byte bound keeps the worker's memory flat
+# on a mailbox of large messages (two batches are in memory at once: stored and prefetched).
+BATCH_SIZE = 500
+BATCH_BYTES = 24 * 1024 * 1024
+PREFETCH = 2  # batches fetched ahead of the one being stored (memory: 3 x BATCH_BYTES at most)
 DEFAULT_ACTIVE = ("inbox", "sent")
 NEVER_BY_DEFAULT = ("trash", "junk")
 MAX_BACKOFF = timedelta(hours=1)
@@ -323,7 +331,7 @@ def sync_folder(
 
     _retry_failed(folder, session, lease, report, uidvalidity, initial)
 
-    chunks = [uids[start : start + batch_size] for start in range(0, len(uids), batch_size)]
+    chunks = _batches(session, uids, batch_size)
     batches = _fetched_batches(session, folder, chunks)
     # closing(): if storing fails, the prefetch is waited for before the session is closed.
     with closing(batches):
@@ -354,6 +362,28 @@ def sync_folder(
     )
 
 
+def _batches(session, uids: list[int], batch_size: int) -> list[list[int]]:
+    """Cut the new UIDs into batches of at most `batch_size` messages and BATCH_BYTES bytes,
+    by their RFC822.SIZE (one FETCH for them all, only when there is more than one message).
+    A UID the server gives no size for (expunged meanwhile) counts as empty: its fetch will
+    say what became of it."""
+    if len(uids) <= 1:
+        return [uids] if uids else []
+    sizes = session.fetch_sizes(uids)
+    chunks: list[list[int]] = []
+    chunk: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if chunk and (len(chunk) >= batch_size or total + size > BATCH_BYTES):
+            chunks.append(chunk)
+            chunk, total = [], 0
+        chunk.append(uid)
+        total += size
+    chunks.append(chunk)
+    return chunks
+
+
 def _fetched_batches(session, folder: Folder, chunks: list[list[int]]):
     """Yield (uids, fetched items, their PreparedBatch) per chunk, fetching the next chunk and
     starting its preparation in the parse pool while the caller stores this one: the network,
@@ -372,17 +402,20 @@ def _fetched_batches(session, folder: Folder, chunks: list[list[int]]):
     if max(map(len, chunks)) >= ingest.POOL_MIN_BATCH:
         warm_pool()  # fork before the thread starts, never beside it
     with ThreadPoolExecutor(1, thread_name_prefix="imap-prefetch") as prefetch:
-        pending = prefetch.submit(fetch, chunks[0])
+        # PREFETCH batches ahead: the pool prepares the next ones while this one is stored,
+        # and never waits for the network between two of them.
+        pending = deque(prefetch.submit(fetch, chunk) for chunk in chunks[:PREFETCH])
+        following = iter(chunks[PREFETCH:])
         try:
-            for index in range(len(chunks)):
-                batch = pending.result()
-                pending = (
-                    prefetch.submit(fetch, chunks[index + 1]) if index + 1 < len(chunks) else None
-                )
+            while pending:
+                batch = pending.popleft().result()
+                chunk = next(following, None)
+                if chunk is not None:
+                    pending.append(prefetch.submit(fetch, chunk))
                 yield batch
         finally:
-            if pending is not None:  # the caller stopped early: let the fetch end first
-                wait([pending])
+            if pending:  # the caller stopped early: let the fetches end first
+                wait(pending)
 
 
 def _count(report: FolderReport, result: BatchResult) -> None:

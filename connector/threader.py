@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from django.db import connection
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -23,6 +24,8 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from inbox.models import Message, Thread
+
+from . import bulk
 
 _PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|tr|antw|rif|r)\s*(\[\d+\])?\s*:\s*)+", re.I)
 
@@ -90,7 +93,7 @@ def plan_threads(*, mailbox_id: int, messages: Sequence[Message]) -> set[int]:
         if message.message_id:
             known.setdefault(message.message_id, thread)
         chosen.append((message, thread))
-    Thread.objects.bulk_create(new_threads.values())
+    bulk.insert(Thread, list(new_threads.values()))
     for message, thread in chosen:
         message.thread_id = thread.pk if isinstance(thread, Thread) else thread
     return existing | _adopt_earlier_replies(mailbox_id=mailbox_id, messages=messages)
@@ -131,6 +134,25 @@ def _adopt_earlier_replies(*, mailbox_id: int, messages: Sequence[Message]) -> s
     resolved = {source: final(source) for source in moves}
     # One UPDATE and one DELETE for the whole batch: the Sent folder of an initial sync brings
     # the parents of hundreds of earlier replies at once.
+    _move_messages(resolved)
+    for message in messages:  # not inserted yet (ingest) or just updated above
+        message.thread_id = resolved.get(message.thread_id, message.thread_id)
+    _delete_emptied(list(resolved))
+    return set(resolved.values())
+
+
+def _move_messages(resolved: dict[int, int]) -> None:
+    if connection.vendor == "postgresql":
+        # A join against the moves (a hash join), where the portable CASE with one WHEN per
+        # moved thread costs a comparison per WHEN and row: 3x the time on an initial sync.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Message._meta.db_table} AS m SET thread_id = moves.target"
+                " FROM unnest(%s::bigint[], %s::bigint[]) AS moves(source, target)"
+                " WHERE m.thread_id = moves.source",
+                [list(resolved), list(resolved.values())],
+            )
+        return
     Message.objects.filter(thread_id__in=resolved).update(
         thread_id=Case(
             *(When(thread_id=source, then=Value(target)) for source, target in resolved.items()),
@@ -138,10 +160,13 @@ def _adopt_earlier_replies(*, mailbox_id: int, messages: Sequence[Message]) -> s
             output_field=BigIntegerField(),
         )
     )
-    for message in messages:  # not inserted yet (ingest) or just updated above
-        message.thread_id = resolved.get(message.thread_id, message.thread_id)
-    Thread.objects.filter(pk__in=resolved).delete()
-    return set(resolved.values())
+
+
+def _delete_emptied(thread_ids: list[int]) -> None:
+    """Delete threads whose messages all moved away. Only Message refers to Thread, and no
+    message is left in these, so no cascade is needed: a plain DELETE, without the collector's
+    SELECT of the rows and UPDATE of their (absent) messages."""
+    Thread.objects.filter(pk__in=thread_ids)._raw_delete(connection.alias)
 
 
 def refresh_threads(*, thread_ids: set[int]) -> None:

@@ -16,7 +16,6 @@ another (X-12).
 
 from __future__ import annotations
 
-import gzip
 from urllib.parse import quote
 
 from django.contrib.auth import get_user_model
@@ -30,6 +29,7 @@ from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
+from . import rawsource
 from .models import Attachment, Message, MessageAddress
 from .permissions import get_message_or_404
 from .remote_images import RemoteImageUnavailable, fetch_remote_image
@@ -334,21 +334,15 @@ def image_proxy(request, pk: int):
     return _lock_down(response)
 
 
-def _gunzip_chunks(path: str):
-    with default_storage.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as unzipped:
-        while chunk := unzipped.read(STREAM_CHUNK):
-            yield chunk
-
-
 @require_GET
 def message_raw(request, pk: int):
     """The message as received (.eml), for people who may read it; a download, streamed
     while it is decompressed (A-04)."""
     message = get_message_or_404(request.user, pk)
-    if not message.raw_file or not default_storage.exists(message.raw_file):
+    if not rawsource.exists(message.raw_file):
         raise Http404("No raw source kept.")
     response = StreamingHttpResponse(
-        _gunzip_chunks(message.raw_file), content_type="message/rfc822"
+        rawsource.iter_chunks(message.raw_file, STREAM_CHUNK), content_type="message/rfc822"
     )
     response.headers["Content-Disposition"] = content_disposition(
         "attachment", f"message-{message.pk}.eml"

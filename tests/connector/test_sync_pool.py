@@ -197,3 +197,9 @@ def test_every_reply_shares_its_parents_thread_after_an_initial_sync(imap_user):
     )
     for thread in Thread.objects.filter(mailbox=mailbox):
         assert thread.message_count == counts.get(thread.pk, 0) > 0
+
+
+def test_only_messages_refer_to_threads():
+    """threader._delete_emptied removes merged threads with a plain DELETE, no cascade: it is
+    right only while nothing but Message points at a thread. A new reference must change it."""
+    assert [r.related_model for r in Thread._meta.related_objects] == [Message]

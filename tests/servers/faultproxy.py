@@ -71,7 +71,8 @@ class FaultProxy:
         self.behaviour = replace(self.behaviour, chunk=chunk, chunk_delay=delay)
 
     def drop_fetch(self, uid: int | None = None) -> None:
-        """Drop one untagged FETCH response: the one for ``uid``, or the first with a body."""
+        """Drop one untagged FETCH response carrying a body: the one for ``uid``, or the
+        first."""
         self.behaviour = replace(self.behaviour, drop_fetch_uid=uid, drop_fetch_any=uid is None)
 
     def strip_starttls(self) -> None:
@@ -222,10 +223,12 @@ class FaultProxy:
     def _should_drop(response: bytes, b: Behaviour) -> bool:
         if not _UNTAGGED_FETCH.match(response):
             return False
+        if b"}\r\n" not in response:  # no body: flags or sizes, not a message's FETCH
+            return False
         if b.drop_fetch_uid is not None:
             match = _FETCH_UID.search(response.split(b"\r\n", 1)[0])
             return bool(match) and int(match[1]) == b.drop_fetch_uid
-        return b"}\r\n" in response
+        return True
 
     @staticmethod
     def _send(client: socket.socket, data: bytes, b: Behaviour) -> None:
