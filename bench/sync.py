@@ -273,7 +273,15 @@ def _time_stages() -> dict[str, float]:
 
         return wrapper
 
-    for name in ("plan_threads", "refresh_threads", "_insert_messages", "_store_parts", "_store"):
+    for name in (
+        "plan_threads",
+        "refresh_threads",
+        "_insert_messages",
+        "_store_parts",
+        "_insert_locations_and_ledger",
+        "_message_from",
+        "_store",
+    ):
         setattr(ingest, name, timed(name, getattr(ingest, name)))
     threader._adopt_earlier_replies = timed(
         "_adopt_earlier_replies", threader._adopt_earlier_replies
@@ -431,6 +439,10 @@ def main() -> None:
         halfrun = _run_worker(half_id, env)
         big_first = _run_worker(big_id, env)
         print(f"big folder first sync: {big / big_first['seconds']:.0f} msg/s", flush=True)
+        if "stages" in big_first:
+            print(
+                f"    stages (s of {big_first['seconds']:.1f}): {big_first['stages']}", flush=True
+            )
         big_again = _run_worker(big_id, env)
         files = sum(1 for p in (data_dir / "media").rglob("*") if p.is_file())
         _report(args, n, half, big, raw, ours, tmpfs, stdlib, halfrun, big_first, big_again, files)

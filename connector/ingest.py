@@ -613,7 +613,9 @@ def _store_parts(new_messages) -> None:
             blob_rows[digest] = AttachmentBlob(sha256=digest, size=size, file=path)
     _insert_addresses(addresses)
     if blob_rows:
-        AttachmentBlob.objects.bulk_create(blob_rows.values(), ignore_conflicts=True)
+        blobs = list(blob_rows.values())
+        if not bulk.upsert(AttachmentBlob, blobs, unique_fields=["sha256"]):
+            AttachmentBlob.objects.bulk_create(blobs, ignore_conflicts=True)
         blob_ids = dict(
             AttachmentBlob.objects.filter(sha256__in=blob_rows).values_list("sha256", "pk")
         )
@@ -632,7 +634,7 @@ def _store_parts(new_messages) -> None:
                         position=position,
                     )
                 )
-        Attachment.objects.bulk_create(attachments)
+        bulk.insert(Attachment, attachments)
 
 
 def record_skipped(
