@@ -225,7 +225,7 @@ def measure(label: str, contacts: int, args, mailbox, rng) -> tuple[float, float
 def measure_once(label: str, contacts: int, args, mailbox, rng) -> tuple[float, float]:
     from django.db import connection
 
-    from connector.filing import file_messages
+    from connector.filing.apply import file_messages
     from inbox.models import Filing
 
     ids = store_messages(mailbox, args.messages, contacts, args.accounts, rng)

@@ -182,7 +182,7 @@ _SHARED: list[bytes] = []  # the corpus, inherited by forked workers (no picklin
 
 
 def _parse_range(bounds: tuple[int, int]) -> int:
-    from connector import mime
+    from connector.ingest import mime
 
     for raw in _SHARED[bounds[0] : bounds[1]]:
         mime.parse_message(raw)
@@ -206,7 +206,7 @@ def _two_cores(corpus: list[bytes]) -> float:
 
 
 def _measure(label: str, corpus: list[bytes]) -> None:
-    from connector import mime
+    from connector.ingest import mime
 
     total = sum(map(len, corpus))
     print(
@@ -261,7 +261,7 @@ def _hostile() -> None:
     import importlib.util
     import tempfile
 
-    from connector import mime
+    from connector.ingest import mime
 
     root = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eml"
     spec = importlib.util.spec_from_file_location("make_hostile", root / "make_hostile.py")
@@ -304,7 +304,7 @@ def main() -> None:
         print(f"built the bench corpus in {time.perf_counter() - started:.1f} s")
         _measure("bench corpus (attachments up to 2 MB)", corpus)
     if args.corpus in ("relay", "both"):
-        from connector import corpus as relay_corpus
+        from demo import corpus as relay_corpus
 
         messages = [m.raw for m in relay_corpus.generate(args.messages, seed=args.seed)]
         _measure("connector.corpus (the demo/sync generator)", messages)

@@ -178,7 +178,7 @@ def time_tick(repeat: int = 15) -> tuple[float, int]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from connector import dispatch
+    from connector.scheduling import dispatch
 
     times, queries = [], 0
     for _ in range(repeat):
@@ -194,7 +194,7 @@ def tick_costs(n: int, tick_rows: int, dovecot) -> dict:
     from django.db import connection
     from django.utils import timezone
 
-    from connector import dispatch
+    from connector.scheduling import dispatch
     from inbox.models import Mailbox
 
     later = timezone.now() + dt.timedelta(days=1)

@@ -190,7 +190,7 @@ def worker(mailbox_id: int) -> None:
     _setup_django()
     from django.db import connection
 
-    from connector.sync import sync_mailbox
+    from connector.sync.mailbox import sync_mailbox
 
     commands: list[str] = []
     original = imaplib.IMAP4._command
@@ -226,7 +226,7 @@ def worker(mailbox_id: int) -> None:
     cpu_self = _cpu(resource.RUSAGE_SELF) - cpu_before
     pg_cpu = _backend_cpu() - pg_before
     children, children_peak = _children_count(), _children_peak_kb()
-    from connector import ingest
+    from connector.ingest import pool as ingest
 
     if ingest._pool is not None:  # reaped, the pool's CPU time shows in RUSAGE_CHILDREN
         ingest._pool.shutdown(wait=True)
@@ -258,7 +258,9 @@ def worker(mailbox_id: int) -> None:
 def _time_stages() -> dict[str, float]:
     """RELAY_BENCH_STAGES=1: wall seconds the sync's main thread spends in each stage of the
     store, printed with the worker's result (where the time goes, without a profiler's cost)."""
-    from connector import ingest, sync, threader
+    from connector.ingest import pool as ingest
+    from connector.ingest import threads as threader
+    from connector.sync import newmail
     from inbox.models import LedgerEntry, Location, Thread
 
     spent: dict[str, float] = {}
@@ -277,9 +279,9 @@ def _time_stages() -> dict[str, float]:
         "plan_threads",
         "refresh_threads",
         "_insert_messages",
-        "_store_parts",
+        "store_parts",
         "_insert_locations_and_ledger",
-        "_message_from",
+        "message_from",
         "_store",
     ):
         setattr(ingest, name, timed(name, getattr(ingest, name)))
@@ -287,7 +289,7 @@ def _time_stages() -> dict[str, float]:
         "_adopt_earlier_replies", threader._adopt_earlier_replies
     )
     ingest.PreparedBatch.result = timed("wait for the pool", ingest.PreparedBatch.result)
-    sync.store_batch = timed("store_batch", sync.store_batch)
+    newmail.store_batch = timed("store_batch", newmail.store_batch)
     for model in (Location, LedgerEntry, Thread):
         manager = model.objects
         manager.bulk_create = timed(f"{model.__name__} bulk_create", manager.bulk_create)
@@ -392,7 +394,7 @@ def main() -> None:
         _setup_django()
         from django.core.management import call_command
 
-        from connector.corpus import generate
+        from demo.corpus import generate
         from tests.servers.dovecot import make_certificate, start_dovecot, stop_dovecot
 
         call_command("migrate", verbosity=0)

@@ -6,12 +6,9 @@ class ConnectorConfig(AppConfig):
     verbose_name = "Mail connector"
 
     def ready(self) -> None:
-        from . import image_proxy, receivers  # noqa: F401  (receivers: inbox signals -> tasks)
+        from inbox import ports
 
-        image_proxy.register()  # inbox's image proxy view fetches through our SSRF guard
+        from .port import ConnectorPort
+        from .scheduling import receivers  # noqa: F401  (crm and ingest signals -> tasks)
 
-        from inbox import hooks
-
-        from .imap import test_connection
-
-        hooks.connection_tester = test_connection  # the wizard's Test connection (inbox.hooks)
+        ports.install(ConnectorPort())

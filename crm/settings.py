@@ -12,11 +12,15 @@ import environ
 from cryptography.fernet import Fernet
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Where local files go by default: the checkout when running from one (manage.py beside the
+# packages), else the working directory (an installed package: pip install .).
+PROJECT_DIR = BASE_DIR if (BASE_DIR / "manage.py").exists() else Path.cwd()
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+if (PROJECT_DIR / ".env").exists():
+    environ.Env.read_env(PROJECT_DIR / ".env", overwrite=False)
 
-DATA_DIR = Path(env("RELAY_DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+DATA_DIR = Path(env("RELAY_DATA_DIR", default=str(PROJECT_DIR / "data"))).resolve()
 PRODUCTION = env.bool("RELAY_PRODUCTION", default=False)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
@@ -66,6 +70,7 @@ INSTALLED_APPS = [
     "crm",
     "inbox",
     "connector",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -87,8 +92,8 @@ ROOT_URLCONF = "crm.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
-        "APP_DIRS": True,
+        "DIRS": [],
+        "APP_DIRS": True,  # crm/templates (base.html, crm/, registration/), inbox/templates
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
@@ -139,8 +144,8 @@ USE_TZ = True
 
 # --- Files ----------------------------------------------------------------------------------
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Each app's static/ folder (crm/static: Bootstrap, htmx, the app's CSS and JS; inbox/static).
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(PROJECT_DIR / "staticfiles")))
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(DATA_DIR / "media")))
 # Raw messages and attachment blobs are never served from MEDIA_URL: every download goes
 # through a view with a permission check (RELIABILITY ).
@@ -309,14 +314,14 @@ RELAY_SMTP_TIMEOUT = env.float("RELAY_SMTP_TIMEOUT", default=60.0)
 
 # --- Logging --------------------------------------------------------------------------------
 # One line per event (logfmt, or JSON with LOG_FORMAT=json) with mailbox and message ids; the
-# filter redacts anything that looks like a password or token first (connector/logging.py).
+# filter redacts anything that looks like a password or token first (crm/logs.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "connector.logging.RedactSecretsFilter"}},
+    "filters": {"redact_secrets": {"()": "crm.logs.RedactSecretsFilter"}},
     "formatters": {
         "structured": {
-            "()": "connector.logging.StructuredFormatter",
+            "()": "crm.logs.StructuredFormatter",
             "style": env("LOG_FORMAT", default="logfmt"),
         }
     },

@@ -25,6 +25,23 @@ class MailboxAdminForm(forms.ModelForm):
         model = Mailbox
         fields = "__all__"
 
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk is None:
+            # A new mailbox is created by inbox/services/mailboxes.py mailbox_connect, as the
+            # wizard and `manage.py mailbox add` create theirs: with a password, once.
+            if cleaned.get("connection_type", Mailbox.ConnectionType.IMAP) != (
+                Mailbox.ConnectionType.IMAP
+            ):
+                self.add_error(
+                    "connection_type",
+                    "Google and Microsoft mailboxes are connected by signing in: Settings, "
+                    "Mailboxes, Connect a mailbox.",
+                )
+            if not cleaned.get("new_password"):
+                self.add_error("new_password", "Enter the mailbox's password.")
+        return cleaned
+
     def save(self, commit=True):
         mailbox = super().save(commit=False)
         if self.cleaned_data.get("new_password"):
@@ -219,7 +236,7 @@ from django.contrib import messages as admin_messages  # noqa: E402
 from django.core.exceptions import PermissionDenied, ValidationError  # noqa: E402
 from django.db.models import Count  # noqa: E402
 
-from . import services as inbox_services  # noqa: E402
+from .services import mailboxes as mailbox_services  # noqa: E402
 
 admin.site.unregister(LedgerEntry)
 
@@ -252,7 +269,7 @@ class LedgerAdmin(LedgerEntryAdmin):
         retried, refused = 0, 0
         for entry in queryset.select_related("mailbox"):
             try:
-                inbox_services.ledger_retry(user=request.user, entry=entry)
+                mailbox_services.ledger_retry(user=request.user, entry=entry)
                 retried += 1
             except (ValidationError, PermissionDenied):
                 refused += 1
@@ -299,9 +316,27 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
         return f"{obj.user_grants} user(s), {obj.group_grants} group(s)"
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if "allow_insecure_cert" in form.changed_data:
-            inbox_services.mailbox_audit_insecure_cert(request.user, obj)
+        if change:
+            super().save_model(request, obj, form, change)
+            if "allow_insecure_cert" in form.changed_data:
+                mailbox_services.mailbox_audit_insecure_cert(request.user, obj)
+            return
+        # Adding: the one service every entry point creates mailboxes with (duplicate check,
+        # audit log, primary choice, first sync). The grants are saved after it, by the form.
+        fields = mailbox_services.CONNECT_FIELDS + (
+            mailbox_services.ADMIN_CONNECT_FIELDS if obj.kind == Mailbox.Kind.SHARED else ()
+        )
+        created = mailbox_services.mailbox_connect(
+            user=request.user,
+            kind=obj.kind,
+            owner=obj.owner,
+            email_address=obj.email_address,
+            password=form.cleaned_data["new_password"],
+            active_folders=obj.active_folders or None,
+            **{name: getattr(obj, name) for name in fields},
+        )
+        obj.pk, obj._state.adding, obj._state.db = created.pk, False, created._state.db
+        obj.email_address = created.email_address
 
 
 # --- Email API (issue 7) ------------------------------------------------------------------------

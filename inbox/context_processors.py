@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.utils.functional import SimpleLazyObject
 
-from .mailbox_selectors import reconnect_banner_mailboxes
+from .selectors.mailboxes import reconnect_banner_mailboxes
 
 
 def reconnect_banner(request) -> dict:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from django import forms
 
 from .models import UserPreferences
-from .selectors import RECORD_LABELS, MessageFilters
+from .selectors.conversations import MessageFilters
+from .selectors.qualify import RECORD_LABELS
 
 
 class FilterForm(forms.Form):

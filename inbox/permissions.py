@@ -9,6 +9,7 @@ for a missing object.
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
@@ -55,3 +56,11 @@ def can_manage_mailbox(user, mailbox: Mailbox) -> bool:
     if mailbox.kind == Mailbox.Kind.PERSONAL:
         return mailbox.owner_id == user.pk
     return user.is_superuser
+
+
+def may_send_as(user, mailbox: Mailbox) -> None:
+    """Only users who may read a mailbox may send as it (docs/reliability.md M-06)."""
+    if user is None:
+        return  # automation (acknowledgements, forwards) acts as the mailbox itself
+    if not readable_mailboxes(user).filter(pk=mailbox.pk).exists():
+        raise PermissionDenied("You may not send from this mailbox.")

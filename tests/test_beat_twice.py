@@ -26,7 +26,7 @@ import json, sys, time
 import django
 
 django.setup()
-from connector import dispatch
+from connector.scheduling import dispatch
 
 start = float(sys.argv[1])
 time.sleep(max(0.0, start - time.time()))
@@ -41,7 +41,7 @@ import sys, time
 import django
 
 django.setup()
-from connector import tasks
+from connector.scheduling import tasks
 
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))

@@ -8,9 +8,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from connector.management.commands import demo_data as demo
 from crm import services as crm_services
 from crm.models import Account, AccountDomain, Contact, ContactEmail, Lead, Opportunity, Ticket
+from demo.management.commands import demo_data as demo
 from inbox.models import Location, Mailbox, Message
 from inbox.permissions import readable_mailboxes, readable_messages
 

@@ -7,7 +7,8 @@ import itertools
 
 import pytest
 
-from connector import filing
+from connector.emailapi import intake
+from connector.filing import apply
 from inbox.models import Filing, MessageAddress, TriageEntry
 from tests import factories as f
 
@@ -49,7 +50,11 @@ def mail(
 
 
 def file(*messages, **kwargs):
-    return filing.file_messages(message_ids=[m.pk for m in messages], **kwargs)
+    """File as new mail is filed (Email API documents answered first), or re-file."""
+    ids = [m.pk for m in messages]
+    if kwargs.pop("retroactive", False):
+        return apply.file_messages(message_ids=ids, retroactive=True, **kwargs)
+    return intake.file_new_mail(message_ids=ids, **kwargs)
 
 
 def filed(message) -> set[tuple[str, int, str]]:

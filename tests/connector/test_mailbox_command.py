@@ -114,7 +114,7 @@ def test_add_refuses_bad_input_clearly(imap_user, owner, monkeypatch, tmp_path):
 
 
 def test_sync_status_and_list(imap_user, owner):
-    from .synckit import make_mailbox
+    from tests.connector.synckit import make_mailbox
 
     imap_user.server.deliver(imap_user, make_raw("one"))
     imap_user.server.deliver(imap_user, make_raw("two"))
@@ -133,7 +133,7 @@ def test_sync_status_and_list(imap_user, owner):
 
 
 def test_sync_of_an_unreachable_mailbox_exits_non_zero(imap_user):
-    from .synckit import make_mailbox
+    from tests.connector.synckit import make_mailbox
 
     mailbox = make_mailbox(imap_user, password="wrong")
     with pytest.raises(CommandError, match="needs_reconnect"):

@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from inbox.selectors import messages_for_record
+from inbox.selectors.records import messages_for_record
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

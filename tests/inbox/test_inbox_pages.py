@@ -597,7 +597,7 @@ def test_every_page_takes_the_same_queries_for_3_and_300_messages(olivia, owner,
 
 
 def test_unread_counts_take_one_query(box):
-    from inbox.selectors import folders_with_unread
+    from inbox.selectors.conversations import folders_with_unread
 
     mailkit.many_conversations(box["inbox"], 30)
     with CaptureQueriesContext(connection) as queries:

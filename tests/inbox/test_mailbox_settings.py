@@ -17,12 +17,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from connector.errors import USER_MESSAGES
-from connector.imap import ConnectionReport, FolderPreview
-from inbox import hooks
+from connector.transport.errors import USER_MESSAGES
+from inbox import ports
 from inbox.context_processors import reconnect_banner
-from inbox.mailbox_views import RECONNECT_AUTH_FAILURES
 from inbox.models import Folder, LedgerEntry, Mailbox, PrimaryMailbox
+from inbox.ports import ConnectionReport, FolderPreview
+from inbox.ratelimit import RECONNECT_AUTH_FAILURES
+from inbox.services.mailboxes import mailbox_connect, mailbox_reconnect, mailbox_update_options
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -57,7 +58,8 @@ def folders_report(**overrides) -> ConnectionReport:
 
 
 class FakeTester:
-    """Stands in for connector.imap.test_connection; remembers what it was given."""
+    """Stands in for the mail port's test_connection (no server behind the wizard's forms);
+    remembers what it was given."""
 
     def __init__(self, report: ConnectionReport | None = None):
         self.report = report or folders_report()
@@ -71,7 +73,7 @@ class FakeTester:
 @pytest.fixture
 def tester(monkeypatch):
     fake = FakeTester()
-    monkeypatch.setattr(hooks, "connection_tester", fake)
+    monkeypatch.setattr(ports.mail(), "test_connection", fake)
     return fake
 
 
@@ -493,7 +495,7 @@ def test_insecure_certificate_is_audit_logged(client, owner, tester, caplog):
 
 
 def test_wizard_against_the_test_dovecot(client, owner, imap_user):
-    """The real connector through inbox.hooks: folders and counts from the server."""
+    """The real connector through inbox/ports.py: folders and counts from the server."""
     imap_user.server.deliver(imap_user, b"Subject: hello\r\nFrom: a@b.example\r\n\r\nHi\r\n")
     client.force_login(owner)
     data = wizard_data(
@@ -852,7 +854,7 @@ def test_admin_retries_held_messages_it_manages(client, admin_user, world):
 
 @pytest.fixture
 def signed_in(owner):
-    """What inbox.services.mailbox_oauth_connected leaves: paused, no folders, no date."""
+    """What inbox.mailbox_oauth_connected leaves: paused, no folders, no date."""
     return f.MailboxFactory(
         owner=owner,
         email_address="olivia@gmail.example",
@@ -973,8 +975,6 @@ def test_outgoing_actions_are_404_for_non_managers(client, world, smtp_server):
 def test_services_refuse_what_the_pages_never_offer(owner, admin_user, broken):
     from django.core.exceptions import PermissionDenied, ValidationError
 
-    from inbox import services
-
     common = dict(
         email_address="team@relay.test",
         password=CANARY,
@@ -983,18 +983,18 @@ def test_services_refuse_what_the_pages_never_offer(owner, admin_user, broken):
         imap_host="imap.relay.test",
     )
     with pytest.raises(PermissionDenied):
-        services.mailbox_connect(user=owner, kind="shared", **common)
+        mailbox_connect(user=owner, kind="shared", **common)
     with pytest.raises(ValidationError):
-        services.mailbox_connect(user=owner, kind="personal", **{**common, "active_folders": []})
+        mailbox_connect(user=owner, kind="personal", **{**common, "active_folders": []})
     with pytest.raises(TypeError):
-        services.mailbox_connect(user=owner, kind="personal", state="active", **common)
+        mailbox_connect(user=owner, kind="personal", state="active", **common)
     assert not Mailbox.objects.filter(email_address="team@relay.test").exists()
     with pytest.raises(PermissionDenied):
-        services.mailbox_reconnect(user=admin_user, mailbox=broken, password=CANARY)
+        mailbox_reconnect(user=admin_user, mailbox=broken, password=CANARY)
     with pytest.raises(TypeError):
-        services.mailbox_update_options(user=owner, mailbox=broken, sync_from=dt.date(2020, 1, 1))
+        mailbox_update_options(user=owner, mailbox=broken, sync_from=dt.date(2020, 1, 1))
     with pytest.raises(ValidationError):
-        services.mailbox_update_options(user=owner, mailbox=broken, refresh_interval=1)
+        mailbox_update_options(user=owner, mailbox=broken, refresh_interval=1)
     broken.refresh_from_db()
     assert broken.sync_from == dt.date(2026, 1, 1) and broken.refresh_interval == 300
 

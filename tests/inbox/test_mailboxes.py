@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from inbox.crypto import SecretUnreadable
 from inbox.models import Mailbox, PrimaryMailbox
 from inbox.permissions import readable_mailboxes
-from inbox.services import mailbox_set_primary, mailboxes_for_user
+from inbox.services.mailboxes import mailbox_set_primary, mailboxes_for_user
 from tests import factories as f
 
 CANARY = "canary-P4ssw0rd-7f3a91"

@@ -15,8 +15,8 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.urls import reverse
 
-from inbox import remote_images
-from inbox.reading_views import content_disposition, image_proxy_url, inline_image_url
+from inbox import ports
+from inbox.views.reading import content_disposition, image_proxy_url, inline_image_url
 from tests import factories as f
 
 PNG = (
@@ -509,7 +509,7 @@ def test_proxy_serves_raster_images_only(client, owner, personal_mailbox, image_
 @pytest.mark.django_db
 def test_proxy_needs_a_signed_url_for_this_message(client, owner, personal_mailbox, monkeypatch):
     fetched = []
-    monkeypatch.setattr(remote_images, "_fetcher", lambda url: fetched.append(url))
+    monkeypatch.setattr(ports.mail(), "fetch_remote_image", lambda url: fetched.append(url))
     message = f.MessageFactory(mailbox=personal_mailbox)
     other = f.MessageFactory(mailbox=personal_mailbox)
     client.force_login(owner)
@@ -533,7 +533,7 @@ def test_proxy_vets_every_redirect_target(
 ):
     """An allowed image host that redirects to the metadata address is refused like a direct
     link would be (C-07): no connection is even attempted to the redirect target."""
-    from connector import net
+    from connector.transport import net
 
     connected: list[list[str]] = []
     real_connect = net.connect

@@ -30,9 +30,9 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from playwright.sync_api import expect
 
-from connector.image_proxy import USER_AGENT as PROXY_AGENT
-from inbox import reading_views
+from connector.transport.images import USER_AGENT as PROXY_AGENT
 from inbox.rendering import RenderedBody, frame_document, render_html_body, render_text_body
+from inbox.views import reading as reading_views
 from tests import factories as f
 from tests.inbox.test_reading_views import PNG
 from tests.web.helpers import shot

@@ -12,9 +12,14 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
+from connector.sync.importer import ImportFileError, import_messages, read_messages
+from connector.sync.mailbox import sync_mailbox
+from connector.sync.status import mailbox_status
+from connector.transport.oauth import connect_imap
+from connector.transport.probe import test_connection
 from inbox.models import Mailbox, Security
+from inbox.services.mailboxes import mailbox_connect
 
 
 def _date(value: str) -> dt.date:
@@ -109,8 +114,8 @@ class Command(BaseCommand):
 
     # --- subcommands ---
     def do_add(self, options):
-        from connector.imap import test_connection
-
+        """The same service as the connect wizard and the admin site (inbox/services/
+        mailboxes.py mailbox_connect), after the same connection test unless --skip-check."""
         owner = None
         if options["kind"] == "personal":
             if not options["owner"]:
@@ -124,10 +129,8 @@ class Command(BaseCommand):
         smtp = [options["smtp_host"], options["smtp_port"], options["smtp_security"]]
         if any(smtp) and not all(smtp):
             raise CommandError("Give --smtp-host, --smtp-port and --smtp-security together.")
-        mailbox = Mailbox(
-            kind=options["kind"],
-            owner=owner,
-            email_address=options["email"],
+        folders = [f.strip() for f in (options["folders"] or "").split(",") if f.strip()]
+        fields = dict(
             login=options["login"] or "",
             imap_host=options["imap_host"],
             imap_port=options["imap_port"],
@@ -138,30 +141,45 @@ class Command(BaseCommand):
             allow_insecure_cert=options["allow_insecure_cert"],
             sync_from=options["sync_from"],
             create_contacts=options["create_contacts"],
-            create_tickets=options["create_tickets"],
             refresh_interval=options["refresh_interval"],
-            active_folders=[f.strip() for f in (options["folders"] or "").split(",") if f.strip()],
         )
-        mailbox.set_password(self._read_password(options))
-        try:
-            mailbox.full_clean()
-        except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from exc
+        if options["create_tickets"]:
+            if options["kind"] != "shared":
+                raise CommandError("--create-tickets is for a shared (support) mailbox.")
+            fields["create_tickets"] = True
+        password = self._read_password(options)
         if not options["skip_check"]:
-            result = test_connection(mailbox)
+            candidate = Mailbox(
+                kind=options["kind"], owner=owner, email_address=options["email"], **fields
+            )
+            candidate.set_password(password)
+            try:
+                candidate.full_clean(exclude=["password_encrypted"])
+            except ValidationError as exc:
+                raise CommandError("; ".join(exc.messages)) from exc
+            result = test_connection(candidate)
             if not result.ok:
                 raise CommandError(f"Connection check failed: {result.error}")
             names = {f.name for f in result.folders}
-            missing = [f for f in mailbox.active_folders if f not in names]
+            missing = [f for f in folders if f not in names]
             if missing:
                 raise CommandError(f"No such folders on the server: {', '.join(missing)}")
             self.stdout.write(f"Connection OK: {len(result.folders)} folders.")
-        with transaction.atomic():
-            mailbox.save()
+        try:
+            mailbox = mailbox_connect(
+                user=None,
+                kind=options["kind"],
+                owner=owner,
+                email_address=options["email"],
+                password=password,
+                active_folders=folders or None,
+                **fields,
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
         self.stdout.write(str(mailbox.pk))
 
     def do_test(self, options):
-        from connector.imap import test_connection
 
         mailbox = self._mailbox(options["id"])
         result = test_connection(mailbox)
@@ -185,8 +203,6 @@ class Command(BaseCommand):
             self.stdout.write(f"{m.pk:>4}  {m.kind:8}  {owner:12}  {m.state:16}  {m.email_address}")
 
     def do_sync(self, options):
-        from connector.oauth import connect_imap
-        from connector.sync import sync_mailbox
 
         mailbox = self._mailbox(options["id"])
         # The same connect as the Celery task: OAuth tokens are refreshed before the login.
@@ -203,7 +219,6 @@ class Command(BaseCommand):
             raise CommandError(f"Sync did not complete: {report.summary()}")
 
     def do_import(self, options):
-        from connector.importer import ImportFileError, import_messages, read_messages
 
         mailbox = self._mailbox(options["id"])
         for path in options["files"]:
@@ -219,7 +234,6 @@ class Command(BaseCommand):
             )
 
     def do_status(self, options):
-        from connector.sync import mailbox_status
 
         status = mailbox_status(self._mailbox(options["id"]))
         if options["json"]:

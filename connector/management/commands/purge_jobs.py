@@ -1,12 +1,12 @@
 """`manage.py purge_jobs`: delete completed job records and old ledger entries now (the beat
-runs the same every day; see connector/purge.py for what is and is never deleted)."""
+runs the same every day; see connector/scheduling/purge.py for what is and is never deleted)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from connector import purge
+from connector.scheduling import purge
 
 
 class Command(BaseCommand):

@@ -1,0 +1,207 @@
+"""The initial sync prepares big batches in a pool of processes and fetches the next batch while
+it stores the current one (bench/sync.py, issue 3). Where the work happens must change nothing:
+a mailbox synced through the pool holds exactly what one synced in-process holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from django.db.models import Count
+from django.utils import timezone
+
+from connector.ingest import pool as ingest
+from connector.ingest import storage
+from connector.sync import mailbox as sync
+from demo import corpus
+from inbox.models import Attachment, LedgerEntry, Mailbox, Message, MessageAddress, Thread
+from tests.connector.synckit import assert_in_step, make_mailbox, make_raw
+
+pytestmark = pytest.mark.django_db
+
+
+def deliver_corpus(user, count: int) -> None:
+    client = user.server.imap(user)
+    try:
+        for message in corpus.generate(count, seed=5, attachment_max_bytes=200_000):
+            flags = "(" + " ".join(message.flags) + ")"
+            typ, data = client.append(message.folder, flags, message.date, message.raw)
+            assert typ == "OK", data
+    finally:
+        client.logout()
+
+
+def content(mailbox) -> dict:
+    """Everything a sync stores for a mailbox, keyed by content hash (not by primary key)."""
+    messages = Message.objects.filter(mailbox=mailbox)
+    rows = {}
+    for m in messages:
+        rows[m.sha256] = (
+            m.subject,
+            m.from_address,
+            m.message_id,
+            m.text_body,
+            m.html_body,
+            m.headers,
+            m.snippet,
+            m.seen,
+            m.flagged,
+            m.size,
+            m.has_attachments,
+            storage.read_raw(m.raw_file) and len(storage.read_raw(m.raw_file)),
+            tuple(
+                Attachment.objects.filter(message=m)
+                .order_by("position")
+                .values_list("filename", "content_type", "is_inline", "blob__sha256", "blob__size")
+            ),
+            tuple(
+                MessageAddress.objects.filter(message=m)
+                .order_by("role", "position")
+                .values_list("role", "address", "name")
+            ),
+        )
+    threads: dict[int, set[str]] = {}
+    for sha, thread_id in messages.values_list("sha256", "thread_id"):
+        threads.setdefault(thread_id, set()).add(sha)
+    ledger = sorted(
+        LedgerEntry.objects.filter(mailbox=mailbox).values_list("uid", "outcome", "folder__name")
+    )
+    return {
+        "messages": rows,
+        "threads": sorted(sorted(s) for s in threads.values()),
+        "ledger": ledger,
+    }
+
+
+def test_pool_and_prefetch_store_exactly_what_the_in_process_path_stores(imap_user, settings):
+    deliver_corpus(imap_user, 70)
+    pooled, plain = make_mailbox(imap_user), make_mailbox(imap_user)
+    assert ingest.POOL_MIN_BATCH <= 25
+
+    settings.RELAY_PARSE_WORKERS = 2
+    report = sync.sync_mailbox(pooled.pk, batch_size=25)
+    assert report.completed, report.summary()
+    assert ingest._pool is not None, "the pool path was not taken"
+
+    settings.RELAY_PARSE_WORKERS = 0
+    ingest._drop_pool()
+    report = sync.sync_mailbox(plain.pk, batch_size=25)
+    assert report.completed, report.summary()
+
+    assert report.total("stored") == 70
+    assert content(pooled) == content(plain)
+    assert_in_step(pooled, imap_user)
+    assert_in_step(plain, imap_user)
+    # Attachment files were written by the pool processes, whole.
+    for attachment in Attachment.objects.filter(message__mailbox=pooled).select_related("blob"):
+        with storage.open_blob(attachment.blob.file) as fh:
+            assert len(fh.read()) == attachment.blob.size
+    assert Message.objects.filter(mailbox=pooled, date__lte=timezone.now()).count() == 70
+
+
+_real_prepare_in_pool = ingest._prepare_in_pool
+_calls = iter(range(1_000_000))
+
+
+def _dying_prepare(mailbox_id, items):
+    # Module level, so the pool can pickle it by name; each forked process counts its own
+    # calls and kills itself on its second chunk.
+    if next(_calls) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _real_prepare_in_pool(mailbox_id, items)
+
+
+def test_a_pool_process_killed_mid_batch_changes_nothing(imap_user, settings, monkeypatch):
+    """A pool that breaks (a process killed by the OOM killer, say) is replaced by in-process
+    preparation for the chunks it lost: the sync completes with everything stored."""
+    deliver_corpus(imap_user, 40)
+    mailbox = make_mailbox(imap_user)
+    settings.RELAY_PARSE_WORKERS = 2
+    ingest._drop_pool()
+    monkeypatch.setattr(ingest, "_prepare_in_pool", _dying_prepare)
+    try:
+        report = sync.sync_mailbox(mailbox.pk, batch_size=20)
+    finally:
+        ingest._drop_pool()
+    assert report.completed, report.summary()
+    assert report.total("stored") == 40
+    assert_in_step(mailbox, imap_user)
+
+
+def test_the_pool_starts_inside_a_daemonic_process_like_a_celery_prefork_worker(settings):
+    """Celery's prefork workers are daemonic; multiprocessing refuses them children unless the
+    pool lifts the flag while it forks (its processes die with the worker: PR_SET_PDEATHSIG)."""
+    import multiprocessing
+
+    settings.RELAY_PARSE_WORKERS = 2
+    config = multiprocessing.current_process()._config
+    before = config.get("daemon")
+    ingest._drop_pool()
+    config["daemon"] = True
+    try:
+        assert ingest.warm_pool()
+        assert ingest._pool is not None
+        assert config["daemon"] is True  # put back as it was
+    finally:
+        ingest._drop_pool()
+        if before is None:
+            config.pop("daemon", None)
+        else:
+            config["daemon"] = before
+
+
+def test_replies_stored_before_their_parents_all_join_them_in_one_batch(imap_user):
+    """Several parents arriving in one batch each adopt the thread of their earlier replies
+    (one UPDATE for all of them), and the emptied threads go."""
+    dovecot = imap_user.server
+    for n in range(3):
+        dovecot.deliver(imap_user, make_raw(f"Offer {n}", message_id=f"<o{n}@relay.test>"), "Sent")
+        dovecot.deliver(imap_user, make_raw(f"Re: Offer {n}", in_reply_to=f"<o{n}@relay.test>"))
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX"])
+    assert sync.sync_mailbox(mailbox.pk).completed
+    Mailbox.objects.filter(pk=mailbox.pk).update(active_folders=["INBOX", "Sent"])
+    assert sync.sync_mailbox(mailbox.pk).completed
+    for n in range(3):
+        offer = Message.objects.get(mailbox=mailbox, subject=f"Offer {n}")
+        answer = Message.objects.get(mailbox=mailbox, subject=f"Re: Offer {n}")
+        assert offer.thread_id == answer.thread_id
+        assert offer.thread.message_count == 2
+    assert Thread.objects.filter(mailbox=mailbox).count() == 3
+    counts = dict(
+        Message.objects.filter(mailbox=mailbox)
+        .values("thread")
+        .annotate(n=Count("id"))
+        .values_list("thread", "n")
+    )
+    assert all(t.message_count == counts[t.pk] for t in Thread.objects.filter(mailbox=mailbox))
+
+
+def test_every_reply_shares_its_parents_thread_after_an_initial_sync(imap_user):
+    """Whatever the order the folders and batches bring a conversation in (Sent may come
+    first, a reply may share a batch with the request it follows), a message that replies to
+    another ends in its thread, and every thread's count is its number of messages."""
+    deliver_corpus(imap_user, 120)
+    mailbox = make_mailbox(imap_user)
+    assert sync.sync_mailbox(mailbox.pk, batch_size=40).completed
+    rows = list(
+        Message.objects.filter(mailbox=mailbox).values_list("message_id", "in_reply_to", "thread")
+    )
+    thread_of = {mid: thread for mid, _, thread in rows if mid}
+    pairs = [(thread, thread_of[parent]) for _, parent, thread in rows if parent in thread_of]
+    assert len(pairs) > 10  # the corpus has conversations across INBOX and Sent
+    assert all(child == parent for child, parent in pairs)
+    counts = dict(
+        Message.objects.filter(mailbox=mailbox)
+        .values("thread")
+        .annotate(n=Count("id"))
+        .values_list("thread", "n")
+    )
+    for thread in Thread.objects.filter(mailbox=mailbox):
+        assert thread.message_count == counts.get(thread.pk, 0) > 0
+
+
+def test_only_messages_refer_to_threads():
+    """threader._delete_emptied removes merged threads with a plain DELETE, no cascade: it is
+    right only while nothing but Message points at a thread. A new reference must change it."""
+    assert [r.related_model for r in Thread._meta.related_objects] == [Message]

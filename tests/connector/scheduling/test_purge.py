@@ -1,0 +1,177 @@
+"""Purging completed job records and old ledger entries (issue 7): what is old and done goes,
+everything still needed stays, and the sync does not notice a purged ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from connector.scheduling import purge, tasks
+from connector.sync import mailbox as sync
+from inbox.models import (
+    EmailApiRequest,
+    LedgerEntry,
+    Location,
+    Message,
+    OutboxEntry,
+    PendingChange,
+    TriageEntry,
+)
+from tests import factories as f
+from tests.connector.synckit import assert_in_step, make_mailbox, make_raw, row_counts
+
+pytestmark = pytest.mark.django_db
+
+NOW = timezone.now()
+OLD = NOW - dt.timedelta(days=31)
+RECENT = NOW - dt.timedelta(days=29)
+
+
+def outbox(state, *, sent_at=None, next_attempt_at=None, updated_at=OLD) -> OutboxEntry:
+    entry = f.OutboxEntryFactory(state=state, sent_at=sent_at, next_attempt_at=next_attempt_at)
+    OutboxEntry.objects.filter(pk=entry.pk).update(updated_at=updated_at)
+    return entry
+
+
+def ledger(outcome, *, updated_at) -> LedgerEntry:
+    entry = f.LedgerEntryFactory(outcome=outcome)
+    LedgerEntry.objects.filter(pk=entry.pk).update(updated_at=updated_at)
+    return entry
+
+
+def pending(*, done_at) -> PendingChange:
+    mailbox = f.MailboxFactory()
+    return PendingChange.objects.create(
+        mailbox=mailbox,
+        folder_name="INBOX",
+        uidvalidity=1,
+        uid=1,
+        action="mark_read",
+        done_at=done_at,
+    )
+
+
+def alive(*rows) -> list[bool]:
+    return [type(r).objects.filter(pk=r.pk).exists() for r in rows]
+
+
+def test_old_completed_records_go_and_everything_still_needed_stays(settings):
+    settings.RELAY_PURGE_AFTER_DAYS = 30
+    sent_old = outbox("sent", sent_at=OLD)
+    sent_recent = outbox("sent", sent_at=RECENT)
+    sent_append_pending = outbox("sent", sent_at=OLD, next_attempt_at=OLD)
+    unfinished = [outbox(s) for s in ("queued", "retrying", "failed", "verify", "sending")]
+
+    done_old, done_recent, not_done = (
+        pending(done_at=OLD),
+        pending(done_at=RECENT),
+        pending(done_at=None),
+    )
+    resolved_old = f.TriageEntryFactory(resolved_at=OLD)
+    resolved_recent = f.TriageEntryFactory(resolved_at=RECENT)
+    open_old = f.TriageEntryFactory(resolved_at=None)
+    TriageEntry.objects.filter(pk=open_old.pk).update(created_at=OLD)
+
+    answered_old = EmailApiRequest.objects.create(
+        message=f.MessageFactory(),
+        mailbox=f.MailboxFactory(),
+        sender="a@b.example",
+        outcome="applied",
+    )
+    EmailApiRequest.objects.filter(pk=answered_old.pk).update(created_at=OLD)
+    answered_recent = EmailApiRequest.objects.create(
+        message=f.MessageFactory(),
+        mailbox=f.MailboxFactory(),
+        sender="a@b.example",
+        outcome="applied",
+    )
+    old_done_ledger = [ledger(o, updated_at=OLD) for o in ("stored", "duplicate", "skipped")]
+    old_trouble = [ledger(o, updated_at=OLD) for o in ("failed", "held")]
+    recent_ledger = ledger("stored", updated_at=RECENT)
+    messages = Message.objects.count()
+
+    report = purge.purge(now=NOW)
+
+    assert alive(sent_old, done_old, resolved_old, answered_old, *old_done_ledger) == [False] * 7
+    assert alive(answered_recent) == [True]
+    assert all(alive(sent_recent, sent_append_pending, *unfinished))
+    assert all(alive(done_recent, not_done, resolved_recent, open_old))
+    assert all(alive(*old_trouble, recent_ledger))
+    assert Message.objects.count() == messages  # mail is never purged
+    assert report.counts == {
+        "outbox_sent": 1,
+        "pending_changes_done": 1,
+        "triage_resolved": 1,
+        "email_api_requests": 1,
+        "ledger": 3,
+    }
+
+
+def test_the_number_of_days_is_a_setting_and_zero_turns_purging_off(settings):
+    entry = ledger("stored", updated_at=NOW - dt.timedelta(days=8))
+    settings.RELAY_PURGE_AFTER_DAYS = 0
+    assert purge.purge(now=NOW).summary().startswith("purging is off")
+    assert alive(entry) == [True]
+    settings.RELAY_PURGE_AFTER_DAYS = 10
+    purge.purge(now=NOW)
+    assert alive(entry) == [True]
+    settings.RELAY_PURGE_AFTER_DAYS = 7
+    purge.purge(now=NOW)
+    assert alive(entry) == [False]
+
+
+def test_many_rows_are_purged_in_batches():
+    folder = f.FolderFactory()
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(mailbox=folder.mailbox, folder=folder, uidvalidity=1, uid=uid, outcome="stored")
+        for uid in range(1, 26)
+    )
+    LedgerEntry.objects.update(updated_at=OLD)
+    report = purge.purge(days=30, now=NOW, batch=4)
+    assert report.counts["ledger"] == 25 and not LedgerEntry.objects.exists()
+
+
+def test_command_prints_what_it_deleted_and_dry_run_deletes_nothing():
+    entries = [ledger("skipped", updated_at=OLD) for _ in range(3)]
+    out = StringIO()
+    call_command("purge_jobs", "--days", "30", "--dry-run", stdout=out)
+    assert "Would delete rows older than" in out.getvalue()
+    assert "  ledger: 3" in out.getvalue()
+    assert all(alive(*entries))
+
+    out = StringIO()
+    call_command("purge_jobs", "--days", "30", stdout=out)
+    assert "Deleted rows older than" in out.getvalue() and "  ledger: 3" in out.getvalue()
+    assert not any(alive(*entries))
+
+
+def test_beat_runs_the_purge_every_day(settings):
+    entry = ledger("stored", updated_at=timezone.now() - dt.timedelta(days=400))
+    schedule = [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "relay.purge"]
+    assert schedule == [{"task": "relay.purge", "schedule": 86400.0}]
+    assert "ledger=1" in tasks.purge()
+    assert alive(entry) == [False]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purged_ledger_makes_the_sync_do_nothing_again(imap_user):
+    for n in range(5):
+        imap_user.server.deliver(imap_user, make_raw(f"Message {n}"))
+    mailbox = make_mailbox(imap_user)
+    assert sync.sync_mailbox(mailbox.pk).completed
+    before = row_counts(mailbox)
+    assert before["ledger"] >= 5
+
+    purge.purge(days=1, now=timezone.now() + dt.timedelta(days=2))
+    assert not LedgerEntry.objects.filter(mailbox=mailbox).exists()
+
+    imap_user.server.deliver(imap_user, make_raw("After the purge"))
+    report = sync.sync_mailbox(mailbox.pk)
+    assert report.completed and report.total("stored") == 1, report.summary()
+    assert Message.objects.filter(mailbox=mailbox).count() == before["messages"] + 1
+    assert Location.objects.filter(message__mailbox=mailbox).count() == before["locations"] + 1
+    assert_in_step(mailbox, imap_user)

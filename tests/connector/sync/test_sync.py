@@ -1,0 +1,415 @@
+"""The sync engine against the real Dovecot of the test suite (issue 3, RELIABILITY §A).
+
+After every scenario: nothing lost, nothing duplicated, nothing phantom, no flag changed that
+nobody asked for, and a second sync changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from connector.sync import mailbox as sync
+from connector.sync.reports import SyncReport
+from inbox.models import Filing, Folder, LedgerEntry, Mailbox, Message, PendingChange
+from inbox.services.messages import message_change_flag, message_delete, message_move
+from tests import factories as f
+from tests.connector.synckit import assert_in_step, make_mailbox, make_raw, row_counts
+
+pytestmark = pytest.mark.django_db
+
+
+def run(mailbox) -> SyncReport:
+    report = sync.sync_mailbox(mailbox.pk)
+    assert report.completed, report.summary()
+    return report
+
+
+def assert_idempotent(mailbox, user) -> None:
+    before = row_counts(mailbox)
+    truth = user.server.server_truth(user.login)
+    report = run(mailbox)
+    assert row_counts(mailbox) == before
+    assert report.total("stored") == report.total("duplicate") == 0
+    assert report.total("flags_changed") == report.total("expunged") == 0
+    assert user.server.server_truth(user.login) == truth, "a sync with nothing to do wrote"
+
+
+def test_new_mail_is_stored_unread_and_a_second_sync_changes_nothing(imap_user):
+    dovecot = imap_user.server
+    for i in range(3):
+        dovecot.deliver(imap_user, make_raw(f"Order {i}"))
+    dovecot.deliver(imap_user, make_raw("Already read"), flags=["\\Seen"])
+    mailbox = make_mailbox(imap_user)
+
+    report = run(mailbox)
+
+    assert report.total("stored") == 4
+    assert set(Message.objects.filter(mailbox=mailbox).values_list("subject", flat=True)) == {
+        "Order 0",
+        "Order 1",
+        "Order 2",
+        "Already read",
+    }
+    # The sync never marks anything read: the server's flags are exactly as delivered (S-17).
+    for uid in dovecot.uids(imap_user, "INBOX")[:3]:
+        assert "\\Seen" not in dovecot.flags(imap_user, "INBOX", uid)
+    assert Message.objects.get(subject="Already read").seen
+    assert not Message.objects.get(subject="Order 0").seen
+    assert_in_step(mailbox, imap_user)
+    mailbox.refresh_from_db()
+    assert mailbox.state == Mailbox.State.ACTIVE and mailbox.first_sync_done
+    assert mailbox.progress_done == mailbox.progress_total == 4
+    ledger = LedgerEntry.objects.filter(mailbox=mailbox)
+    assert sorted(ledger.values_list("outcome", flat=True)) == ["stored"] * 4
+    assert_idempotent(mailbox, imap_user)
+
+    dovecot.deliver(imap_user, make_raw("Later"))
+    assert run(mailbox).total("stored") == 1
+    assert_in_step(mailbox, imap_user)
+
+
+def test_inbox_and_sent_are_active_by_default_and_trash_and_junk_are_not(imap_user):
+    dovecot = imap_user.server
+    for name in ("Sent", "Trash", "Junk"):
+        dovecot.create_folder(imap_user, name)
+    dovecot.deliver(imap_user, make_raw("in trash"), folder="Trash")
+    dovecot.deliver(imap_user, make_raw("in junk"), folder="Junk")
+    dovecot.deliver(imap_user, make_raw("sent one"), folder="Sent")
+    mailbox = make_mailbox(imap_user)
+    run(mailbox)
+    mailbox.refresh_from_db()
+    assert sorted(mailbox.active_folders) == ["INBOX", "Sent"]
+    assert list(Message.objects.filter(mailbox=mailbox).values_list("subject", flat=True)) == [
+        "sent one"
+    ]
+
+
+def test_first_sync_brings_only_mail_since_the_sync_from_date(imap_user):
+    dovecot = imap_user.server
+    old = timezone.now() - dt.timedelta(days=60)
+    dovecot.deliver(imap_user, make_raw("old", date=old), received=old)
+    dovecot.deliver(imap_user, make_raw("new"))
+    mailbox = make_mailbox(imap_user, sync_from=(timezone.now() - dt.timedelta(days=7)).date())
+    report = run(mailbox)
+    assert report.total("stored") == 1 and report.total("skipped") == 1
+    assert list(Message.objects.filter(mailbox=mailbox).values_list("subject", flat=True)) == [
+        "new"
+    ]
+    skipped = LedgerEntry.objects.get(mailbox=mailbox, outcome="skipped")
+    assert skipped.reason == "before the sync-from date"
+    assert_idempotent(mailbox, imap_user)
+
+
+def test_flags_changed_on_the_server_are_picked_up(imap_user):
+    dovecot = imap_user.server
+    uid = dovecot.deliver(imap_user, make_raw("flag me"))
+    mailbox = make_mailbox(imap_user)
+    run(mailbox)
+    dovecot.add_flags(imap_user, "INBOX", uid, ["\\Seen", "\\Flagged"])
+    report = run(mailbox)
+    assert report.total("flags_changed") == 1
+    message = Message.objects.get(mailbox=mailbox)
+    assert message.seen and message.flagged
+    assert_in_step(mailbox, imap_user)
+    dovecot.remove_flags(imap_user, "INBOX", uid, ["\\Seen"])
+    run(mailbox)
+    message.refresh_from_db()
+    assert not message.seen and message.flagged
+    assert_idempotent(mailbox, imap_user)
+
+
+def test_flags_changed_without_condstore_are_picked_up_the_same(imap_user_no_condstore):
+    user = imap_user_no_condstore
+    uid = user.server.deliver(user, make_raw("plain server"))
+    mailbox = make_mailbox(user)
+    run(mailbox)
+    user.server.add_flags(user, "INBOX", uid, ["\\Seen"])
+    assert run(mailbox).total("flags_changed") == 1
+    assert Message.objects.get(mailbox=mailbox).seen
+    assert_in_step(mailbox, user)
+    assert_idempotent(mailbox, user)
+
+
+def test_read_flag_and_move_and_delete_made_in_the_crm_reach_the_server(imap_user, owner):
+    dovecot = imap_user.server
+    for name in ("Archive", "Trash"):
+        dovecot.create_folder(imap_user, name)
+    uids = [dovecot.deliver(imap_user, make_raw(f"m{i}")) for i in range(3)]
+    mailbox = make_mailbox(imap_user, owner=owner, active_folders=["INBOX", "Archive", "Trash"])
+    run(mailbox)
+    m0, m1, m2 = (Message.objects.get(mailbox=mailbox, subject=f"m{i}") for i in range(3))
+
+    message_change_flag(user=owner, message=m0, action="mark_read")
+    message_change_flag(user=owner, message=m0, action="flag")
+    m0.refresh_from_db()
+    assert m0.seen and m0.flagged  # at once in the CRM
+    message_move(
+        user=owner, message=m1, target_folder=Folder.objects.get(mailbox=mailbox, name="Archive")
+    )
+    message_delete(user=owner, message=m2)
+    report = run(mailbox)
+
+    assert report.changes_pushed == 4
+    assert dovecot.flags(imap_user, "INBOX", uids[0]) == {"\\Seen", "\\Flagged"}
+    assert dovecot.uids(imap_user, "INBOX") == [uids[0]]
+    assert len(dovecot.uids(imap_user, "Archive")) == 1
+    assert len(dovecot.uids(imap_user, "Trash")) == 1
+    assert not PendingChange.objects.filter(done_at__isnull=True).exists()
+    assert PendingChange.objects.exclude(error="").count() == 0
+    # Moved and deleted messages are the same rows, now in their new folders.
+    assert Message.objects.filter(mailbox=mailbox).count() == 3
+    assert m1.locations.get().folder.name == "Archive"
+    assert m2.locations.get().folder.name == "Trash"
+    assert_in_step(mailbox, imap_user)
+    assert_idempotent(mailbox, imap_user)
+
+    message_change_flag(user=owner, message=m0, action="mark_unread")
+    run(mailbox)
+    assert dovecot.flags(imap_user, "INBOX", uids[0]) == {"\\Flagged"}
+
+
+def test_move_on_the_server_keeps_one_message_and_its_filings(imap_user):
+    dovecot = imap_user.server
+    dovecot.create_folder(imap_user, "Archive")
+    uid = dovecot.deliver(imap_user, make_raw("to archive"))
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX", "Archive"])
+    run(mailbox)
+    message = Message.objects.get(mailbox=mailbox)
+    contact = f.ContactFactory()
+    f.FilingFactory(message=message, contact=contact)
+
+    dovecot.move(imap_user, uid, "INBOX", "Archive")
+    run(mailbox)
+
+    assert Message.objects.filter(mailbox=mailbox).count() == 1
+    message.refresh_from_db()
+    assert message.on_server
+    assert [loc.folder.name for loc in message.locations.all()] == ["Archive"]
+    assert Filing.objects.filter(message=message, contact=contact).exists()
+    assert_in_step(mailbox, imap_user)
+    assert_idempotent(mailbox, imap_user)
+
+
+def test_expunged_message_leaves_its_folder_but_stays_filed(imap_user):
+    dovecot = imap_user.server
+    uid = dovecot.deliver(imap_user, make_raw("will vanish"))
+    dovecot.deliver(imap_user, make_raw("stays"))
+    mailbox = make_mailbox(imap_user)
+    run(mailbox)
+    gone = Message.objects.get(mailbox=mailbox, subject="will vanish")
+    f.FilingFactory(message=gone, contact=f.ContactFactory())
+
+    dovecot.expunge(imap_user, "INBOX", uid)
+    report = run(mailbox)
+
+    assert report.total("expunged") == 1
+    gone.refresh_from_db()
+    assert not gone.on_server and not gone.locations.exists()
+    assert gone.filings.count() == 1
+    assert_in_step(mailbox, imap_user)
+    assert_idempotent(mailbox, imap_user)
+
+
+def test_uidvalidity_reset_resyncs_without_duplicates_and_keeps_filings(imap_user):
+    dovecot = imap_user.server
+    for i in range(5):
+        dovecot.deliver(imap_user, make_raw(f"r{i}"))
+    mailbox = make_mailbox(imap_user)
+    run(mailbox)
+    ids = set(Message.objects.filter(mailbox=mailbox).values_list("pk", flat=True))
+    filing = f.FilingFactory(message=Message.objects.get(subject="r2"), contact=f.ContactFactory())
+
+    new_validity = dovecot.reset_uidvalidity(imap_user, "INBOX")
+    report = run(mailbox)
+
+    inbox = next(folder for folder in report.folders if folder.name == "INBOX")
+    assert inbox.uidvalidity_reset
+    assert report.total("stored") == 0 and report.total("duplicate") == 5
+    assert set(Message.objects.filter(mailbox=mailbox).values_list("pk", flat=True)) == ids
+    assert Folder.objects.get(mailbox=mailbox, name="INBOX").uidvalidity == new_validity
+    assert Filing.objects.filter(pk=filing.pk).exists()
+    assert all(Message.objects.filter(pk__in=ids).values_list("on_server", flat=True))
+    assert_in_step(mailbox, imap_user)
+    assert_idempotent(mailbox, imap_user)
+
+
+def test_folder_renamed_elsewhere_is_followed(imap_user):
+    dovecot = imap_user.server
+    dovecot.create_folder(imap_user, "Projects")
+    dovecot.deliver(imap_user, make_raw("project mail"), folder="Projects")
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX", "Projects"])
+    run(mailbox)
+    dovecot.rename_folder(imap_user, "Projects", "Clients")
+    report = run(mailbox)
+    mailbox.refresh_from_db()
+    assert "Clients" in mailbox.active_folders and "Projects" not in mailbox.active_folders
+    assert report.total("stored") == 0
+    assert Message.objects.filter(mailbox=mailbox).count() == 1
+    assert_in_step(mailbox, imap_user)
+
+
+def test_same_message_in_two_folders_is_stored_once_with_two_locations(imap_user):
+    dovecot = imap_user.server
+    dovecot.create_folder(imap_user, "Copies")
+    uid = dovecot.deliver(imap_user, make_raw("copied"))
+    dovecot.copy(imap_user, uid, "INBOX", "Copies")
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX", "Copies"])
+    report = run(mailbox)
+    assert report.total("stored") == 1 and report.total("duplicate") == 1
+    message = Message.objects.get(mailbox=mailbox)
+    assert message.locations.count() == 2
+    dovecot.expunge(imap_user, "Copies", dovecot.uids(imap_user, "Copies")[0])
+    run(mailbox)
+    message.refresh_from_db()
+    assert message.on_server and message.locations.count() == 1
+    assert_in_step(mailbox, imap_user)
+
+
+def test_forged_message_id_with_other_content_is_another_message(imap_user):
+    dovecot = imap_user.server
+    dovecot.deliver(imap_user, make_raw("genuine", message_id="<same@customer.example>"))
+    dovecot.deliver(imap_user, make_raw("forged", message_id="<same@customer.example>"))
+    dovecot.deliver(imap_user, make_raw("byte twin", message_id="<twin@customer.example>"))
+    mailbox = make_mailbox(imap_user)
+    run(mailbox)
+    assert set(Message.objects.filter(mailbox=mailbox).values_list("subject", flat=True)) == {
+        "genuine",
+        "forged",
+        "byte twin",
+    }
+    assert_in_step(mailbox, imap_user)
+
+
+def test_byte_identical_second_delivery_is_one_message(imap_user):
+    dovecot = imap_user.server
+    raw = make_raw("twice")
+    dovecot.deliver(imap_user, raw)
+    dovecot.deliver(imap_user, raw)
+    mailbox = make_mailbox(imap_user)
+    report = run(mailbox)
+    assert report.total("stored") == 1 and report.total("duplicate") == 1
+    assert Message.objects.get(mailbox=mailbox).locations.count() == 2
+    assert_in_step(mailbox, imap_user)
+
+
+@pytest.mark.parametrize("message_id", [None, "<>", "<" + "x" * 2000 + "@a>", "<naïve@ü>"])
+def test_missing_or_garbage_message_id_is_stored_once(imap_user, message_id):
+    dovecot = imap_user.server
+    header = f"Message-ID: {message_id}\r\n".encode() if message_id else b""
+    raw = (
+        b"From: Ana <ana@customer.example>\r\nTo: support@relay.test\r\n"
+        b"Subject: odd id\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n" + header + b"\r\nHello\r\n"
+    )
+    dovecot.deliver(imap_user, raw)
+    mailbox = make_mailbox(imap_user)
+    assert run(mailbox).total("stored") == 1
+    assert_idempotent(mailbox, imap_user)
+    assert Message.objects.filter(mailbox=mailbox).count() == 1
+
+
+def test_replies_join_the_thread_of_their_parent(imap_user):
+    dovecot = imap_user.server
+    dovecot.deliver(imap_user, make_raw("Invoice 7", message_id="<q1@customer.example>"))
+    dovecot.deliver(imap_user, make_raw("Re: Invoice 7", in_reply_to="<q1@customer.example>"))
+    dovecot.deliver(imap_user, make_raw("Invoice 7", sender="other@else.example"))
+    mailbox = make_mailbox(imap_user)
+    run(mailbox)
+    first = Message.objects.get(message_id="q1@customer.example")
+    reply = Message.objects.get(subject="Re: Invoice 7")
+    stranger = Message.objects.get(from_address="other@else.example")
+    assert reply.thread_id == first.thread_id
+    assert stranger.thread_id != first.thread_id
+    assert first.thread.message_count == 2
+
+
+def test_wrong_password_needs_reconnect_and_stops_retrying(imap_user):
+    mailbox = make_mailbox(imap_user, password="not-the-password")
+    report = sync.sync_mailbox(mailbox.pk)
+    assert report.outcome == "needs_reconnect"
+    mailbox.refresh_from_db()
+    assert mailbox.state == Mailbox.State.NEEDS_RECONNECT
+    assert mailbox.last_error
+    assert mailbox.password.reveal() == "not-the-password"  # never overwritten
+    assert sync.sync_mailbox(mailbox.pk).outcome == "not_active"
+
+
+def test_password_changed_on_the_server_pauses_only_that_mailbox(imap_user, dovecot):
+    other_user = dovecot.create_user()
+    from tests.servers.fixtures import ImapUser
+
+    other = make_mailbox(ImapUser(dovecot, other_user))
+    mailbox = make_mailbox(imap_user)
+    run(mailbox)
+    dovecot.set_password(imap_user, "changed-on-the-server")
+    assert sync.sync_mailbox(mailbox.pk).outcome == "needs_reconnect"
+    assert run(other).completed
+
+
+def test_unreachable_server_is_a_temporary_error_with_backoff(imap_user):
+    from tests.servers.certs import free_port
+
+    mailbox = make_mailbox(imap_user, imap_port=free_port())
+    report = sync.sync_mailbox(mailbox.pk)
+    assert report.outcome == "error"
+    mailbox.refresh_from_db()
+    assert mailbox.state == Mailbox.State.ERROR
+    assert mailbox.consecutive_failures == 1
+    assert mailbox.next_sync_at > timezone.now()
+    sync.sync_mailbox(mailbox.pk)
+    mailbox.refresh_from_db()
+    assert mailbox.consecutive_failures == 2
+
+
+def test_paused_mailbox_is_not_touched(imap_user):
+    imap_user.server.deliver(imap_user, make_raw("waits"))
+    mailbox = make_mailbox(imap_user, state=Mailbox.State.PAUSED)
+    assert sync.sync_mailbox(mailbox.pk).outcome == "not_active"
+    assert not Message.objects.exists()
+
+
+def test_a_second_sync_while_one_holds_the_lease_exits_as_busy(imap_user):
+    from connector.sync import lease
+
+    mailbox = make_mailbox(imap_user)
+    held = lease.acquire(mailbox.pk)
+    assert held is not None
+    report = sync.sync_mailbox(mailbox.pk)
+    assert report.outcome == "busy" and report.error == "already syncing"
+    held.release()
+    assert run(mailbox).completed
+
+
+def test_a_holder_whose_lease_was_taken_over_cannot_write(imap_user):
+    from connector.sync import lease
+
+    imap_user.server.deliver(imap_user, make_raw("fenced"))
+    mailbox = make_mailbox(imap_user)
+    stale = lease.acquire(mailbox.pk, ttl=dt.timedelta(seconds=-1))  # already expired
+    fresh = lease.acquire(mailbox.pk)
+    assert stale and fresh and fresh.generation > stale.generation
+    with pytest.raises(lease.LeaseLost):
+        stale.renew()
+    from django.db import transaction
+
+    with pytest.raises(lease.LeaseLost), transaction.atomic():
+        stale.check()
+    fresh.release()
+
+
+def test_a_reply_stored_before_its_parent_joins_the_parents_thread(imap_user):
+    """The sync takes Inbox before Sent: the customer's answer arrives first."""
+    dovecot = imap_user.server
+    dovecot.deliver(
+        imap_user, make_raw("Our offer", message_id="<offer@relay.test>"), folder="Sent"
+    )
+    dovecot.deliver(imap_user, make_raw("Re: Our offer", in_reply_to="<offer@relay.test>"))
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX"])
+    run(mailbox)
+    Mailbox.objects.filter(pk=mailbox.pk).update(active_folders=["INBOX", "Sent"])
+    run(mailbox)
+    offer = Message.objects.get(subject="Our offer")
+    answer = Message.objects.get(subject="Re: Our offer")
+    assert offer.thread_id == answer.thread_id
+    assert offer.thread.message_count == 2
