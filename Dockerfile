@@ -14,11 +14,11 @@ RUN groupadd --system relay \
     && chown relay:relay /data
 
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-# Installed editable: settings find templates/ and static/ beside the code (BASE_DIR), so the
-# code must run from /app, not from a copy in site-packages.
+# Installed editable, so the code runs from /app and manage.py finds it there (templates and
+# static files live in the apps: a plain `pip install .` carries them too).
 COPY pyproject.toml README.md ./
-RUN mkdir crm inbox connector \
-    && touch crm/__init__.py inbox/__init__.py connector/__init__.py \
+RUN mkdir crm inbox connector demo \
+    && touch crm/__init__.py inbox/__init__.py connector/__init__.py demo/__init__.py \
     && pip install -e .
 COPY . .
 
