@@ -35,7 +35,7 @@ def check_broker() -> None:
     """Connect to the broker the workers use. Redis: kombu's channel PINGs on creation.
     Filesystem (the embedded run): the shared folders must exist and be writable, since that is
     all "connected" means for it."""
-    options = dict(getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {})
+    options = dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS)
     url = settings.CELERY_BROKER_URL
     if url.startswith(("redis://", "rediss://")):
         options.update(

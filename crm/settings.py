@@ -253,6 +253,18 @@ RELAY_PURGE_AFTER_DAYS = env.int("RELAY_PURGE_AFTER_DAYS", default=30)
 RELAY_PAGE_SIZE = 25
 # Seconds before a silent mail server counts as down (RELIABILITY S-12, I-08).
 RELAY_IMAP_TIMEOUT = env.float("RELAY_IMAP_TIMEOUT", default=60.0)
+# Processes of the parse pool in each sync (connector/ingest/pool.py); unset: one per core;
+# 0 or 1 parses in the worker's own process.
+RELAY_PARSE_WORKERS = env.int("RELAY_PARSE_WORKERS", default=None)
+# The domain of Relay's own Message-IDs (connector/filing/tokens.py); empty: the sending
+# mailbox's domain.
+RELAY_MESSAGE_ID_DOMAIN = env("RELAY_MESSAGE_ID_DOMAIN", default="")
+# The authserv-ids of our own receiving mail servers (RFC 8601): only an
+# Authentication-Results header naming one of them is believed (connector/filing/
+# authentication.py). Security-relevant: set it to what your MX writes.
+RELAY_AUTHSERV_IDS = [s.lower() for s in env.list("RELAY_AUTHSERV_IDS", default=[])]
+# The largest Email API document accepted, in bytes (connector/emailapi/document.py).
+RELAY_EMAIL_API_MAX_BYTES = env.int("RELAY_EMAIL_API_MAX_BYTES", default=256 * 1024)
 
 # OAuth 2 providers (issue 5): authorisation code with PKCE, offline access, XOAUTH2 for IMAP
 # and SMTP. The endpoints are settings so that the tests can point them at a local server.

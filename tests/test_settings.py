@@ -79,3 +79,40 @@ def test_production_static_files_build_as_in_the_dockerfile(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "static" / "staticfiles.json").exists()
     assert not (tmp_path / "data").exists()
+
+
+def _settings_source() -> str:
+    return (BASE_DIR / "crm" / "settings.py").read_text()
+
+
+def test_every_environment_variable_the_settings_read_is_in_the_readme():
+    """crm/settings.py is the one place settings are read from the environment, and the
+    README's table lists every one of them (the table is how an operator finds them)."""
+    import re
+
+    read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]+)"', _settings_source()))
+    readme = (BASE_DIR / "README.md").read_text()
+    assert read, "no env() calls found: the pattern is out of date"
+    missing = sorted(name for name in read if f"`{name}`" not in readme)
+    assert not missing, f"in crm/settings.py but not in the README's table: {missing}"
+
+
+def test_the_code_reads_only_settings_that_are_declared():
+    """No getattr(settings, NAME, default): a setting that exists only as a default in code
+    can never be switched on from the environment (RELAY_AUTHSERV_IDS was one)."""
+    import re
+
+    from django.conf import global_settings
+
+    declared = set(re.findall(r"^\s*([A-Z][A-Z0-9_]*)\s*[:=]", _settings_source(), re.M))
+    declared |= {name for name in dir(global_settings) if name.isupper()}
+    problems = []
+    for package in ("crm", "inbox", "connector", "demo"):
+        for path in (BASE_DIR / package).rglob("*.py"):
+            text = path.read_text()
+            if re.search(r"getattr\(\s*(django_)?settings\s*,", text):
+                problems.append(f"{path.relative_to(BASE_DIR)}: getattr(settings, ...)")
+            for name in re.findall(r"\b(?:django_)?settings\.([A-Z][A-Z0-9_]+)", text):
+                if name not in declared:
+                    problems.append(f"{path.relative_to(BASE_DIR)}: settings.{name}")
+    assert not problems, problems

@@ -54,7 +54,6 @@ SCHEMA_FILE = "schema/relay-email-api.xsd"
 
 # A real request is a few kilobytes; the cap bounds the parse's time and memory whatever the
 # sender sends (256 KiB of elements parse in well under a second).
-DEFAULT_MAX_BYTES = 256 * 1024
 MAX_OPERATIONS = 100
 KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 ROOT_END = re.compile(r"</(?:[A-Za-z_][\w.-]*:)?request\s*>")
@@ -62,7 +61,7 @@ TICKET_REF_RE = re.compile(r"(?:TKT-)?(\d{1,18})", re.IGNORECASE)
 
 
 def max_bytes() -> int:
-    return getattr(settings, "RELAY_EMAIL_API_MAX_BYTES", DEFAULT_MAX_BYTES)
+    return settings.RELAY_EMAIL_API_MAX_BYTES
 
 
 # --- the vocabulary ---------------------------------------------------------------------------

@@ -12,13 +12,13 @@ def sender_verdict(headers: dict) -> str:
     """Why the sender is unverified, or "" (RELIABILITY C-15, RFC 8601).
 
     Only the topmost Authentication-Results counts: our receiving server prepends it, and
-    anything below came with the message. When settings.RELAY_AUTHSERV_IDS is set, a header
+    anything below came with the message. When RELAY_AUTHSERV_IDS (crm/settings.py) is set, a header
     whose authserv-id is not ours is ignored as forged."""
     value = (headers or {}).get("authentication-results", "")
     if not value:
         return ""
     authserv_id = value.split(";", 1)[0].strip().split()[0].lower() if value.strip() else ""
-    trusted = [s.lower() for s in getattr(settings, "RELAY_AUTHSERV_IDS", [])]
+    trusted = [s.lower() for s in settings.RELAY_AUTHSERV_IDS]
     if trusted and authserv_id not in trusted:
         return ""
     results = dict(re.findall(r"\b(dmarc|spf|dkim)\s*=\s*([a-z]+)", value.lower()))

@@ -42,7 +42,7 @@ def _mac(nonce: str, code: str, pk: int) -> str:
 
 
 def message_id_domain() -> str:
-    configured = getattr(settings, "RELAY_MESSAGE_ID_DOMAIN", "")
+    configured = settings.RELAY_MESSAGE_ID_DOMAIN
     if configured:
         return configured
     return settings.RELAY_DEFAULT_FROM_EMAIL.rpartition("@")[2] or "relay.invalid"

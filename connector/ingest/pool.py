@@ -40,7 +40,7 @@ _pool_refused_pid = 0  # this process could not start a pool: do not try for eve
 
 
 def _pool_size() -> int:
-    configured = getattr(settings, "RELAY_PARSE_WORKERS", None)
+    configured = settings.RELAY_PARSE_WORKERS
     return int(configured) if configured is not None else (os.cpu_count() or 1)
 
 

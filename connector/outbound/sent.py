@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 def _provider_saves_sent(mailbox: Mailbox) -> bool:
     """Gmail files mail sent through its SMTP server in Sent itself: an APPEND would make a
     second copy. Configurable per provider (RELAY_OAUTH_PROVIDERS[...]["saves_sent"])."""
-    providers = getattr(settings, "RELAY_OAUTH_PROVIDERS", {})
+    providers = settings.RELAY_OAUTH_PROVIDERS
     config = providers.get(mailbox.connection_type) or {}
     return bool(config.get("saves_sent", False))
 

@@ -37,7 +37,7 @@ MAX_BACKOFF = timedelta(hours=1)
 
 
 def _connect(mailbox: Mailbox):
-    return open_session(mailbox, timeout=getattr(settings, "RELAY_IMAP_TIMEOUT", 60))
+    return open_session(mailbox, timeout=settings.RELAY_IMAP_TIMEOUT)
 
 
 def sync_mailbox(

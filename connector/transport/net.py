@@ -36,7 +36,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 def _allow_list() -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
     names: set[str] = set()
     networks = []
-    for entry in getattr(settings, "RELAY_ALLOWED_MAIL_HOSTS", []) or []:
+    for entry in settings.RELAY_ALLOWED_MAIL_HOSTS:
         entry = str(entry).strip()
         if not entry:
             continue

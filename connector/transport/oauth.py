@@ -43,7 +43,7 @@ OAUTH_TYPES = (Mailbox.ConnectionType.GOOGLE, Mailbox.ConnectionType.MICROSOFT)
 
 
 def provider_config(provider: str) -> dict:
-    providers = getattr(settings, "RELAY_OAUTH_PROVIDERS", {})
+    providers = settings.RELAY_OAUTH_PROVIDERS
     config = providers.get(provider)
     if config is None:
         raise PermanentFailure(f"OAuth: unknown provider {provider!r}")
@@ -64,7 +64,7 @@ def _client(config: dict, *, redirect_uri: str | None = None) -> OAuth2Session:
 
 
 def _timeout() -> float:
-    return float(getattr(settings, "RELAY_OAUTH_TIMEOUT", 20.0))
+    return settings.RELAY_OAUTH_TIMEOUT
 
 
 def authorization_request(provider: str, *, redirect_uri: str) -> AuthorizationRequest:
@@ -183,7 +183,7 @@ def exchange_code(
 def _still_fresh(mailbox: Mailbox, rejected: str | None) -> bool:
     if not mailbox.oauth_access_token_encrypted or mailbox.oauth_expires_at is None:
         return False
-    margin = dt.timedelta(seconds=getattr(settings, "RELAY_OAUTH_REFRESH_MARGIN", 300))
+    margin = dt.timedelta(seconds=settings.RELAY_OAUTH_REFRESH_MARGIN)
     if mailbox.oauth_expires_at <= timezone.now() + margin:
         return False
     if rejected is not None:
@@ -258,7 +258,7 @@ def ensure_access_token(mailbox_id: int, *, rejected: str | None = None) -> str:
 def connect_imap(mailbox: Mailbox):
     """The sync's and the sender's IMAP connect: a fresh token for OAuth mailboxes (and one
     more refresh if the server refuses a token we believed valid), a plain login otherwise."""
-    timeout = getattr(settings, "RELAY_IMAP_TIMEOUT", 60)
+    timeout = settings.RELAY_IMAP_TIMEOUT
     if mailbox.connection_type not in OAUTH_TYPES:
         return open_session(mailbox, timeout=timeout)
     token = ensure_access_token(mailbox.pk)

@@ -215,7 +215,7 @@ def open_mailbox_smtp(mailbox: Mailbox) -> smtplib.SMTP:
     """A logged-in SMTP client for the mailbox: password, or XOAUTH2 with a token refreshed
     before it expires (and once more if the server refuses one we believed valid)."""
     # A server silent for this long after the final "." makes the outcome unknown (M-05).
-    timeout = float(getattr(django_settings, "RELAY_SMTP_TIMEOUT", 60.0))
+    timeout = django_settings.RELAY_SMTP_TIMEOUT
     if mailbox.connection_type not in oauth.OAUTH_TYPES:
         return open_smtp(SmtpSettings.from_mailbox(mailbox, timeout=timeout))
     token = oauth.ensure_access_token(mailbox.pk)

@@ -83,7 +83,7 @@ def mailbox_test_smtp(*, user, mailbox: Mailbox) -> str | None:
 
 
 def _provider_settings(provider: str) -> dict:
-    providers = getattr(settings, "RELAY_OAUTH_PROVIDERS", {})
+    providers = settings.RELAY_OAUTH_PROVIDERS
     if provider not in providers:
         raise ValidationError(f"Unknown OAuth provider {provider!r}.")
     return providers[provider]

@@ -43,7 +43,7 @@ def oauth_options() -> list[dict]:
     """Google and Microsoft sign-in, where the OAuth views exist and the provider has a client
     id; otherwise shown disabled with the reason."""
     options = []
-    providers = getattr(settings, "RELAY_OAUTH_PROVIDERS", {})
+    providers = settings.RELAY_OAUTH_PROVIDERS
     for value, label in (("google", "Google"), ("microsoft", "Microsoft")):
         try:
             url = reverse("inbox:oauth_start", args=[value])

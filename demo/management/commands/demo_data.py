@@ -339,7 +339,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, allow_production: bool = False, **options):
-        if getattr(settings, "PRODUCTION", False) and not allow_production:
+        if settings.PRODUCTION and not allow_production:
             raise CommandError(
                 "Refusing to load demo data in production: it creates a superuser with a known "
                 "password. Pass --allow-production if you really mean it."

@@ -564,7 +564,6 @@ def test_end_to_end_a_web_form_mail_becomes_records_and_the_sender_gets_the_answ
 
     from crm.celery import app
     from inbox.models import Mailbox
-
     from tests.connector.synckit import make_mailbox, make_raw
 
     settings.MEDIA_ROOT = tmp_path / "media"
