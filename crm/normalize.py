@@ -55,7 +55,3 @@ def try_normalize_email(value: str) -> str | None:
         return normalize_email(value)
     except ValidationError:
         return None
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2]

@@ -23,7 +23,7 @@ import re
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -91,11 +91,6 @@ class Person:
             return f"{self.last_name}{sep}{self.first_name}"
         return f"{self.first_name} {self.last_name}"
 
-    def as_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data["name"] = self.name
-        return data
-
 
 @dataclass(frozen=True, slots=True)
 class Company:
@@ -104,9 +99,6 @@ class Company:
     website: str
     phone: str = ""
     language: str = "en"
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 _COMPANIES = (

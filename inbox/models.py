@@ -17,7 +17,6 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
-from django.utils import timezone
 
 from crm.models import Account, Contact, Lead, Opportunity, Ticket
 
@@ -205,12 +204,6 @@ class Mailbox(models.Model):
     @property
     def login_name(self) -> str:
         return self.login or self.email_address
-
-    @property
-    def is_due(self) -> bool:
-        return self.state in (self.State.ACTIVE, self.State.ERROR) and (
-            self.next_sync_at is None or self.next_sync_at <= timezone.now()
-        )
 
 
 ENCRYPTED_FIELDS = {

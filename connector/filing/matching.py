@@ -880,9 +880,3 @@ def _triage_unfiled(f: MessageFacts, mailbox: MailboxInfo, lookups: Lookups) -> 
     if mailbox.kind != Mailbox.Kind.SHARED or f.is_list or f.is_outgoing:
         return False
     return not ExclusionPattern.first_match(f.from_address, lookups.exclusions)
-
-
-def decide(message_ids, *, initial: bool = False) -> list[Decision]:
-    """Load and decide, without writing (for previews and tests)."""
-    facts = load_facts(message_ids)
-    return decide_batch(facts, load_lookups(facts), initial=initial)

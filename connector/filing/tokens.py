@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from crm.models import RECORD_MODELS
-
 KIND_CODES = {"ticket": "t", "opportunity": "o", "contact": "c", "account": "a", "lead": "l"}
 CODE_KINDS = {code: kind for kind, code in KIND_CODES.items()}
 MAC_LENGTH = 20  # base32 characters: 100 bits, far beyond guessing over mail
@@ -82,11 +80,3 @@ def check_message_id(message_id: str) -> TokenCheck:
     if not hmac.compare_digest(_mac(nonce, code, pk), mac.lower()):
         return TokenCheck("forged", CODE_KINDS[code], pk)
     return TokenCheck("valid", CODE_KINDS[code], pk)
-
-
-def record_from_message_id(message_id: str):
-    """The record a signed Message-ID points at, or None (not ours, forged, or deleted)."""
-    check = check_message_id(message_id)
-    if check.status != "valid":
-        return None
-    return RECORD_MODELS[check.record_type].objects.filter(pk=check.record_id).first()

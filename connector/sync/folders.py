@@ -16,7 +16,6 @@ from inbox.models import Folder, Location, Mailbox, Message
 
 log = logging.getLogger(__name__)
 DEFAULT_ACTIVE = ("inbox", "sent")
-NEVER_BY_DEFAULT = ("trash", "junk")
 
 
 def discover_folders(mailbox: Mailbox, session) -> list[Folder]:

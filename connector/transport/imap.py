@@ -601,10 +601,6 @@ class ImapSession:
                 return int(parts[1])
         return None
 
-    def create_folder(self, name: str) -> None:
-        with mapped_errors("CREATE"):
-            self._check(self.client.create(encode_folder(name)), f"CREATE {name}")
-
 
 def open_session(mailbox_or_settings, *, timeout: float = DEFAULT_TIMEOUT) -> ImapSession:
     """Connect and log in; the result is a context manager that logs out."""

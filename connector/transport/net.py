@@ -146,8 +146,3 @@ def connect(addresses: Sequence[str], port: int, timeout: float) -> socket.socke
         sock.settimeout(timeout)
         return sock
     raise TemporaryFailure(f"cannot connect to port {port}: {last}") from last
-
-
-def open_connection(host: str, port: int, timeout: float) -> socket.socket:
-    """Resolve, vet and connect in one step."""
-    return connect(resolve_allowed(host, port), port, timeout)

@@ -12,8 +12,7 @@ from django.core.management.base import CommandError
 
 from inbox.models import Mailbox, Message
 from tests import factories as f
-
-from .synckit import make_raw
+from tests.connector.synckit import make_raw
 
 pytestmark = pytest.mark.django_db
 
@@ -58,6 +57,50 @@ def test_add_checks_the_connection_and_prints_the_id_last(imap_user, owner, monk
     assert str(mailbox.sync_from) == "2026-01-01"
     assert imap_user.password not in mailbox.password_encrypted
     assert mailbox.password.reveal() == imap_user.password
+
+
+def test_add_goes_through_the_wizards_service(imap_user, owner, monkeypatch, caplog):
+    """The command creates mailboxes the way the connect wizard does: the untrusted-certificate
+    opt-in is audit-logged, the owner's first mailbox becomes their primary one, the first sync
+    is asked for at once, and an address connected already is refused."""
+    from inbox.models import PrimaryMailbox
+
+    monkeypatch.setenv("TEST_MAIL_PW", imap_user.password)
+    with caplog.at_level("WARNING", logger="relay.audit"):
+        mailbox_cmd(*add_args(imap_user, owner, "--allow-insecure-cert", "--skip-check"))
+    mailbox = Mailbox.objects.get()
+    assert any(
+        "allows an untrusted certificate" in r.getMessage() and r.name == "relay.audit"
+        for r in caplog.records
+    )
+    assert PrimaryMailbox.objects.get(user=owner).mailbox == mailbox
+    assert mailbox.sync_requested_at is not None
+    with pytest.raises(CommandError, match="connected already"):
+        mailbox_cmd(*add_args(imap_user, owner, "--skip-check"))
+    assert Mailbox.objects.count() == 1
+
+
+def test_add_guesses_the_imap_server_from_the_address(owner, monkeypatch):
+    monkeypatch.setenv("TEST_MAIL_PW", "secret")
+    out = mailbox_cmd(
+        "add",
+        "--kind",
+        "personal",
+        "--owner",
+        owner.username,
+        "--email",
+        "olivia@gmail.com",
+        "--password-env",
+        "TEST_MAIL_PW",
+        "--skip-check",
+    )
+    mailbox = Mailbox.objects.get()
+    assert "IMAP server guessed from the address: imap.gmail.com:993 (ssl)" in out
+    assert (mailbox.imap_host, mailbox.imap_port, mailbox.imap_security) == (
+        "imap.gmail.com",
+        993,
+        "ssl",
+    )
 
 
 def test_add_refuses_a_wrong_password_and_saves_nothing(imap_user, owner, monkeypatch):

@@ -18,6 +18,7 @@ from connector.sync.mailbox import sync_mailbox
 from connector.sync.status import mailbox_status
 from connector.transport.oauth import connect_imap
 from connector.transport.probe import test_connection
+from inbox.mailbox_forms import guess_server_settings
 from inbox.models import Mailbox, Security
 from inbox.services.mailboxes import mailbox_connect
 
@@ -43,9 +44,11 @@ class Command(BaseCommand):
         secret = add.add_mutually_exclusive_group(required=True)
         secret.add_argument("--password-file", metavar="FILE", type=Path)
         secret.add_argument("--password-env", metavar="VAR")
-        add.add_argument("--imap-host", required=True, metavar="HOST")
-        add.add_argument("--imap-port", required=True, type=int, metavar="PORT")
-        add.add_argument("--imap-security", required=True, choices=Security.values)
+        add.add_argument(
+            "--imap-host", metavar="HOST", help="Default: guessed from the address's domain."
+        )
+        add.add_argument("--imap-port", type=int, metavar="PORT")
+        add.add_argument("--imap-security", choices=Security.values)
         add.add_argument("--smtp-host", metavar="HOST")
         add.add_argument("--smtp-port", type=int, metavar="PORT")
         add.add_argument("--smtp-security", choices=Security.values)
@@ -130,11 +133,25 @@ class Command(BaseCommand):
         if any(smtp) and not all(smtp):
             raise CommandError("Give --smtp-host, --smtp-port and --smtp-security together.")
         folders = [f.strip() for f in (options["folders"] or "").split(",") if f.strip()]
+        imap = [options["imap_host"], options["imap_port"], options["imap_security"]]
+        if not options["imap_host"]:
+            # The connect wizard's guess (well-known providers, else imap.<domain>:993 TLS).
+            guess = guess_server_settings(options["email"])
+            imap = [
+                guess.get("imap_host", ""),
+                options["imap_port"] or guess.get("imap_port"),
+                options["imap_security"] or guess.get("imap_security"),
+            ]
+            self.stdout.write(
+                f"IMAP server guessed from the address: {imap[0]}:{imap[1]} ({imap[2]})"
+            )
+        elif not all(imap):
+            raise CommandError("Give --imap-port and --imap-security with --imap-host.")
         fields = dict(
             login=options["login"] or "",
-            imap_host=options["imap_host"],
-            imap_port=options["imap_port"],
-            imap_security=options["imap_security"],
+            imap_host=imap[0],
+            imap_port=imap[1],
+            imap_security=imap[2],
             smtp_host=options["smtp_host"] or "",
             smtp_port=options["smtp_port"] or 465,
             smtp_security=options["smtp_security"] or Security.SSL,

@@ -121,7 +121,7 @@ def test_allow_listed_host_reaches_the_canary_exactly_once(canary, settings):
     for host in ("127.0.0.2", "10.0.0.1", "::1"):
         with pytest.raises(HostNotAllowed):
             net.resolve_allowed(host, canary.port)
-    sock = net.open_connection("127.0.0.1", canary.port, timeout=2)
+    sock = net.connect(net.resolve_allowed("127.0.0.1", canary.port), canary.port, timeout=2)
     sock.close()
     canary._stop.wait(0.3)
     assert canary.accepted == 1
