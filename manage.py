@@ -1,16 +1,7 @@
 #!/usr/bin/env python
-"""Django's command-line utility for Relay CRM."""
+"""Django's command-line utility for Relay CRM (crm/manage.py)."""
 
-import os
-import sys
-
-
-def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings")
-    from django.core.management import execute_from_command_line
-
-    execute_from_command_line(sys.argv)
-
+from crm.manage import main
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,101 @@
+"""Purge completed job records and old ledger entries (issue 7; xTuple's "purge jobs after").
+
+After RELAY_PURGE_AFTER_DAYS days (0 turns purging off) these rows are deleted:
+- outbox entries that were sent and have nothing left to do (no APPEND to Sent pending);
+- pending changes the sync wrote to the server (done);
+- triage entries a person or a later filing resolved;
+- Email API requests answered (the reply is an outbox entry of its own);
+- ledger entries that say a UID was stored, was a duplicate or was skipped.
+
+Never purged: failed and held ledger entries (the health page lists them and the sync retries
+them), outbox entries queued, retrying, failed or being verified, open triage entries, and the
+mail itself. The ledger is an account of what the sync did, not its memory: which UIDs it has
+seen is in Location rows and the folder cursor, so a purged ledger never makes a sync fetch or
+store anything again. Raw files are left alone: a sent entry's bytes are also the stored
+message's (content-addressed, shared).
+
+Deletes run in batches of BATCH ids, each its own short transaction, so a purge of millions
+of rows never holds long locks against the sync, and two purges at once (a second beat) only
+find less to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from inbox.models import EmailApiRequest, LedgerEntry, OutboxEntry, PendingChange, TriageEntry
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+PURGEABLE_LEDGER = (
+    LedgerEntry.Outcome.STORED,
+    LedgerEntry.Outcome.DUPLICATE,
+    LedgerEntry.Outcome.SKIPPED,
+)
+
+
+@dataclass
+class PurgeReport:
+    cutoff: object = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        if self.cutoff is None:
+            return "purging is off (RELAY_PURGE_AFTER_DAYS=0)"
+        parts = ", ".join(f"{name}={n}" for name, n in self.counts.items())
+        return f"before {self.cutoff:%Y-%m-%d %H:%M} UTC: {parts}"
+
+
+def purgeable(cutoff) -> dict[str, object]:
+    """The querysets of rows to delete, by name (what the command and the report print)."""
+    return {
+        "outbox_sent": OutboxEntry.objects.filter(
+            Q(sent_at__lt=cutoff) | Q(sent_at__isnull=True, updated_at__lt=cutoff),
+            state=OutboxEntry.State.SENT,
+            next_attempt_at__isnull=True,
+        ),
+        "pending_changes_done": PendingChange.objects.filter(done_at__lt=cutoff),
+        "triage_resolved": TriageEntry.objects.filter(resolved_at__lt=cutoff),
+        "email_api_requests": EmailApiRequest.objects.filter(created_at__lt=cutoff),
+        "ledger": LedgerEntry.objects.filter(outcome__in=PURGEABLE_LEDGER, updated_at__lt=cutoff),
+    }
+
+
+def purge(*, days: int | None = None, now=None, batch: int = BATCH, dry_run=False) -> PurgeReport:
+    days = settings.RELAY_PURGE_AFTER_DAYS if days is None else days
+    if days <= 0:
+        return PurgeReport()
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    report = PurgeReport(cutoff=cutoff)
+    for name, query in purgeable(cutoff).items():
+        if dry_run:
+            report.counts[name] = query.count()
+            continue
+        deleted = 0
+        while True:
+            ids = list(query.order_by("pk").values_list("pk", flat=True)[:batch])
+            if not ids:
+                break
+            with transaction.atomic():
+                # Filter again by the same conditions: a row that changed since (an entry
+                # queued again, a ledger entry that failed anew) is no longer purgeable.
+                _, per_model = query.filter(pk__in=ids).delete()
+            deleted += per_model.get(query.model._meta.label, 0)
+            if len(ids) < batch:
+                break
+        report.counts[name] = deleted
+    if report.total:
+        log.info("purged %s", report.summary())
+    return report

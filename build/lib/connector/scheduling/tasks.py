@@ -1,0 +1,94 @@
+"""Celery tasks: thin. They take ids, call one function, and own only retries and logging.
+
+Tasks acknowledge late (settings): a worker killed mid-sync leaves its message to be
+redelivered, which is harmless because the lease and the ledger make a sync idempotent
+(docs/reliability.md I-03).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from connector.emailapi import intake
+from connector.filing import refile
+from connector.outbound import outbox
+from connector.sync import mailbox as sync
+from connector.transport import oauth
+
+from . import dispatch
+from . import purge as purging
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="relay.sync_mailbox", soft_time_limit=1800, time_limit=1900)
+def sync_mailbox(mailbox_id: int) -> str:
+    # oauth.connect_imap refreshes a Google/Microsoft access token before it expires (C-10)
+    # and opens a plain session for every other mailbox.
+    report = sync.sync_mailbox(mailbox_id, connect=oauth.connect_imap)
+    return report.summary()
+
+
+@shared_task(name="relay.beat_tick", ignore_result=True)
+def beat_tick() -> int:
+    dispatched = dispatch.dispatch_due(enqueue=lambda pk: sync_mailbox.delay(pk))
+    if dispatched:
+        log.info("beat dispatched %s mailboxes", len(dispatched))
+    return len(dispatched)
+
+
+# A database that went away (restart, failover) is worth retrying; filing is idempotent.
+DB_RETRY = dict(
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=8,
+)
+
+
+@shared_task(name="relay.file_messages", soft_time_limit=600, time_limit=660, **DB_RETRY)
+def file_messages(message_ids: list[int], initial: bool = False) -> str:
+    report = intake.file_new_mail(message_ids=message_ids, initial=initial)
+    return report.summary()
+
+
+@shared_task(name="relay.refile_for_addresses", soft_time_limit=3600, time_limit=3700, **DB_RETRY)
+def refile_for_addresses(emails: list[str] | None = None, domains: list[str] | None = None) -> str:
+    report = refile.refile_for_addresses(emails=emails or (), domains=domains or ())
+    if report.filings:
+        log.info("refiled for %s %s: %s", emails, domains, report.summary())
+    return report.summary()
+
+
+@shared_task(name="relay.send_outbox_entry", soft_time_limit=300, time_limit=330)
+def send_outbox_entry(entry_id: int) -> str:
+    # No Celery retries: the entry's state and next_attempt_at are the retry schedule, and a
+    # redelivered task finds the entry claimed or done (connector/outbound/outbox.py).
+    return outbox.process_entry(entry_id).summary()
+
+
+@shared_task(name="relay.outbox_tick", ignore_result=True)
+def outbox_tick() -> int:
+    dispatched = outbox.dispatch_due(enqueue=lambda pk: send_outbox_entry.delay(pk))
+    if dispatched:
+        log.info("outbox tick dispatched %s entries", len(dispatched))
+    return len(dispatched)
+
+
+@shared_task(name="relay.file_pending", ignore_result=True)
+def file_pending() -> int:
+    """Beat: file messages whose filing task was lost (connector/emailapi/intake.py)."""
+    count = intake.file_pending()
+    if count:
+        log.info("filed %s messages whose filing task had been lost", count)
+    return count
+
+
+@shared_task(name="relay.purge", ignore_result=True, soft_time_limit=3600, time_limit=3700)
+def purge() -> str:
+    """Beat, daily: completed job records and old ledger entries (connector.purge)."""
+
+    return purging.purge().summary()

@@ -1,0 +1,89 @@
+"""The per-mailbox sync lease, kept in the database row of the mailbox.
+
+Why the database and not Redis: the lease must survive a broker restart (RELIABILITY I-02) and
+work on the embedded SQLite install, and the fencing check has to sit inside the same
+transaction as the data it guards. Acquire is one conditional UPDATE, so two workers (or two
+beats, or a redelivered task) can never both hold it; it expires by itself if its worker dies
+(S-20, I-03). Each acquisition bumps `lease_generation`, the fencing token: every batch commit
+re-checks it under a row lock, so a worker paused past its lease (SIGSTOP) finds its token stale
+and its late writes are refused (S-21, Kleppmann's fencing tokens)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from inbox.models import Mailbox
+
+LEASE_TTL = timedelta(minutes=5)
+
+
+class LeaseLost(Exception):
+    """Another worker holds the mailbox now: stop, write nothing more."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    mailbox_id: int
+    generation: int
+    holder: str
+
+    def renew(self, ttl: timedelta = LEASE_TTL) -> None:
+        updated = Mailbox.objects.filter(
+            pk=self.mailbox_id, lease_generation=self.generation
+        ).update(lease_expires_at=timezone.now() + ttl)
+        if not updated:
+            raise LeaseLost(f"mailbox {self.mailbox_id}: lease {self.generation} was taken over")
+
+    def check(self) -> None:
+        """Call inside the transaction that writes sync data: locks the mailbox row and
+        verifies the token, so the check and the writes commit (or fail) together."""
+        still_ours = (
+            Mailbox.objects.select_for_update()
+            .filter(pk=self.mailbox_id, lease_generation=self.generation)
+            .exists()
+        )
+        if not still_ours:
+            raise LeaseLost(f"mailbox {self.mailbox_id}: lease {self.generation} was taken over")
+
+    def release(self) -> None:
+        Mailbox.objects.filter(pk=self.mailbox_id, lease_generation=self.generation).update(
+            lease_expires_at=None, lease_holder=""
+        )
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def acquire(mailbox_id: int, *, ttl: timedelta = LEASE_TTL) -> Lease | None:
+    """The lease, or None when another live holder has it."""
+    now = timezone.now()
+    holder = holder_name()
+    with transaction.atomic():
+        taken = (
+            Mailbox.objects.filter(pk=mailbox_id)
+            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+            .update(
+                lease_holder=holder,
+                lease_expires_at=now + ttl,
+                lease_generation=F("lease_generation") + 1,
+            )
+        )
+        if not taken:
+            return None
+        generation = (
+            Mailbox.objects.filter(pk=mailbox_id, lease_holder=holder)
+            .values_list("lease_generation", flat=True)
+            .first()
+        )
+    if generation is None:
+        return None
+    return Lease(mailbox_id=mailbox_id, generation=generation, holder=holder)

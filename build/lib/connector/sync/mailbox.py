@@ -1,0 +1,138 @@
+"""One sync of one mailbox, start to end (the folder work is in the modules beside this one).
+
+1. take the mailbox's lease (connector/sync/lease.py); another holder means "already syncing";
+2. log in; list folders (connector/sync/folders.py: renames are recognised by an unchanged
+   UIDVALIDITY, docs/reliability.md S-04);
+3. write the changes people made in the CRM to the server (connector/sync/writeback.py);
+4. per active folder, fetch and store what is new (connector/sync/newmail.py), then pick up
+   flag changes and expunges made elsewhere (connector/sync/changes.py);
+5. drop locations of folders gone from the server; mark messages with no copy left
+   "no longer on the server" (they stay filed, S-15);
+6. record the outcome on the mailbox: active and next sync time, or error with back-off, or
+   needs-reconnect when the login was refused (S-28: no retry storm, nothing overwritten).
+A folder with nothing new costs a constant number of commands: EXAMINE, and with CONDSTORE
+nothing else (S-10).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from connector.sync import lease as leases
+from connector.sync.folders import discover_folders, forget_vanished_folders
+from connector.sync.newmail import BATCH_SIZE, plan_new_uids, sync_folder
+from connector.sync.reports import FolderReport, SyncReport
+from connector.sync.writeback import push_pending_changes
+from connector.transport.errors import AuthenticationFailed, MailError, TemporaryFailure
+from connector.transport.imap import open_session
+from inbox.models import Mailbox
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = timedelta(hours=1)
+
+
+def _connect(mailbox: Mailbox):
+    return open_session(mailbox, timeout=settings.RELAY_IMAP_TIMEOUT)
+
+
+def sync_mailbox(
+    mailbox_id: int,
+    *,
+    connect: Callable = _connect,
+    batch_size: int = BATCH_SIZE,
+) -> SyncReport:
+    report = SyncReport(mailbox_id=mailbox_id)
+    mailbox = Mailbox.objects.get(pk=mailbox_id)
+    if mailbox.state in (Mailbox.State.PAUSED, Mailbox.State.NEEDS_RECONNECT):
+        report.outcome = "not_active"
+        report.error = f"mailbox is {mailbox.get_state_display().lower()}"
+        return report
+    lease = leases.acquire(mailbox_id)
+    if lease is None:
+        report.outcome, report.error = "busy", "already syncing"
+        return report
+    try:
+        Mailbox.objects.filter(pk=mailbox_id).update(
+            state=Mailbox.State.SYNCING, last_sync_at=timezone.now(), sync_requested_at=None
+        )
+        with connect(mailbox) as session:
+            _sync(mailbox, session, lease, report, batch_size)
+    except AuthenticationFailed as exc:
+        _record_failure(mailbox, report, exc, needs_reconnect=True)
+    except (MailError, leases.LeaseLost) as exc:
+        _record_failure(mailbox, report, exc, needs_reconnect=False)
+    except (OSError, TimeoutError) as exc:  # anything the wrapper did not map is temporary
+        _record_failure(mailbox, report, TemporaryFailure(str(exc)), needs_reconnect=False)
+    else:
+        now = timezone.now()
+        Mailbox.objects.filter(pk=mailbox_id, lease_generation=lease.generation).update(
+            state=Mailbox.State.ACTIVE,
+            last_error="",
+            consecutive_failures=0,
+            last_success_at=now,
+            next_sync_at=now + timedelta(seconds=mailbox.refresh_interval),
+            first_sync_done=True,
+        )
+    finally:
+        lease.release()
+    log.info("sync mailbox=%s %s", mailbox_id, report.summary())
+    return report
+
+
+def _record_failure(mailbox: Mailbox, report: SyncReport, exc: Exception, *, needs_reconnect):
+    report.outcome = "needs_reconnect" if needs_reconnect else "error"
+    report.error = str(exc)[:2000]
+    failures = mailbox.consecutive_failures + 1
+    if needs_reconnect:
+        # The server refused the login: stop until a person reconnects (no retry storm that
+        # gets the account locked by the provider; the stored password is left as it was).
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            state=Mailbox.State.NEEDS_RECONNECT,
+            last_error=report.error,
+            consecutive_failures=failures,
+            next_sync_at=None,
+        )
+    else:
+        backoff = min(timedelta(seconds=30) * (2 ** min(failures - 1, 10)), MAX_BACKOFF)
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            state=Mailbox.State.ERROR,
+            last_error=report.error,
+            consecutive_failures=failures,
+            next_sync_at=timezone.now() + backoff,
+        )
+    log.warning("sync mailbox=%s failed (%s): %s", mailbox.pk, report.outcome, report.error)
+
+
+def _sync(mailbox: Mailbox, session, lease: leases.Lease, report: SyncReport, batch_size: int):
+    folders = discover_folders(mailbox, session)
+    report.changes_pushed = push_pending_changes(mailbox, session, folders)
+    active = [f for f in folders if f.is_active and f.is_selectable and f.exists_on_server]
+    initial = not mailbox.first_sync_done
+    plans = {}
+    if initial:
+        # First sync: count what each folder will bring so the progress bar has a total.
+        total = 0
+        for folder in active:
+            plans[folder.pk] = plan_new_uids(mailbox, folder, session)
+            total += len(plans[folder.pk][1])
+        Mailbox.objects.filter(pk=mailbox.pk).update(progress_total=total, progress_done=0)
+    for folder in active:
+        folder_report = FolderReport(name=folder.name)
+        report.folders.append(folder_report)
+        sync_folder(
+            mailbox,
+            folder,
+            session,
+            lease,
+            folder_report,
+            batch_size=batch_size,
+            initial=initial,
+            plan=plans.get(folder.pk),
+        )
+        lease.renew()
+    forget_vanished_folders(mailbox)

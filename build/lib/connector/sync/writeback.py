@@ -1,0 +1,87 @@
+"""CRM -> server: what people did in the CRM (read/unread, flag, move, delete), queued as
+PendingChange rows by inbox services, written to the server at the start of a sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import transaction
+from django.utils import timezone
+
+from connector.sync.folders import mark_off_server
+from connector.transport.errors import MailError, TemporaryFailure
+from inbox.models import Folder, Location, Mailbox, PendingChange
+
+_FLAG_ACTIONS = {
+    PendingChange.Action.MARK_READ: ("+", "\\Seen"),
+    PendingChange.Action.MARK_UNREAD: ("-", "\\Seen"),
+    PendingChange.Action.FLAG: ("+", "\\Flagged"),
+    PendingChange.Action.UNFLAG: ("-", "\\Flagged"),
+}
+
+
+def push_pending_changes(mailbox: Mailbox, session, folders: list[Folder]) -> int:
+    """Write what people did in the CRM to the server, as flag deltas (+FLAGS.SILENT /
+    -FLAGS.SILENT: never a full FLAGS replace that would clobber other clients, S-16)."""
+    pending = list(PendingChange.objects.filter(mailbox=mailbox, done_at__isnull=True))
+    if not pending:
+        return 0
+    by_name = {f.name: f for f in folders}
+    trash = next((f for f in folders if f.special_use == Folder.SpecialUse.TRASH), None)
+    done = 0
+    for folder_name in dict.fromkeys(p.folder_name for p in pending):
+        changes = [p for p in pending if p.folder_name == folder_name]
+        folder = by_name.get(folder_name)
+        if folder is None:
+            _finish(changes, error="the folder no longer exists on the server")
+            continue
+        status = session.select(folder_name, readonly=False)
+        for change in changes:
+            if change.uidvalidity != status.uidvalidity:
+                _finish([change], error="the folder was reset on the server; change dropped")
+                continue
+            try:
+                if change.action in _FLAG_ACTIONS:
+                    sign, flag = _FLAG_ACTIONS[change.action]
+                    session.store_flags([change.uid], sign, [flag])
+                elif change.action == PendingChange.Action.MOVE:
+                    if change.target_folder not in by_name:
+                        _finish([change], error="the target folder does not exist")
+                        continue
+                    session.move([change.uid], change.target_folder)
+                    _drop_location(folder, change)
+                elif change.action == PendingChange.Action.DELETE:
+                    if trash is not None and trash.name != folder_name:
+                        session.move([change.uid], trash.name)
+                    else:
+                        session.store_flags([change.uid], "+", ["\\Deleted"])
+                        session.expunge_uids([change.uid])
+                    _drop_location(folder, change)
+            except TemporaryFailure:
+                raise
+            except MailError as exc:
+                _finish([change], error=str(exc))
+                continue
+            _finish([change])
+            done += 1
+    return done
+
+
+def _drop_location(folder: Folder, change: PendingChange) -> None:
+    with transaction.atomic():
+        message_ids = list(
+            Location.objects.filter(
+                folder=folder, uidvalidity=change.uidvalidity, uid=change.uid
+            ).values_list("message_id", flat=True)
+        )
+        Location.objects.filter(
+            folder=folder, uidvalidity=change.uidvalidity, uid=change.uid
+        ).delete()
+        mark_off_server(message_ids)
+
+
+def _finish(changes: Sequence[PendingChange], *, error: str = "") -> None:
+    PendingChange.objects.filter(pk__in=[c.pk for c in changes]).update(
+        done_at=timezone.now(), error=error[:2000]
+    )

@@ -1,0 +1,141 @@
+"""Admin site for the CRM records, with their addresses and domains inline, and the staff's own
+addresses inline on the User page. Inline forms normalise with the same functions as the
+services, so the admin can never store an address the matching rules would not find."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+
+from .models import (
+    Account,
+    AccountDomain,
+    Contact,
+    ContactEmail,
+    Lead,
+    LeadEmail,
+    Opportunity,
+    StaffEmail,
+    Ticket,
+)
+from .normalize import normalize_domain, normalize_email
+from .services import next_number
+
+
+class NormalizedEmailForm(forms.ModelForm):
+    def clean_email(self):
+        # Normalised here, before the unique constraints are validated, so "Ana@X.com" and
+        # "ana@x.com" are seen as the same address (models.save() would do it too late).
+        return normalize_email(self.cleaned_data["email"])
+
+
+class NormalizedDomainForm(forms.ModelForm):
+    def clean_domain(self):
+        return normalize_domain(self.cleaned_data["domain"])
+
+
+class AccountDomainInline(admin.TabularInline):
+    model = AccountDomain
+    form = NormalizedDomainForm
+    extra = 1
+
+
+class ContactEmailInline(admin.TabularInline):
+    model = ContactEmail
+    form = NormalizedEmailForm
+    fields = ("email",)
+    extra = 1
+
+
+class LeadEmailInline(admin.TabularInline):
+    model = LeadEmail
+    form = NormalizedEmailForm
+    fields = ("email",)
+    extra = 1
+
+
+class StaffEmailInline(admin.TabularInline):
+    model = StaffEmail
+    form = NormalizedEmailForm
+    fields = ("email",)
+    extra = 1
+    verbose_name = "own email address"
+    verbose_name_plural = "own email addresses (mail from these is staff mail)"
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ("name", "website", "phone", "owner", "created_at")
+    search_fields = ("name", "domains__domain")
+    list_select_related = ("owner",)
+    autocomplete_fields = ("owner",)
+    inlines = [AccountDomainInline]
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "title", "account", "phone", "created_at")
+    search_fields = ("first_name", "last_name", "emails__email", "account__name")
+    list_select_related = ("account",)
+    autocomplete_fields = ("account",)
+    inlines = [ContactEmailInline]
+
+
+@admin.register(Lead)
+class LeadAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "company_name", "status", "owner", "created_at")
+    list_filter = ("status",)
+    search_fields = ("first_name", "last_name", "company_name", "emails__email")
+    list_select_related = ("owner",)
+    autocomplete_fields = ("owner", "converted_contact", "converted_account")
+    readonly_fields = ("converted_at",)
+    inlines = [LeadEmailInline]
+
+
+class NumberedAdmin(admin.ModelAdmin):
+    """Tickets and opportunities take their number from the same counter as the services, so
+    a record made in the admin never collides with one made on the pages."""
+
+    series = ""
+
+    @admin.display(description="Reference", ordering="number")
+    def reference(self, obj):
+        return obj.reference
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.number = next_number(series=self.series)
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Ticket)
+class TicketAdmin(NumberedAdmin):
+    series = "ticket"
+    list_display = ("reference", "subject", "status", "priority", "account", "assignee")
+    list_filter = ("status", "priority")
+    search_fields = ("subject", "account__name", "contact__last_name")
+    list_select_related = ("account", "assignee")
+    autocomplete_fields = ("account", "contact", "assignee")
+
+
+@admin.register(Opportunity)
+class OpportunityAdmin(NumberedAdmin):
+    series = "opportunity"
+    list_display = ("reference", "name", "stage", "amount", "close_date", "account", "owner")
+    list_filter = ("stage",)
+    search_fields = ("name", "account__name")
+    list_select_related = ("account", "owner")
+    autocomplete_fields = ("account", "contact", "owner")
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class RelayUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, StaffEmailInline]
+    search_fields = (*UserAdmin.search_fields, "staff_emails__email")

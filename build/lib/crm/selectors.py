@@ -1,0 +1,189 @@
+"""Selectors that read CRM records for the pages. Keyword-only; each returns a queryset that
+fetches what its page shows in a fixed number of queries, however many rows there are."""
+
+from __future__ import annotations
+
+import re
+
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from .models import (
+    Account,
+    AccountDomain,
+    Contact,
+    ContactEmail,
+    Lead,
+    LeadEmail,
+    Opportunity,
+    StaffEmail,
+    Ticket,
+)
+
+# "TKT-1042", "tkt 1042", "TKT1042": what people paste from a subject line or a phone call.
+_REFERENCE = re.compile(r"^\s*(?P<prefix>[a-z]+)[\s-]*(?P<number>\d+)\s*$", re.IGNORECASE)
+
+
+def _terms(search: str) -> list[str]:
+    return [term for term in search.split() if term][:8]
+
+
+def _reference_number(search: str, prefix: str) -> int | None:
+    match = _REFERENCE.match(search or "")
+    if match and match["prefix"].upper() == prefix:
+        return int(match["number"])
+    return None
+
+
+def _person_filter(term: str, email_model, parent: str) -> Q:
+    # Exists() rather than a join on the address table: a contact with three matching
+    # addresses must still be one row, and DISTINCT would defeat the ordering index.
+    has_email = Exists(
+        email_model.objects.filter(**{parent: OuterRef("pk")}, email__icontains=term)
+    )
+    return Q(first_name__icontains=term) | Q(last_name__icontains=term) | Q(has_email)
+
+
+def _numbered_filter(term: str, title_field: str) -> Q:
+    """Tickets and opportunities: title, account, contact, or the bare number ("1042")."""
+    query = (
+        Q(**{f"{title_field}__icontains": term})
+        | Q(account__name__icontains=term)
+        | Q(contact__first_name__icontains=term)
+        | Q(contact__last_name__icontains=term)
+    )
+    if term.isdigit():
+        query |= Q(number=int(term))
+    return query
+
+
+def account_list(*, search: str = "") -> QuerySet[Account]:
+    accounts = Account.objects.select_related("owner").prefetch_related("domains")
+    for term in _terms(search):
+        has_domain = Exists(
+            AccountDomain.objects.filter(account=OuterRef("pk"), domain__icontains=term)
+        )
+        accounts = accounts.filter(Q(name__icontains=term) | Q(has_domain))
+    return accounts
+
+
+def account_detail(*, pk: int) -> Account:
+    return get_object_or_404(
+        Account.objects.select_related("owner").prefetch_related("domains"), pk=pk
+    )
+
+
+def shared_domains(*, account: Account) -> dict[str, list[Account]]:
+    """The account's domains that other accounts claim too, with those accounts. Such a
+    domain is ambiguous and never used for automatic filing (SPEC 1), so the page says so."""
+    shared: dict[str, list[Account]] = {}
+    others = (
+        AccountDomain.objects.filter(domain__in=account.domains.values("domain"))
+        .exclude(account=account)
+        .select_related("account")
+        .order_by("domain", "account__name")
+    )
+    for claim in others:
+        shared.setdefault(claim.domain, []).append(claim.account)
+    return shared
+
+
+def account_related(*, account: Account) -> dict:
+    """The first few contacts, tickets and opportunities shown on an account's page, and
+    which of its domains are shared with other accounts."""
+    return {
+        "shared_domains": shared_domains(account=account),
+        "contacts": account.contacts.prefetch_related("emails")[:10],
+        "tickets": account.tickets.select_related("contact", "assignee")[:10],
+        "opportunities": account.opportunities.select_related("contact")[:10],
+    }
+
+
+def contact_list(*, search: str = "") -> QuerySet[Contact]:
+    contacts = Contact.objects.select_related("account").prefetch_related("emails")
+    for term in _terms(search):
+        contacts = contacts.filter(
+            _person_filter(term, ContactEmail, "contact") | Q(account__name__icontains=term)
+        )
+    return contacts
+
+
+def contact_detail(*, pk: int) -> Contact:
+    return get_object_or_404(
+        Contact.objects.select_related("account").prefetch_related("emails"), pk=pk
+    )
+
+
+def contact_related(*, contact: Contact) -> dict[str, QuerySet]:
+    return {
+        "tickets": contact.tickets.select_related("account", "assignee")[:10],
+        "opportunities": contact.opportunities.select_related("account")[:10],
+    }
+
+
+def lead_list(*, search: str = "", status: str = "") -> QuerySet[Lead]:
+    leads = Lead.objects.select_related("owner").prefetch_related("emails")
+    if status:
+        leads = leads.filter(status=status)
+    for term in _terms(search):
+        leads = leads.filter(
+            _person_filter(term, LeadEmail, "lead") | Q(company_name__icontains=term)
+        )
+    return leads
+
+
+def lead_detail(*, pk: int) -> Lead:
+    return get_object_or_404(
+        Lead.objects.select_related(
+            "owner", "converted_contact", "converted_account"
+        ).prefetch_related("emails"),
+        pk=pk,
+    )
+
+
+def ticket_list(*, search: str = "", status: str = "") -> QuerySet[Ticket]:
+    tickets = Ticket.objects.select_related("account", "contact", "assignee")
+    if status:
+        tickets = tickets.filter(status=status)
+    number = _reference_number(search, Ticket.PREFIX)
+    if number is not None:
+        return tickets.filter(number=number)
+    for term in _terms(search):
+        tickets = tickets.filter(_numbered_filter(term, "subject"))
+    return tickets
+
+
+def ticket_detail(*, pk: int) -> Ticket:
+    return get_object_or_404(Ticket.objects.select_related("account", "contact", "assignee"), pk=pk)
+
+
+def opportunity_list(*, search: str = "", stage: str = "") -> QuerySet[Opportunity]:
+    opportunities = Opportunity.objects.select_related("account", "contact", "owner")
+    if stage:
+        opportunities = opportunities.filter(stage=stage)
+    number = _reference_number(search, Opportunity.PREFIX)
+    if number is not None:
+        return opportunities.filter(number=number)
+    for term in _terms(search):
+        opportunities = opportunities.filter(_numbered_filter(term, "name"))
+    return opportunities
+
+
+def opportunity_detail(*, pk: int) -> Opportunity:
+    return get_object_or_404(
+        Opportunity.objects.select_related("account", "contact", "owner"), pk=pk
+    )
+
+
+def staff_emails(*, user) -> list[str]:
+    return list(StaffEmail.objects.filter(user=user).values_list("email", flat=True))
+
+
+def assignable_users() -> QuerySet:
+    """Users a record can be assigned to or owned by: the active staff of the CRM."""
+    return (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .order_by("first_name", "last_name", "username")
+    )

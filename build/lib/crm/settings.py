@@ -1,0 +1,348 @@
+"""Settings for Relay CRM, read from the environment (django-environ).
+
+Embedded defaults (no variable set) give a one-machine install: SQLite in WAL mode and the kombu
+filesystem broker under RELAY_DATA_DIR. DATABASE_URL and REDIS_URL switch to PostgreSQL and
+Redis. RELAY_PRODUCTION=true turns on the deployment hardening that `check --deploy` wants.
+"""
+
+import secrets
+from pathlib import Path
+
+import environ
+from cryptography.fernet import Fernet
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Where local files go by default: the checkout when running from one (manage.py beside the
+# packages), else the working directory (an installed package: pip install .).
+PROJECT_DIR = BASE_DIR if (BASE_DIR / "manage.py").exists() else Path.cwd()
+
+env = environ.Env()
+if (PROJECT_DIR / ".env").exists():
+    environ.Env.read_env(PROJECT_DIR / ".env", overwrite=False)
+
+DATA_DIR = Path(env("RELAY_DATA_DIR", default=str(PROJECT_DIR / "data"))).resolve()
+PRODUCTION = env.bool("RELAY_PRODUCTION", default=False)
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+
+def _local_secret(name: str, make) -> str:
+    """A secret kept in a file under DATA_DIR, made on first use. Only for the embedded,
+    one-machine run: production must set the variable (we refuse to invent one there)."""
+    if PRODUCTION:
+        raise environ.ImproperlyConfigured(f"Set the {name} environment variable in production.")
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    path = DATA_DIR / f".{name.lower()}"
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=None) or _local_secret(
+    "DJANGO_SECRET_KEY", lambda: secrets.token_urlsafe(64)
+)
+
+# Keys for mail credentials at rest (MultiFernet): comma-separated, newest first. Separate from
+# SECRET_KEY so rotating one never makes stored passwords unreadable (RELIABILITY C-03).
+RELAY_ENCRYPTION_KEYS = env.list("RELAY_ENCRYPTION_KEYS", default=[]) or [
+    _local_secret("RELAY_ENCRYPTION_KEYS", lambda: Fernet.generate_key().decode())
+]
+# Key for the HMAC in our own Message-IDs (record tokens); separate for the same reason.
+RELAY_TOKEN_KEY = env("RELAY_TOKEN_KEY", default=None) or _local_secret(
+    "RELAY_TOKEN_KEY", lambda: secrets.token_urlsafe(32)
+)
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "crispy_forms",
+    "crispy_bootstrap5",
+    "django_htmx",
+    "crm",
+    "inbox",
+    "connector",
+    "demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "crm.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,  # crm/templates (base.html, crm/, registration/), inbox/templates
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
+                "inbox.context_processors.reconnect_banner",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "crm.wsgi.application"
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'relay.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while the worker writes; IMMEDIATE avoids "database is
+    # locked" on lock upgrades; a busy timeout covers the rest.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    )
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth -----------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env("TZ_NAME", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Files ----------------------------------------------------------------------------------
+STATIC_URL = "static/"
+# Each app's static/ folder (crm/static: Bootstrap, htmx, the app's CSS and JS; inbox/static).
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(PROJECT_DIR / "staticfiles")))
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(DATA_DIR / "media")))
+# Raw messages and attachment blobs are never served from MEDIA_URL: every download goes
+# through a view with a permission check (RELIABILITY A-01, A-05).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# Outside production, serve static files straight from the finders (no collectstatic needed).
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = DEBUG
+
+CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
+CRISPY_TEMPLATE_PACK = "bootstrap5"
+
+# --- Security -------------------------------------------------------------------------------
+from django.utils.csp import CSP  # noqa: E402
+
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "frame-src": [CSP.SELF],
+    "frame-ancestors": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+# No page is framed, except the sandboxed HTML-mail view, which opts in with
+# @xframe_options_sameorigin (check --deploy: security.W019).
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# --- Cache (rate limits on Test connection and Reconnect) ------------------------------------
+# Set RELAY_CACHE_URL (e.g. redis://redis:6379/1) when several web processes run, so the
+# limits are shared; the embedded one-process run keeps them in memory.
+if env("RELAY_CACHE_URL", default=""):
+    CACHES = {"default": env.cache("RELAY_CACHE_URL")}
+
+# --- Celery ---------------------------------------------------------------------------------
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+else:
+    _broker = DATA_DIR / "broker"
+    for _sub in ("in", "processed", "control"):
+        (_broker / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # kombu's filesystem transport needs its folders made first; "in" and "out" are the
+        # same folder so one machine's producer and consumer meet.
+        "data_folder_in": str(_broker / "in"),
+        "data_folder_out": str(_broker / "in"),
+        "processed_folder": str(_broker / "processed"),
+        # Broadcast (control) messages: without this kombu writes ./control in the cwd.
+        "control_folder": str(_broker / "control"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Plain data: task names as strings (ARCHITECTURE). One tick dispatches every due mailbox.
+RELAY_BEAT_INTERVAL = env.float("RELAY_BEAT_INTERVAL", default=10.0)
+CELERY_BEAT_SCHEDULE: dict = {
+    "dispatch-due-mailboxes": {"task": "relay.beat_tick", "schedule": RELAY_BEAT_INTERVAL},
+    "file-messages-whose-task-was-lost": {"task": "relay.file_pending", "schedule": 60.0},
+    # Outbox entries whose signal was lost, retries that are due, APPENDs to Sent still to do.
+    "dispatch-due-outbox": {"task": "relay.outbox_tick", "schedule": RELAY_BEAT_INTERVAL},
+    # Completed job records and old ledger entries, after RELAY_PURGE_AFTER_DAYS (issue 7).
+    "purge-completed-jobs": {"task": "relay.purge", "schedule": 24 * 3600.0},
+}
+# Workers log through LOGGING below (one structured line per event, secrets redacted) instead
+# of Celery's own root handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Relay ----------------------------------------------------------------------------------
+# Mail hosts that may resolve to internal addresses (comma-separated names, IPs or CIDRs).
+RELAY_ALLOWED_MAIL_HOSTS = env.list("RELAY_ALLOWED_MAIL_HOSTS", default=[])
+RELAY_DEFAULT_FROM_EMAIL = env("RELAY_DEFAULT_FROM_EMAIL", default="relay@localhost")
+DEFAULT_FROM_EMAIL = RELAY_DEFAULT_FROM_EMAIL
+RELAY_PURGE_AFTER_DAYS = env.int("RELAY_PURGE_AFTER_DAYS", default=30)
+RELAY_PAGE_SIZE = 25
+# Seconds before a silent mail server counts as down (RELIABILITY S-12, I-08).
+RELAY_IMAP_TIMEOUT = env.float("RELAY_IMAP_TIMEOUT", default=60.0)
+# Processes of the parse pool in each sync (connector/ingest/pool.py); unset: one per core;
+# 0 or 1 parses in the worker's own process.
+RELAY_PARSE_WORKERS = env.int("RELAY_PARSE_WORKERS", default=None)
+# The domain of Relay's own Message-IDs (connector/filing/tokens.py); empty: the sending
+# mailbox's domain.
+RELAY_MESSAGE_ID_DOMAIN = env("RELAY_MESSAGE_ID_DOMAIN", default="")
+# The authserv-ids of our own receiving mail servers (RFC 8601): only an
+# Authentication-Results header naming one of them is believed (connector/filing/
+# authentication.py). Security-relevant: set it to what your MX writes.
+RELAY_AUTHSERV_IDS = [s.lower() for s in env.list("RELAY_AUTHSERV_IDS", default=[])]
+# The largest Email API document accepted, in bytes (connector/emailapi/document.py).
+RELAY_EMAIL_API_MAX_BYTES = env.int("RELAY_EMAIL_API_MAX_BYTES", default=256 * 1024)
+
+# OAuth 2 providers (issue 5): authorisation code with PKCE, offline access, XOAUTH2 for IMAP
+# and SMTP. The endpoints are settings so that the tests can point them at a local server.
+# "saves_sent": the provider files mail sent through its SMTP server in Sent itself (Gmail
+# does), so the CRM does not APPEND a second copy.
+_MS_TENANT = env("RELAY_MICROSOFT_TENANT", default="common")
+_MS_LOGIN = f"https://login.microsoftonline.com/{_MS_TENANT}/oauth2/v2.0"
+RELAY_OAUTH_PROVIDERS = {
+    "google": {
+        "client_id": env("RELAY_GOOGLE_CLIENT_ID", default=""),
+        "client_secret": env("RELAY_GOOGLE_CLIENT_SECRET", default=""),
+        "authorize_url": env(
+            "RELAY_GOOGLE_AUTHORIZE_URL", default="https://accounts.google.com/o/oauth2/v2/auth"
+        ),
+        "token_url": env("RELAY_GOOGLE_TOKEN_URL", default="https://oauth2.googleapis.com/token"),
+        "userinfo_url": env(
+            "RELAY_GOOGLE_USERINFO_URL",
+            default="https://openidconnect.googleapis.com/v1/userinfo",
+        ),
+        # https://mail.google.com/ is the one scope Google grants for IMAP and SMTP.
+        "scope": "openid email https://mail.google.com/",
+        # Without access_type=offline Google issues no refresh token; prompt=consent makes it
+        # issue one again on a reconnect.
+        "authorize_params": {"access_type": "offline", "prompt": "consent"},
+        "imap_host": "imap.gmail.com",
+        "imap_port": 993,
+        "imap_security": "ssl",
+        "smtp_host": "smtp.gmail.com",
+        "smtp_port": 465,
+        "smtp_security": "ssl",
+        "saves_sent": True,
+    },
+    "microsoft": {
+        "client_id": env("RELAY_MICROSOFT_CLIENT_ID", default=""),
+        "client_secret": env("RELAY_MICROSOFT_CLIENT_SECRET", default=""),
+        "authorize_url": env("RELAY_MICROSOFT_AUTHORIZE_URL", default=f"{_MS_LOGIN}/authorize"),
+        "token_url": env("RELAY_MICROSOFT_TOKEN_URL", default=f"{_MS_LOGIN}/token"),
+        # A token for outlook.office.com cannot call Graph's userinfo: the address comes from
+        # the id_token the token endpoint returns.
+        "userinfo_url": env("RELAY_MICROSOFT_USERINFO_URL", default=""),
+        "scope": "openid email offline_access https://outlook.office.com/IMAP.AccessAsUser.All "
+        "https://outlook.office.com/SMTP.Send",
+        "authorize_params": {"prompt": "select_account"},
+        "imap_host": "outlook.office365.com",
+        "imap_port": 993,
+        "imap_security": "ssl",
+        "smtp_host": "smtp.office365.com",
+        "smtp_port": 587,
+        "smtp_security": "starttls",
+        "saves_sent": env.bool("RELAY_MICROSOFT_SAVES_SENT", default=False),
+    },
+}
+# Refresh an access token this long before it expires (never use one about to die mid-sync).
+RELAY_OAUTH_REFRESH_MARGIN = env.int("RELAY_OAUTH_REFRESH_MARGIN", default=300)
+RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
+# Seconds an SMTP server may stay silent; after the message's final "." the outcome is then
+# unknown and the outbox entry goes to "verify", never re-sent by itself (RELIABILITY M-05).
+RELAY_SMTP_TIMEOUT = env.float("RELAY_SMTP_TIMEOUT", default=60.0)
+
+# --- Logging --------------------------------------------------------------------------------
+# One line per event (logfmt, or JSON with LOG_FORMAT=json) with mailbox and message ids; the
+# filter redacts anything that looks like a password or token first (crm/logs.py).
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "crm.logs.RedactSecretsFilter"}},
+    "formatters": {
+        "structured": {
+            "()": "crm.logs.StructuredFormatter",
+            "style": env("LOG_FORMAT", default="logfmt"),
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "structured",
+            "filters": ["redact_secrets"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,359 @@
+"""Admin site for mailboxes: shared mailboxes with their grants, personal ones with their owner.
+
+Secrets are write-only here: the form has a password field that is never rendered back, and
+leaving it empty keeps the stored value. Admins manage mailboxes but the admin never shows
+mail of personal mailboxes (messages are not registered here)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox
+
+
+class MailboxAdminForm(forms.ModelForm):
+    new_password = forms.CharField(
+        label="Password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again. Leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = Mailbox
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk is None:
+            # A new mailbox is created by inbox/services/mailboxes.py mailbox_connect, as the
+            # wizard and `manage.py mailbox add` create theirs: with a password, once.
+            if cleaned.get("connection_type", Mailbox.ConnectionType.IMAP) != (
+                Mailbox.ConnectionType.IMAP
+            ):
+                self.add_error(
+                    "connection_type",
+                    "Google and Microsoft mailboxes are connected by signing in: Settings, "
+                    "Mailboxes, Connect a mailbox.",
+                )
+            if not cleaned.get("new_password"):
+                self.add_error("new_password", "Enter the mailbox's password.")
+        return cleaned
+
+    def save(self, commit=True):
+        mailbox = super().save(commit=False)
+        if self.cleaned_data.get("new_password"):
+            mailbox.set_password(self.cleaned_data["new_password"])
+        if commit:
+            mailbox.save()
+            self.save_m2m()
+        return mailbox
+
+
+class FolderInline(admin.TabularInline):
+    model = Folder
+    extra = 0
+    can_delete = False
+    fields = (
+        "name",
+        "special_use",
+        "is_active",
+        "uidvalidity",
+        "last_uid",
+        "highest_modseq",
+        "messages_on_server",
+        "last_synced_at",
+    )
+    readonly_fields = (
+        "uidvalidity",
+        "last_uid",
+        "highest_modseq",
+        "messages_on_server",
+        "last_synced_at",
+    )
+
+
+@admin.register(Mailbox)
+class MailboxAdmin(admin.ModelAdmin):
+    form = MailboxAdminForm
+    list_display = ("email_address", "kind", "owner", "connection_type", "state", "last_success_at")
+    list_filter = ("kind", "state", "connection_type")
+    search_fields = ("email_address", "display_name", "owner__username")
+    filter_horizontal = ("granted_users", "granted_groups")
+    readonly_fields = (
+        "state",
+        "last_error",
+        "consecutive_failures",
+        "last_sync_at",
+        "last_success_at",
+        "next_sync_at",
+        "first_sync_done",
+        "progress_done",
+        "progress_total",
+        "oauth_expires_at",
+        "created_at",
+        "updated_at",
+    )
+    inlines = [FolderInline]
+    fieldsets = (
+        (None, {"fields": ("kind", "owner", "email_address", "display_name", "connection_type")}),
+        ("Grants (shared mailboxes)", {"fields": ("granted_users", "granted_groups")}),
+        (
+            "Incoming (IMAP)",
+            {
+                "fields": (
+                    "login",
+                    "new_password",
+                    "imap_host",
+                    "imap_port",
+                    "imap_security",
+                    "allow_insecure_cert",
+                )
+            },
+        ),
+        ("Outgoing (SMTP)", {"fields": ("smtp_host", "smtp_port", "smtp_security")}),
+        (
+            "Sync",
+            {
+                "fields": (
+                    "active_folders",
+                    "sync_from",
+                    "refresh_interval",
+                    "create_contacts",
+                    "create_tickets",
+                    "forward_unplaced_to",
+                    "signature",
+                    "privacy",
+                )
+            },
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "state",
+                    "last_error",
+                    "consecutive_failures",
+                    "last_sync_at",
+                    "last_success_at",
+                    "next_sync_at",
+                    "first_sync_done",
+                    "progress_done",
+                    "progress_total",
+                    "oauth_expires_at",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.sync_from:
+            fields.append("sync_from")  # SPEC 2: cannot be changed afterwards
+        return fields
+
+
+@admin.register(PrimaryMailbox)
+class PrimaryMailboxAdmin(admin.ModelAdmin):
+    list_display = ("user", "mailbox")
+    autocomplete_fields = ("mailbox",)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "mailbox",
+        "folder",
+        "uidvalidity",
+        "uid",
+        "outcome",
+        "reason",
+        "attempts",
+        "updated_at",
+    )
+    list_filter = ("outcome",)
+    search_fields = ("mailbox__email_address", "reason", "error")
+    list_select_related = ("mailbox", "folder")
+
+
+@admin.register(OutboxEntry)
+class OutboxEntryAdmin(ReadOnlyAdmin):
+    list_display = ("mailbox", "subject", "state", "attempts", "sent_at", "created_at")
+    list_filter = ("state",)
+    fields = (
+        "mailbox",
+        "state",
+        "from_address",
+        "to",
+        "cc",
+        "subject",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "sent_at",
+        "created_at",
+    )
+    list_select_related = ("mailbox",)
+
+
+# --- matching (issue 4) ----------------------------------------------------------------------
+from .models import ExclusionPattern, MatchingSettings  # noqa: E402
+
+
+@admin.register(ExclusionPattern)
+class ExclusionPatternAdmin(admin.ModelAdmin):
+    list_display = ("pattern", "note", "created_at")
+    search_fields = ("pattern", "note")
+
+
+@admin.register(MatchingSettings)
+class MatchingSettingsAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "precedence", "acknowledgements_per_hour", "updated_at")
+
+    def has_add_permission(self, request):
+        # A singleton: the row is created on first read; a second one would never be used.
+        return not MatchingSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- issue 6: the ledger read-only (nothing deleted: every UID stays accounted for), retry of
+# held messages as an action, and the grants of shared mailboxes in the list ------------------
+from django.contrib import messages as admin_messages  # noqa: E402
+from django.core.exceptions import PermissionDenied, ValidationError  # noqa: E402
+from django.db.models import Count  # noqa: E402
+
+from .services import mailboxes as mailbox_services  # noqa: E402
+
+admin.site.unregister(LedgerEntry)
+
+
+@admin.register(LedgerEntry)
+class LedgerAdmin(LedgerEntryAdmin):
+    list_filter = ("outcome", "mailbox")
+    readonly_fields = fields = (
+        "mailbox",
+        "folder",
+        "uidvalidity",
+        "uid",
+        "outcome",
+        "reason",
+        "error",
+        "attempts",
+        "raw_file",
+        "message",
+        "created_at",
+        "updated_at",
+    )
+    actions = ["retry_held"]
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a row would make a UID unaccounted for (SPEC 3): the ledger is history.
+        return False
+
+    @admin.action(description="Retry the selected held messages on the next sync")
+    def retry_held(self, request, queryset):
+        retried, refused = 0, 0
+        for entry in queryset.select_related("mailbox"):
+            try:
+                mailbox_services.ledger_retry(user=request.user, entry=entry)
+                retried += 1
+            except (ValidationError, PermissionDenied):
+                refused += 1
+        self.message_user(request, f"{retried} held message(s) will be fetched again.")
+        if refused:
+            self.message_user(
+                request,
+                f"{refused} entr(y/ies) left as they were: only held messages that were never "
+                "stored, of mailboxes you manage, can be retried.",
+                level=admin_messages.WARNING,
+            )
+
+
+admin.site.unregister(Mailbox)
+
+
+@admin.register(Mailbox)
+class MailboxWithGrantsAdmin(MailboxAdmin):
+    list_display = (
+        "email_address",
+        "kind",
+        "owner",
+        "grants",
+        "connection_type",
+        "state",
+        "last_success_at",
+    )
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("owner")
+            .annotate(
+                user_grants=Count("granted_users", distinct=True),
+                group_grants=Count("granted_groups", distinct=True),
+            )
+        )
+
+    @admin.display(description="Granted to")
+    def grants(self, obj):
+        if obj.kind != Mailbox.Kind.SHARED:
+            return "—"
+        return f"{obj.user_grants} user(s), {obj.group_grants} group(s)"
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            if "allow_insecure_cert" in form.changed_data:
+                mailbox_services.mailbox_audit_insecure_cert(request.user, obj)
+            return
+        # Adding: the one service every entry point creates mailboxes with (duplicate check,
+        # audit log, primary choice, first sync). The grants are saved after it, by the form.
+        fields = mailbox_services.CONNECT_FIELDS + (
+            mailbox_services.ADMIN_CONNECT_FIELDS if obj.kind == Mailbox.Kind.SHARED else ()
+        )
+        created = mailbox_services.mailbox_connect(
+            user=request.user,
+            kind=obj.kind,
+            owner=obj.owner,
+            email_address=obj.email_address,
+            password=form.cleaned_data["new_password"],
+            active_folders=obj.active_folders or None,
+            **{name: getattr(obj, name) for name in fields},
+        )
+        obj.pk, obj._state.adding, obj._state.db = created.pk, False, created._state.db
+        obj.email_address = created.email_address
+
+
+# --- Email API (issue 7) ------------------------------------------------------------------------
+from .models import EmailApiRequest, EmailApiSender  # noqa: E402
+
+
+@admin.register(EmailApiSender)
+class EmailApiSenderAdmin(admin.ModelAdmin):
+    """Who may send Email API documents to which support mailbox (connector/email_api.py)."""
+
+    list_display = ("address", "mailbox", "note", "created_at")
+    list_filter = ("mailbox",)
+    search_fields = ("address", "note")
+
+
+@admin.register(EmailApiRequest)
+class EmailApiRequestAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "mailbox", "sender", "outcome")
+    list_filter = ("outcome", "mailbox")
+    search_fields = ("sender",)

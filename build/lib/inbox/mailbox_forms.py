@@ -1,0 +1,358 @@
+"""Forms of the mailbox settings pages: the connect wizard, Reconnect, and a mailbox's options.
+
+Passwords are write-only: the widget never renders a value back, so a page that re-displays a
+form with errors cannot leak the password into the HTML (SPEC 2: never shown again)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from crm.normalize import normalize_email
+
+from .models import Mailbox, Security
+
+# Settings of well-known providers, guessed from the address's domain. Everything else gets
+# imap.<domain> / smtp.<domain> with implicit TLS (RFC 8314 prefers it over STARTTLS).
+_GMAIL = ("imap.gmail.com", 993, "ssl", "smtp.gmail.com", 465, "ssl")
+_OFFICE365 = ("outlook.office365.com", 993, "ssl", "smtp.office365.com", 587, "starttls")
+_PROVIDERS: dict[str, tuple] = {
+    "gmail.com": _GMAIL,
+    "googlemail.com": _GMAIL,
+    "outlook.com": _OFFICE365,
+    "hotmail.com": _OFFICE365,
+    "live.com": _OFFICE365,
+    "msn.com": _OFFICE365,
+    "office365.com": _OFFICE365,
+    "yahoo.com": ("imap.mail.yahoo.com", 993, "ssl", "smtp.mail.yahoo.com", 465, "ssl"),
+    "ymail.com": ("imap.mail.yahoo.com", 993, "ssl", "smtp.mail.yahoo.com", 465, "ssl"),
+    "icloud.com": ("imap.mail.me.com", 993, "ssl", "smtp.mail.me.com", 587, "starttls"),
+    "me.com": ("imap.mail.me.com", 993, "ssl", "smtp.mail.me.com", 587, "starttls"),
+    "mac.com": ("imap.mail.me.com", 993, "ssl", "smtp.mail.me.com", 587, "starttls"),
+    "fastmail.com": ("imap.fastmail.com", 993, "ssl", "smtp.fastmail.com", 465, "ssl"),
+    "fastmail.fm": ("imap.fastmail.com", 993, "ssl", "smtp.fastmail.com", 465, "ssl"),
+    "gmx.com": ("imap.gmx.com", 993, "ssl", "mail.gmx.com", 587, "starttls"),
+    "gmx.net": ("imap.gmx.net", 993, "ssl", "mail.gmx.net", 587, "starttls"),
+    "gmx.de": ("imap.gmx.net", 993, "ssl", "mail.gmx.net", 587, "starttls"),
+    "web.de": ("imap.web.de", 993, "ssl", "smtp.web.de", 587, "starttls"),
+    "mail.ru": ("imap.mail.ru", 993, "ssl", "smtp.mail.ru", 465, "ssl"),
+    "inbox.ru": ("imap.mail.ru", 993, "ssl", "smtp.mail.ru", 465, "ssl"),
+    "list.ru": ("imap.mail.ru", 993, "ssl", "smtp.mail.ru", 465, "ssl"),
+    "bk.ru": ("imap.mail.ru", 993, "ssl", "smtp.mail.ru", 465, "ssl"),
+    "yandex.ru": ("imap.yandex.com", 993, "ssl", "smtp.yandex.com", 465, "ssl"),
+    "yandex.com": ("imap.yandex.com", 993, "ssl", "smtp.yandex.com", 465, "ssl"),
+    "ya.ru": ("imap.yandex.com", 993, "ssl", "smtp.yandex.com", 465, "ssl"),
+}
+# Providers whose accounts usually sign in with OAuth (an IMAP password there must be an app
+# password): the wizard says so next to the guessed settings.
+OAUTH_HINT = {"gmail.com": "google", "googlemail.com": "google"}
+OAUTH_HINT.update(dict.fromkeys(["outlook.com", "hotmail.com", "live.com", "msn.com"], "microsoft"))
+_SETTING_NAMES = (
+    "imap_host",
+    "imap_port",
+    "imap_security",
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+)
+
+
+def guess_server_settings(email: str) -> dict:
+    """IMAP and SMTP settings for an address, from its domain."""
+    domain = (email or "").rpartition("@")[2].strip().lower().rstrip(".")
+    if not domain:
+        return {}
+    values = _PROVIDERS.get(domain)
+    if values is None and (domain.endswith(".onmicrosoft.com") or "office365" in domain):
+        values = _OFFICE365
+    if values is None and domain.startswith("yahoo."):
+        values = _PROVIDERS["yahoo.com"]
+    if values is None:
+        values = (f"imap.{domain}", 993, "ssl", f"smtp.{domain}", 465, "ssl")
+    return dict(zip(_SETTING_NAMES, values, strict=True))
+
+
+def provider_table() -> dict:
+    """The table the wizard's script fills the fields from as the address is typed."""
+    return {
+        domain: dict(zip(_SETTING_NAMES, values, strict=True))
+        for domain, values in _PROVIDERS.items()
+    }
+
+
+# RFC 1123 host names (IDNs arrive as typed: the connector resolves them) or an IP literal.
+_HOST = re.compile(r"^(?=.{1,253}$)[^\s/:@\\?#\[\]]+$|^\[?[0-9a-fA-F:.]+\]?$")
+
+REFRESH_CHOICES = [
+    (60, "Every minute"),
+    (120, "Every 2 minutes"),
+    (300, "Every 5 minutes"),
+    (900, "Every 15 minutes"),
+    (1800, "Every 30 minutes"),
+    (3600, "Every hour"),
+]
+EARLIEST_SYNC_FROM = dt.date(1990, 1, 1)
+
+
+def _clean_host(value: str, label: str) -> str:
+    value = (value or "").strip().rstrip(".").lower()
+    if not value:
+        raise ValidationError(f"Enter the {label} server's host name.")
+    if "://" in value or not _HOST.match(value):
+        raise ValidationError(
+            f"“{value[:80]}” is not a host name: enter just the name, like mail.example.com."
+        )
+    return value
+
+
+class _ServerFields(forms.Form):
+    """IMAP and SMTP settings, shared by the wizard."""
+
+    login = forms.CharField(
+        label="Login name",
+        max_length=320,
+        required=False,
+        help_text="Only when it differs from the email address (Exchange, some hosts).",
+        widget=forms.TextInput(attrs={"autocomplete": "username", "spellcheck": "false"}),
+    )
+    password = forms.CharField(
+        label="Password",
+        max_length=1000,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again. Some providers need an app password.",
+    )
+    imap_host = forms.CharField(label="IMAP server", max_length=253)
+    imap_port = forms.IntegerField(label="Port", min_value=1, max_value=65535, initial=993)
+    imap_security = forms.ChoiceField(
+        label="Security", choices=Security.choices, initial=Security.SSL
+    )
+    smtp_host = forms.CharField(
+        label="SMTP server",
+        max_length=253,
+        required=False,
+        help_text="Leave empty for a mailbox that only receives.",
+    )
+    smtp_port = forms.IntegerField(label="Port", min_value=1, max_value=65535, initial=465)
+    smtp_security = forms.ChoiceField(
+        label="Security", choices=Security.choices, initial=Security.SSL
+    )
+    allow_insecure_cert = forms.BooleanField(
+        label="Allow a certificate not signed by a trusted authority",
+        required=False,
+        help_text="Only for a server you run yourself with a self-signed certificate. Anyone "
+        "between you and the server could read the mail and the password.",
+    )
+
+    def clean_imap_host(self):
+        return _clean_host(self.cleaned_data.get("imap_host"), "IMAP")
+
+    def clean_smtp_host(self):
+        if not (self.cleaned_data.get("smtp_host") or "").strip():
+            return ""
+        return _clean_host(self.cleaned_data.get("smtp_host"), "SMTP")
+
+    def clean_login(self):
+        login = (self.cleaned_data.get("login") or "").strip()
+        if any(ch in login for ch in "\r\n\x00"):
+            raise ValidationError("The login name may not contain line breaks.")
+        return login
+
+    def clean_password(self):
+        password = self.cleaned_data.get("password") or ""
+        if any(ch in password for ch in "\r\n\x00"):
+            # IMAP LOGIN sends it as a quoted string or literal: a line break would end the
+            # command (and no real password holds one).
+            raise ValidationError("The password may not contain line breaks.")
+        return password
+
+
+class ConnectForm(_ServerFields):
+    """The connect wizard for an IMAP and SMTP mailbox: one form, posted for Test connection
+    (folders are then listed) and again for Connect (folders and options chosen)."""
+
+    kind = forms.ChoiceField(
+        label="Mailbox type",
+        choices=Mailbox.Kind.choices,
+        initial=Mailbox.Kind.PERSONAL,
+        help_text="Shared mailboxes (support@, sales@) are granted to people and groups in the "
+        "admin site.",
+    )
+    email_address = forms.CharField(
+        label="Email address",
+        max_length=320,
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
+    )
+    display_name = forms.CharField(
+        label="Display name",
+        max_length=200,
+        required=False,
+        help_text="The name people see on mail you send.",
+    )
+    sync_from = forms.DateField(
+        label="Sync email from",
+        widget=forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"}),
+        help_text="The first sync brings mail from this date on. It cannot be changed later.",
+    )
+    active_folders = forms.MultipleChoiceField(
+        label="Folders to sync", required=False, widget=forms.CheckboxSelectMultiple
+    )
+    create_contacts = forms.BooleanField(
+        label="Create contacts for unknown senders", required=False
+    )
+    refresh_interval = forms.TypedChoiceField(
+        label="Check for new mail", choices=REFRESH_CHOICES, coerce=int, initial=300
+    )
+    signature = forms.CharField(
+        label="Signature",
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    privacy = forms.ChoiceField(
+        label="What colleagues see of this mail on records",
+        choices=Mailbox.Privacy.choices,
+        initial=Mailbox.Privacy.FULL,
+        help_text="Personal mailboxes: mail filed on a record shows to others at this level.",
+    )
+
+    def __init__(self, *args, user, folder_names=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        if not user.is_superuser:
+            # Only admins create shared mailboxes (SPEC 2).
+            del self.fields["kind"]
+        self.fields["active_folders"].choices = [(n, n) for n in folder_names]
+        self.fields["sync_from"].initial = timezone.localdate() - dt.timedelta(days=90)
+
+    @property
+    def mailbox_kind(self) -> str:
+        return self.cleaned_data.get("kind", Mailbox.Kind.PERSONAL)
+
+    def clean_email_address(self):
+        try:
+            email = normalize_email(self.cleaned_data.get("email_address") or "")
+        except ValidationError as exc:
+            raise ValidationError("Enter a valid email address, like ana@example.com.") from exc
+        return email
+
+    def clean_sync_from(self):
+        day = self.cleaned_data.get("sync_from")
+        if day and day > timezone.localdate():
+            raise ValidationError("Pick today or a date in the past.")
+        if day and day < EARLIEST_SYNC_FROM:
+            raise ValidationError(f"Pick a date after {EARLIEST_SYNC_FROM:%-d %B %Y}.")
+        return day
+
+    def clean(self):
+        data = super().clean()
+        email = data.get("email_address")
+        if email:
+            kind = data.get("kind", Mailbox.Kind.PERSONAL)
+            existing = Mailbox.objects.filter(email_address=email)
+            if kind == Mailbox.Kind.PERSONAL:
+                existing = existing.filter(kind=kind, owner=self.user)
+                message = "You have already connected this address."
+            else:
+                existing = existing.filter(kind=kind)
+                message = "A shared mailbox with this address exists already."
+            if existing.exists():
+                self.add_error("email_address", message)
+        return data
+
+    def unsaved_mailbox(self) -> Mailbox:
+        """A Mailbox instance for Test connection: never saved here."""
+        data = self.cleaned_data
+        mailbox = Mailbox(
+            kind=self.mailbox_kind,
+            owner=self.user if self.mailbox_kind == Mailbox.Kind.PERSONAL else None,
+            email_address=data["email_address"],
+            login=data.get("login", ""),
+            **{name: data[name] for name in _SETTING_NAMES},
+            allow_insecure_cert=data.get("allow_insecure_cert", False),
+            sync_from=data.get("sync_from"),
+        )
+        mailbox.set_password(data["password"])
+        return mailbox
+
+
+class ReconnectForm(forms.Form):
+    """IMAP Reconnect: the password again (the address, and so the mailbox, stays the same)."""
+
+    password = forms.CharField(
+        label="Password",
+        max_length=1000,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "current-password"}),
+        help_text="The password the server accepts now. Stored encrypted, never shown again.",
+    )
+    active_folders = forms.MultipleChoiceField(
+        label="Folders to sync", required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+    def __init__(self, *args, folder_names=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["active_folders"].choices = [(n, n) for n in folder_names]
+
+    def clean_password(self):
+        password = self.cleaned_data.get("password") or ""
+        if any(ch in password for ch in "\r\n\x00"):
+            raise ValidationError("The password may not contain line breaks.")
+        return password
+
+
+class MailboxOptionsForm(forms.ModelForm):
+    """What can change after connecting (the sync-from date and the address cannot)."""
+
+    refresh_interval = forms.TypedChoiceField(
+        label="Check for new mail", choices=REFRESH_CHOICES, coerce=int
+    )
+
+    class Meta:
+        model = Mailbox
+        fields = ["display_name", "create_contacts", "refresh_interval", "signature", "privacy"]
+        labels = {
+            "create_contacts": "Create contacts for unknown senders",
+            "privacy": "What colleagues see of this mail on records",
+        }
+        widgets = {"signature": forms.Textarea(attrs={"rows": 4})}
+        help_texts = {
+            "create_contacts": "New senders become contacts; addresses on the exclusion list "
+            "(no-reply, mailer daemons) never do.",
+            "signature": "Added below the mail you write from this mailbox.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = self.instance.refresh_interval
+        if current and current not in dict(REFRESH_CHOICES):
+            # An admin may have set another interval: keep it selectable, not silently changed.
+            self.fields["refresh_interval"].choices = [
+                *REFRESH_CHOICES,
+                (current, f"Every {current} seconds"),
+            ]
+        if self.instance.kind == Mailbox.Kind.SHARED:
+            del self.fields["privacy"]  # shared mail is readable in full by every grantee
+
+
+class SetupForm(forms.Form):
+    """Finishing a mailbox connected by signing in with Google or Microsoft: the sign-in gave
+    the address and the tokens; the folders, the sync-from date and the options come here."""
+
+    sync_from = ConnectForm.base_fields["sync_from"]
+    active_folders = ConnectForm.base_fields["active_folders"]
+    create_contacts = ConnectForm.base_fields["create_contacts"]
+    refresh_interval = ConnectForm.base_fields["refresh_interval"]
+    signature = ConnectForm.base_fields["signature"]
+    privacy = ConnectForm.base_fields["privacy"]
+
+    def __init__(self, *args, folder_names=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["active_folders"].choices = [(n, n) for n in folder_names]
+        self.fields["sync_from"].initial = timezone.localdate() - dt.timedelta(days=90)
+
+    clean_sync_from = ConnectForm.clean_sync_from

@@ -1,0 +1,137 @@
+"""Reads for the mailbox settings and health pages.
+
+Who sees a mailbox here is decided by inbox.permissions alone: the people who read it
+(owner, grantees) and the people who manage it (admins, for shared mailboxes). Admins see a
+shared mailbox's settings and health without a grant, because they manage it; they never see
+someone's personal mailbox (C-11). Everyone else gets the same 404 as for a missing one."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404
+
+from ..models import Folder, LedgerEntry, Mailbox, PrimaryMailbox
+from ..permissions import can_manage_mailbox, readable_mailbox_ids
+
+HELD_SHOWN = 50  # held messages listed on the health page (the count says if there are more)
+
+
+def settings_mailboxes(user) -> QuerySet[Mailbox]:
+    """Mailboxes on the user's settings page: readable ones, and shared ones an admin manages."""
+    if not user.is_authenticated:
+        return Mailbox.objects.none()
+    condition = Q(pk__in=readable_mailbox_ids(user))
+    if user.is_superuser:
+        condition |= Q(kind=Mailbox.Kind.SHARED)
+    return Mailbox.objects.filter(condition)
+
+
+def get_settings_mailbox_or_404(user, pk: int) -> Mailbox:
+    try:
+        return settings_mailboxes(user).select_related("owner").get(pk=pk)
+    except Mailbox.DoesNotExist as exc:
+        raise Http404("No such mailbox.") from exc
+
+
+def get_managed_mailbox_or_404(user, pk: int) -> Mailbox:
+    """For changes: a grantee who may read a shared mailbox but not manage it gets 404 too."""
+    mailbox = get_settings_mailbox_or_404(user, pk)
+    if not can_manage_mailbox(user, mailbox):
+        raise Http404("No such mailbox.")
+    return mailbox
+
+
+def settings_rows(user) -> list[dict]:
+    """The settings page's list: primary first, then personal before shared, by address."""
+    primary_id = (
+        PrimaryMailbox.objects.filter(user=user).values_list("mailbox_id", flat=True).first()
+    )
+    mailboxes = list(
+        settings_mailboxes(user)
+        .annotate(active_folder_count=Count("folders", filter=Q(folders__is_active=True)))
+        .order_by("email_address", "pk")
+    )
+    readable = set(readable_mailbox_ids(user).values_list("pk", flat=True))
+    rows = [
+        {
+            "mailbox": m,
+            "is_primary": m.pk == primary_id,
+            "can_manage": can_manage_mailbox(user, m),
+            # Primary is the mailbox the user reads and sends from first: only a readable one.
+            "can_be_primary": m.pk in readable,
+        }
+        for m in mailboxes
+    ]
+    rows.sort(key=lambda r: (not r["is_primary"], r["mailbox"].kind != Mailbox.Kind.PERSONAL))
+    return rows
+
+
+def reconnect_banner_mailboxes(user) -> list[Mailbox]:
+    """Mailboxes that need reconnecting and that this user can reconnect: their own personal
+    ones, and shared ones for admins. One query."""
+    if not user.is_authenticated:
+        return []
+    condition = Q(kind=Mailbox.Kind.PERSONAL, owner=user)
+    if user.is_superuser:
+        condition |= Q(kind=Mailbox.Kind.SHARED)
+    return list(
+        Mailbox.objects.filter(condition, state=Mailbox.State.NEEDS_RECONNECT)
+        .only("pk", "email_address", "display_name", "kind", "connection_type", "state")
+        .order_by("email_address", "pk")
+    )
+
+
+def mailbox_health(mailbox: Mailbox) -> dict:
+    """State, progress, per-folder counts, ledger counts and held messages: a fixed number of
+    queries whatever the number of messages."""
+    folders = list(
+        Folder.objects.filter(mailbox=mailbox)
+        .annotate(stored=Count("locations"))
+        .order_by("-is_active", "name")
+    )
+    counts = dict(
+        LedgerEntry.objects.filter(mailbox=mailbox)
+        .order_by()
+        .values_list("outcome")
+        .annotate(n=Count("pk"))
+        .values_list("outcome", "n")
+    )
+    ledger = [
+        {"outcome": value, "label": label, "count": counts.get(value, 0)}
+        for value, label in LedgerEntry.Outcome.choices
+    ]
+    held = list(
+        LedgerEntry.objects.filter(mailbox=mailbox, outcome=LedgerEntry.Outcome.HELD)
+        .select_related("folder")
+        .order_by("-updated_at", "-pk")[:HELD_SHOWN]
+    )
+    total, done = mailbox.progress_total, mailbox.progress_done
+    first_sync_running = not mailbox.first_sync_done and mailbox.state in (
+        Mailbox.State.ACTIVE,
+        Mailbox.State.SYNCING,
+        Mailbox.State.ERROR,
+    )
+    return {
+        "folders": folders,
+        "ledger": ledger,
+        "held": held,
+        "held_count": counts.get(LedgerEntry.Outcome.HELD, 0),
+        "failed_count": counts.get(LedgerEntry.Outcome.FAILED, 0),
+        "progress_total": total,
+        "progress_done": min(done, total) if total else done,
+        "progress_percent": int(100 * min(done, total) / total) if total else 0,
+        "first_sync_running": first_sync_running,
+        "refresh_label": _every(mailbox.refresh_interval),
+        # Poll while something moves: a sync under way, or a first sync still to come.
+        "live": mailbox.state == Mailbox.State.SYNCING or first_sync_running,
+    }
+
+
+def _every(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "Every hour" if hours == 1 else f"Every {hours} hours"
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return "Every minute" if minutes == 1 else f"Every {minutes} minutes"
+    return f"Every {seconds} seconds"

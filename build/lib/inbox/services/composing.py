@@ -1,0 +1,347 @@
+"""Composing: new mail, replies, reply-all and forwards become outbox entries (state "queued")
+that connector/outbound/ sends; nothing here talks to a server. Every header value and
+recipient is checked before the row exists (inbox/addresses.py), and only users who may read a
+mailbox may send as it (inbox/permissions.py, docs/reliability.md M-06)."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from ..addresses import HEADER_FORBIDDEN, Recipient, check_header_value, parse_recipients
+from ..htmltext import html_to_text
+from ..models import AttachmentBlob, Filing, Mailbox, OutboxEntry
+from ..permissions import may_send_as
+from .outbox import outbox_queue
+
+# What the big providers accept per message (Gmail and Microsoft 365: 25 MB and 35 MB before
+# encoding; base64 adds a third): more would only bounce later.
+MAX_ATTACHMENT_BYTES = 18 * 1024 * 1024
+MAX_REFERENCES = 20  # RFC 5322 3.6.4 lets a client trim References; keep the first and the last
+_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|antw)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
+_FORWARD_PREFIX = re.compile(r"^\s*(?:(?:fwd?|wg|tr)\s*:\s*)+", re.I)
+
+
+def normalise_subject(value: str) -> str:
+    """A subject taken from received mail: any line break or control character (a decoded
+    encoded-word may hold CR LF, M-02) becomes a space, runs of spaces one space."""
+    return " ".join(HEADER_FORBIDDEN.sub(" ", value or "").split())
+
+
+def _sent_from_reference(record, subject: str) -> str:
+    """Mail sent from a ticket or an opportunity carries its reference in the subject, so a
+    reply that loses its headers still finds its way back (SPEC 4, rule 2)."""
+    reference = getattr(record, "reference", "") if record is not None else ""
+    if reference and f"[{reference}]".lower() not in subject.lower():
+        subject = f"[{reference}] {subject}".strip()
+    return subject
+
+
+def _html_from_text(text: str) -> str:
+    return "<div>" + html.escape(text).replace("\n", "<br>\n") + "</div>"
+
+
+def _with_signature(text: str, html_body: str, signature: str) -> tuple[str, str]:
+    signature = (signature or "").strip("\n")
+    if not signature:
+        return text, html_body
+    # "-- " on a line of its own is the signature separator clients recognise (RFC 3676 4.3).
+    text = f"{text.rstrip()}\n\n-- \n{signature}\n"
+    if html_body:
+        html_body = f'{html_body}\n<div class="signature">-- <br>\n' + (
+            html.escape(signature).replace("\n", "<br>\n") + "</div>"
+        )
+    return text, html_body
+
+
+def _attachment_rows(attachments) -> list[dict]:
+    """New attachments (UploadedFile, or (filename, content_type, bytes)) stored once by
+    content hash, as the sync stores received ones; the entry keeps only references."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    rows, total = [], 0
+    for item in attachments or ():
+        if isinstance(item, dict) and "blob" in item:
+            rows.append(item)
+            continue
+        if isinstance(item, tuple | list):
+            filename, content_type, data = item
+        else:
+            filename, content_type = item.name, item.content_type
+            data = item.read()
+        filename = " ".join(HEADER_FORBIDDEN.sub(" ", filename or "").split())[:200]
+        content_type = (content_type or "application/octet-stream").lower()
+        if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", content_type):
+            content_type = "application/octet-stream"
+        total += len(data)
+        if total > MAX_ATTACHMENT_BYTES:
+            raise ValidationError(
+                f"Attachments may add up to {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB at most."
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        # The same content-addressed layout as connector/storage.py, so a blob saved here and
+        # the same bytes arriving by sync are one file and one row.
+        path = f"blobs/{digest[:2]}/{digest[2:4]}/{digest}"
+        if not default_storage.exists(path):
+            saved = default_storage.save(path, ContentFile(data))
+            if saved != path:
+                default_storage.delete(saved)
+        AttachmentBlob.objects.get_or_create(
+            sha256=digest, defaults={"size": len(data), "file": path}
+        )
+        rows.append({"blob": digest, "filename": filename, "content_type": content_type})
+    return rows
+
+
+def _new_message_id(mailbox: Mailbox) -> str:
+    """128 random bits: nobody can guess it to thread a forged reply onto our mail (M-07).
+    Mail sent from a record gets the record's signed token instead when it is first sent
+    (connector.sending; the key lives there)."""
+    domain = (mailbox.email_address or settings.RELAY_DEFAULT_FROM_EMAIL).rpartition("@")[2]
+    return f"relay-{secrets.token_hex(16)}@{domain or 'relay.invalid'}"
+
+
+@transaction.atomic
+def outbox_compose(
+    *,
+    user,
+    mailbox: Mailbox,
+    to,
+    cc=(),
+    bcc=(),
+    subject: str,
+    text_body: str = "",
+    html_body: str = "",
+    attachments=(),
+    record=None,
+    reply_to_message=None,
+    in_reply_to: str = "",
+    references: str = "",
+    purpose: str = "compose",
+    include_signature: bool = True,
+):
+    """Queue a message from `mailbox`. `record` (a CRM record) is the record it is sent
+    from: its reference goes into the subject, its token into the Message-ID, and the sent
+    message is filed there. Raises PermissionDenied or ValidationError before any row exists."""
+
+    may_send_as(user, mailbox)
+    to_list, cc_list, bcc_list = (parse_recipients(v) for v in (to, cc, bcc))
+    if not (to_list or cc_list or bcc_list):
+        raise ValidationError("Add at least one recipient.")
+    subject = check_header_value("Subject", subject).strip()
+    check_header_value("The mailbox's display name", mailbox.display_name)
+    subject = _sent_from_reference(record, subject)[:900]
+    if len(subject) > 900:
+        raise ValidationError("The subject is too long.")
+    if not text_body and html_body:
+        text_body = html_to_text(html_body, limit=len(html_body)) + "\n"
+    if include_signature:
+        text_body, html_body = _with_signature(text_body, html_body, mailbox.signature)
+    if not html_body:
+        html_body = _html_from_text(text_body)
+    for label, value in (("In-Reply-To", in_reply_to), ("References", references)):
+        check_header_value(label, value)
+    entry = OutboxEntry.objects.create(
+        mailbox=mailbox,
+        created_by=user,
+        state=OutboxEntry.State.QUEUED,
+        message_id=_new_message_id(mailbox),
+        from_address=mailbox.email_address or settings.RELAY_DEFAULT_FROM_EMAIL,
+        to=[str(r) for r in to_list],
+        cc=[str(r) for r in cc_list],
+        bcc=[str(r) for r in bcc_list],
+        subject=subject,
+        text_body=text_body,
+        html_body=html_body,
+        in_reply_to=in_reply_to.strip("<> "),
+        references=references.strip(),
+        reply_to_message=reply_to_message,
+        record_type=getattr(record, "record_type", "") if record is not None else "",
+        record_id=record.pk if record is not None else None,
+        purpose=purpose,
+        attachments=_attachment_rows(attachments),
+    )
+    outbox_queue(entry)
+    return entry
+
+
+def _message_addresses(message, role: str) -> list[Recipient]:
+    return [
+        Recipient(" ".join(HEADER_FORBIDDEN.sub(" ", name).split()), address)
+        for name, address in message.addresses.filter(role=role)
+        .order_by("position")
+        .values_list("name", "address")
+    ]
+
+
+def reply_recipients(*, message, mailbox: Mailbox, reply_all: bool = False):
+    """(to, cc) of a reply: to Reply-To, else From; to the original recipients when we sent
+    the original ourselves; reply-all adds the other To and Cc, never our own address."""
+    own = {(mailbox.email_address or "").lower()}
+    sender = _message_addresses(message, "from")
+    if sender and sender[0].address in own:
+        to = _message_addresses(message, "to")
+    else:
+        to = _message_addresses(message, "reply_to") or sender
+    cc: list[Recipient] = []
+    if reply_all:
+        taken = own | {r.address for r in to}
+        for recipient in _message_addresses(message, "to") + _message_addresses(message, "cc"):
+            if recipient.address not in taken:
+                cc.append(recipient)
+                taken.add(recipient.address)
+    return [r for r in to if r.address not in own] or to, cc
+
+
+def _default_record(message):
+    """The ticket (else opportunity) a message is filed on: where a reply is sent from."""
+
+    for record_type in ("ticket", "opportunity"):
+        filing = (
+            Filing.objects.filter(
+                message=message, record_type=record_type, unlinked_at__isnull=True
+            )
+            .select_related(record_type)
+            .order_by("created_at", "pk")
+            .first()
+        )
+        if filing is not None:
+            return filing.record
+    return None
+
+
+def _quote_text(message) -> str:
+    when = message.date.strftime("%a, %d %b %Y %H:%M") if message.date else "an earlier date"
+    who = message.from_name or message.from_address or "someone"
+    original = (message.text_body or "")[:20000]
+    quoted = "\n".join(f"> {line}" if line else ">" for line in original.splitlines())
+    return f"On {when}, {who} wrote:\n{quoted}\n"
+
+
+def _references_for(message) -> str:
+    ids = [i for i in (message.references or "").split() if i] + [message.message_id]
+    ids = [i.strip("<>") for i in ids if i.strip("<>")]
+    if len(ids) > MAX_REFERENCES:
+        ids = ids[:1] + ids[-(MAX_REFERENCES - 1) :]
+    return " ".join(f"<{i}>" for i in ids)
+
+
+def message_reply(
+    *,
+    user,
+    message,
+    text_body: str = "",
+    html_body: str = "",
+    reply_all: bool = False,
+    to=None,
+    cc=None,
+    bcc=(),
+    subject: str | None = None,
+    attachments=(),
+    record=None,
+    mailbox: Mailbox | None = None,
+    quote: bool = True,
+):
+    """Reply (or reply-all) to `message` from its mailbox (or `mailbox`). Recipients default
+    to reply_recipients(); In-Reply-To and References thread it (RFC 5322 3.6.4)."""
+    from ..permissions import readable_messages
+
+    if not readable_messages(user).filter(pk=message.pk).exists():
+        raise PermissionDenied("You may not reply to this message.")
+    mailbox = mailbox or message.mailbox
+    default_to, default_cc = reply_recipients(message=message, mailbox=mailbox, reply_all=reply_all)
+    if subject is None:
+        base = _REPLY_PREFIX.sub("", normalise_subject(message.subject))
+        subject = f"Re: {base}" if base else "Re:"
+    if record is None:
+        record = _default_record(message)
+    # The signature goes above the quoted original, where people look for it.
+    text_body, html_body = _with_signature(text_body, html_body, mailbox.signature)
+    if quote and message.text_body:
+        text_body = f"{text_body.rstrip()}\n\n{_quote_text(message)}"
+        if html_body:
+            html_body += "\n<blockquote>" + _html_from_text(_quote_text(message)) + "</blockquote>"
+    return outbox_compose(
+        user=user,
+        mailbox=mailbox,
+        to=default_to if to is None else to,
+        cc=default_cc if cc is None else cc,
+        bcc=bcc,
+        subject=subject,
+        text_body=text_body,
+        html_body=html_body,
+        attachments=attachments,
+        record=record,
+        reply_to_message=message,
+        in_reply_to=message.message_id,
+        references=_references_for(message),
+        include_signature=False,
+    )
+
+
+def message_forward(
+    *,
+    user,
+    message,
+    to,
+    cc=(),
+    bcc=(),
+    text_body: str = "",
+    html_body: str = "",
+    attachments=(),
+    include_attachments: bool = True,
+    record=None,
+    mailbox: Mailbox | None = None,
+):
+    """Forward `message` with its attachments (stored blobs: nothing is downloaded again)."""
+    from ..permissions import readable_messages
+
+    if not readable_messages(user).filter(pk=message.pk).exists():
+        raise PermissionDenied("You may not forward this message.")
+    base = _FORWARD_PREFIX.sub("", normalise_subject(message.subject))
+    recipients = ", ".join(
+        str(r) for r in _message_addresses(message, "to") + _message_addresses(message, "cc")
+    )
+    header = "---------- Forwarded message ----------\n"
+    header += f"From: {message.from_name} <{message.from_address}>\n"
+    if message.date:
+        header += f"Date: {message.date:%a, %d %b %Y %H:%M %z}\n"
+    header += f"Subject: {normalise_subject(message.subject)}\nTo: {recipients}\n\n"
+    forwarded = header + (message.text_body or "")
+    mailbox = mailbox or message.mailbox
+    text_body, html_body = _with_signature(text_body, html_body, mailbox.signature)
+    text_body = f"{text_body.rstrip()}\n\n{forwarded}".lstrip("\n")
+    if html_body:
+        html_body += "\n<blockquote>" + _html_from_text(forwarded) + "</blockquote>"
+    rows = list(_attachment_rows(attachments))
+    if include_attachments:
+        for attachment in message.attachments.select_related("blob").order_by("position"):
+            rows.append(
+                {
+                    "blob": attachment.blob.sha256,
+                    "filename": attachment.filename,
+                    "content_type": attachment.content_type,
+                    "content_id": attachment.content_id if attachment.is_inline else "",
+                }
+            )
+    return outbox_compose(
+        user=user,
+        mailbox=mailbox,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        subject=f"Fwd: {base}" if base else "Fwd:",
+        text_body=text_body,
+        html_body=html_body,
+        attachments=rows,
+        record=record,
+        reply_to_message=message,
+        include_signature=False,
+    )

@@ -1,0 +1,396 @@
+"""Services for mailboxes: the primary choice, pause and resume, Sync now, the connect wizard,
+Reconnect, the options, finishing a Google or Microsoft connection, retrying held messages and
+the outgoing-server tests. Keyword-only and transactional; bad input raises ValidationError
+before anything is saved.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from crm.normalize import normalize_email
+
+from .. import ports
+from ..models import LedgerEntry, Mailbox, PrimaryMailbox
+from ..permissions import can_manage_mailbox, readable_mailboxes
+from .composing import outbox_compose
+
+
+@transaction.atomic
+def mailbox_set_primary(*, user, mailbox: Mailbox) -> PrimaryMailbox:
+    """Make `mailbox` the user's primary one (one per user: the row is keyed by the user)."""
+    if not readable_mailboxes(user).filter(pk=mailbox.pk).exists():
+        raise ValidationError("You can only make one of your own mailboxes primary.")
+    primary, _ = PrimaryMailbox.objects.update_or_create(user=user, defaults={"mailbox": mailbox})
+    return primary
+
+
+def mailboxes_for_user(*, user) -> list[Mailbox]:
+    """The user's readable mailboxes, primary first, then by address."""
+    mailboxes = list(readable_mailboxes(user).order_by("email_address", "pk"))
+    primary_id = (
+        PrimaryMailbox.objects.filter(user=user).values_list("mailbox_id", flat=True).first()
+    )
+    mailboxes.sort(key=lambda m: m.pk != primary_id)
+    return mailboxes
+
+
+def mailbox_request_sync(*, mailbox: Mailbox) -> None:
+    """ "Sync now": record the wish (the beat tick honours it even if the signal is lost)."""
+    Mailbox.objects.filter(pk=mailbox.pk).update(sync_requested_at=timezone.now())
+    ports.mail().sync_soon(mailbox.pk)
+
+
+def mailbox_pause(*, mailbox: Mailbox) -> None:
+    Mailbox.objects.filter(pk=mailbox.pk).update(state=Mailbox.State.PAUSED)
+
+
+def mailbox_resume(*, mailbox: Mailbox) -> None:
+    Mailbox.objects.filter(pk=mailbox.pk, state=Mailbox.State.PAUSED).update(
+        state=Mailbox.State.ACTIVE, next_sync_at=None, consecutive_failures=0
+    )
+
+
+def mailbox_send_test_email(*, user, mailbox: Mailbox, to: str):
+    """SMTP settings, "Send test email": one message to an address the user gives."""
+    if not can_manage_mailbox(user, mailbox):
+        raise PermissionDenied("Only the mailbox's owner or an admin can send a test email.")
+    return outbox_compose(
+        user=None,
+        mailbox=mailbox,
+        to=to,
+        subject="Relay CRM test email",
+        text_body=(
+            f"This is a test email from Relay CRM, sent from {mailbox.email_address} through "
+            f"{mailbox.smtp_host}:{mailbox.smtp_port}.\nIf you can read it, sending works.\n"
+        ),
+        purpose="test",
+        include_signature=False,
+    )
+
+
+def mailbox_test_smtp(*, user, mailbox: Mailbox) -> str | None:
+    """SMTP settings, "Test SMTP connection": log in and out now. None when it worked, else
+    the fixed user-facing message of the failure's category (RELIABILITY C-08)."""
+    if not can_manage_mailbox(user, mailbox):
+        raise PermissionDenied("Only the mailbox's owner or an admin can test its settings.")
+    return ports.mail().test_smtp(mailbox)
+
+
+def _provider_settings(provider: str) -> dict:
+    providers = settings.RELAY_OAUTH_PROVIDERS
+    if provider not in providers:
+        raise ValidationError(f"Unknown OAuth provider {provider!r}.")
+    return providers[provider]
+
+
+@transaction.atomic
+def mailbox_oauth_connected(
+    *,
+    user,
+    provider: str,
+    email: str,
+    access_token: str,
+    refresh_token: str,
+    expires_at,
+    mailbox: Mailbox | None = None,
+) -> Mailbox:
+    """Save what an OAuth sign-in returned. With `mailbox` (Reconnect) the account must be
+    the same address: another one is refused and nothing changes. Without, a new personal
+    mailbox is created paused, for the connect wizard to pick folders and the sync-from date
+    (or, if the user has one with that address, it is reconnected)."""
+
+    config = _provider_settings(provider)
+    email = normalize_email(email)
+    if mailbox is None:
+        mailbox = (
+            Mailbox.objects.filter(kind=Mailbox.Kind.PERSONAL, owner=user, email_address=email)
+            .order_by("pk")
+            .first()
+        )
+    if mailbox is not None:
+        mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+        if not can_manage_mailbox(user, mailbox):
+            raise PermissionDenied("You may not reconnect this mailbox.")
+        if normalize_email(mailbox.email_address) != email:
+            raise ValidationError(
+                f"You signed in as {email}, but this mailbox is {mailbox.email_address}. "
+                f"Sign in with {mailbox.email_address} to reconnect it; nothing was changed."
+            )
+        if mailbox.connection_type != provider:
+            raise ValidationError(
+                f"This mailbox connects with {mailbox.get_connection_type_display()}, not "
+                f"{provider}; nothing was changed."
+            )
+        mailbox.set_oauth_tokens(
+            access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
+        )
+        fields = ["oauth_access_token_encrypted", "oauth_refresh_token_encrypted"]
+        fields += ["oauth_expires_at", "updated_at"]
+        if mailbox.state in (Mailbox.State.NEEDS_RECONNECT, Mailbox.State.ERROR):
+            # Folder cursors are untouched: the next sync carries on where it stopped, so
+            # nothing is imported twice (SPEC 2, Reconnect).
+            mailbox.state = Mailbox.State.ACTIVE
+            mailbox.last_error = ""
+            mailbox.consecutive_failures = 0
+            mailbox.next_sync_at = None
+            fields += ["state", "last_error", "consecutive_failures", "next_sync_at"]
+        mailbox.save(update_fields=fields)
+        return mailbox
+    mailbox = Mailbox(
+        kind=Mailbox.Kind.PERSONAL,
+        owner=user,
+        email_address=email,
+        connection_type=provider,
+        imap_host=config["imap_host"],
+        imap_port=config.get("imap_port", 993),
+        imap_security=config.get("imap_security", "ssl"),
+        smtp_host=config["smtp_host"],
+        smtp_port=config.get("smtp_port", 465),
+        smtp_security=config.get("smtp_security", "ssl"),
+        state=Mailbox.State.PAUSED,
+    )
+    mailbox.set_oauth_tokens(
+        access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
+    )
+    mailbox.save()
+    return mailbox
+
+
+# What a person may set when connecting a mailbox (the address, the password and the folders
+# are arguments of their own).
+CONNECT_FIELDS = (
+    "display_name",
+    "login",
+    "imap_host",
+    "imap_port",
+    "imap_security",
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "allow_insecure_cert",
+    "sync_from",
+    "create_contacts",
+    "refresh_interval",
+    "signature",
+    "privacy",
+)
+# ...and what only an admin sets, on a shared (support) mailbox.
+ADMIN_CONNECT_FIELDS = ("create_tickets", "forward_unplaced_to")
+
+
+def mailbox_audit_insecure_cert(user, mailbox: Mailbox) -> None:
+    if mailbox.allow_insecure_cert:
+        # docs/reliability.md C-04: the opt-in out of certificate checks is visible and
+        # audit-logged.
+        logging.getLogger("relay.audit").warning(
+            "mailbox=%s %s allows an untrusted certificate (set by %s)",
+            mailbox.pk,
+            mailbox.email_address,
+            f"user={user.pk}" if user is not None else "an operator at the command line",
+        )
+
+
+@transaction.atomic
+def mailbox_connect(
+    *,
+    user,
+    kind: str,
+    email_address: str,
+    password: str,
+    active_folders: list[str] | None,
+    owner=None,
+    **fields,
+) -> Mailbox:
+    """Create a password (IMAP) mailbox: the one way every entry point does it (the connect
+    wizard, the admin site, `manage.py mailbox add`), each having tested the connection
+    first when it could. Encrypts the password (never logged), refuses an address that is
+    connected already, audit-logs an untrusted-certificate opt-in, makes a user's first
+    personal mailbox their primary one and asks for the first sync.
+
+    `user` is who asks: a signed-in person, or None for an operator at the command line.
+    `owner` (personal mailboxes) defaults to `user`; only an admin or an operator may name
+    another.
+    `active_folders` None means the defaults (Inbox and Sent), chosen at the first sync;
+    an empty list is refused."""
+    allowed = set(CONNECT_FIELDS) | (
+        set(ADMIN_CONNECT_FIELDS) if kind == Mailbox.Kind.SHARED else set()
+    )
+    unknown = set(fields) - allowed
+    if unknown:
+        raise TypeError(f"Unknown mailbox fields: {sorted(unknown)}")
+    if kind not in Mailbox.Kind.values:
+        raise ValidationError("Pick a personal or a shared mailbox.")
+    manager = user is None or user.is_superuser or user.has_perm("inbox.add_mailbox")
+    if kind == Mailbox.Kind.SHARED:
+        if not manager:
+            raise PermissionDenied("Only admins create shared mailboxes.")
+        if owner is not None:
+            raise ValidationError({"owner": "A shared mailbox has no owner; grant it instead."})
+    else:
+        owner = owner or user
+        if owner is None:
+            raise ValidationError({"owner": "A personal mailbox needs its owner."})
+        if owner != user and not manager:
+            raise PermissionDenied("A personal mailbox is connected by its owner.")
+    if not password:
+        raise ValidationError({"password": "Enter the password."})
+    if active_folders is not None and not active_folders:
+        raise ValidationError({"active_folders": "Pick at least one folder to sync."})
+    email_address = normalize_email(email_address)
+    clash = Mailbox.objects.filter(email_address=email_address, kind=kind)
+    if owner is not None:
+        clash = clash.filter(owner=owner)
+    if clash.exists():
+        raise ValidationError({"email_address": "This address is connected already."})
+    mailbox = Mailbox(
+        kind=kind,
+        owner=owner,
+        email_address=email_address,
+        connection_type=Mailbox.ConnectionType.IMAP,
+        active_folders=list(active_folders or []),
+        state=Mailbox.State.ACTIVE,
+        **fields,
+    )
+    mailbox.set_password(password)
+    mailbox.full_clean(exclude=["password_encrypted"])
+    mailbox.save()
+    mailbox_audit_insecure_cert(user, mailbox)
+    if owner is not None and not PrimaryMailbox.objects.filter(user=owner).exists():
+        PrimaryMailbox.objects.create(user=owner, mailbox=mailbox)
+    mailbox_request_sync(mailbox=mailbox)
+    return mailbox
+
+
+@transaction.atomic
+def mailbox_reconnect(
+    *,
+    user,
+    mailbox: Mailbox,
+    password: str,
+    active_folders: list[str] | None = None,
+    email_address: str | None = None,
+) -> Mailbox:
+    """Reconnect with a new password. It must be the same mailbox: another address is refused
+    and nothing changes. Folders and their cursors are left as they are, so the next sync
+    carries on where the last one stopped and nothing is imported twice (SPEC 2)."""
+
+    mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+    if not can_manage_mailbox(user, mailbox):
+        raise PermissionDenied("You may not reconnect this mailbox.")
+    if mailbox.connection_type != Mailbox.ConnectionType.IMAP:
+        raise ValidationError("This mailbox signs in with its provider: use its sign-in button.")
+    if email_address is not None and normalize_email(email_address) != mailbox.email_address:
+        raise ValidationError(
+            f"This is {mailbox.email_address}: another address cannot be connected in its "
+            "place. Nothing was changed."
+        )
+    if not password:
+        raise ValidationError({"password": "Enter the password."})
+    mailbox.set_password(password)
+    fields = ["password_encrypted", "updated_at"]
+    if active_folders is not None:
+        if not active_folders:
+            raise ValidationError({"active_folders": "Pick at least one folder to sync."})
+        mailbox.active_folders = list(active_folders)
+        fields.append("active_folders")
+        mailbox.folders.filter(is_local=False).exclude(name__in=active_folders).update(
+            is_active=False
+        )
+        mailbox.folders.filter(name__in=active_folders).update(is_active=True)
+    if mailbox.state != Mailbox.State.PAUSED:
+        mailbox.state = Mailbox.State.ACTIVE
+        mailbox.next_sync_at = None
+        fields += ["state", "next_sync_at"]
+    mailbox.last_error = ""
+    mailbox.consecutive_failures = 0
+    fields += ["last_error", "consecutive_failures"]
+    mailbox.save(update_fields=fields)
+    if mailbox.state == Mailbox.State.ACTIVE:
+        mailbox_request_sync(mailbox=mailbox)
+    return mailbox
+
+
+def mailbox_update_options(*, user, mailbox: Mailbox, **fields) -> Mailbox:
+    """Display name, signature, refresh interval, create contacts, privacy: what may change
+    after connecting (never the address or the sync-from date)."""
+    allowed = {"display_name", "create_contacts", "refresh_interval", "signature", "privacy"}
+    if not can_manage_mailbox(user, mailbox):
+        raise PermissionDenied("You may not change this mailbox.")
+    unknown = set(fields) - allowed
+    if unknown:
+        raise TypeError(f"These cannot be changed here: {sorted(unknown)}")
+    if "refresh_interval" in fields and not 30 <= int(fields["refresh_interval"]) <= 86400:
+        raise ValidationError({"refresh_interval": "Between 30 seconds and a day."})
+    for name, value in fields.items():
+        setattr(mailbox, name, value)
+    mailbox.save(update_fields=[*fields, "updated_at"])
+    return mailbox
+
+
+@transaction.atomic
+def ledger_retry(*, user, entry) -> None:
+    """Try a held message again: it goes back to "failed" with its attempts reset, so the next
+    sync fetches it once more (connector.sync retries failed UIDs), and a sync is requested."""
+
+    entry = LedgerEntry.objects.select_for_update().select_related("mailbox").get(pk=entry.pk)
+    if not can_manage_mailbox(user, entry.mailbox):
+        raise PermissionDenied("You may not retry messages of this mailbox.")
+    if entry.outcome != LedgerEntry.Outcome.HELD or entry.message_id is not None:
+        # A held entry with a message was stored as unreadable: fetching it again changes
+        # nothing. Only a message that was never stored can be retried.
+        raise ValidationError("Only a message that could not be stored can be tried again.")
+    entry.outcome = LedgerEntry.Outcome.FAILED
+    entry.reason = "retry requested"
+    entry.attempts = 0
+    entry.save(update_fields=["outcome", "reason", "attempts", "updated_at"])
+    mailbox_request_sync(mailbox=entry.mailbox)
+
+
+@transaction.atomic
+def mailbox_finish_setup(
+    *, user, mailbox: Mailbox, sync_from, active_folders: list[str], **options
+) -> Mailbox:
+    """The wizard's last step for a mailbox that a Google or Microsoft sign-in created (paused,
+    without folders or a sync-from date): save the choices and start the first sync. Refused
+    once the mailbox has a sync-from date: it cannot change afterwards (SPEC 2)."""
+    allowed = {"create_contacts", "refresh_interval", "signature", "privacy"}
+    mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+    if not can_manage_mailbox(user, mailbox):
+        raise PermissionDenied("You may not set up this mailbox.")
+    if set(options) - allowed:
+        raise TypeError(f"Unknown options: {sorted(set(options) - allowed)}")
+    if mailbox.sync_from is not None or mailbox.first_sync_done:
+        raise ValidationError("This mailbox is set up already; its sync-from date cannot change.")
+    if not sync_from:
+        raise ValidationError({"sync_from": "Pick the date to sync mail from."})
+    if not active_folders:
+        raise ValidationError({"active_folders": "Pick at least one folder to sync."})
+    for name, value in options.items():
+        setattr(mailbox, name, value)
+    mailbox.sync_from = sync_from
+    mailbox.active_folders = list(active_folders)
+    mailbox.state = Mailbox.State.ACTIVE
+    mailbox.next_sync_at = None
+    mailbox.save(
+        update_fields=[
+            *options,
+            "sync_from",
+            "active_folders",
+            "state",
+            "next_sync_at",
+            "updated_at",
+        ]
+    )
+    if (
+        mailbox.kind == Mailbox.Kind.PERSONAL
+        and not PrimaryMailbox.objects.filter(user=user).exists()
+    ):
+        PrimaryMailbox.objects.create(user=user, mailbox=mailbox)
+    mailbox_request_sync(mailbox=mailbox)
+    return mailbox

@@ -1,0 +1,86 @@
+"""Every inbox URL, under /inbox/ and the ``inbox`` namespace; the view modules in inbox/views/
+are named after what they show."""
+
+from django.urls import path
+
+from .views import (
+    composing,
+    connect,
+    conversations,
+    email_tab,
+    inbox,
+    mailboxes,
+    oauth,
+    preferences,
+    qualify,
+    reading,
+    triage,
+)
+
+app_name = "inbox"
+
+urlpatterns = [
+    # The Inbox, and conversations. A conversation is addressed by one of its messages: the
+    # permission gate is per message.
+    path("", inbox.inbox_page, name="inbox_page"),
+    path("poll/", inbox.inbox_poll, name="inbox_poll"),
+    path("conversations/<int:pk>/", conversations.conversation, name="conversation"),
+    path("conversations/<int:pk>/action/", conversations.message_action, name="message_action"),
+    # Qualify: filing by hand.
+    path("conversations/<int:pk>/qualify/", qualify.qualify_dialog, name="qualify_dialog"),
+    path("conversations/<int:pk>/qualify/search/", qualify.qualify_search, name="qualify_search"),
+    path("conversations/<int:pk>/qualify/link/", qualify.qualify_link, name="qualify_link"),
+    path("filings/<int:pk>/unlink/", qualify.filing_unlink, name="filing_unlink"),
+    # Triage.
+    path("triage/", triage.triage_page, name="triage"),
+    path("triage/qualify/", triage.triage_qualify, name="triage_qualify"),
+    path("triage/records/", triage.record_picker, name="record_picker"),
+    # Writing, and preferences.
+    path("preferences/", preferences.preferences_page, name="preferences"),
+    path("compose/", composing.compose_page, name="compose"),
+    # The Email tab of every record's page.
+    path("records/<str:record_type>/<int:pk>/email/", email_tab.email_tab, name="email_tab"),
+    # Mailbox settings, health, and connecting (the wizard, Reconnect, OAuth setup).
+    path("mailboxes/", mailboxes.mailbox_list, name="mailbox_list"),
+    path("mailboxes/connect/", connect.mailbox_connect, name="mailbox_connect"),
+    path("mailboxes/connect/test/", connect.mailbox_connect_test, name="mailbox_test"),
+    path("mailboxes/<int:pk>/", mailboxes.mailbox_settings, name="mailbox_settings"),
+    path("mailboxes/<int:pk>/primary/", mailboxes.mailbox_make_primary, name="mailbox_primary"),
+    path("mailboxes/<int:pk>/pause/", mailboxes.mailbox_pause, name="mailbox_pause"),
+    path("mailboxes/<int:pk>/resume/", mailboxes.mailbox_resume, name="mailbox_resume"),
+    path("mailboxes/<int:pk>/sync/", mailboxes.mailbox_sync_now, name="mailbox_sync_now"),
+    path("mailboxes/<int:pk>/reconnect/", connect.mailbox_reconnect, name="mailbox_reconnect"),
+    path(
+        "mailboxes/<int:pk>/reconnect/test/",
+        connect.mailbox_reconnect_test,
+        name="mailbox_reconnect_test",
+    ),
+    path("mailboxes/<int:pk>/setup/", connect.mailbox_setup, name="mailbox_setup"),
+    path("mailboxes/<int:pk>/setup/test/", connect.mailbox_setup_test, name="mailbox_setup_test"),
+    path("mailboxes/<int:pk>/smtp-test/", mailboxes.mailbox_smtp_test, name="mailbox_smtp_test"),
+    path("mailboxes/<int:pk>/send-test/", mailboxes.mailbox_send_test, name="mailbox_send_test"),
+    path("mailboxes/<int:pk>/health/", mailboxes.mailbox_health_page, name="mailbox_health"),
+    path(
+        "mailboxes/<int:pk>/held/<int:entry_pk>/retry/",
+        mailboxes.held_retry,
+        name="mailbox_held_retry",
+    ),
+    path("oauth/<str:provider>/start/", oauth.oauth_start, name="oauth_start"),
+    path("oauth/callback/", oauth.oauth_callback, name="oauth_callback"),
+    # Reading one message. Every URL the sandboxed frame loads starts with messages/<pk>/: the
+    # frame's CSP allows images from that message's paths only.
+    path("messages/<int:pk>/", reading.message_read, name="message_read"),
+    path("messages/<int:pk>/body/", reading.message_body, name="message_body"),
+    path("messages/<int:pk>/raw/", reading.message_raw, name="message_raw"),
+    path(
+        "messages/<int:pk>/attachments/<int:attachment_pk>/",
+        reading.attachment_download,
+        name="attachment_download",
+    ),
+    path(
+        "messages/<int:pk>/inline/<int:attachment_pk>/",
+        reading.message_inline,
+        name="message_inline",
+    ),
+    path("messages/<int:pk>/image/", reading.image_proxy, name="image_proxy"),
+]

@@ -1,0 +1,62 @@
+"""The Email tab every CRM record's detail page loads with htmx (crm never imports inbox: the
+page holds only the URL).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET
+
+from crm.models import RECORD_MODELS
+from inbox.models import Filing, Mailbox
+from inbox.permissions import readable_mailboxes
+from inbox.selectors.records import (
+    FULL,
+    FULL_BY_PRIVACY,
+    SUBJECT,
+    attach_recipients,
+    messages_for_record,
+)
+from inbox.views.htmx import _compose_url
+
+
+@require_GET
+def email_tab(request, record_type: str, pk: int):
+    model = RECORD_MODELS.get(record_type)
+    if model is None:
+        raise Http404("No such record type.")
+    # The record must exist (a deleted record's tab is a 404, not an empty list).
+    record = get_object_or_404(model, pk=pk)
+    if not request.htmx:
+        # The tab is a fragment: someone who opens its address directly gets the whole page.
+        return redirect(f"{record.get_absolute_url()}#email")
+    messages = messages_for_record(user=request.user, record_type=record_type, record_id=pk)
+    page = Paginator(messages, settings.RELAY_PAGE_SIZE).get_page(request.GET.get("page"))
+    attach_recipients(page.object_list)
+    rule_labels = dict(Filing.Rule.choices)
+    for message in page.object_list:
+        message.filing_rule_label = rule_labels.get(message.filing_rule, message.filing_rule)
+        message.full = message.visibility <= FULL_BY_PRIVACY
+        message.readable = message.visibility == FULL
+        message.show_subject = message.visibility <= SUBJECT
+        message.is_personal_of_other = (
+            not message.readable and message.mailbox.kind == Mailbox.Kind.PERSONAL
+        )
+    # Compose only for someone with a mailbox to send from.
+    compose_url = _compose_url() if readable_mailboxes(request.user).exists() else None
+    return render(
+        request,
+        "inbox/email_tab.html",
+        {
+            "record_type": record_type,
+            "record_id": pk,
+            "record": record,
+            "reference": getattr(record, "reference", ""),
+            "page": page,
+            "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
+            "compose_url": compose_url,
+        },
+    )

@@ -1,0 +1,95 @@
+"""The Inbox page: mailbox switcher, folders, the conversation list with its filters, and the poll
+that refreshes the list when something changed.
+"""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from inbox.forms import FilterForm
+from inbox.permissions import get_mailbox_or_404
+from inbox.selectors.conversations import (
+    attach_latest,
+    conversations,
+    default_folder,
+    folders_with_unread,
+    list_fingerprint,
+)
+from inbox.selectors.preferences import primary_mailbox_id, user_preferences
+from inbox.services.mailboxes import mailboxes_for_user
+from inbox.views.htmx import _compose_url
+
+
+def _inbox_state(request) -> dict:
+    """Mailbox, folder and filters from the query string, through the permission gate."""
+    mailboxes = mailboxes_for_user(user=request.user)
+    mailbox = None
+    wanted = request.GET.get("mailbox", "")
+    if wanted.isdigit():
+        # Not in the user's list -> 404, the same as a mailbox that does not exist.
+        mailbox = get_mailbox_or_404(request.user, int(wanted))
+    elif mailboxes:
+        mailbox = mailboxes[0]  # the primary one comes first
+    folders = folders_with_unread(mailbox=mailbox) if mailbox else []
+    folder = None
+    wanted = request.GET.get("folder", "")
+    if wanted.isdigit():
+        folder = next((f for f in folders if f.pk == int(wanted)), None)
+        if folder is None:
+            raise Http404("No such folder.")
+    else:
+        folder = default_folder(folders)
+    form = FilterForm(request.GET)
+    return {
+        "mailboxes": mailboxes,
+        "primary_id": primary_mailbox_id(user=request.user) if mailboxes else None,
+        "mailbox": mailbox,
+        "folders": folders,
+        "folder": folder,
+        "filter_form": form,
+        "filters": form.filters(),
+    }
+
+
+def _list_context(request, state: dict) -> dict:
+    mailbox, folder = state["mailbox"], state["folder"]
+    if mailbox is None:
+        return {**state, "page": None}
+    threads = conversations(mailbox=mailbox, folder=folder, filters=state["filters"])
+    per_page = user_preferences(user=request.user).emails_per_page
+    page = Paginator(threads, per_page).get_page(request.GET.get("page"))
+    attach_latest(page.object_list)
+    return {
+        **state,
+        "page": page,
+        "fingerprint": list_fingerprint(mailbox=mailbox, folder=folder),
+        "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
+    }
+
+
+@require_GET
+def inbox_page(request):
+    context = _list_context(request, _inbox_state(request))
+    context["compose_url"] = _compose_url()
+    template = "inbox/inbox.html"
+    # Search and filters swap only the list; a plain GET (no JavaScript) gets the page.
+    if request.htmx and request.htmx.target == "thread-list":
+        template += "#thread_list"
+    return render(request, template, context)
+
+
+@require_GET
+def inbox_poll(request):
+    """New mail without a reload: the list polls here every few seconds with the fingerprint
+    it shows. Nothing changed -> 204 (htmx leaves the page alone); else the fresh list."""
+    state = _inbox_state(request)
+    if state["mailbox"] is None:
+        return HttpResponse(status=204)
+    fingerprint = list_fingerprint(mailbox=state["mailbox"], folder=state["folder"])
+    if request.GET.get("since") == fingerprint:
+        return HttpResponse(status=204)
+    context = _list_context(request, state)
+    return render(request, "inbox/inbox.html#thread_list", context)

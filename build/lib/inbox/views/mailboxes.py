@@ -1,0 +1,207 @@
+"""Mailbox settings: the list with primary, pause/resume and Sync now; one mailbox's options; its
+health page with held messages; Test SMTP connection and Send test email.
+
+Every mailbox is looked up through inbox/selectors/mailboxes.py, which builds on
+inbox/permissions.py: an outsider gets the same 404 as for a missing mailbox, and a grantee who
+may read a shared mailbox sees its health but changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from inbox.mailbox_forms import MailboxOptionsForm
+from inbox.models import LedgerEntry, Mailbox
+from inbox.permissions import can_manage_mailbox, get_mailbox_or_404
+from inbox.ratelimit import TEST_LIMIT_PER_USER, TOO_MANY_TESTS, hit, test_allowed
+from inbox.selectors.mailboxes import (
+    get_managed_mailbox_or_404,
+    get_settings_mailbox_or_404,
+    mailbox_health,
+    settings_rows,
+)
+from inbox.services import mailboxes as mailbox_services
+from inbox.services.mailboxes import (
+    ledger_retry,
+    mailbox_request_sync,
+    mailbox_send_test_email,
+    mailbox_set_primary,
+    mailbox_test_smtp,
+    mailbox_update_options,
+)
+from inbox.views.connect import needs_setup, oauth_options
+
+log = logging.getLogger(__name__)
+
+
+def mailbox_list(request):
+    rows = settings_rows(request.user)
+    return render(
+        request,
+        "inbox/mailboxes/list.html",
+        {"rows": rows, "can_create_shared": request.user.is_superuser},
+    )
+
+
+def _action_done(request, mailbox: Mailbox, text: str):
+    messages.success(request, text)
+    target = request.POST.get("next") or ""
+    if target == "health":
+        return redirect("inbox:mailbox_health", pk=mailbox.pk)
+    if target == "settings":
+        return redirect("inbox:mailbox_settings", pk=mailbox.pk)
+    return redirect("inbox:mailbox_list")
+
+
+@require_POST
+def mailbox_make_primary(request, pk: int):
+    # Primary is about reading and sending first: only a mailbox the user reads qualifies (an
+    # admin without a grant manages a shared mailbox but does not read it).
+    mailbox = get_mailbox_or_404(request.user, pk)
+    try:
+        mailbox_set_primary(user=request.user, mailbox=mailbox)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("inbox:mailbox_list")
+    return _action_done(request, mailbox, f"{mailbox.email_address} is now your primary mailbox.")
+
+
+@require_POST
+def mailbox_pause(request, pk: int):
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    mailbox_services.mailbox_pause(mailbox=mailbox)
+    return _action_done(
+        request, mailbox, f"{mailbox.email_address} is paused: its mail stays on the server."
+    )
+
+
+@require_POST
+def mailbox_resume(request, pk: int):
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if mailbox.state != Mailbox.State.PAUSED:
+        messages.info(request, f"{mailbox.email_address} is not paused.")
+        return redirect("inbox:mailbox_list")
+    if needs_setup(mailbox):
+        # Resuming now would sync every folder from the beginning of time: choose first.
+        return redirect("inbox:mailbox_setup", pk=mailbox.pk)
+    mailbox_services.mailbox_resume(mailbox=mailbox)
+    mailbox_request_sync(mailbox=mailbox)
+    return _action_done(request, mailbox, f"{mailbox.email_address} syncs again.")
+
+
+@require_POST
+def mailbox_sync_now(request, pk: int):
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if mailbox.state in (Mailbox.State.PAUSED, Mailbox.State.NEEDS_RECONNECT):
+        messages.warning(
+            request,
+            f"{mailbox.email_address} is {mailbox.get_state_display().lower()}: "
+            + ("resume it first." if mailbox.state == Mailbox.State.PAUSED else "reconnect it."),
+        )
+        return redirect("inbox:mailbox_list")
+    mailbox_request_sync(mailbox=mailbox)
+    return _action_done(request, mailbox, f"Checking {mailbox.email_address} for new mail.")
+
+
+@require_http_methods(["GET", "POST"])
+def mailbox_settings(request, pk: int):
+    mailbox = get_settings_mailbox_or_404(request.user, pk)
+    can_manage = can_manage_mailbox(request.user, mailbox)
+    form = None
+    status = 200
+    if can_manage:
+        form = MailboxOptionsForm(request.POST or None, instance=mailbox)
+        if request.method == "POST":
+            if form.is_valid():
+                fields = {name: form.cleaned_data[name] for name in form.fields}
+                # The ModelForm put the values on the instance already: reload so the service
+                # is the one that writes them.
+                mailbox.refresh_from_db()
+                mailbox_update_options(user=request.user, mailbox=mailbox, **fields)
+                messages.success(request, "Mailbox settings saved.")
+                return redirect("inbox:mailbox_settings", pk=mailbox.pk)
+            mailbox.refresh_from_db()
+            status = 400
+    elif request.method == "POST":
+        raise Http404("No such mailbox.")
+    return render(
+        request,
+        "inbox/mailboxes/settings.html",
+        {
+            "mailbox": mailbox,
+            "form": form,
+            "can_manage": can_manage,
+            "oauth_options": {o["value"]: o for o in oauth_options()},
+        },
+        status=status,
+    )
+
+
+def mailbox_health_page(request, pk: int):
+    mailbox = get_settings_mailbox_or_404(request.user, pk)
+    context = {
+        "mailbox": mailbox,
+        "can_manage": can_manage_mailbox(request.user, mailbox),
+        **mailbox_health(mailbox),
+    }
+    if request.htmx and request.GET.get("part") == "live":
+        return render(request, "inbox/mailboxes/health.html#live", context)
+    return render(request, "inbox/mailboxes/health.html", context)
+
+
+@require_POST
+def held_retry(request, pk: int, entry_pk: int):
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    try:
+        entry = LedgerEntry.objects.get(pk=entry_pk, mailbox=mailbox)
+    except LedgerEntry.DoesNotExist as exc:
+        raise Http404("No such message.") from exc
+    try:
+        ledger_retry(user=request.user, entry=entry)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"UID {entry.uid} will be fetched again on the next sync.")
+    return redirect("inbox:mailbox_health", pk=mailbox.pk)
+
+
+@require_POST
+def mailbox_smtp_test(request, pk: int):
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if not mailbox.smtp_host:
+        messages.warning(request, "This mailbox has no outgoing (SMTP) server.")
+    elif not test_allowed(request.user, mailbox.smtp_host):
+        messages.error(request, TOO_MANY_TESTS)
+    else:
+        error = mailbox_test_smtp(user=request.user, mailbox=mailbox)
+        if error:
+            messages.error(request, f"Sending does not work: {error}")
+        else:
+            messages.success(request, f"Signed in to {mailbox.smtp_host}: sending works.")
+    return redirect("inbox:mailbox_settings", pk=mailbox.pk)
+
+
+@require_POST
+def mailbox_send_test(request, pk: int):
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    to = (request.POST.get("to") or "").strip()
+    if not to:
+        messages.error(request, "Enter the address to send the test email to.")
+    elif not hit(f"relay:mbsend:user:{request.user.pk}", *TEST_LIMIT_PER_USER):
+        messages.error(request, "Too many test emails in a short time. Wait a minute.")
+    else:
+        try:
+            mailbox_send_test_email(user=request.user, mailbox=mailbox, to=to)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(
+                request, f"Test email queued to {to}. Its outcome shows in the outbox."
+            )
+    return redirect("inbox:mailbox_settings", pk=mailbox.pk)
