@@ -1,7 +1,7 @@
 """Throwaway infrastructure for bench/scale.py and bench/soak.py: a private Redis, a private
 PostgreSQL (pg_ctl on a free port, so restarting it never touches the shared 5432 server:
-RELIABILITY §G), a throwaway Dovecot with mail written straight into maildirs, and real Celery
-worker and beat processes. Everything is started in its own process group and stopped by PID.
+docs/reliability.md §7), a throwaway Dovecot with mail written straight into maildirs, and real
+Celery worker and beat processes. Everything is started in its own process group and stopped by PID.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scale-out by hand (issue 7): how long N mailboxes of M messages take to sync with 1, 2 and 4
+"""Scale-out by hand: how long N mailboxes of M messages take to sync with 1, 2 and 4
 worker processes, and what one beat tick costs when nothing is due.
 
     .venv/bin/python bench/scale.py                                   # 1,000 x 100, workers 1 2 4
@@ -14,8 +14,8 @@ One run:
    when every mailbox has finished its first sync and when every message has been filed;
    then every mailbox is made due again with nothing new (the steady-state cost per
    refresh interval) and timed until all have synced;
-3. the beat tick (connector.dispatch.dispatch_due) timed in this process: nothing due among N
-   rows, nothing due among --tick-rows rows (default 100,000: the README's question), and N
+3. the beat tick (connector.scheduling.dispatch.dispatch_due) timed in this process: nothing due
+   among N rows, nothing due among --tick-rows rows (default 100,000: the README's question), and N
    due (the per-mailbox claim cost);
 4. rows per mailbox in each table, to size the database at 100,000 mailboxes.
 It prints the figures and how they grow with W; bench/README.md records a run.
@@ -200,7 +200,7 @@ def tick_costs(n: int, tick_rows: int, dovecot) -> dict:
     later = timezone.now() + dt.timedelta(days=1)
     Mailbox.objects.update(next_sync_at=later)
     result = {"idle_n": time_tick()}
-    # All N due: one SELECT and one claiming UPDATE per 1,000 (connector/dispatch.py).
+    # All N due: one SELECT and one claiming UPDATE per 1,000 (connector/scheduling/dispatch.py).
     timings = []
     for _ in range(3):
         Mailbox.objects.update(next_sync_at=None)

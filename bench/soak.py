@@ -1,4 +1,4 @@
-"""Soak by hand (issue 7, RELIABILITY I-09 and §7.6): mail arrives continuously on a few
+"""Soak by hand (docs/reliability.md I-09 and §8.6): mail arrives continuously on a few
 mailboxes while faults are injected every 30 to 120 seconds; at the end, after the faults stop
 and the mailboxes catch up, it prints the faults injected and the messages lost, duplicated and
 phantom (all must be 0), and how much the workers' memory grew.
@@ -7,14 +7,14 @@ phantom (all must be 0), and how much the workers' memory grew.
     .venv/bin/python bench/soak.py --minutes 5 --min-gap 10 --max-gap 30     # a short run
 
 Everything is private and thrown away afterwards: a PostgreSQL started with pg_ctl on a free
-port (restarting the shared one on 5432 is not allowed: RELIABILITY §G), a redis-server on a
+port (restarting the shared one on 5432 is not allowed: docs/reliability.md §7), a redis-server on a
 free port, a Dovecot, and the fault proxy of tests/servers/faultproxy.py between the workers
 and Dovecot. Two `celery -A crm worker --concurrency 1` processes and one beat do the work.
 
 Faults, drawn at random: the proxy cuts every live IMAP connection; a worker is SIGKILLed (and
 started again, as a supervisor would); Redis is restarted; PostgreSQL is restarted; a folder's
 UIDVALIDITY is reset. A killed worker's lease runs out by itself after five minutes
-(connector/lease.py), so the catch-up at the end may take that long.
+(connector/sync/lease.py), so the catch-up at the end may take that long.
 
 Exit status 0 only when lost, duplicated and phantom are all 0.
 """
@@ -220,7 +220,7 @@ class Soak:
         return float("nan")
 
     def oracle(self) -> dict[str, int]:
-        """RELIABILITY §7.1 over every mailbox: server truth against the database."""
+        """docs/reliability.md §8.1 over every mailbox: server truth against the database."""
         from django.db.models import Count
 
         from inbox.models import Mailbox, Message

@@ -1,6 +1,6 @@
 """Initial sync throughput, bare baselines, the cost of a sync with nothing new, peak memory.
 
-Run by hand, not in CI (issue 3, "Prove it"):
+Run by hand, not in CI (bench/README.md has the figures):
 
     .venv/bin/python bench/sync.py                        # 10,000 messages, 50,000 for (e)
     .venv/bin/python bench/sync.py --messages 1000 --big 5000    # a quick run
@@ -8,7 +8,7 @@ Run by hand, not in CI (issue 3, "Prove it"):
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Dovecot installed. One run:
 1. creates a throwaway database (``relay_bench``, dropped at the end), a throwaway data dir
    (raw mail, attachment blobs, the Celery filesystem broker) and a throwaway Dovecot;
-2. writes the reproducible corpus of ``connector.corpus.generate(N, seed=1)`` straight into
+2. writes the reproducible corpus of ``demo.corpus.generate(N, seed=1)`` straight into
    users' maildirs (``doveadm save`` one by one would take longer than the benchmark), then
    ``doveadm force-resync``: one user with all N messages (INBOX and Sent), one with the first
    N/2, one with ``--big`` messages in a single INBOX;

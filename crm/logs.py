@@ -1,4 +1,4 @@
-"""Structured logs (issue 7): one line per event, with the mailbox and message ids, and never a
+"""Structured logs: one line per event, with the mailbox and message ids, and never a
 secret.
 
 `StructuredFormatter` writes logfmt (`ts=... level=INFO logger=connector.sync event="..."
@@ -12,7 +12,8 @@ text (`mailbox=3 folder=7`), are also lifted out of the message.
 (a password in a URL, an IMAP LOGIN line, an XOAUTH2 or Bearer token, `password=...` or
 `"refresh_token": "..."`) is replaced by [redacted] before any formatter sees it. The
 credentials themselves never print (inbox.crypto.Secret); this is the net under third-party
-messages (imaplib, smtplib, kombu, psycopg) that quote what they were given (RELIABILITY C-01).
+messages (imaplib, smtplib, kombu, psycopg) that quote what they were given
+(docs/reliability.md C-01).
 """
 
 from __future__ import annotations

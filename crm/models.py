@@ -48,7 +48,7 @@ class Account(TimeStamped):
 
 class AccountDomain(models.Model):
     """A domain the account's people write from. A domain claimed by two accounts is allowed but
-    ambiguous: it is flagged and never used for automatic filing (SPEC 1)."""
+    ambiguous: it is flagged and never used for automatic filing (docs/product.md §1.1)."""
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="domains")
     domain = models.CharField(max_length=253, db_index=True)

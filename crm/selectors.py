@@ -76,7 +76,8 @@ def account_detail(*, pk: int) -> Account:
 
 def shared_domains(*, account: Account) -> dict[str, list[Account]]:
     """The account's domains that other accounts claim too, with those accounts. Such a
-    domain is ambiguous and never used for automatic filing (SPEC 1), so the page says so."""
+    domain is ambiguous and never used for automatic filing (docs/product.md §1.1): the page
+    says so."""
     shared: dict[str, list[Account]] = {}
     others = (
         AccountDomain.objects.filter(domain__in=account.domains.values("domain"))

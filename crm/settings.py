@@ -43,7 +43,7 @@ SECRET_KEY = env("DJANGO_SECRET_KEY", default=None) or _local_secret(
 )
 
 # Keys for mail credentials at rest (MultiFernet): comma-separated, newest first. Separate from
-# SECRET_KEY so rotating one never makes stored passwords unreadable (RELIABILITY C-03).
+# SECRET_KEY so rotating one never makes stored passwords unreadable (docs/reliability.md C-03).
 RELAY_ENCRYPTION_KEYS = env.list("RELAY_ENCRYPTION_KEYS", default=[]) or [
     _local_secret("RELAY_ENCRYPTION_KEYS", lambda: Fernet.generate_key().decode())
 ]
@@ -148,7 +148,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(PROJECT_DIR / "staticfiles")))
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(DATA_DIR / "media")))
 # Raw messages and attachment blobs are never served from MEDIA_URL: every download goes
-# through a view with a permission check (RELIABILITY A-01, A-05).
+# through a view with a permission check (docs/reliability.md A-01, A-05).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -230,14 +230,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
-# Plain data: task names as strings (ARCHITECTURE). One tick dispatches every due mailbox.
+# Plain data: task names as strings (docs/architecture.md). One tick dispatches every due mailbox.
 RELAY_BEAT_INTERVAL = env.float("RELAY_BEAT_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE: dict = {
     "dispatch-due-mailboxes": {"task": "relay.beat_tick", "schedule": RELAY_BEAT_INTERVAL},
     "file-messages-whose-task-was-lost": {"task": "relay.file_pending", "schedule": 60.0},
     # Outbox entries whose signal was lost, retries that are due, APPENDs to Sent still to do.
     "dispatch-due-outbox": {"task": "relay.outbox_tick", "schedule": RELAY_BEAT_INTERVAL},
-    # Completed job records and old ledger entries, after RELAY_PURGE_AFTER_DAYS (issue 7).
+    # Completed job records and old ledger entries, after RELAY_PURGE_AFTER_DAYS (see
+    # docs/product.md §8).
     "purge-completed-jobs": {"task": "relay.purge", "schedule": 24 * 3600.0},
 }
 # Workers log through LOGGING below (one structured line per event, secrets redacted) instead
@@ -251,7 +252,7 @@ RELAY_DEFAULT_FROM_EMAIL = env("RELAY_DEFAULT_FROM_EMAIL", default="relay@localh
 DEFAULT_FROM_EMAIL = RELAY_DEFAULT_FROM_EMAIL
 RELAY_PURGE_AFTER_DAYS = env.int("RELAY_PURGE_AFTER_DAYS", default=30)
 RELAY_PAGE_SIZE = 25
-# Seconds before a silent mail server counts as down (RELIABILITY S-12, I-08).
+# Seconds before a silent mail server counts as down (docs/reliability.md S-12, I-08).
 RELAY_IMAP_TIMEOUT = env.float("RELAY_IMAP_TIMEOUT", default=60.0)
 # Processes of the parse pool in each sync (connector/ingest/pool.py); unset: one per core;
 # 0 or 1 parses in the worker's own process.
@@ -266,8 +267,8 @@ RELAY_AUTHSERV_IDS = [s.lower() for s in env.list("RELAY_AUTHSERV_IDS", default=
 # The largest Email API document accepted, in bytes (connector/emailapi/document.py).
 RELAY_EMAIL_API_MAX_BYTES = env.int("RELAY_EMAIL_API_MAX_BYTES", default=256 * 1024)
 
-# OAuth 2 providers (issue 5): authorisation code with PKCE, offline access, XOAUTH2 for IMAP
-# and SMTP. The endpoints are settings so that the tests can point them at a local server.
+# OAuth 2 providers (docs/product.md §2.3): authorisation code with PKCE, offline access, XOAUTH2
+# for IMAP and SMTP. The endpoints are settings so that the tests can point them at a local server.
 # "saves_sent": the provider files mail sent through its SMTP server in Sent itself (Gmail
 # does), so the CRM does not APPEND a second copy.
 _MS_TENANT = env("RELAY_MICROSOFT_TENANT", default="common")
@@ -321,7 +322,7 @@ RELAY_OAUTH_PROVIDERS = {
 RELAY_OAUTH_REFRESH_MARGIN = env.int("RELAY_OAUTH_REFRESH_MARGIN", default=300)
 RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
 # Seconds an SMTP server may stay silent; after the message's final "." the outcome is then
-# unknown and the outbox entry goes to "verify", never re-sent by itself (RELIABILITY M-05).
+# unknown and the outbox entry goes to "verify", never re-sent by itself (docs/reliability.md M-05).
 RELAY_SMTP_TIMEOUT = env.float("RELAY_SMTP_TIMEOUT", default=60.0)
 
 # --- Logging --------------------------------------------------------------------------------

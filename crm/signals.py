@@ -1,6 +1,6 @@
 """Signals crm sends about its own records. crm imports neither inbox nor connector (the layers
-contract), so whoever cares about mail listens here: connector/receivers.py files past mail that
-a newly added address or domain now matches (SPEC 4, "retroactive")."""
+contract), so whoever cares about mail listens here: connector/scheduling/receivers.py files past
+mail that a newly added address or domain now matches (docs/product.md §4.5)."""
 
 from django.dispatch import Signal
 

@@ -17,7 +17,7 @@ MAX_RECIPIENTS = 200
 # libraries also take for line ends (NEL, LS, PS): none belongs in a header value.
 HEADER_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
-# RFC 5322 3.2.3 dot-atom: no quoted local parts, no comments, no spaces (M-03).
+# RFC 5322 3.2.3 dot-atom: no quoted local parts, no comments, no spaces (docs/reliability.md M-03).
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _NAME_NEEDS_QUOTES = re.compile(r'[()<>\[\]:;@\\,."]')
 

@@ -153,7 +153,7 @@ class MailboxAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None and obj.sync_from:
-            fields.append("sync_from")  # SPEC 2: cannot be changed afterwards
+            fields.append("sync_from")  # docs/product.md §2.4: cannot be changed afterwards
         return fields
 
 
@@ -208,7 +208,7 @@ class OutboxEntryAdmin(ReadOnlyAdmin):
     list_select_related = ("mailbox",)
 
 
-# --- matching (issue 4) ----------------------------------------------------------------------
+# --- matching (docs/product.md §4) ------------------------------------------------------------
 from .models import ExclusionPattern, MatchingSettings  # noqa: E402
 
 
@@ -230,7 +230,7 @@ class MatchingSettingsAdmin(admin.ModelAdmin):
         return False
 
 
-# --- issue 6: the ledger read-only (nothing deleted: every UID stays accounted for), retry of
+# --- The ledger read-only (nothing deleted: every UID stays accounted for), retry of
 # held messages as an action, and the grants of shared mailboxes in the list ------------------
 from django.contrib import messages as admin_messages  # noqa: E402
 from django.core.exceptions import PermissionDenied, ValidationError  # noqa: E402
@@ -261,7 +261,8 @@ class LedgerAdmin(LedgerEntryAdmin):
     actions = ["retry_held"]
 
     def has_delete_permission(self, request, obj=None):
-        # Deleting a row would make a UID unaccounted for (SPEC 3): the ledger is history.
+        # Deleting a row would make a UID unaccounted for (docs/product.md §3.3): the ledger is
+        # history.
         return False
 
     @admin.action(description="Retry the selected held messages on the next sync")
@@ -339,13 +340,14 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
         obj.email_address = created.email_address
 
 
-# --- Email API (issue 7) ------------------------------------------------------------------------
+# --- Email API (docs/product.md §6) --------------------------------------------------------------
 from .models import EmailApiRequest, EmailApiSender  # noqa: E402
 
 
 @admin.register(EmailApiSender)
 class EmailApiSenderAdmin(admin.ModelAdmin):
-    """Who may send Email API documents to which support mailbox (connector/email_api.py)."""
+    """Who may send Email API documents to which support mailbox
+    (connector/emailapi/document.py)."""
 
     list_display = ("address", "mailbox", "note", "created_at")
     list_filter = ("mailbox",)

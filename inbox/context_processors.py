@@ -1,4 +1,4 @@
-"""Template context for every page: the Reconnect banner (SPEC 2, "needs reconnect")."""
+"""Template context for every page: the Reconnect banner (docs/product.md §2.5)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Mail credentials at rest: MultiFernet over RELAY_ENCRYPTION_KEYS (newest key first).
 
 A separate key from SECRET_KEY, so that rotating Django's key never makes stored passwords
-unreadable (RELIABILITY C-03). Rotation: put a new key first, run
+unreadable (docs/reliability.md C-03). Rotation: put a new key first, run
 `manage.py rotate_encryption_keys`, then drop the old key (C-02).
 """
 

@@ -1,7 +1,8 @@
 """Forms of the mailbox settings pages: the connect wizard, Reconnect, and a mailbox's options.
 
 Passwords are write-only: the widget never renders a value back, so a page that re-displays a
-form with errors cannot leak the password into the HTML (SPEC 2: never shown again)."""
+form with errors cannot leak the password into the HTML (docs/product.md §2.4: never shown
+again)."""
 
 from __future__ import annotations
 
@@ -224,7 +225,7 @@ class ConnectForm(_ServerFields):
         super().__init__(*args, **kwargs)
         self.user = user
         if not user.is_superuser:
-            # Only admins create shared mailboxes (SPEC 2).
+            # Only admins create shared mailboxes (docs/product.md §2.1).
             del self.fields["kind"]
         self.fields["active_folders"].choices = [(n, n) for n in folder_names]
         self.fields["sync_from"].initial = timezone.localdate() - dt.timedelta(days=90)

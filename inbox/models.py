@@ -1,10 +1,11 @@
 """Mailboxes and the mail they hold: folders, messages, locations, threads, attachments,
 filings on CRM records, the outbox, and the sync ledger.
 
-Identity rules (SPEC 3, RELIABILITY S-05..S-09): within a mailbox a message is one row per
-distinct content (sha256 of the raw bytes); each copy on the server is a Location (folder,
-UIDVALIDITY, UID). Message-ID is a threading hint, never an identity: a forged or missing one
-can neither hide nor double another message. Mailboxes never share Message rows (privacy).
+Identity rules (docs/product.md §3.4, docs/reliability.md S-05..S-09): within a mailbox a
+message is one row per distinct content (sha256 of the raw bytes); each copy on the server is a
+Location (folder, UIDVALIDITY, UID). Message-ID is a threading hint, never an identity: a forged
+or missing one can neither hide nor double another message. Mailboxes never share Message rows
+(privacy).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class Mailbox(models.Model):
     progress_total = models.PositiveIntegerField(default=0)
     # The sync lease: one sync per mailbox at a time across every worker and machine. The
     # generation is a fencing token: a holder whose lease expired (paused worker) finds its
-    # generation changed and its late writes are refused (RELIABILITY S-21).
+    # generation changed and its late writes are refused (docs/reliability.md S-21).
     lease_holder = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     lease_generation = models.PositiveBigIntegerField(default=0)
@@ -507,10 +508,11 @@ class Filing(models.Model):
         db_index=False,  # mostly empty: a partial index below
     )
     # Records that matched as well as the chosen one (equal candidates: the earliest created
-    # wins), as [{"record_type": "contact", "id": 7}, ...], so a person can re-file (issue 4).
+    # wins), as [{"record_type": "contact", "id": 7}, ...], so a person can re-file
+    # (docs/product.md §4.6).
     alternatives = models.JSONField(default=list, blank=True)
     # Our receiving server's Authentication-Results said the sender failed SPF/DKIM/DMARC:
-    # the filing stands but is shown as "unverified sender" (RELIABILITY C-15).
+    # the filing stands but is shown as "unverified sender" (docs/reliability.md C-15).
     sender_unverified = models.BooleanField(default=False)
 
     RECORD_FIELDS = ("account", "contact", "lead", "ticket", "opportunity")
@@ -672,9 +674,10 @@ class OutboxEntry(models.Model):
     appended_to_sent = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Sending (issue 5). The exact bytes sent are kept (raw_file, in file storage) from the
-    # first attempt on: every retry, the Sent-folder APPEND and the stored Message use the same
-    # bytes, so the Sent-folder sync recognises the copy by its content hash (S-23).
+    # Sending (docs/product.md §5). The exact bytes sent are kept (raw_file, in file storage) from
+    # the first attempt on: every retry, the Sent-folder APPEND and the stored Message use the same
+    # bytes, so the Sent-folder sync recognises the copy by its content hash
+    # (docs/reliability.md S-23).
     raw_file = models.CharField(max_length=300, blank=True)
     sent_message = models.ForeignKey(
         Message,
@@ -687,7 +690,8 @@ class OutboxEntry(models.Model):
     # [{"blob": sha256, "filename": ..., "content_type": ...}]: new uploads and a forwarded
     # original's attachments, stored once by hash (AttachmentBlob).
     attachments = models.JSONField(default=list, blank=True)
-    # {"addr@example.com": "accepted" | "refused: 550 ..."} after the SMTP transaction (M-04).
+    # {"addr@example.com": "accepted" | "refused: 550 ..."} after the SMTP transaction
+    # (docs/reliability.md M-04).
     recipient_status = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -696,7 +700,8 @@ class OutboxEntry(models.Model):
 
 
 class LedgerEntry(models.Model):
-    """What the sync did with each UID it saw: every one is accounted for (SPEC 3)."""
+    """What the sync did with each UID it saw: every one is accounted for
+    (docs/product.md §3.3)."""
 
     class Outcome(models.TextChoices):
         STORED = "stored", "Stored"
@@ -739,7 +744,8 @@ class LedgerEntry(models.Model):
 
 class ExclusionPattern(models.Model):
     """A glob on a sender's address or domain (`*@noreply.*`, `mailer-daemon@*`,
-    `*.example.org`): matching senders never become contacts or tickets (SPEC 4, rule 5)."""
+    `*.example.org`): matching senders never become contacts or tickets
+    (docs/product.md §4.1 rule 5)."""
 
     pattern = models.CharField(max_length=320, unique=True)
     note = models.CharField(max_length=200, blank=True)
@@ -835,8 +841,8 @@ class UserPreferences(models.Model):
 
 
 class EmailApiSender(models.Model):
-    """An address allowed to send Email API documents to a support mailbox (issue 7). Mail
-    from anyone else is ordinary mail, whatever its body looks like."""
+    """An address allowed to send Email API documents to a support mailbox (docs/product.md §6).
+    Mail from anyone else is ordinary mail, whatever its body looks like."""
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="api_senders")
     address = models.CharField(max_length=320)

@@ -1,4 +1,5 @@
-"""The one permission gate for mailboxes, messages and attachments (ARCHITECTURE, C-11).
+"""The one permission gate for mailboxes, messages and attachments (docs/architecture.md,
+docs/reliability.md C-11).
 
 - A personal mailbox is readable by its owner only. Admins manage it (admin site) but do not
   read it.

@@ -1,5 +1,5 @@
 """Reading a message's stored raw source (`Message.raw_file`, `LedgerEntry.raw_file`,
-`OutboxEntry.raw_file`). connector/storage.py writes it; views read it here, so both layers
+`OutboxEntry.raw_file`). connector/ingest/storage.py writes it; views read it here, so both layers
 share one format and inbox never imports connector.
 
 A raw source is stored gzipped, in one of two forms:

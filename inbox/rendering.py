@@ -1,7 +1,7 @@
-"""Turning hostile mail into something a browser may show (RELIABILITY C, X-01..X-15).
+"""Turning hostile mail into something a browser may show (docs/reliability.md X-01..X-15).
 
 Mail is written by strangers. Its HTML body goes through two independent layers, and each
-must stop scripts on its own (SPEC 5, RELIABILITY 7.3 "per-layer executions"):
+must stop scripts on its own (docs/product.md §7.3, docs/reliability.md §8.3):
 
 1. this module: an allow-list sanitiser (nh3/ammonia) run on the server, and
 2. the reading views: the result is served into ``<iframe sandbox>`` (no ``allow-scripts``,
@@ -44,12 +44,13 @@ ALLOWED_TAGS = frozenset(
 )  # fmt: skip
 
 # Removed WITH their content. script/style: code and CSS (``<style>`` can carry url(),
-# @import, @font-face and attribute-selector exfiltration: X-06, X-11). svg/math: namespace
-# confusion and animate/set/use/feImage (X-02, Roundcube CVE-2023-5631/2024-37383, ammonia
-# RUSTSEC-2025-0071). noscript/noembed/noframes/xmp/template/textarea/select/iframe/object/
-# embed: elements whose content the browser parses differently from the sanitiser (mutation
-# XSS, X-03: SquirrelMail CVE-2019-12970, Roundcube CVE-2020-12625) or page-level elements
-# (X-05). head/title/meta/link/base: meta refresh, stylesheets and base href (X-05, piler #761).
+# @import, @font-face and attribute-selector exfiltration: docs/reliability.md X-06, X-11).
+# svg/math: namespace confusion and animate/set/use/feImage (X-02, Roundcube
+# CVE-2023-5631/2024-37383, ammonia RUSTSEC-2025-0071).
+# noscript/noembed/noframes/xmp/template/textarea/select/iframe/object/embed: elements whose
+# content the browser parses differently from the sanitiser (mutation XSS, X-03: SquirrelMail
+# CVE-2019-12970, Roundcube CVE-2020-12625) or page-level elements (X-05).
+# head/title/meta/link/base: meta refresh, stylesheets and base href (X-05, piler #761).
 CLEAN_CONTENT_TAGS = frozenset(
     {
         "script", "style", "svg", "math", "noscript", "noembed", "noframes", "xmp", "template",
@@ -62,7 +63,8 @@ CLEAN_CONTENT_TAGS = frozenset(
 _TABLE_CELL = {"align", "valign", "bgcolor", "width", "height", "colspan", "rowspan", "nowrap"}
 # No event handlers, no id/class (they could target the app's CSS or JS if the frame ever
 # lost its isolation), no URL-valued attributes other than a@href and img@src: srcset,
-# background, poster, longdesc, cite, action, formaction and xlink:href are dropped (X-11).
+# background, poster, longdesc, cite, action, formaction and xlink:href are dropped
+# (docs/reliability.md X-11).
 ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
     "*": {"style", "title", "dir", "lang", "align"},
     "a": {"href", "name"},
@@ -90,8 +92,8 @@ ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
 
 # CSS properties that lay out and colour text and tables, and nothing that loads a resource
 # (background, background-image, list-style, list-style-image, cursor, content, border-image,
-# mask, filter) or escapes the box (position, z-index, transform, inset): X-06, X-11,
-# Roundcube CVE-2024-42010.
+# mask, filter) or escapes the box (position, z-index, transform, inset): docs/reliability.md X-06,
+# X-11, Roundcube CVE-2024-42010.
 ALLOWED_STYLE_PROPERTIES = frozenset(
     {
         "color", "background-color", "font", "font-family", "font-size", "font-style",
@@ -111,7 +113,7 @@ ALLOWED_STYLE_PROPERTIES = frozenset(
 # Anything in a style value that could load or compute something: url() and its image-set/
 # cross-fade cousins, IE expression()/behavior, -moz-binding, @import, comments and escapes
 # (a backslash escape is how "u\72l(" becomes "url(" after nh3 normalises the CSS: seen
-# here, so any backslash drops the style). X-06.
+# here, so any backslash drops the style). docs/reliability.md X-06.
 _STYLE_FORBIDDEN = (
     "url(", "image", "expression", "behavior", "binding", "@", "/*", "*/", "\\",
     "javascript", "vbscript", "src(", "attr(", "var(", "env(", "element(", "fade(",
@@ -129,8 +131,9 @@ def _style_is_safe(value: str) -> bool:
 def _base_filter(tag: str, attr: str, value: str) -> str | None:
     if attr == "style" and not _style_is_safe(value):
         return None
-    # cid: is a scheme for images only; a link may go to http, https or mailto (X-13).
-    # Tabs and newlines inside a scheme are dropped by URL parsers ("c\tid:"): ignore them too.
+    # cid: is a scheme for images only; a link may go to http, https or mailto
+    # (docs/reliability.md X-13). Tabs and newlines inside a scheme are dropped by URL parsers
+    # ("c\tid:"): ignore them too.
     if attr == "href" and re.sub(r"[\x00-\x20]", "", value).lower().startswith("cid:"):
         return None
     return value
@@ -145,7 +148,8 @@ def _cleaner_kwargs() -> dict:
         strip_comments=True,
         link_rel=LINK_REL,
         # Every link opens a new browsing context: no navigation of the frame, and with
-        # rel=noopener noreferrer the opened page gets neither a handle nor our URL (X-13).
+        # rel=noopener noreferrer the opened page gets neither a handle nor our URL
+        # (docs/reliability.md X-13).
         set_tag_attribute_values={"a": {"target": "_blank"}},
         filter_style_properties=set(ALLOWED_STYLE_PROPERTIES),
     )
@@ -156,10 +160,11 @@ def _clean_once(value: str) -> str:
 
 
 def clean_html(value: str) -> str:
-    """The allow-list pass: idempotent (``clean_html(clean_html(x)) == clean_html(x)``, X-03).
+    """The allow-list pass: idempotent (``clean_html(clean_html(x)) == clean_html(x)``,
+    docs/reliability.md X-03).
 
     Relative URLs are dropped, so nothing in a mail can resolve against the CRM's origin
-    (X-05); remote ``img src`` survives this pass (ammonia keeps it, ARCHITECTURE "Traps")
+    (X-05); remote ``img src`` survives this pass (ammonia keeps it)
     and is dealt with by ``render_html_body``.
 
     Run to a fixed point: Hypothesis found that ammonia orders the rel/target attributes it
@@ -205,7 +210,8 @@ def _is_remote(url: str) -> bool:
 
 def _punycode_host(url: str) -> str:
     """A link to an internationalised host points at its punycode form, so the browser's
-    status bar and the new tab show xn--... rather than a look-alike (X-13, X-14)."""
+    status bar and the new tab show xn--... rather than a look-alike (docs/reliability.md X-13,
+    X-14)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -228,7 +234,7 @@ def render_html_body(
     """Sanitise an HTML body and rewrite its images for the sandboxed frame.
 
     cid_urls: normalised Content-ID -> our authorised URL for that part of THIS message
-        (X-12: a cid naming another message's part simply is not in the map).
+        (docs/reliability.md X-12: a cid naming another message's part simply is not in the map).
     proxy_url: None until the reader consents to remote images for this message; then a
         function giving our signed image-proxy URL for a remote URL (X-11).
     own_prefixes: the URL path prefixes our rewritten URLs start with; the only relative
@@ -248,7 +254,8 @@ def render_html_body(
             if _is_remote(url):
                 remote += 1
                 if proxy_url is None:
-                    # Tracking pixels fire on load: no src at all until consent (X-11).
+                    # Tracking pixels fire on load: no src at all until consent
+                    # (docs/reliability.md X-11).
                     blocked = True
                     return None
                 return proxy_url(url)
@@ -262,7 +269,8 @@ def render_html_body(
 
     first = clean_html(value)
     # The rewrite happens inside an nh3 pass over the parsed tree; its output (our own URLs
-    # in attribute values, escaped by the serialiser) is then sanitised again (X-04).
+    # in attribute values, escaped by the serialiser) is then sanitised again
+    # (docs/reliability.md X-04).
     rewritten = nh3.clean(
         first, url_relative=keep_own, attribute_filter=rewrite, **_cleaner_kwargs()
     )
@@ -279,8 +287,8 @@ _TRAILING = ".,;:!?)]}»’”"
 
 def render_text_body(value: str) -> str:
     """A plain-text body as HTML: escape everything first, then turn only http, https and
-    mailto URLs into links, their attributes escaped too; then the same sanitiser (X-07,
-    Roundcube CVE-2023-43770)."""
+    mailto URLs into links, their attributes escaped too; then the same sanitiser
+    (docs/reliability.md X-07, Roundcube CVE-2023-43770)."""
     value = _strip_nul(value)
     out: list[str] = []
     position = 0
@@ -303,7 +311,7 @@ def render_text_body(value: str) -> str:
     return clean_html("<pre>" + "".join(out) + "</pre>")
 
 
-# --- Names, subjects, file names (X-08, X-14) ------------------------------------------------
+# --- Names, subjects, file names (docs/reliability.md X-08, X-14) ---------------------------
 
 # Bidi embeddings/overrides/isolates and marks (T1036.002: "invoice\u202Efdp.exe"), zero-width
 # spaces and the BOM; with every C0/C1 control, they are dropped from anything we show.
@@ -318,16 +326,17 @@ _INVISIBLE = dict.fromkeys(
 
 def clean_display(value: str, *, limit: int = 500) -> str:
     """A subject, display name or folder name for display: bidi controls and control
-    characters removed (X-14), whitespace collapsed. HTML escaping is the template's job
-    (autoescape, X-08); this never returns markup."""
+    characters removed (docs/reliability.md X-14), whitespace collapsed. HTML escaping is the
+    template's job (autoescape, X-08); this never returns markup."""
     value = (value or "").translate(_INVISIBLE)
     value = " ".join(value.split())
     return value[:limit]
 
 
 def clean_filename(value: str) -> str:
-    """An attachment name as shown and offered for download (A-01, X-14): no bidi or control
-    characters, no path (``../``, ``C:\\``), no leading dots, a Windows-safe stem; never empty."""
+    """An attachment name as shown and offered for download (docs/reliability.md A-01, X-14): no
+    bidi or control characters, no path (``../``, ``C:\\``), no leading dots, a Windows-safe stem;
+    never empty."""
     value = unicodedata.normalize("NFC", clean_display(value, limit=1000))
     value = re.split(r"[\\/]", value)[-1]
     value = value.replace(":", "_").strip().lstrip(".").strip()
@@ -351,7 +360,8 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
 
 def ascii_filename(value: str) -> str:
     """The ``filename=`` fallback of RFC 6266 §4.3: printable ASCII without quote or
-    backslash, so no header splitting or reflected file download is possible (A-02)."""
+    backslash, so no header splitting or reflected file download is possible
+    (docs/reliability.md A-02)."""
 
     def to_ascii(part: str) -> str:
         decomposed = unicodedata.normalize("NFKD", part).encode("ascii", "ignore").decode()
@@ -367,12 +377,13 @@ def ascii_filename(value: str) -> str:
     return f"{ascii_stem}.{ascii_ext}" if ascii_ext.strip("_") else ascii_stem
 
 
-# --- Inline raster images, by their bytes (A-03) ---------------------------------------------
+# --- Inline raster images, by their bytes (docs/reliability.md A-03) --------------------------
 
 
 def sniff_raster_image(head: bytes) -> str | None:
     """The content type of a PNG, JPEG, GIF or WebP judged by its first bytes, else None.
-    Never trusted from the sender's header: a "PNG" that is HTML stays a download (A-03)."""
+    Never trusted from the sender's header: a "PNG" that is HTML stays a download
+    (docs/reliability.md A-03)."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
     if head.startswith(b"\xff\xd8\xff"):

@@ -1,7 +1,7 @@
-"""Beat must run once; a second beat started by mistake doubles no work (issue 7). The claim in
-connector/dispatch.py (one conditional UPDATE per due mailbox) and the sync lease
-(connector/lease.py) are what guarantee it; these tests run the guarantee in real, separate
-processes, since a single process cannot overlap two database transactions."""
+"""Beat must run once; a second beat started by mistake doubles no work (docs/product.md §3.1). The
+claim in connector/scheduling/dispatch.py (one conditional UPDATE per due mailbox) and the sync
+lease (connector/sync/lease.py) are what guarantee it; these tests run the guarantee in real,
+separate processes, since a single process cannot overlap two database transactions."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Scale-out (issue 7): several real Celery workers and a beat against Redis and PostgreSQL
-sync 20 mailboxes on the test Dovecot while mail keeps arriving; one worker is SIGKILLed in the
-middle of a sync. Every message must arrive exactly once and every mailbox keep syncing."""
+"""Scale-out (docs/product.md §8): several real Celery workers and a beat against Redis and
+PostgreSQL sync 20 mailboxes on the test Dovecot while mail keeps arriving; one worker is SIGKILLed
+in the middle of a sync. Every message must arrive exactly once and every mailbox keep syncing."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ VICTIM = "w2"
 
 
 def holder_pid(holder: str) -> int | None:
-    parts = holder.split(":")  # connector.lease.holder_name(): host:pid:nonce
+    parts = holder.split(":")  # connector.sync.lease.holder_name(): host:pid:nonce
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
@@ -92,8 +92,8 @@ def test_workers_share_the_mailboxes_and_a_killed_worker_loses_nothing(
     assert orphaned, f"{VICTIM} was never caught mid-sync:\n{celery_processes.log(VICTIM)[-3000:]}"
 
     # The dead worker's lease and the dispatch claim run out by themselves after five minutes
-    # (connector/lease.py LEASE_TTL, connector/dispatch.py CLAIM_FOR); the test does not wait
-    # that long: it moves those two clocks for the dead worker's mailboxes only.
+    # (connector/sync/lease.py LEASE_TTL, connector/scheduling/dispatch.py CLAIM_FOR); the test does
+    # not wait that long: it moves those two clocks for the dead worker's mailboxes only.
     Mailbox.objects.filter(pk__in=orphaned).update(lease_expires_at=None, next_sync_at=None)
     # A sync task the victim had already received but not started is lost with it too (acks
     # late: it comes back only after the broker's visibility timeout); its mailbox waits for

@@ -1,5 +1,5 @@
-"""Production settings: `manage.py check --deploy` must be clean (SPEC 6), checked in a fresh
-process because settings are read once, from the environment, at start-up."""
+"""Production settings: `manage.py check --deploy` must be clean (docs/product.md §8), checked in a
+fresh process because settings are read once, from the environment, at start-up."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real Celery processes for the scale-out tests (issue 7): workers and beats started as
+"""Real Celery processes for the scale-out tests: workers and beats started as
 `celery -A crm ...` subprocesses against Redis and the test database, each in its own process
 group so a test can SIGKILL one whole worker (its pool child included) as an OOM killer or a
 dying container would, and so none outlives the test."""

@@ -1,5 +1,5 @@
 """Apply matching decisions: write filings and triage entries, create the contacts and tickets
-the rules asked for, and queue acknowledgements and forwards in the outbox (issue 4).
+the rules asked for, and queue acknowledgements and forwards in the outbox (docs/product.md §4).
 
 One transaction per batch, so a batch is filed entirely or not at all; the messages are locked
 first, so a retried task or a concurrent refile of the same messages waits and then finds the

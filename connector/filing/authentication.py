@@ -9,7 +9,7 @@ from django.conf import settings
 
 
 def sender_verdict(headers: dict) -> str:
-    """Why the sender is unverified, or "" (RELIABILITY C-15, RFC 8601).
+    """Why the sender is unverified, or "" (docs/reliability.md C-15, RFC 8601).
 
     Only the topmost Authentication-Results counts: our receiving server prepends it, and
     anything below came with the message. When RELAY_AUTHSERV_IDS (crm/settings.py) is set, a header

@@ -1,19 +1,19 @@
-"""Which records a message belongs on, and why (SPEC 4, issue 4).
+"""Which records a message belongs on, and why (docs/product.md §4.1).
 
 Two halves, so the rules can be tested and timed apart from the database:
 - `load_lookups(facts)` asks the database everything a batch needs, one bulk query per kind of
   lookup (addresses, domains, threads, references, participants, existing filings), never one
   per message or per address;
 - `decide_batch(facts, lookups)` applies the rules in order, in memory, and returns one
-  `Decision` per message. connector/filing.py writes them.
+  `Decision` per message. connector/filing/apply.py writes them.
 
 Rules, in order; every placement carries its rule and evidence (which header, address, token):
 1. thread: In-Reply-To/References name a message of the same mailbox: inherit its active filings.
-2. token / subject_reference: our signed Message-ID (connector/tokens.py) or `[TKT-1042]`.
+2. token / subject_reference: our signed Message-ID (connector/filing/tokens.py) or `[TKT-1042]`.
    Rules 1 and 2 place mail on a record only when its sender is a participant of that record
    (staff, the record's contact or a contact of its account, or an address already on mail
    filed there) and the sender is not flagged unverified; otherwise the message goes to triage
-   as `foreign_reference` (RELIABILITY C-14: no hijacking of someone else's ticket).
+   as `foreign_reference` (docs/reliability.md C-14: no hijacking of someone else's ticket).
 3. sender / recipient / lead / account_of_contact: From, Reply-To, To, Cc against contacts,
    leads and staff; precedence lead-first or contact-first (MatchingSettings); a converted lead
    files on what it became; equal candidates: the earliest created wins, the rest are kept as
@@ -25,7 +25,7 @@ Support mailboxes (create_tickets) open a ticket (new_ticket) for new mail outsi
 ticket, and queue an acknowledgement; mail nothing can place goes to triage (and is forwarded).
 
 Records that do not exist yet (a contact or ticket to create) are `Ref`s with negative ids;
-filing.py creates them and substitutes the real ids.
+connector/filing/apply.py creates them and substitutes the real ids.
 """
 
 from __future__ import annotations
@@ -589,7 +589,7 @@ def _decide(f: MessageFacts, batch: _Batch, *, retroactive: bool) -> Decision:
 
 
 def _is_participant(f: MessageFacts, ref: Ref, lookups: Lookups) -> bool:
-    """Is the sender someone who may add mail to this record (C-14)?"""
+    """Is the sender someone who may add mail to this record (docs/reliability.md C-14)?"""
     sender = f.from_address
     if not sender:
         return False

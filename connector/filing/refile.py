@@ -1,5 +1,5 @@
 """Filing after the fact: an address or domain added to a record files the past mail it now
-matches (docs/product.md, "retroactive filing"). Rules 3 and 4 only (addresses and domains):
+matches (docs/product.md §4.5). Rules 3 and 4 only (addresses and domains):
 nothing old opens a ticket or sends an acknowledgement."""
 
 from __future__ import annotations

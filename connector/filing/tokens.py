@@ -1,4 +1,5 @@
-"""The signed record token in the Message-IDs of mail the CRM sends (SPEC 4 rule 2, C-14).
+"""The signed record token in the Message-IDs of mail the CRM sends (docs/product.md §4.1 rule 2,
+docs/reliability.md C-14).
 
 A reply carries our Message-ID in In-Reply-To/References, so the id itself says which record
 the conversation belongs to. The id is `<nonce>.<kind><pk>.<mac>@<domain>`: the MAC is an
@@ -60,7 +61,7 @@ def make_message_id(record, *, nonce: str | None = None, domain: str | None = No
 def make_internal_message_id(purpose: str, pk: int, *, domain: str | None = None) -> str:
     """A deterministic Message-ID for mail about our own message `pk` (e.g. the forward of an
     unplaceable message): the same on every re-run, so it can never be queued twice, yet
-    unguessable (keyed MAC), so nobody can aim a forged reply at it (RELIABILITY M-07). It
+    unguessable (keyed MAC), so nobody can aim a forged reply at it (docs/reliability.md M-07). It
     carries no record token."""
     if not re.fullmatch(r"[a-z]{1,20}", purpose):
         raise ValueError("purpose must be 1 to 20 lower-case letters")

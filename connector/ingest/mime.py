@@ -3,8 +3,8 @@
 Everything downstream (ingest, threading, matching, the reader) trusts what this returns, and the
 input is whatever a stranger chose to send. So:
 
-* Caps come *before* anything superlinear sees the input (ARCHITECTURE "Traps already found",
-  RELIABILITY P-01..P-03): we read the top-level header block ourselves, with hard limits on
+* Caps come *before* anything superlinear sees the input (docs/reliability.md
+  P-01..P-03): we read the top-level header block ourselves, with hard limits on
   its size, field count, field length and addresses per field, and the MIME backend never sees
   those headers. The body's depth and part count are checked before the stdlib parser runs
   (a byte scan) and while walking the Rust parser's tree (it is linear and caps its own depth
@@ -15,11 +15,12 @@ input is whatever a stranger chose to send. So:
   refuses (it raises on bad base64, for one) and when it is not installed. Both only give us
   the tree and each leaf's transfer-decoded bytes: header decoding (RFC 2047, raw 8-bit),
   addresses, dates and charsets are ours, so both backends give the same answers and broken
-  charsets are repaired one way (charset-normalizer as the last resort, RELIABILITY P-05/X-10).
+  charsets are repaired one way (charset-normalizer as the last resort,
+  docs/reliability.md P-05/X-10).
 * No exception escapes except `MessageUnparseable` for input that is not mail at all. A failure
   inside a backend degrades to "headers plus whatever body we can read", with defects.
 * Display strings (subject, names, file names) lose CR/LF, control and bidi characters
-  (RELIABILITY P-06/X-14); NUL never survives anywhere, because PostgreSQL text refuses it.
+  (docs/reliability.md P-06/X-14); NUL never survives anywhere, because PostgreSQL text refuses it.
   Bodies are decoded Unicode but *not* sanitised: that belongs to the view.
 """
 
@@ -68,6 +69,7 @@ class MessageUnparseable(ValueError):
 class Limits:
     """Hard caps applied before and during the parse. Defaults suit a CRM inbox."""
 
+    # What each cap stops: docs/reliability.md S-26 and P-01..P-03.
     max_size: int = 25 * 1024 * 1024  # bytes of raw message parsed; beyond: too_large
     max_header_bytes: int = 256 * 1024  # top-level header block (P-03: 1 MB of headers)
     max_header_fields: int = 1000  # top-level fields kept (P-03: 10,000 Received lines)
@@ -150,7 +152,8 @@ class ParsedMessage:
 
     @property
     def inline_images(self) -> dict[str, ParsedAttachment]:
-        """cid -> part, for resolving `cid:` URLs within this message only (RELIABILITY X-12)."""
+        """cid -> part, for resolving `cid:` URLs within this message only
+        (docs/reliability.md X-12)."""
         return {
             a.content_id: a
             for a in self.attachments
@@ -170,7 +173,8 @@ class ParsedMessage:
 # Text cleaning
 
 # C0/C1 controls (CR/LF/TAB handled first), DEL, bidi embeddings/overrides/isolates/marks, the
-# Arabic letter mark, BOM/ZWNBSP: RELIABILITY P-06 and X-14 (T1036.002 right-to-left override).
+# Arabic letter mark, BOM/ZWNBSP: docs/reliability.md P-06 and X-14 (T1036.002 right-to-left
+# override).
 _CONTROLS = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
 )
@@ -205,8 +209,9 @@ _FILENAME_FORBIDDEN = re.compile(r'[<>:"/\\|?*]')
 def clean_filename(value: str, *, content_type: str = "", cap: int = 255) -> str:
     """A name safe to show and to offer as a download: no path, no controls, no bidi tricks.
 
-    `../../etc/passwd` -> `passwd`; `invoice\\u202Efdp.exe` -> `invoicefdp.exe` (X-14); `CON` ->
-    `_CON`; quotes/CR/LF/NUL gone; 300 characters -> capped with the extension kept.
+    `../../etc/passwd` -> `passwd`; `invoice\\u202Efdp.exe` -> `invoicefdp.exe`
+    (docs/reliability.md X-14); `CON` -> `_CON`; quotes/CR/LF/NUL gone; 300 characters -> capped
+    with the extension kept.
     """
     name = clean_text(value or "", 10_000)
     name = re.split(r"[/\\]", name)[-1]  # path parts from either OS
@@ -331,7 +336,7 @@ _META_CHARSET = re.compile(
 def decode_payload(
     payload: bytes, declared: str | None, *, is_html: bool = False, defects: list[str] | None = None
 ) -> str:
-    """Bytes of a text part -> str, once, whatever the label says (RELIABILITY P-05, X-10).
+    """Bytes of a text part -> str, once, whatever the label says (docs/reliability.md P-05, X-10).
 
     Order: a BOM (it cannot be accidental); the MIME label; for HTML the `<meta charset>`;
     valid UTF-8; charset-normalizer; windows-1252 with replacement characters. A legacy
@@ -376,8 +381,9 @@ def decode_payload(
             text = _SURROGATES.sub("\ufffd", text)
         return text
     if codec in _SEVEN_BIT_CODECS and payload.isascii():
-        # A stateful 7-bit encoding with one bad escape (X-10: ISO-2022-JP escapes that hide
-        # markup from byte-level filters): decode the rest the way it was declared.
+        # A stateful 7-bit encoding with one bad escape (docs/reliability.md X-10: ISO-2022-JP
+        # escapes that hide markup from byte-level filters): decode the rest the way it was
+        # declared.
         if defects is not None:
             defects.append(f"charset {declared!r}: invalid sequences replaced")
         return _SURROGATES.sub("\ufffd", payload.decode(codec, "replace"))
@@ -496,7 +502,7 @@ def decode_header_text(value: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Top-level header block (ours, not the backend's: hard caps first, P-03)
+# Top-level header block (ours, not the backend's: hard caps first, docs/reliability.md P-03)
 
 _FIELD_NAME = re.compile(rb"^([!-9;-~]{1,200})[ \t]*:")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
@@ -603,7 +609,8 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
         start = nl + 1 if nl >= 0 else len(raw)
     if raw[start : start + 1] in (b" ", b"\t"):
         raise MessageUnparseable("starts with a continuation line, not a header field")
-    # The block ends at the first empty line; read at most max_header_bytes of it (P-03).
+    # The block ends at the first empty line; read at most max_header_bytes of it
+    # (docs/reliability.md P-03).
     limit = start + limits.max_header_bytes
     blank = _BLANK_LINE.search(raw, start, limit + 2)
     block_end = blank.start() + 1 if blank else min(len(raw), limit)
@@ -647,9 +654,9 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
         add(match)
     flood = blank is None and block_end - start >= limits.max_header_bytes
     if flood:
-        # Header flood (P-03): 10,000 Received lines or a 16,000-address To ahead of the
-        # fields that matter. Skip the rest without parsing it, except the few key fields,
-        # found by one C-speed regex scan.
+        # Header flood (docs/reliability.md P-03): 10,000 Received lines or a 16,000-address To
+        # ahead of the fields that matter. Skip the rest without parsing it, except the few key
+        # fields, found by one C-speed regex scan.
         defects.append(f"header block over {limits.max_header_bytes} bytes; the rest skimmed")
         rest = _BLANK_LINE.search(raw, block_end)
         rest_end = rest.start() + 1 if rest else len(raw)
@@ -747,7 +754,7 @@ def _addresses(
     value = ", ".join(values)
     cap = limits.max_addresses
     # Cut the string itself before any structured parse: getaddresses is superlinear on huge
-    # lists (gh-136063, RELIABILITY P-03). Commas inside quoted names make us keep 2x.
+    # lists (gh-136063, docs/reliability.md P-03). Commas inside quoted names make us keep 2x.
     if value.count(",") > cap * 2:
         cut = -1
         for _ in range(cap * 2):
@@ -815,7 +822,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _parse_date(value: str | None, internal_date: datetime | None) -> datetime | None:
-    """The Date header if it is a sane instant; None otherwise (RELIABILITY I-06)."""
+    """The Date header if it is a sane instant; None otherwise (docs/reliability.md I-06)."""
     if not value:
         return None
     try:
@@ -839,7 +846,8 @@ def _parse_date(value: str | None, internal_date: datetime | None) -> datetime |
 
 
 # --------------------------------------------------------------------------------------------
-# Pre-scan of the body: nesting depth and part count before any parser sees it (P-01, P-02)
+# Pre-scan of the body: nesting depth and part count before any parser sees it
+# (docs/reliability.md P-01, P-02)
 
 _STRUCTURE = re.compile(
     rb'(?i)boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))'
@@ -975,7 +983,8 @@ _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
 
 
 def _stdlib_payload(part: Message, defects: list[str]) -> bytes:
-    """Transfer-decoded bytes; a part that only claims to be base64 is kept as sent (P-04)."""
+    """Transfer-decoded bytes; a part that only claims to be base64 is kept as sent
+    (docs/reliability.md P-04)."""
     if str(part.get("content-transfer-encoding", "")).strip().lower() == "base64":
         encoded = part.get_payload(decode=False)
         if isinstance(encoded, str):
@@ -988,7 +997,7 @@ def _stdlib_payload(part: Message, defects: list[str]) -> bytes:
 
 # The MIME fields whose parameters the stdlib parses. Its parameter splitter
 # (email.message._parseparam) is quadratic: 5,000 crafted parameters cost 0.5 s, a megabyte of
-# them minutes (RELIABILITY P-07, bpo-37461's family). No honest field needs 4 KB.
+# them minutes (docs/reliability.md P-07, bpo-37461's family). No honest field needs 4 KB.
 _PARAM_FIELD = re.compile(
     rb"^(content-(?:type|disposition)[ \t]*:)([^\n]*(?:\n[ \t][^\n]*)*)", re.I | re.M
 )
@@ -1096,7 +1105,7 @@ def _snippet(text: str, length: int) -> str:
 
 
 # C0 controls other than TAB, LF, FF and CR: NUL breaks PostgreSQL text, ESC and friends have
-# no business in a body and can hide markup from filters (RELIABILITY X-10).
+# no business in a body and can hide markup from filters (docs/reliability.md X-10).
 _BODY_CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 # Hashing, compressing and writing the raw source, parsing, writing attachments: per message
 # that is CPU work without the database, and it decides the speed of an initial sync. A pool of
 # forked processes does it on every core while this process talks to PostgreSQL (bench/sync.py:
-# issue 3 wants >= 1,500 msg/s on 2 cores). Small batches, a custom parser (tests) or a broken
-# pool prepare in this process, exactly as before: the pool changes where, never what.
+# the target is >= 1,500 msg/s on 2 cores, bench/README.md). Small batches, a custom parser (tests)
+# or a broken pool prepare in this process, exactly as before: the pool changes where, never what.
 # The pool's processes run at a lower priority than their worker: the worker's store (with
 # PostgreSQL) is the critical path of the pipeline, and the pool only has to keep one batch
 # ahead of it; on 2 cores shared by worker, PostgreSQL and pool, +5-10% messages a second.
@@ -45,8 +45,8 @@ def _pool_size() -> int:
 
 
 def _pool_init() -> None:
-    # A pool process must not outlive its worker (a SIGKILLed Celery worker, RELIABILITY K-*):
-    # Linux kills it when its parent dies (prctl PR_SET_PDEATHSIG = 1).
+    # A pool process must not outlive its worker (a SIGKILLed Celery worker,
+    # docs/reliability.md I-03): Linux kills it when its parent dies (prctl PR_SET_PDEATHSIG = 1).
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):

@@ -16,7 +16,7 @@ from datetime import datetime
 from connector.ingest import storage
 from connector.ingest.mime import MessageUnparseable, ParsedMessage
 
-PARSE_TIME_LIMIT = 10.0  # seconds per message; beyond it the message fails (RELIABILITY P-07)
+PARSE_TIME_LIMIT = 10.0  # seconds a parse may take (docs/reliability.md P-07)
 
 
 @dataclass
@@ -76,9 +76,9 @@ def prepare(mailbox_id: int, item: Fetched, parse: Callable[..., ParsedMessage])
 def prepare_many(
     mailbox_id: int, items: Sequence[Fetched], parse: Callable[..., ParsedMessage]
 ) -> list[Prepared]:
-    """Hash, store the raw sources (one pack for the lot: connector/storage.py), then parse
-    each message and store its attachments. The raw source is stored before the parse, so a
-    message that cannot be parsed keeps its bytes (RELIABILITY S-29)."""
+    """Hash, store the raw sources (one pack for the lot: connector/ingest/storage.py), then
+    parse each message and store its attachments. The raw source is stored before the parse, so
+    a message that cannot be parsed keeps its bytes (docs/reliability.md S-29)."""
     out = [Prepared(item=item) for item in items]
     to_store: list[Prepared] = []
     for prepared in out:
@@ -90,7 +90,7 @@ def prepare_many(
         prepared.size = len(item.raw)
         if item.size is not None and item.size != len(item.raw):
             # RFC822.SIZE disagrees with what arrived: a truncated download is never stored as
-            # a complete message (RELIABILITY P-10).
+            # a complete message (docs/reliability.md P-10).
             prepared.error = f"truncated download: {len(item.raw)} of {item.size} bytes"
             continue
         to_store.append(prepared)
@@ -100,7 +100,7 @@ def prepare_many(
         names = storage.save_raws(
             mailbox_id=mailbox_id, raws=[(p.digest, p.item.raw) for p in to_store]
         )
-    except OSError as exc:  # storage full or unwritable (I-05): nothing points at it yet
+    except OSError as exc:  # storage full (docs/reliability.md I-05): nothing points at it yet
         for prepared in to_store:
             prepared.error = f"storage error: {exc}"[:2000]
         return out
@@ -121,7 +121,7 @@ def _parse_into(prepared: Prepared, parse: Callable[..., ParsedMessage]) -> None
     except MessageUnparseable as exc:
         # Not mail at all (empty, no header): parsing it again will not help. Keep it as a
         # message with its raw source, so nothing on the server goes missing from the CRM,
-        # and hold it for a person to look at (RELIABILITY S-29, P-01).
+        # and hold it for a person to look at (docs/reliability.md S-29, P-01).
         prepared.unreadable = f"unreadable message: {exc}"
         prepared.parsed = ParsedMessage(
             snippet="(This message could not be read; its raw source is kept.)",
@@ -130,5 +130,5 @@ def _parse_into(prepared: Prepared, parse: Callable[..., ParsedMessage]) -> None
         )
     except (ParseTimeout, RecursionError, MemoryError, ValueError, LookupError, TypeError) as exc:
         prepared.error = f"{type(exc).__name__}: {exc}"[:2000]
-    except OSError as exc:  # storage full or unwritable (I-05): nothing points at it yet
+    except OSError as exc:  # storage full (docs/reliability.md I-05): nothing points at it yet
         prepared.error = f"storage error: {exc}"[:2000]

@@ -1,5 +1,5 @@
 """Where raw messages and attachment bytes live: Django's default storage, under generated,
-content-addressed names (never the sender's file name: RELIABILITY A-01), outside any served
+content-addressed names (never the sender's file name: docs/reliability.md A-01), outside any served
 directory. Writes happen before the database commit; a rolled-back batch leaves at worst an
 orphan file that the next attempt overwrites with the same bytes (same hash, same name), never
 a row that points at a missing file (I-05)."""

@@ -45,8 +45,9 @@ def record_of(entry: OutboxEntry):
 
 
 def final_message_id(entry: OutboxEntry) -> str:
-    """Mail sent from a record carries the record's signed token (SPEC 4 rule 2, C-14);
-    inbox.services gave the entry a random id because the token key lives here."""
+    """Mail sent from a record carries the record's signed token (docs/product.md §4.1 rule 2,
+    docs/reliability.md C-14); inbox/services/composing.py gave the entry a random id because the
+    token key lives here."""
     record = record_of(entry)
     if record is None or tokens.check_message_id(entry.message_id).status == "valid":
         return entry.message_id
@@ -59,8 +60,8 @@ def _ids(value: str) -> list[str]:
 
 def build_message(entry: OutboxEntry, *, date: dt.datetime | None = None) -> bytes:
     """The entry as RFC 5322 bytes with CRLF line ends. Every header value is checked again
-    (the row may have been written by other code than inbox.services): a line break in any
-    of them raises SendError, whatever the Python version does (M-01)."""
+    (the row may have been written by other code than inbox/services/composing.py): a line break in
+    any of them raises SendError, whatever the Python version does (docs/reliability.md M-01)."""
     mailbox = entry.mailbox
     try:
         for label, value in (
@@ -125,7 +126,7 @@ def build_message(entry: OutboxEntry, *, date: dt.datetime | None = None) -> byt
     raw = msg.as_bytes(policy=SMTP_POLICY)
     # One line-end convention only: IMAP APPEND (imaplib maps every line end to CRLF) and the
     # server's FETCH must give back exactly these bytes, or the Sent-folder sync would see
-    # another content hash (S-23).
+    # another content hash (docs/reliability.md S-23).
     raw = re.sub(rb"\r?\n|\r", b"\r\n", raw)
     if not raw.endswith(b"\r\n"):
         raw += b"\r\n"

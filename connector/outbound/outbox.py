@@ -207,7 +207,8 @@ def _to_verify(entry: OutboxEntry, detail: str) -> SendResult:
 
 def _login_refused(entry: OutboxEntry, exc: AuthenticationFailed) -> SendResult:
     """The SMTP login (or the OAuth grant) was refused: the mailbox needs a person, exactly as
-    when the sync's login is refused (S-28); the entry waits, it is not failed."""
+    when the sync's login is refused (docs/reliability.md S-28); the entry waits, it is not
+    failed."""
     Mailbox.objects.filter(pk=entry.mailbox_id).exclude(state=Mailbox.State.NEEDS_RECONNECT).update(
         state=Mailbox.State.NEEDS_RECONNECT, last_error=str(exc)[:2000], next_sync_at=None
     )
@@ -261,7 +262,7 @@ def dispatch_due(*, enqueue: Callable[[int], None], now=None, limit: int = 500) 
         )
         if state == OutboxEntry.State.SENDING:
             # Its worker died holding it (the claim ran out): from now on the outcome is
-            # unknown, and it is reconciled, never sent again blindly (S-24).
+            # unknown, and it is reconciled, never sent again blindly (docs/reliability.md S-24).
             updated = claim.update(
                 state=OutboxEntry.State.VERIFY,
                 last_error="The worker stopped during sending: the message may or may not "

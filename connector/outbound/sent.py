@@ -107,7 +107,7 @@ def _store_sent(entry: OutboxEntry, raw: bytes) -> Message:
                 message = Message.objects.get(mailbox_id=entry.mailbox_id, sha256=digest)
         _link(locked, message)
         if created:
-            # Matching files it on the records its recipients belong to (SPEC 3, Sending).
+            # Matching files it on the records its recipients belong to (docs/product.md §5.3).
             ids = [message.pk]
             transaction.on_commit(
                 lambda: messages_stored.send(
@@ -319,7 +319,7 @@ def reconcile_entry(entry_id: int) -> SendResult:
     """A "verify" entry, or a "sending" one whose worker died (its claim ran out): never sent
     again automatically. If the Sent folder holds our Message-ID (providers that save SMTP
     mail there themselves), the mail went out: "sent", linked to that copy. Otherwise it
-    stays "verify" for a person to send again or mark as sent (M-05, S-24)."""
+    stays "verify" for a person to send again or mark as sent (docs/reliability.md M-05, S-24)."""
     now = timezone.now()
     with transaction.atomic():
         entry = (

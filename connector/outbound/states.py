@@ -60,5 +60,5 @@ def retry_delay(attempts: int) -> dt.timedelta:
 
 
 # How long a dispatched entry is left alone before the tick may dispatch it again if its task
-# never ran (a lost broker message delays, never drops, I-02).
+# never ran (a lost broker message delays, never drops, docs/reliability.md I-02).
 DISPATCH_CLAIM = dt.timedelta(minutes=5)

@@ -3,7 +3,7 @@
 Claiming a due mailbox is one conditional UPDATE that pushes its next_sync_at forward, so two
 beats started by mistake, or a tick that overlaps the previous one, dispatch each due mailbox
 once. If the task is lost (broker restart), next_sync_at passes again and the mailbox is
-dispatched again: a lost message delays a sync, never drops it (I-02)."""
+dispatched again: a lost message delays a sync, never drops it (docs/reliability.md I-02)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Purge completed job records and old ledger entries (issue 7; xTuple's "purge jobs after").
+"""Purge completed job records and old ledger entries (docs/product.md §8), as xTuple's
+"purge jobs after" does.
 
 After RELAY_PURGE_AFTER_DAYS days (0 turns purging off) these rows are deleted:
 - outbox entries that were sent and have nothing left to do (no APPEND to Sent pending);

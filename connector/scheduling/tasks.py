@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 @shared_task(name="relay.sync_mailbox", soft_time_limit=1800, time_limit=1900)
 def sync_mailbox(mailbox_id: int) -> str:
-    # oauth.connect_imap refreshes a Google/Microsoft access token before it expires (C-10)
-    # and opens a plain session for every other mailbox.
+    # oauth.connect_imap refreshes a Google/Microsoft access token before it expires
+    # (docs/reliability.md C-10) and opens a plain session for every other mailbox.
     report = sync.sync_mailbox(mailbox_id, connect=oauth.connect_imap)
     return report.summary()
 
@@ -89,6 +89,6 @@ def file_pending() -> int:
 
 @shared_task(name="relay.purge", ignore_result=True, soft_time_limit=3600, time_limit=3700)
 def purge() -> str:
-    """Beat, daily: completed job records and old ledger entries (connector.purge)."""
+    """Beat, daily: completed job records and old ledger entries (connector/scheduling/purge.py)."""
 
     return purging.purge().summary()

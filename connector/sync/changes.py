@@ -23,7 +23,8 @@ def sync_known(folder: Folder, session, lease: leases.Lease, report: FolderRepor
         and status.messages == held.count()
     ):
         # Nothing changed (RFC 7162: no new MODSEQ) and nothing was expunged: decided with a
-        # COUNT, without loading every location of a 50,000-message folder (S-10).
+        # COUNT, without loading every location of a 50,000-message folder
+        # (docs/reliability.md S-10).
         return
     known = dict(
         Location.objects.filter(folder=folder, uidvalidity=status.uidvalidity).values_list(
@@ -78,7 +79,8 @@ def sync_known(folder: Folder, session, lease: leases.Lease, report: FolderRepor
             Location.objects.bulk_update(locations.values(), ["flags", "modseq"])
             _refresh_message_flags({loc.message_id for loc in locations.values()})
             report.flags_changed += len(updates)
-        # The MODSEQ cursor moves in the same transaction as the changes it covers (S-18).
+        # The MODSEQ cursor moves in the same transaction as the changes it covers
+        # (docs/reliability.md S-18).
         Folder.objects.filter(pk=folder.pk).update(highest_modseq=status.highestmodseq)
         folder.highest_modseq = status.highestmodseq
 

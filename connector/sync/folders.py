@@ -29,7 +29,8 @@ def discover_folders(mailbox: Mailbox, session) -> list[Folder]:
         folder = known.get(info.name)
         if folder is None and vanished and info.selectable:
             # Renamed by another client? Dovecot (and most servers) keep UIDVALIDITY across a
-            # RENAME, so the same UIDVALIDITY under a new name is the same folder (S-04).
+            # RENAME, so the same UIDVALIDITY under a new name is the same folder
+            # (docs/reliability.md S-04).
             status = session.status(info.name)
             renamed = next(
                 (f for f in vanished.values() if f.uidvalidity == status.uidvalidity), None
@@ -68,7 +69,8 @@ def discover_folders(mailbox: Mailbox, session) -> list[Folder]:
 
 
 def forget_vanished_folders(mailbox: Mailbox) -> None:
-    """Locations of folders deleted on the server go; their messages stay (S-03, S-15)."""
+    """Locations of folders deleted on the server go; their messages stay (docs/reliability.md S-03,
+    S-15)."""
     gone = Location.objects.filter(folder__mailbox=mailbox, folder__exists_on_server=False)
     message_ids = list(gone.values_list("message_id", flat=True).distinct())
     if message_ids:

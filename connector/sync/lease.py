@@ -1,7 +1,7 @@
 """The per-mailbox sync lease, kept in the database row of the mailbox.
 
-Why the database and not Redis: the lease must survive a broker restart (RELIABILITY I-02) and
-work on the embedded SQLite install, and the fencing check has to sit inside the same
+Why the database and not Redis: the lease must survive a broker restart (docs/reliability.md I-02)
+and work on the embedded SQLite install, and the fencing check has to sit inside the same
 transaction as the data it guards. Acquire is one conditional UPDATE, so two workers (or two
 beats, or a redelivered task) can never both hold it; it expires by itself if its worker dies
 (S-20, I-03). Each acquisition bumps `lease_generation`, the fencing token: every batch commit

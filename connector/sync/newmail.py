@@ -60,7 +60,7 @@ def _new_uids(mailbox: Mailbox, folder: Folder, session, status) -> tuple[list[i
             return sorted(wanted), sorted(set(every) - wanted)
         return sorted(every), []
     if status.uidnext is not None and status.uidnext <= folder.last_uid + 1:
-        return [], []  # nothing new: no search at all (S-10)
+        return [], []  # nothing new: no search at all (docs/reliability.md S-10)
     # `UID SEARCH UID n:*` (like FETCH) always includes the highest UID even when n is past
     # it (RFC 3501 §6.4.8): keep only what is really new.
     found = session.search_uids(f"UID {folder.last_uid + 1}:*")
@@ -200,7 +200,8 @@ def _count(report: FolderReport, result: BatchResult) -> None:
 
 
 def _fetch(session, uids: Sequence[int]) -> list[Fetched]:
-    """Fetch a batch; a UID the server left out is checked, never taken for deleted (S-13)."""
+    """Fetch a batch; a UID the server left out is checked, never taken for deleted
+    (docs/reliability.md S-13)."""
     wanted = set(uids)
     got = {f.uid: f for f in session.fetch(uids) if f.uid in wanted}
     missing = [uid for uid in uids if uid not in got]
@@ -221,8 +222,9 @@ def _fetch(session, uids: Sequence[int]) -> list[Fetched]:
 
 
 def _reset_uidvalidity(folder: Folder, status, lease: leases.Lease) -> None:
-    """S-01: the folder's UIDs mean nothing any more. Its locations go (the messages and their
-    filings stay, and re-attach by content hash as the folder is enumerated again)."""
+    """docs/reliability.md S-01: the folder's UIDs mean nothing any more. Its locations go (the
+    messages and their filings stay, and re-attach by content hash as the folder is enumerated
+    again)."""
     log.info(
         "uidvalidity changed mailbox=%s folder=%s %s -> %s",
         folder.mailbox_id,

@@ -23,7 +23,8 @@ _FLAG_ACTIONS = {
 
 def push_pending_changes(mailbox: Mailbox, session, folders: list[Folder]) -> int:
     """Write what people did in the CRM to the server, as flag deltas (+FLAGS.SILENT /
-    -FLAGS.SILENT: never a full FLAGS replace that would clobber other clients, S-16)."""
+    -FLAGS.SILENT: never a full FLAGS replace that would clobber other clients,
+    docs/reliability.md S-16)."""
     pending = list(PendingChange.objects.filter(mailbox=mailbox, done_at__isnull=True))
     if not pending:
         return 0

@@ -2,13 +2,13 @@
 
 Callers decide by class, never by parsing library messages:
 - AuthenticationFailed: the server refused the credentials. The mailbox goes to "needs
-  reconnect" and stops retrying (SPEC 2, RELIABILITY S-28: no retry storm).
+  reconnect" and stops retrying (docs/product.md §2.5, docs/reliability.md S-28: no retry storm).
 - TemporaryFailure: network down, timeout, server busy, BYE. Retry with back-off.
 - PermanentFailure: retrying will not help until someone changes a setting: the certificate
   does not verify, STARTTLS is missing, the server speaks something else, the host is refused.
 
 ``str(exc)`` is the detail for logs and operators. ``user_message`` is one fixed wording per
-``category`` for people (RELIABILITY C-08: a test-connection form must not become an oracle
+``category`` for people (docs/reliability.md C-08: a test-connection form must not become an oracle
 that tells "refused" from "timeout" from "banner" on an internal network).
 """
 

@@ -1,14 +1,14 @@
-"""The network half of the image proxy (RELIABILITY X-11): fetch one remote image for a
+"""The network half of the image proxy (docs/reliability.md X-11): fetch one remote image for a
 reader who asked for it, so that the sender's server sees the CRM, never the reader.
 
 - http and https only; the host goes through the same SSRF guard as mail connections
   (``net.resolve_allowed``: every resolved address vetted, the connection made to the vetted
-  address, not to the name again; RELIABILITY C-07);
+  address, not to the name again; docs/reliability.md C-07);
 - no cookies, no Referer, no credentials in the URL forwarded; a fixed User-Agent;
 - at most ``MAX_IMAGE_BYTES`` read, a timeout on every socket operation, at most
   ``MAX_REDIRECTS`` redirects, each target vetted again (a redirect to 169.254.169.254 is
   refused like a direct link would be);
-- the caller (inbox.reading_views) serves the bytes only if they are a raster image by
+- the caller (inbox/views/reading.py) serves the bytes only if they are a raster image by
   their magic bytes.
 
 inbox reaches it through inbox/ports.py (connector/port.py).

@@ -1,18 +1,18 @@
-"""IMAP: the one place that talks to IMAP servers (ARCHITECTURE "Data flows one way").
+"""IMAP: the one place that talks to IMAP servers (docs/architecture.md).
 
 Built on imap-tools (folder names, modified UTF-7, login helpers) and the imaplib client under
 it, with what the sync needs and the traps both leave open:
 
-- the socket goes to the address ``connector.net`` vetted (SSRF guard), and TLS verifies the
-  certificate against the host name the user typed, with ``ssl.create_default_context()``
-  unless the mailbox explicitly allows an untrusted certificate (RELIABILITY C-04);
+- the socket goes to the address ``connector.transport.net`` vetted (SSRF guard), and TLS verifies
+  the certificate against the host name the user typed, with ``ssl.create_default_context()``
+  unless the mailbox explicitly allows an untrusted certificate (docs/reliability.md C-04);
 - STARTTLS is required when chosen: a server that does not offer it is refused, never used
   in clear text (C-05); plain text only to allow-listed hosts (C-06);
 - reading never changes a flag: folders are opened with EXAMINE and bodies fetched with
   BODY.PEEK[] (RFC 3501 6.4.5; imap-tools' ``fetch()`` would set \\Seen; S-17);
 - ``UID FETCH n:*`` answers with the last message even when n is past it (RFC 3501 6.4.8):
   fetch results are filtered to the UIDs asked for (S-10);
-- every library, socket and TLS error becomes one of ``connector.errors``.
+- every library, socket and TLS error becomes one of ``connector.transport.errors``.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def mapped_errors(action: str = "IMAP") -> Iterator[None]:
 
 
 class _VettedIMAP4(imaplib.IMAP4):
-    """imaplib client whose socket goes to an address vetted by connector.net."""
+    """imaplib client whose socket goes to an address vetted by connector.transport.net."""
 
     def __init__(self, host: str, port: int, addresses: Sequence[str], timeout: float):
         self._addresses = list(addresses)
@@ -269,7 +269,7 @@ def _connect(s: ImapSettings) -> imaplib.IMAP4:
         if s.security == "starttls":
             try:
                 if "STARTTLS" not in client.capabilities:
-                    # Never carry on in clear text (RFC 3501 6.2.1; RELIABILITY C-05).
+                    # Never carry on in clear text (RFC 3501 6.2.1; docs/reliability.md C-05).
                     raise PermanentFailure("the server does not offer STARTTLS", category="tls")
                 # imaplib reads the capabilities again after the handshake and starts a fresh
                 # reader, so nothing sent before TLS is trusted afterwards (RFC 3501 6.2.1).
@@ -448,7 +448,7 @@ class ImapSession:
     def fetch(self, uids: Iterable[int]) -> list[FetchedMessage]:
         """Bodies, flags, INTERNALDATE, size (and MODSEQ with CONDSTORE) of ``uids``, with
         BODY.PEEK[] so nothing is marked read. Only the UIDs asked for come back: a UID the
-        server left out is simply absent (the caller decides, RELIABILITY S-13)."""
+        server left out is simply absent (the caller decides, docs/reliability.md S-13)."""
         self._require_selected()
         wanted = sorted(set(int(u) for u in uids))
         if not wanted:
@@ -517,7 +517,7 @@ class ImapSession:
 
     def store_flags(self, uids: Iterable[int], sign: str, flags: Iterable[str]) -> None:
         """Add (``+``) or remove (``-``) flags, silently: deltas only, never a full FLAGS
-        replace that would undo another client's change (RELIABILITY S-16)."""
+        replace that would undo another client's change (docs/reliability.md S-16)."""
         if sign not in ("+", "-"):
             raise ValueError("sign must be '+' or '-'")
         uids, flags = list(uids), list(flags)
@@ -582,7 +582,7 @@ class ImapSession:
         date: dt.datetime | None = None,
     ) -> int | None:
         """APPEND and return the new UID from APPENDUID (RFC 4315 3) when the server says it,
-        else None (then find it by Message-ID; RELIABILITY S-23)."""
+        else None (then find it by Message-ID; docs/reliability.md S-23)."""
         flag_list = "(" + " ".join(flags) + ")" if flags else None
         when = date or dt.datetime.now(dt.UTC)
         with mapped_errors("APPEND"):

@@ -1,4 +1,4 @@
-"""Opening sockets to mail servers, safely (RELIABILITY C-07).
+"""Opening sockets to mail servers, safely (docs/reliability.md C-07).
 
 A mailbox's host is typed by a user, so it could point the worker at anything it can reach:
 the cloud metadata service, the database, an admin port on the LAN. Every connection
@@ -123,7 +123,7 @@ def resolve_allowed(host: str, port: int) -> list[str]:
 
 def is_allow_listed(host: str) -> bool:
     """Whether the admin put this host (by name, address or range) on the allow list. Used to
-    permit plain-text connections to a development or LAN server only (RELIABILITY C-06)."""
+    permit plain-text connections to a development or LAN server only (docs/reliability.md C-06)."""
     names, networks = _allow_list()
     if _normalise_name(host) in names:
         return True

@@ -1,5 +1,5 @@
-"""OAuth 2 for Google and Microsoft mailboxes: connect, refresh, and never die quietly (issue 5,
-RELIABILITY C-10).
+"""OAuth 2 for Google and Microsoft mailboxes: connect, refresh, and never die quietly
+(docs/reliability.md C-10).
 
 - Connect and Reconnect use the authorisation-code flow with PKCE (RFC 7636, S256) and offline
   access, through authlib. The provider endpoints come from settings.RELAY_OAUTH_PROVIDERS.
@@ -226,7 +226,7 @@ def ensure_access_token(mailbox_id: int, *, rejected: str | None = None) -> str:
                 refused = exc
             else:
                 # Saved before anything uses the new access token; a provider that rotates
-                # refresh tokens has just invalidated the old one (C-10).
+                # refresh tokens has just invalidated the old one (docs/reliability.md C-10).
                 mailbox.set_oauth_tokens(
                     access_token=token["access_token"],
                     refresh_token=token.get("refresh_token"),

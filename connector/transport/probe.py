@@ -1,8 +1,8 @@
 """Connection tests a person waits for: "Test connection / Retrieve folders" in the connect
 wizard and on Reconnect (IMAP, and SMTP when set), and "Test SMTP connection" on the mailbox's
 settings page. Reads only: EXAMINE and SEARCH; the errors a person sees are the fixed messages
-of their category, so the answer tells nothing about an internal network (docs/reliability.md
-C-08)."""
+of their category, so the answer tells nothing about an internal network
+(docs/reliability.md C-08)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 def test_connection(
     mailbox, sync_from: dt.date | None = None, *, timeout: float = 20.0, check_smtp: bool = True
 ) -> ConnectionReport:
-    """ "Test connection / Retrieve folders" (SPEC 2): log in to IMAP (and SMTP when set),
-    list the folders with their special use, message counts and what the first sync would
+    """ "Test connection / Retrieve folders" (docs/product.md §2.4): log in to IMAP (and SMTP when
+    set), list the folders with their special use, message counts and what the first sync would
     bring from ``sync_from`` (default: the mailbox's). Reads only: EXAMINE and SEARCH."""
     sync_from = sync_from or getattr(mailbox, "sync_from", None)
     report = ConnectionReport(ok=False)
@@ -68,7 +68,8 @@ test_connection.__test__ = False  # a product function, not a pytest test
 
 def smtp_connection_check(mailbox: Mailbox) -> str | None:
     """SMTP settings, "Test SMTP connection": None when the login worked, else the fixed
-    user-facing message of the failure's category (C-08: no oracle for internal networks)."""
+    user-facing message of the failure's category (docs/reliability.md C-08: no oracle for internal
+    networks)."""
     try:
         quit_quietly(open_mailbox_smtp(mailbox))
     except MailError as exc:

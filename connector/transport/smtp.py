@@ -1,10 +1,10 @@
 """SMTP: opening an authenticated connection to a mailbox's outgoing server. Sending (the
 outbox, Sent-folder append) builds on ``open_smtp``.
 
-The same rules as IMAP (connector/imap.py): the socket goes to the address connector.net
-vetted, TLS verifies the certificate against the host name unless the mailbox allows an
-untrusted one, STARTTLS is required when chosen (never a fall-back to clear text), plain text
-only to allow-listed hosts, and every error becomes one of connector.errors.
+The same rules as IMAP (connector/transport/imap.py): the socket goes to the address
+connector.transport.net vetted, TLS verifies the certificate against the host name unless the
+mailbox allows an untrusted one, STARTTLS is required when chosen (never a fall-back to clear text),
+plain text only to allow-listed hosts, and every error becomes one of connector.transport.errors.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def open_smtp(settings: SmtpSettings) -> smtplib.SMTP:
             client.ehlo()
             if settings.security == "starttls":
                 if not client.has_extn("starttls"):
-                    # Never carry on in clear text (RFC 3207 4; RELIABILITY C-05).
+                    # Never carry on in clear text (RFC 3207 4; docs/reliability.md C-05).
                     raise PermanentFailure(
                         "SMTP: the server does not offer STARTTLS", category="tls"
                     )
@@ -214,7 +214,7 @@ class OutcomeUnknown(Exception):
 def open_mailbox_smtp(mailbox: Mailbox) -> smtplib.SMTP:
     """A logged-in SMTP client for the mailbox: password, or XOAUTH2 with a token refreshed
     before it expires (and once more if the server refuses one we believed valid)."""
-    # A server silent for this long after the final "." makes the outcome unknown (M-05).
+    # Silent this long after the final ".": the outcome is unknown (docs/reliability.md M-05).
     timeout = django_settings.RELAY_SMTP_TIMEOUT
     if mailbox.connection_type not in oauth.OAUTH_TYPES:
         return open_smtp(SmtpSettings.from_mailbox(mailbox, timeout=timeout))

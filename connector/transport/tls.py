@@ -13,7 +13,8 @@ from .errors import PermanentFailure
 def tls_context(allow_insecure_cert: bool) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if allow_insecure_cert:
-        # The mailbox's explicit opt-in (RELIABILITY C-04): encrypted, but not authenticated.
+        # The mailbox's explicit opt-in (docs/reliability.md C-04): encrypted, but not
+        # authenticated.
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
@@ -23,7 +24,7 @@ def check_security(host: str, security: str) -> None:
     if security not in ("ssl", "starttls", "none"):
         raise PermanentFailure(f"unknown security setting {security!r}")
     if security == "none" and not net.is_allow_listed(host):
-        # RELIABILITY C-06: a password in clear text over the internet is never acceptable;
+        # docs/reliability.md C-06: a password in clear text over the internet is never acceptable;
         # plain text is for a loopback or LAN server the admin allow-listed.
         raise PermanentFailure(
             f"plain-text IMAP to {host!r} refused: not on the allow list", category="plaintext"

@@ -3,7 +3,8 @@
 Who sees a mailbox here is decided by inbox.permissions alone: the people who read it
 (owner, grantees) and the people who manage it (admins, for shared mailboxes). Admins see a
 shared mailbox's settings and health without a grant, because they manage it; they never see
-someone's personal mailbox (C-11). Everyone else gets the same 404 as for a missing one."""
+someone's personal mailbox (docs/reliability.md C-11). Everyone else gets the same 404 as for a
+missing one."""
 
 from __future__ import annotations
 

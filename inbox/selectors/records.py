@@ -1,5 +1,5 @@
 """The Email tab of a record: its mail, from every mailbox the viewer may read, each message once,
-with personal mail shown at the level its owner chose (docs/product.md, privacy).
+with personal mail shown at the level its owner chose (docs/product.md §2.2).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def messages_for_record(*, user, record_type: str, record_id: int) -> QuerySet[M
     first, one entry per message, from
 
     - the mailboxes `user` may read (shown in full),
-    - other users' personal mailboxes, at the level each owner chose (SPEC 2): everything,
-      subject and people, or people and time; "nothing" hides them. Shared mailboxes the user
-      is not granted are not shown at all.
+    - other users' personal mailboxes, at the level each owner chose (docs/product.md §2.2):
+      everything, subject and people, or people and time; "nothing" hides them. Shared mailboxes the
+      user is not granted are not shown at all.
 
     The same mail often reaches several mailboxes (a customer writes to support@ and Cc's a
     salesperson): it is one entry, the copy the viewer may see most of (then the oldest row).

@@ -30,13 +30,14 @@ _FORWARD_PREFIX = re.compile(r"^\s*(?:(?:fwd?|wg|tr)\s*:\s*)+", re.I)
 
 def normalise_subject(value: str) -> str:
     """A subject taken from received mail: any line break or control character (a decoded
-    encoded-word may hold CR LF, M-02) becomes a space, runs of spaces one space."""
+    encoded-word may hold CR LF, docs/reliability.md M-02) becomes a space, runs of spaces one
+    space."""
     return " ".join(HEADER_FORBIDDEN.sub(" ", value or "").split())
 
 
 def _sent_from_reference(record, subject: str) -> str:
     """Mail sent from a ticket or an opportunity carries its reference in the subject, so a
-    reply that loses its headers still finds its way back (SPEC 4, rule 2)."""
+    reply that loses its headers still finds its way back (docs/product.md §4.1 rule 2)."""
     reference = getattr(record, "reference", "") if record is not None else ""
     if reference and f"[{reference}]".lower() not in subject.lower():
         subject = f"[{reference}] {subject}".strip()
@@ -86,7 +87,7 @@ def _attachment_rows(attachments) -> list[dict]:
                 f"Attachments may add up to {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB at most."
             )
         digest = hashlib.sha256(data).hexdigest()
-        # The same content-addressed layout as connector/storage.py, so a blob saved here and
+        # The same content-addressed layout as connector/ingest/storage.py, so a blob saved here and
         # the same bytes arriving by sync are one file and one row.
         path = f"blobs/{digest[:2]}/{digest[2:4]}/{digest}"
         if not default_storage.exists(path):
@@ -101,9 +102,9 @@ def _attachment_rows(attachments) -> list[dict]:
 
 
 def _new_message_id(mailbox: Mailbox) -> str:
-    """128 random bits: nobody can guess it to thread a forged reply onto our mail (M-07).
-    Mail sent from a record gets the record's signed token instead when it is first sent
-    (connector.sending; the key lives there)."""
+    """128 random bits: nobody can guess it to thread a forged reply onto our mail
+    (docs/reliability.md M-07). Mail sent from a record gets the record's signed token instead when
+    it is first sent (connector/outbound/compose.py; the key lives there)."""
     domain = (mailbox.email_address or settings.RELAY_DEFAULT_FROM_EMAIL).rpartition("@")[2]
     return f"relay-{secrets.token_hex(16)}@{domain or 'relay.invalid'}"
 

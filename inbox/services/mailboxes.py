@@ -76,7 +76,7 @@ def mailbox_send_test_email(*, user, mailbox: Mailbox, to: str):
 
 def mailbox_test_smtp(*, user, mailbox: Mailbox) -> str | None:
     """SMTP settings, "Test SMTP connection": log in and out now. None when it worked, else
-    the fixed user-facing message of the failure's category (RELIABILITY C-08)."""
+    the fixed user-facing message of the failure's category (docs/reliability.md C-08)."""
     if not can_manage_mailbox(user, mailbox):
         raise PermissionDenied("Only the mailbox's owner or an admin can test its settings.")
     return ports.mail().test_smtp(mailbox)
@@ -134,7 +134,7 @@ def mailbox_oauth_connected(
         fields += ["oauth_expires_at", "updated_at"]
         if mailbox.state in (Mailbox.State.NEEDS_RECONNECT, Mailbox.State.ERROR):
             # Folder cursors are untouched: the next sync carries on where it stopped, so
-            # nothing is imported twice (SPEC 2, Reconnect).
+            # nothing is imported twice (docs/product.md §2.5).
             mailbox.state = Mailbox.State.ACTIVE
             mailbox.last_error = ""
             mailbox.consecutive_failures = 0
@@ -278,7 +278,7 @@ def mailbox_reconnect(
 ) -> Mailbox:
     """Reconnect with a new password. It must be the same mailbox: another address is refused
     and nothing changes. Folders and their cursors are left as they are, so the next sync
-    carries on where the last one stopped and nothing is imported twice (SPEC 2)."""
+    carries on where the last one stopped and nothing is imported twice (docs/product.md §2.5)."""
 
     mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
     if not can_manage_mailbox(user, mailbox):
@@ -358,7 +358,7 @@ def mailbox_finish_setup(
 ) -> Mailbox:
     """The wizard's last step for a mailbox that a Google or Microsoft sign-in created (paused,
     without folders or a sync-from date): save the choices and start the first sync. Refused
-    once the mailbox has a sync-from date: it cannot change afterwards (SPEC 2)."""
+    once the mailbox has a sync-from date: it cannot change afterwards (docs/product.md §2.4)."""
     allowed = {"create_contacts", "refresh_interval", "signature", "privacy"}
     mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
     if not can_manage_mailbox(user, mailbox):

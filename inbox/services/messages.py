@@ -28,7 +28,7 @@ def _server_locations(message):
 
 def _queue_server_changes(*, user, message, locations, action: str, target: str = "") -> int:
     """One pending change per server copy, and a sync to write them: the sync engine applies
-    them before it reads anything (connector/sync.py push_pending_changes)."""
+    them before it reads anything (connector/sync/writeback.py push_pending_changes)."""
 
     PendingChange.objects.bulk_create(
         [

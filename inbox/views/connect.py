@@ -265,7 +265,7 @@ def _reconnect_key(request, mailbox) -> str:
 
 
 def _reconnect_blocked(request, mailbox) -> str:
-    """Why another attempt is refused now, or "" (RELIABILITY C-09)."""
+    """Why another attempt is refused now, or "" (docs/reliability.md C-09)."""
     if over(f"{_reconnect_key(request, mailbox)}:auth", RECONNECT_AUTH_FAILURES[0]):
         return (
             "The server refused the password several times. To keep your provider from "

@@ -41,8 +41,8 @@ def _conversation_context(request, message) -> dict:
 
 
 def _reading_available() -> bool:
-    """Whether the safe reading view (issue 6a: sanitised body in a sandboxed frame) is there:
-    each message's body then loads from it; until then the conversation shows the text body,
+    """Whether the safe reading view (sanitised body in a sandboxed frame, docs/product.md §7.3) is
+    there: each message's body then loads from it; until then the conversation shows the text body,
     escaped."""
     try:
         reverse("inbox:message_read", args=[1])
@@ -66,7 +66,7 @@ ACTIONS = {"mark_read", "mark_unread", "flag", "unflag", "move", "delete"}
 @require_POST
 def message_action(request, pk: int):
     """Mark read/unread, flag, move, delete. The CRM shows the change at once; the server
-    copies change on the next sync (inbox.services queues them)."""
+    copies change on the next sync (inbox/services/messages.py queues them)."""
     message = get_message_or_404(request.user, pk)
     action = request.POST.get("action", "")
     if action not in ACTIONS:

@@ -1,14 +1,15 @@
 """Connect with Google / Microsoft, and Reconnect: the two ends of the OAuth 2 authorisation-
-code flow (issue 5). The pages around them (the connect wizard, the Reconnect button) come
-with the mailbox settings pages.
+code flow (docs/product.md §2.3). The pages around them (the connect wizard, the Reconnect button)
+come with the mailbox settings pages.
 
 - start: remembers a fresh state, PKCE verifier and nonce in the session (several sign-ins
   may be under way in several tabs: one entry per state) and sends the browser to the
   provider;
 - callback: checks the state (CSRF, RFC 6749 10.12), has the connector exchange the code
-  (inbox may not talk to the network itself: inbox.signals), then saves the tokens through
-  inbox.mailbox_oauth_connected, which refuses a reconnect as another account.
-The protocol details live in connector/oauth.py.
+  (inbox may not talk to the network itself: inbox/ports.py), then saves the tokens through
+  inbox.services.mailboxes.mailbox_oauth_connected, which refuses a reconnect as another
+  account.
+The protocol details live in connector/transport/oauth.py.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def oauth_start(request, provider: str):
     if request.POST.get("mailbox"):
         pk = request.POST["mailbox"]
         mailbox = Mailbox.objects.filter(pk=int(pk)).first() if pk.isdigit() else None
-        # One 404 for "missing" and "not yours" (ARCHITECTURE: permission gate).
+        # One 404 for "missing" and "not yours" (inbox/permissions.py).
         if mailbox is None or not can_manage_mailbox(request.user, mailbox):
             raise Http404("No such mailbox.")
         if mailbox.connection_type != provider:

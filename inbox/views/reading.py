@@ -1,9 +1,9 @@
 """Reading one message: the header partial, the sandboxed body, attachments, inline images,
-the remote-image proxy and the raw source (issue 6 "Safe to read any mail"; SPEC 5).
+the remote-image proxy and the raw source (docs/product.md §7.3).
 
 Every view starts at the one permission gate, ``permissions.get_message_or_404``: someone
 who may not read the message gets the same 404 as for a message that does not exist
-(C-11, A-05 OWASP IDOR).
+(docs/reliability.md C-11, A-05 OWASP IDOR).
 
 Two views are fetched by the sandboxed frame itself (inline ``cid:`` images and proxied
 remote images). A frame sandboxed without ``allow-same-origin`` has an opaque origin, so the
@@ -94,7 +94,7 @@ def inline_image_url(*, user, message_pk: int, attachment_pk: int) -> str:
 
 def image_proxy_url(*, user, message_pk: int, url: str) -> str:
     # HMAC-signed (django.core.signing): the proxy only fetches URLs our renderer put in a
-    # message this reader may read, so it is not an open proxy (X-11, camo).
+    # message this reader may read, so it is not an open proxy (docs/reliability.md X-11, camo).
     token = _sign(PROXY_SALT, u=user.pk, m=message_pk, url=url)
     return reverse("inbox:image_proxy", args=[message_pk]) + f"?t={quote(token, safe='')}"
 
@@ -103,8 +103,8 @@ def image_proxy_url(*, user, message_pk: int, url: str) -> str:
 
 
 def _lock_down(response):
-    # A-03: nothing we serve from mail may be sniffed into HTML or run as a document, even if
-    # opened directly in a tab (CSP sandbox: opaque origin, no scripts).
+    # docs/reliability.md A-03: nothing we serve from mail may be sniffed into HTML or run as a
+    # document, even if opened directly in a tab (CSP sandbox: opaque origin, no scripts).
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "sandbox"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -115,7 +115,7 @@ def _lock_down(response):
 def content_disposition(kind: str, filename: str) -> str:
     """RFC 6266 §4.3 with both forms: an ASCII ``filename=`` fallback and the UTF-8
     ``filename*=``, both built from the cleaned name, so no quote, semicolon, CR or LF from the
-    sender reaches the header (A-02, CVE-2022-36359)."""
+    sender reaches the header (docs/reliability.md A-02, CVE-2022-36359)."""
     cleaned = clean_filename(filename)
     return (
         f'{kind}; filename="{ascii_filename(filename)}"; '
@@ -131,7 +131,8 @@ def _open_blob(attachment: Attachment):
 
 
 def _get_attachment(message: Message, attachment_pk: int) -> Attachment:
-    # Looked up among THIS message's attachments only: another message's id is a 404 (A-05).
+    # Looked up among THIS message's attachments only: another message's id is a 404
+    # (docs/reliability.md A-05).
     try:
         return message.attachments.select_related("blob").get(pk=attachment_pk)
     except Attachment.DoesNotExist as exc:
@@ -169,9 +170,9 @@ def render_body(*, user, message: Message, images: bool) -> RenderedBody:
 
 def frame_policy(request, *, message_pk: int, images: bool) -> str:
     """The frame's own CSP: stops scripts, forms, base tags, fonts, CSS imports and every
-    remote fetch even if the sanitiser missed something (SPEC 5 "either layer alone").
+    remote fetch even if the sanitiser missed something (docs/product.md §7.3: either layer alone).
     Images only from this message's inline-part path, plus its proxy path after consent
-    (X-11, X-12)."""
+    (docs/reliability.md X-11, X-12)."""
     origin = f"{request.scheme}://{request.get_host()}"
     prefix = origin + _message_prefix(message_pk)
     img = [prefix + "inline/"] + ([prefix + "image/"] if images else [])
@@ -180,7 +181,7 @@ def frame_policy(request, *, message_pk: int, images: bool) -> str:
             "default-src 'none'",
             "img-src " + " ".join(img),
             # Our own <style> and the sanitised style attributes; url(), @import and
-            # @font-face are still refused by img-src/default-src (X-06).
+            # @font-face are still refused by img-src/default-src (docs/reliability.md X-06).
             "style-src 'unsafe-inline'",
             "base-uri 'none'",
             "form-action 'none'",
@@ -194,7 +195,8 @@ def frame_policy(request, *, message_pk: int, images: bool) -> str:
 @xframe_options_sameorigin
 def message_body(request, pk: int):
     """The document inside ``<iframe sandbox>``: the sanitised body, never the app's chrome.
-    ``?images=1`` is the reader's consent to remote images for this message (X-11)."""
+    ``?images=1`` is the reader's consent to remote images for this message
+    (docs/reliability.md X-11)."""
     message = get_message_or_404(request.user, pk)
     images = request.GET.get("images") == "1"
     rendered = render_body(user=request.user, message=message, images=images)
@@ -213,7 +215,7 @@ def message_body(request, pk: int):
 
 
 def _person(name: str, address: str) -> dict:
-    # X-14: the display name is shown, but always beside the real address, so
+    # docs/reliability.md X-14: the display name is shown, but always beside the real address, so
     # '"PayPal <service@paypal.com>" <evil@x>' cannot pass for PayPal.
     return {"name": clean_display(name, limit=200), "address": clean_display(address, limit=320)}
 
@@ -283,9 +285,9 @@ def message_read(request, pk: int):
 
 @require_GET
 def attachment_download(request, pk: int, attachment_pk: int):
-    """Always a download (A-03): octet-stream, ``attachment``, nosniff, CSP sandbox; streamed
-    from storage in blocks by FileResponse (A-04); the URL names the attachment by id, so two
-    parts with the same file name have distinct URLs (A-06)."""
+    """Always a download (docs/reliability.md A-03): octet-stream, ``attachment``, nosniff, CSP
+    sandbox; streamed from storage in blocks by FileResponse (A-04); the URL names the attachment by
+    id, so two parts with the same file name have distinct URLs (A-06)."""
     message = get_message_or_404(request.user, pk)
     attachment = _get_attachment(message, attachment_pk)
     response = FileResponse(_open_blob(attachment), content_type="application/octet-stream")
@@ -297,7 +299,8 @@ def attachment_download(request, pk: int, attachment_pk: int):
 @require_GET
 def message_inline(request, pk: int, attachment_pk: int):
     """A part of this message shown as an image (``cid:`` references, previews): only a PNG,
-    JPEG, GIF or WebP by its magic bytes, with that type, never the sender's (A-03, X-12)."""
+    JPEG, GIF or WebP by its magic bytes, with that type, never the sender's
+    (docs/reliability.md A-03, X-12)."""
     user = _reader(request, _token_payload(request, INLINE_SALT), m=pk, a=attachment_pk)
     message = get_message_or_404(user, pk)
     attachment = _get_attachment(message, attachment_pk)
@@ -315,9 +318,10 @@ def message_inline(request, pk: int, attachment_pk: int):
 @login_not_required
 @require_GET
 def image_proxy(request, pk: int):
-    """A remote image fetched by the server for a reader who consented (X-11): the sender
-    sees the CRM's address, not the reader's; the fetch applies the mail connection's SSRF
-    checks (connector.image_proxy); only raster images by magic bytes come back."""
+    """A remote image fetched by the server for a reader who consented (docs/reliability.md X-11):
+    the sender sees the CRM's address, not the reader's; the fetch applies the mail connection's
+    SSRF checks (connector/transport/images.py, through inbox/ports.py); only raster images by magic
+    bytes come back."""
     payload = _token_payload(request, PROXY_SALT)
     if payload is None or payload.get("m") != pk:
         raise Http404("No such image.")
@@ -337,7 +341,7 @@ def image_proxy(request, pk: int):
 @require_GET
 def message_raw(request, pk: int):
     """The message as received (.eml), for people who may read it; a download, streamed
-    while it is decompressed (A-04)."""
+    while it is decompressed (docs/reliability.md A-04)."""
     message = get_message_or_404(request.user, pk)
     if not rawsource.exists(message.raw_file):
         raise Http404("No raw source kept.")

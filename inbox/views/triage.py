@@ -43,7 +43,7 @@ def triage_page(request):
 
 
 def _health_urls(held) -> dict[int, str]:
-    """Each held message's mailbox health page (issue 6c), once that page exists."""
+    """Each held message's mailbox health page, once that page exists."""
     urls = {}
     for entry in held:
         try:

@@ -1,5 +1,5 @@
 """Helpers for sync tests: a mailbox on the test Dovecot, realistic messages, and the oracle of
-RELIABILITY §7.1 (server truth against the database)."""
+docs/reliability.md §8.1 (server truth against the database)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`manage.py mailbox ...`: the command line scripts rely on (issue 3)."""
+"""`manage.py mailbox ...`: the command line scripts rely on (docs/product.md §3.9)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Structured logs (issue 7): one line per event with mailbox and message ids, never a secret
-(RELIABILITY C-01), as configured in settings.LOGGING."""
+"""Structured logs: one line per event with mailbox and message ids, never a secret
+(docs/reliability.md C-01), as configured in settings.LOGGING."""
 
 from __future__ import annotations
 

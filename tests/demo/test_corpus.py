@@ -1,5 +1,5 @@
 """The generated corpus: reproducible, parseable, threaded, multilingual, and realistic enough
-for the demo mailbox and the sync benchmark (issue 3)."""
+for the demo mailbox and the sync benchmark."""
 
 from __future__ import annotations
 

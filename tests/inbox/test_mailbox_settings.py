@@ -627,7 +627,8 @@ def test_reconnect_with_a_wrong_password_changes_nothing(client, owner, broken, 
 
 
 def test_reconnect_stops_after_repeated_refusals(client, owner, broken, tester):
-    """C-09: a few refused passwords, then a pause, so the provider does not lock the account."""
+    """docs/reliability.md C-09: a few refused passwords, then a pause, so the provider does not
+    lock the account."""
     tester.report = failing("auth")
     client.force_login(owner)
     url = reverse("inbox:mailbox_reconnect", args=[broken.pk])
@@ -854,7 +855,7 @@ def test_admin_retries_held_messages_it_manages(client, admin_user, world):
 
 @pytest.fixture
 def signed_in(owner):
-    """What inbox.mailbox_oauth_connected leaves: paused, no folders, no date."""
+    """What inbox.services.mailboxes.mailbox_oauth_connected leaves: paused, no folders, no date."""
     return f.MailboxFactory(
         owner=owner,
         email_address="olivia@gmail.example",

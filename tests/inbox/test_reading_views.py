@@ -1,5 +1,6 @@
-"""Reading one message: permissions (C-11, C-12, A-05), the frame's headers (SPEC 5), downloads
-(A-01..A-06), inline cid: images (X-12) and the image proxy (X-11, C-07)."""
+"""Reading one message: permissions (docs/reliability.md C-11, C-12, A-05), the frame's headers
+(docs/product.md §7.3), downloads (A-01..A-06), inline cid: images (X-12) and the image proxy (X-11,
+C-07)."""
 
 from __future__ import annotations
 
@@ -116,8 +117,9 @@ def not_found_body(client, url: str, message_pk: int) -> bytes:
 @pytest.mark.parametrize("who", ["owner", "teammate", "outsider", "admin", "revoked", "grouped"])
 @pytest.mark.parametrize("which", ["personal", "shared"])
 def test_permission_matrix(client, world, who, which):
-    """C-11/C-12/A-05: owner, grantee (direct and by group) read; a teammate without grant,
-    a revoked grantee and an admin without grant get exactly the 404 of a missing message."""
+    """docs/reliability.md C-11/C-12/A-05: owner, grantee (direct and by group) read; a teammate
+    without grant, a revoked grantee and an admin without grant get exactly the 404 of a missing
+    message."""
     client.force_login(world["users"][who])
     message = world[which]
     for url in urls_for(message):
@@ -145,7 +147,8 @@ def test_anonymous_gets_the_same_answer_as_for_a_missing_message(client, world):
 
 @pytest.mark.django_db
 def test_another_messages_attachment_is_a_404(client, world):
-    """A-05/X-12: an attachment id of another message, even a readable one, is not found."""
+    """docs/reliability.md A-05/X-12: an attachment id of another message, even a readable one, is
+    not found."""
     client.force_login(world["users"]["owner"])
     personal, shared = world["personal"], world["shared"]
     mine = personal.attachments.get()
@@ -170,7 +173,7 @@ def test_body_frame_headers(client, owner, personal_mailbox):
     client.force_login(owner)
     response = client.get(reverse("inbox:message_body", args=[message.pk]))
     assert response.status_code == 200
-    assert response["Content-Type"] == "text/html; charset=utf-8"  # X-10
+    assert response["Content-Type"] == "text/html; charset=utf-8"  # docs/reliability.md X-10
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["X-Frame-Options"] == "SAMEORIGIN"
     assert response["Referrer-Policy"] == "no-referrer"
@@ -215,7 +218,7 @@ def test_partial_shows_people_with_real_addresses_and_escapes_metadata(
     assert response.status_code == 200
     assert "<img src=x" not in html and "<svg onload" not in html and "<script>alert" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
-    assert "\u202e" not in html  # X-14
+    assert "\u202e" not in html  # docs/reliability.md X-14
     assert "&lt;evil@attacker.example&gt;" in html  # the real address beside the name
     assert "Show images" in html
     assert f'src="/inbox/messages/{message.pk}/body/"' in html
@@ -230,7 +233,7 @@ def test_partial_shows_people_with_real_addresses_and_escapes_metadata(
     assert f"/inbox/messages/{message.pk}/body/?images=1" in consented.content.decode()
 
 
-# --- Attachments (A-01..A-06) ---------------------------------------------------------------
+# --- Attachments (docs/reliability.md A-01..A-06) -------------------------------------------------
 
 HOSTILE_NAMES = [
     ('quote".pdf', 'filename="quote_.pdf"'),
@@ -258,7 +261,7 @@ def test_download_names_are_safe(client, owner, personal_mailbox, name, expected
     client.force_login(owner)
     response = client.get(reverse("inbox:attachment_download", args=[message.pk, attachment.pk]))
     assert response.status_code == 200
-    assert isinstance(response, FileResponse)  # streamed, CVE-2022-36359 fix path (A-02, A-04)
+    assert isinstance(response, FileResponse)  # streamed (docs/reliability.md A-02, A-04)
     disposition = response["Content-Disposition"]
     assert disposition.startswith("attachment; ")
     assert expected in disposition
@@ -294,8 +297,8 @@ DANGEROUS = [
 @pytest.mark.django_db
 @pytest.mark.parametrize("name,content_type,data", DANGEROUS)
 def test_dangerous_types_never_inline(client, owner, personal_mailbox, name, content_type, data):
-    """A-03: downloads are attachments; the inline view serves only raster images by their
-    bytes, whatever the sender declared."""
+    """docs/reliability.md A-03: downloads are attachments; the inline view serves only raster
+    images by their bytes, whatever the sender declared."""
     message = f.MessageFactory(mailbox=personal_mailbox)
     attachment = attach(message, data, filename=name, content_type=content_type, content_id="<x>")
     client.force_login(owner)
@@ -322,7 +325,7 @@ def test_real_png_is_served_inline_with_the_sniffed_type(client, owner, personal
 
 @pytest.mark.django_db
 def test_same_name_twice_gives_two_urls(client, owner, personal_mailbox):
-    """A-06."""
+    """docs/reliability.md A-06."""
     message = f.MessageFactory(mailbox=personal_mailbox)
     first = attach(message, b"one", filename="report.pdf")
     second = attach(message, b"two", filename="report.pdf")
@@ -337,7 +340,8 @@ def test_same_name_twice_gives_two_urls(client, owner, personal_mailbox):
 
 @pytest.mark.django_db
 def test_big_attachment_is_streamed(client, owner, personal_mailbox):
-    """A-04: FileResponse reads the file in blocks; the whole body never sits in memory."""
+    """docs/reliability.md A-04: FileResponse reads the file in blocks; the whole body never sits in
+    memory."""
     message = f.MessageFactory(mailbox=personal_mailbox)
     attachment = attach(message, b"\0" * (3 * 1024 * 1024), filename="big.bin")
     client.force_login(owner)
@@ -361,7 +365,7 @@ def test_raw_source_download(client, owner, personal_mailbox):
     assert client.get(reverse("inbox:message_raw", args=[no_raw.pk])).status_code == 404
 
 
-# --- cid: images (X-12) ---------------------------------------------------------------------
+# --- cid: images (docs/reliability.md X-12) -------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -394,13 +398,13 @@ def test_inline_token_works_without_session_and_only_for_its_part(client, owner,
     assert client.get(wrong_part).status_code == 404
     tampered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
     assert client.get(tampered).status_code == 404
-    # The owner loses the mailbox: the token stops working at once (C-12).
+    # The owner loses the mailbox: the token stops working at once (docs/reliability.md C-12).
     personal_mailbox.owner = f.UserFactory(username="new-owner")
     personal_mailbox.save()
     assert client.get(url).status_code == 404
 
 
-# --- The image proxy (X-11, C-07) ------------------------------------------------------------
+# --- The image proxy (docs/reliability.md X-11, C-07) ---------------------------------------------
 
 
 class _ImageServer:
@@ -532,7 +536,8 @@ def test_proxy_vets_every_redirect_target(
     client, owner, personal_mailbox, image_server, settings, monkeypatch
 ):
     """An allowed image host that redirects to the metadata address is refused like a direct
-    link would be (C-07): no connection is even attempted to the redirect target."""
+    link would be (docs/reliability.md C-07): no connection is even attempted to the redirect
+    target."""
     from connector.transport import net
 
     connected: list[list[str]] = []

@@ -1,6 +1,6 @@
 """The sanitiser and renderers of inbox/rendering.py, without a browser: the hostile corpus,
-idempotence (X-03), Hypothesis-generated fragments, plain-text linkifying (X-07), names and
-file names (X-14, A-01)."""
+idempotence (docs/reliability.md X-03), Hypothesis-generated fragments, plain-text linkifying
+(X-07), names and file names (X-14, A-01)."""
 
 from __future__ import annotations
 
@@ -93,9 +93,10 @@ def rendered(html: str, *, consent: bool = False) -> str:
 def test_corpus_is_inert_and_stable(entry):
     payload = filled(entry)
     once = clean_html(payload)
-    assert clean_html(once) == once  # X-03
+    assert clean_html(once) == once  # docs/reliability.md X-03
     for output in (rendered(payload), rendered(payload, consent=True), render_text_body(payload)):
-        # Nothing runs, nothing loads from anywhere but our own paths (X-01..X-11).
+        # Nothing runs, nothing loads from anywhere but our own paths
+        # (docs/reliability.md X-01..X-11).
         assert problems(output) == [], output
         # Whatever the browser re-parses, the same sanitiser finds nothing more to remove.
         assert clean_html(output) == clean_html(clean_html(output))
@@ -132,7 +133,7 @@ def test_links_open_in_a_new_tab_without_opener_or_referrer():
     out = rendered('<a href="https://example.com/" target="_self" rel="opener">x</a>')
     assert out == (
         '<a href="https://example.com/" target="_blank" rel="noopener noreferrer">x</a>'
-    )  # X-13
+    )  # docs/reliability.md X-13
 
 
 def test_styles_keep_layout_but_lose_everything_that_loads_or_escapes():
@@ -142,7 +143,7 @@ def test_styles_keep_layout_but_lose_everything_that_loads_or_escapes():
         '<p style="color:green;font-family:a\\72 ial">c</p>'
     )
     assert '<p style="color:red;font-weight:bold">a</p>' in out
-    assert "<p>b</p>" in out and "<p>c</p>" in out  # the whole style goes (X-06)
+    assert "<p>b</p>" in out and "<p>c</p>" in out  # style dropped whole (docs/reliability.md X-06)
 
 
 def test_plain_text_is_escaped_before_linkifying():
@@ -228,7 +229,7 @@ def fragments(draw, depth=0):
     return "".join(parts)
 
 
-# 500 in the everyday run; RELAY_HYPOTHESIS_EXAMPLES=10000 for the 7.3 figure.
+# 500 in the everyday run; RELAY_HYPOTHESIS_EXAMPLES=10000 for docs/reliability.md §8.3.
 @settings(
     max_examples=int(os.environ.get("RELAY_HYPOTHESIS_EXAMPLES", "500")),
     deadline=None,
@@ -244,7 +245,8 @@ def test_generated_fragments_are_idempotent_and_inert(fragment):
 
 
 def test_idn_links_point_at_their_punycode_host():
-    """X-13: a Cyrillic 'а' in paypal.com cannot pass for the real one in the status bar."""
+    """docs/reliability.md X-13: a Cyrillic 'а' in paypal.com cannot pass for the real one in the
+    status bar."""
     out = rendered('<a href="https://p\u0430ypal.com/login">paypal</a>')
     assert 'href="https://xn--pypal-4ve.com/login"' in out
     out = rendered('<a href="https://user:pw@ex\u00e4mple.com:8080/x">b</a>')

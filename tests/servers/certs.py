@@ -1,6 +1,6 @@
 """A self-signed certificate made once per test session, for the TLS listeners of Dovecot and
 the SMTP fixture. Being self-signed, a client with default verification must refuse it
-(RELIABILITY C-04); a client given ``cafile`` (the same file) must accept it."""
+(docs/reliability.md C-04); a client given ``cafile`` (the same file) must accept it."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 One server per test session (it starts in well under a second); each test gets fresh users so
 tests never see each other's mail. The helpers change the server *behind the client's back*,
 the way another mail client or the provider would: they are how tests produce the scenarios of
-RELIABILITY section A (new mail, flags changed elsewhere, move, expunge, UIDVALIDITY reset...).
+docs/reliability.md §1 (new mail, flags changed elsewhere, move, expunge, UIDVALIDITY reset...).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 # Mail is owned by an unprivileged user: Dovecot refuses mail access as root (uid 0).
 MAIL_USER = "nobody"
 
-# Dovecot 2.3's own capability list minus CONDSTORE and QRESYNC, for the RELIABILITY S-19 path
-# (a server without them). The client must then fall back to a full flag scan.
+# Dovecot 2.3's own capability list minus CONDSTORE and QRESYNC, for the docs/reliability.md S-19
+# path (a server without them). The client must then fall back to a full flag scan.
 NO_CONDSTORE_CAPABILITY = (
     "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES "
     "THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN "
@@ -137,7 +137,7 @@ class DoveadmError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerMessage:
-    """One message as the server holds it: the "server truth" of RELIABILITY section 6."""
+    """One message as the server holds it: the "server truth" of docs/reliability.md §8.1."""
 
     folder: str
     uidvalidity: int
@@ -280,7 +280,7 @@ class Dovecot:
         return self._passwords[user]
 
     def set_password(self, user: str, password: str) -> None:
-        """Change the password on the server (RELIABILITY S-28: password changed elsewhere).
+        """Change the password on the server (docs/reliability.md S-28: password changed elsewhere).
         Takes up to a second: Dovecot looks at a passwd-file at most once per second."""
         with self._users_lock:
             self._passwords[user] = password
@@ -447,7 +447,7 @@ class Dovecot:
         return self.status(user, folder)["uidvalidity"]
 
     def reset_uidvalidity(self, user: str, folder: str = "INBOX") -> int:
-        """Give ``folder`` a new UIDVALIDITY (RELIABILITY S-01) and return it. Dovecot keeps
+        """Give ``folder`` a new UIDVALIDITY (docs/reliability.md S-01) and return it. Dovecot keeps
         the UIDs; a client must nevertheless treat every cached UID as void (RFC 3501 2.3.1.1).
         """
         new = self.uidvalidity(user, folder) + 1
@@ -455,7 +455,7 @@ class Dovecot:
         return new
 
     def kick(self, user: str) -> None:
-        """Disconnect the user's IMAP sessions (the server sends BYE: RELIABILITY S-12)."""
+        """Disconnect the user's IMAP sessions (the server sends BYE: docs/reliability.md S-12)."""
         self.doveadm("kick", user)
 
     # --- server truth ------------------------------------------------------------------

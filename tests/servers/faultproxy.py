@@ -1,7 +1,7 @@
 """A small threaded TCP proxy that sits between a client and a real server and misbehaves on
 request: cut the connection after N bytes from the server, stall (accept, then say nothing),
 slice the server's stream into tiny chunks, drop one untagged FETCH response, or strip STARTTLS
-from the capabilities (RELIABILITY S-11, S-12, S-13, C-05).
+from the capabilities (docs/reliability.md S-11, S-12, S-13, C-05).
 
 A behaviour applies to the connections accepted after it is set, each counted from its own
 first byte; ``connections`` counts every connection accepted.
@@ -81,7 +81,7 @@ class FaultProxy:
     def inject_after(self, marker: bytes, payload: bytes) -> None:
         """Send ``payload`` right after the first ``marker`` from the server, in the same
         segment: e.g. extra responses after the STARTTLS OK, the "STARTTLS command injection"
-        of RELIABILITY C-05."""
+        of docs/reliability.md C-05."""
         self.behaviour = replace(self.behaviour, inject_after=(marker, payload))
 
     def cut_all(self) -> None:
@@ -175,7 +175,7 @@ class FaultProxy:
                 if b.strip_starttls and not tls_started:
                     # Only the clear-text phase can be rewritten; once the client sends
                     # STARTTLS the rest is ciphertext. Rewriting capabilities is exactly the
-                    # downgrade attack of RELIABILITY C-05.
+                    # downgrade attack of docs/reliability.md C-05.
                     if data[:1] in (b"\x16", b"\x17"):
                         tls_started = True
                     else:

@@ -72,7 +72,7 @@ def dovecot(test_certificate) -> Dovecot:
 
 @pytest.fixture(scope="session")
 def dovecot_no_condstore(test_certificate) -> Dovecot:
-    """The same server without CONDSTORE/QRESYNC in its capabilities (RELIABILITY S-19)."""
+    """The same server without CONDSTORE/QRESYNC in its capabilities (docs/reliability.md S-19)."""
     server = start_dovecot(test_certificate, condstore=False)
     yield server
     stop_dovecot(server)

@@ -1,6 +1,6 @@
 """A real SMTP server for the tests: aiosmtpd on a free loopback port, recording every message
-it accepts. ``mode`` switches it to the faults the sending code must survive (RELIABILITY E,
-S-24):
+it accepts. ``mode`` switches it to the faults the sending code must survive
+(docs/reliability.md §5, S-24):
 
 - "accept": record and answer 250 (the default);
 - "tempfail" / "permfail": answer DATA with 451 / 554, record nothing;

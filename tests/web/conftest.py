@@ -1,5 +1,5 @@
 """Browser tests: Debian's Chromium driven by pytest-playwright against pytest-django's
-live_server (ARCHITECTURE, "Testing against real servers")."""
+live_server."""
 
 from __future__ import annotations
 

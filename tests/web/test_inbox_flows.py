@@ -204,7 +204,7 @@ def test_phone_inbox_conversation_and_triage(
         page.locator("#conversation").get_by_role("heading", name="Quote for 40 widgets")
     ).to_be_visible()
     expect(page.locator("#thread-list")).to_be_hidden()
-    # The newest message's body, in the sandboxed frame of the reading view (issue 6a).
+    # The newest message's body, in the sandboxed frame of the reading view (docs/product.md §7.3).
     frame = page.locator("#conversation .inbox-msg").last.locator("iframe")
     expect(frame).to_be_visible()
     expect(frame.content_frame.get_by_text("Body of message 1")).to_be_visible()

@@ -1,6 +1,6 @@
 """A corpus of hostile messages of our own (tests/fixtures/xss/corpus.json) rendered in real
 headless Chromium, with a beacon HTTP server on loopback counting what gets through
-(RELIABILITY X-01..X-14, figures of 7.3).
+(docs/reliability.md X-01..X-14, figures of §8.3).
 
 Every payload that runs script calls ``{beacon}/x/<id>``; every payload that loads something
 remote asks for ``{beacon}/r/<id>``. The figures:
@@ -163,7 +163,7 @@ def make_messages(owner, mailbox, base: str, entries: list[dict]) -> dict[str, o
     messages = {}
     for entry in entries:
         payload = fill(entry, base)
-        # The snippet too: the Email tab and lists show it (X-08).
+        # The snippet too: the Email tab and lists show it (docs/reliability.md X-08).
         fields = {
             "subject": f"Corpus {entry['id']}",
             "text_body": "",
@@ -203,14 +203,14 @@ def remote_requests(page, live_server) -> list[str]:
 
 @pytest.mark.django_db(transaction=False)
 def test_corpus_covers_the_catalogue():
-    assert len(CORPUS) >= 150  # 7.3: K >= 150
+    assert len(CORPUS) >= 150  # docs/reliability.md §8.3: K >= 150
     assert len({e["id"] for e in CORPUS}) == len(CORPUS)
     fields = {e["field"] for e in CORPUS}
     assert fields == {"html_body", "text_body", "subject", "from_name", "attachment", "folder"}
     vectors = {e["vector"] for e in CORPUS}
     assert {"X-01", "X-02", "X-03", "X-05", "X-06", "X-07", "X-08", "X-11", "X-14"} <= vectors
     tracking = [e for e in CORPUS if "{R}" in e["payload"]]
-    assert len(tracking) >= 20  # 7.3: T >= 20 tracking vectors
+    assert len(tracking) >= 20  # docs/reliability.md §8.3: T >= 20
 
 
 # --- The control: without protection the harness sees executions ----------------------------

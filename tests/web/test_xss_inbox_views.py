@@ -1,7 +1,7 @@
 """The hostile corpus through the Inbox's own views: the conversation list with search
 results (subjects, sender names, snippets, folder names in the sidebar) and every
 conversation page. Same beacon, same figures as tests/web/test_xss_corpus.py: 0 executions,
-0 remote requests (issue 6, RELIABILITY X-08, 7.3)."""
+0 remote requests (docs/reliability.md X-08, §8.3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`manage.py mailbox add|test|list|sync|import|status`: mailboxes for operators and scripts.
 
-The subcommand names and options are a contract (issue 3): scripts rely on them."""
+The subcommand names and options are a contract (docs/product.md §3.9): scripts rely on them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`manage.py demo_data`: a small, believable company to try Relay CRM with.
 
-The cast comes from `connector.corpus` (its staff become the users, its companies and people the
+The cast comes from `demo.corpus` (its staff become the users, its companies and people the
 accounts, contacts and leads), topped up with a few companies that have no mail yet, and the
 corpus's mail is imported into the shared support mailbox. Tickets are made for the ticket
 references that mail carries, in order, so that TKT-1001 in a staff reply is the ticket about
@@ -45,7 +45,7 @@ from inbox.services.mailboxes import mailbox_set_primary
 DEMO_PASSWORD = "demo"
 SUPPORT_ADDRESS = "support@relay.example"  # the address the corpus writes to
 # Enough mail for a few months of threads, and 14 ticket references; the same every time.
-DEMO_MAIL_COUNT = 300  # "a few hundred" (issue 3): threads, HTML, attachments, 7 languages
+DEMO_MAIL_COUNT = 300  # "a few hundred": threads, HTML, attachments, 7 languages
 DEMO_MAIL_SEED = 1
 # RFC 2606 reserves .invalid: the name can never resolve, so a demo mailbox that is resumed by
 # mistake fails at once instead of connecting to someone's real server.

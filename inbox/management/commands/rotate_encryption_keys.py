@@ -1,6 +1,6 @@
 """Re-encrypt every stored mail credential with the newest key of RELAY_ENCRYPTION_KEYS.
 
-Rotation (RELIABILITY C-02): put a new key first in RELAY_ENCRYPTION_KEYS, run this command,
+Rotation (docs/reliability.md C-02): put a new key first in RELAY_ENCRYPTION_KEYS, run this command,
 then remove the old key. A value no configured key opens is reported and left untouched."""
 
 from django.core.management.base import BaseCommand, CommandError

@@ -1,6 +1,6 @@
-"""The Email API (issue 7): XML documents from allowed senders to a support mailbox create and
-update accounts, contacts and tickets, all or nothing, and the sender is told what happened.
-Documents go through the real path: a stored message handed to the filing pass."""
+"""The Email API (docs/product.md §6): XML documents from allowed senders to a support mailbox
+create and update accounts, contacts and tickets, all or nothing, and the sender is told what
+happened. Documents go through the real path: a stored message handed to the filing pass."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Filing in support mailboxes, retroactive filing, Qualify and unlink (issue 4): what a support
-agent sees is tickets with the right contact and account, the acknowledgement waiting in the
+"""Filing in support mailboxes, retroactive filing, Qualify and unlink (docs/product.md §4): what a
+support agent sees is tickets with the right contact and account, the acknowledgement waiting in the
 outbox, and the triage queue with its reasons."""
 
 from __future__ import annotations

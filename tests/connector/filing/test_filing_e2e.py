@@ -1,7 +1,7 @@
 """End to end against the real Dovecot: mail delivered to a support mailbox is synced, the
 messages_stored signal fires when the batch commits, and the filing task (run in-process, as a
 worker would) turns new requests into tickets with the right contact and account; replies join
-them; the first sync's history opens nothing (issue 4)."""
+them; the first sync's history opens nothing (docs/product.md §4.2)."""
 
 from __future__ import annotations
 

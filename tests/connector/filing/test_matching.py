@@ -1,4 +1,4 @@
-"""The matching rules, one case per rule and per conflict (issue 4, "Prove it"): what a user sees
+"""The matching rules, one case per rule and per conflict (docs/product.md §4.1): what a user sees
 afterwards is which records the message is filed on, with which rule, and what waits in triage.
 """
 
@@ -265,7 +265,7 @@ def test_reply_in_a_filed_thread_inherits_its_filings_in_the_same_mailbox_only(m
 
 def test_a_reply_in_the_same_batch_follows_its_parent(mailbox):
     ana = f.ContactFactory(emails=["ana@acme.example"])
-    # Bob was copied on Ana's mail, so he takes part in that thread (C-14).
+    # Bob was copied on Ana's mail, so he takes part in that thread (docs/reliability.md C-14).
     parent = mail(
         mailbox, sender="ana@acme.example", cc="bob@partner.example", message_id="p@acme.example"
     )

@@ -1,4 +1,5 @@
-"""The signed record token in our Message-IDs (issue 4, RELIABILITY C-14)."""
+"""The signed record token in our Message-IDs (docs/product.md §4.1 rule 2,
+docs/reliability.md C-14)."""
 
 from __future__ import annotations
 

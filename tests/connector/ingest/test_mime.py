@@ -1,4 +1,5 @@
-"""connector.mime against our hostile corpus (RELIABILITY P-01..P-10, X-10, X-14, I-06).
+"""connector/ingest/mime.py against our hostile corpus (docs/reliability.md P-01..P-10, X-10, X-14,
+I-06).
 
 Every hostile file parses, or raises MessageUnparseable with a reason, and never anything else,
 with both MIME backends, under a wall-clock guard (a hang fails the test; the time itself is
@@ -115,8 +116,8 @@ def assert_invariants(message: ParsedMessage, limits: Limits) -> None:
     one_line += list(message.headers.values())
     for value in one_line:
         assert isinstance(value, str)
-        assert not CONTROL.search(value), value  # no CR/LF/NUL/TAB: P-06
-        assert not BIDI.search(value), value  # X-14
+        assert not CONTROL.search(value), value  # no CR/LF/NUL/TAB: docs/reliability.md P-06
+        assert not BIDI.search(value), value  # docs/reliability.md X-14
         assert not SURROGATE.search(value), value  # PostgreSQL would refuse it
     for body in (message.text_body, message.html_body, message.snippet):
         assert "\x00" not in body and not SURROGATE.search(body)
@@ -131,7 +132,7 @@ def assert_invariants(message: ParsedMessage, limits: Limits) -> None:
 
 
 def test_corpus_is_big_enough():
-    assert len(COMMITTED) + len(GENERATED) >= 40 + 3  # RELIABILITY 7.4: >= 40 hostile files
+    assert len(COMMITTED) + len(GENERATED) >= 40 + 3  # docs/reliability.md §8.4: 40 hostile files
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -244,7 +245,8 @@ def check_iso2022jp(m):
 
 
 def check_utf7(m):
-    # Decoded once, server-side (X-10): the sanitiser sees the real `<script>`, not `+ADw-`.
+    # Decoded once, server-side (docs/reliability.md X-10): the sanitiser sees the real `<script>`,
+    # not `+ADw-`.
     assert "<script>alert(1)</script>" in m.html_body and "Grüße" in m.html_body
     assert "+ADw-" not in m.html_body
 
@@ -256,13 +258,13 @@ def check_utf7_surrogate(m):
 
 def check_iso2022jp_escapes(m):
     # Decoded as declared, the bad escape replaced: the sanitiser sees the markup a browser
-    # would, and no ESC byte survives to hide anything (X-10).
+    # would, and no ESC byte survives to hide anything (docs/reliability.md X-10).
     assert "<p>こんにちは</p>" in m.html_body and "<img src=x onerror=alert(1)>" in m.html_body
     assert "\x1b" not in m.html_body
 
 
 def check_decompression_bombs(m):
-    # P-08: kept byte for byte, never opened or decoded here.
+    # docs/reliability.md P-08: kept byte for byte, never opened or decoded here.
     png, zipped = m.attachments
     assert png.filename == "huge.png" and png.payload.startswith(b"\x89PNG") and png.size < 100
     assert zipped.filename == "bomb.zip" and zipped.payload.startswith(b"PK") and zipped.size < 400
@@ -851,7 +853,7 @@ def test_decode_header_text_directly():
 
 
 # -------------------------------------------------------------------------------------------
-# Hypothesis: random MIME trees (RELIABILITY 7.4), 200 examples
+# Hypothesis: random MIME trees (docs/reliability.md §8.4), 200 examples
 
 CHARSETS = ["utf-8", "iso-8859-1", "windows-1252", "koi8-r", "shift_jis", "gb18030", "iso-2022-jp"]
 ALPHABET = st.sampled_from(list("abcdefghij KLMNOP 0123456789 .,;!? äöüéèçñ жзий 日本語 中文 \n"))
@@ -952,7 +954,7 @@ def raw_mime_tree(draw):
     """Raw bytes of a spine of 1-60 nested multiparts with up to ~2,000 text leaves around it.
 
     Built by hand rather than with EmailMessage so that depth and width reach the caps quickly
-    (RELIABILITY 7.4: depth <= 60, parts <= 2,000)."""
+    (docs/reliability.md §8.4: depth <= 60, parts <= 2,000)."""
     depth = draw(st.integers(1, 60))
     budget = draw(st.sampled_from([5, 5, 50, 50, 300, 2000]))  # the 2,000s are the costly ones
     rnd = draw(st.randoms(use_true_random=False))  # cheap choices for thousands of leaves

@@ -2,7 +2,7 @@
 that an initial sync creates one file per batch, not one per message (bench/sync.py). Every
 message must still read back byte for byte, from the pool and in-process, through the
 download a user clicks; a pack cut short is never taken for whole; and a storage that
-refuses writes loses nothing (RELIABILITY I-05)."""
+refuses writes loses nothing (docs/reliability.md I-05)."""
 
 from __future__ import annotations
 
@@ -136,8 +136,9 @@ def test_a_pack_cut_short_is_rewritten_whole_and_never_read_as_complete(media):
 def test_storage_refusing_writes_stores_nothing_half_and_the_next_sync_stores_all(
     imap_user, media, settings
 ):
-    """I-05: with the raw store unwritable, no message row points at a missing file; the
-    failures are recorded, and once storage is back the next sync brings every message once."""
+    """docs/reliability.md I-05: with the raw store unwritable, no message row points at a missing
+    file; the failures are recorded, and once storage is back the next sync brings every message
+    once."""
     settings.RELAY_PARSE_WORKERS = 0
     _deliver(imap_user, 4)
     mailbox = make_mailbox(imap_user)

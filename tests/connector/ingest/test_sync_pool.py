@@ -1,5 +1,5 @@
 """The initial sync prepares big batches in a pool of processes and fetches the next batch while
-it stores the current one (bench/sync.py, issue 3). Where the work happens must change nothing:
+it stores the current one (bench/sync.py). Where the work happens must change nothing:
 a mailbox synced through the pool holds exactly what one synced in-process holds."""
 
 from __future__ import annotations

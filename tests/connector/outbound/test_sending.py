@@ -1,10 +1,11 @@
-"""Sending against the real servers (issue 5): the outbox sends through aiosmtpd, APPENDs to the
-real Dovecot's Sent folder, and the Sent-folder sync recognises the copy instead of importing
+"""Sending against the real servers (docs/product.md §5): the outbox sends through aiosmtpd, APPENDs
+to the real Dovecot's Sent folder, and the Sent-folder sync recognises the copy instead of importing
 it again. Nothing here is mocked: the SMTP server is aiosmtpd on loopback (its fault modes
 stand for a provider refusing or dropping), the IMAP server is Dovecot, the database is the
 test PostgreSQL. A "killed worker" is a BaseException raised at a named step of
-connector.sending (the same stand-in as the sync's kill-at-every-step test): everything the
-dead worker committed stays, everything it had not is gone."""
+connector/outbound/ (connector/outbound/states.py; the same stand-in as the sync's
+kill-at-every-step test): everything the dead worker committed stays, everything it had not is
+gone."""
 
 from __future__ import annotations
 
@@ -333,7 +334,8 @@ def test_worker_killed_between_sending_and_appending(imap_user, smtp_server, acm
 
 def test_worker_killed_after_append_before_recording_it(imap_user, smtp_server, acme, kill_at):
     """APPEND went through, the worker died before writing it down: the retry finds our
-    Message-ID in Sent and records that copy instead of appending a second (S-23)."""
+    Message-ID in Sent and records that copy instead of appending a second
+    (docs/reliability.md S-23)."""
     mailbox, staff = support_mailbox(imap_user, smtp_server)
     run(mailbox)
     kill_at("appended")
@@ -357,8 +359,8 @@ def test_worker_killed_after_append_before_recording_it(imap_user, smtp_server, 
 
 
 def test_worker_killed_right_after_the_servers_250(imap_user, smtp_server, acme, kill_at):
-    """S-24: the server took the mail, the worker died before committing "sent". The row is
-    "sending"; when its claim runs out it becomes "verify", is searched for, and is never
+    """docs/reliability.md S-24: the server took the mail, the worker died before committing "sent".
+    The row is "sending"; when its claim runs out it becomes "verify", is searched for, and is never
     sent a second time by itself."""
     mailbox, staff = support_mailbox(imap_user, smtp_server)
     kill_at("smtp_accepted")
@@ -636,8 +638,9 @@ def test_gmail_files_its_own_copy_in_sent_and_the_entry_becomes_that_copy(
 def test_a_server_silent_after_the_data_is_verify_not_a_second_copy(
     imap_user, smtp_server, acme, monkeypatch, settings
 ):
-    """M-05: the server takes the mail but answers too late; the client has timed out. The
-    outcome is unknown: "verify", never re-sent by itself, so the recipient has one copy."""
+    """docs/reliability.md M-05: the server takes the mail but answers too late; the client has
+    timed out. The outcome is unknown: "verify", never re-sent by itself, so the recipient has one
+    copy."""
     import asyncio
 
     from tests.servers import smtp as smtp_fixture
@@ -706,8 +709,9 @@ def test_several_copies_with_our_message_id_are_all_kept_and_none_is_linked(
 
 
 def test_sending_over_starttls_verifies_the_certificate(imap_user, smtp_server_starttls, acme):
-    """The self-signed test certificate is refused unless the mailbox opted in (C-04): the
-    entry fails with the reason and nothing is sent in clear text; with the opt-in it goes."""
+    """The self-signed test certificate is refused unless the mailbox opted in
+    (docs/reliability.md C-04): the entry fails with the reason and nothing is sent in clear text;
+    with the opt-in it goes."""
     server = smtp_server_starttls
     mailbox, staff = support_mailbox(imap_user, server)
     Mailbox.objects.filter(pk=mailbox.pk).update(smtp_security="starttls")

@@ -1,7 +1,7 @@
-"""Composing outgoing mail (issue 5): strict recipients (M-03), header values that cannot
-smuggle a header (M-01, M-02), our Message-IDs (M-07), reply and forward addressing, and the
-bytes built for the wire. No server is needed here: build_message is pure once the entry
-exists, and the services only write rows."""
+"""Composing outgoing mail (docs/product.md §5.1): strict recipients (docs/reliability.md M-03),
+header values that cannot smuggle a header (M-01, M-02), our Message-IDs (M-07), reply and forward
+addressing, and the bytes built for the wire. No server is needed here: build_message is pure once
+the entry exists, and the services only write rows."""
 
 from __future__ import annotations
 
@@ -134,8 +134,8 @@ def test_the_bytes_are_7bit_crlf_and_short_lined(personal_mailbox):
 
 
 def test_reply_to_a_subject_that_decodes_to_a_line_break(personal_mailbox):
-    """M-02: an encoded-word can decode to CR LF; the reply's subject is normalised and the
-    header block gets no extra field."""
+    """docs/reliability.md M-02: an encoded-word can decode to CR LF; the reply's subject is
+    normalised and the header block gets no extra field."""
     original = f.MessageFactory(
         mailbox=personal_mailbox,
         subject="Invoice\r\nBcc: victim@evil.example",

@@ -1,4 +1,4 @@
-"""A worker process really killed while sending (RELIABILITY S-23, S-24): the send runs in a
+"""A worker process really killed while sending (docs/reliability.md S-23, S-24): the send runs in a
 child Python process against the same test database, Dovecot and aiosmtpd, and dies with
 os._exit() at a named step of connector/outbound/ (no rollback handler, no SMTP QUIT, no IMAP
 LOGOUT: what SIGKILL leaves). The parent then does what the beat tick does after a restart.
@@ -130,8 +130,9 @@ def test_killed_after_the_server_accepted_and_before_sent_was_recorded_in_full(
 
 
 def test_killed_between_the_servers_250_and_the_commit(imap_user, smtp_server, monkeypatch):
-    """S-24: the outcome was never written down. The entry is not sent again by itself: it
-    is "verify" (the Sent folder has no copy: this server does not file SMTP mail there)."""
+    """docs/reliability.md S-24: the outcome was never written down. The entry is not sent again by
+    itself: it is "verify" (the Sent folder has no copy: this server does not file SMTP mail
+    there)."""
     mailbox, entry = queued_entry(imap_user, smtp_server, monkeypatch)
     assert run_worker_dying_at(entry, "smtp_accepted") == 137
     entry.refresh_from_db()

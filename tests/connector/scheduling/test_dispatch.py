@@ -1,4 +1,4 @@
-"""The beat tick dispatches each due mailbox once, however many beats run (issue 3, issue 7)."""
+"""The beat tick dispatches each due mailbox once, however many beats run (docs/product.md §3.1)."""
 
 from __future__ import annotations
 

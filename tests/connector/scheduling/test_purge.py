@@ -1,5 +1,5 @@
-"""Purging completed job records and old ledger entries (issue 7): what is old and done goes,
-everything still needed stays, and the sync does not notice a purged ledger."""
+"""Purging completed job records and old ledger entries (docs/product.md §8): what is old and done
+goes, everything still needed stays, and the sync does not notice a purged ledger."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sync engine against the real Dovecot of the test suite (issue 3, RELIABILITY §A).
+"""The sync engine against the real Dovecot of the test suite (docs/reliability.md §1).
 
 After every scenario: nothing lost, nothing duplicated, nothing phantom, no flag changed that
 nobody asked for, and a second sync changes nothing."""
@@ -52,7 +52,8 @@ def test_new_mail_is_stored_unread_and_a_second_sync_changes_nothing(imap_user):
         "Order 2",
         "Already read",
     }
-    # The sync never marks anything read: the server's flags are exactly as delivered (S-17).
+    # The sync never marks anything read: the server's flags are exactly as delivered
+    # (docs/reliability.md S-17).
     for uid in dovecot.uids(imap_user, "INBOX")[:3]:
         assert "\\Seen" not in dovecot.flags(imap_user, "INBOX", uid)
     assert Message.objects.get(subject="Already read").seen

@@ -1,6 +1,7 @@
 """Faults during a sync: the connection cut, stalled, sliced or missing a FETCH line, the worker
 killed, two workers at once, hostile MIME. After each, the next sync converges: lost 0,
-duplicates 0, phantom 0, and no flag the sync set (RELIABILITY S-11..S-13, S-20..S-22, S-29)."""
+duplicates 0, phantom 0, and no flag the sync set (docs/reliability.md S-11..S-13, S-20..S-22,
+S-29)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kill at every step (RELIABILITY S-22): a scripted scenario is interrupted at each of its
+"""Kill at every step (docs/reliability.md S-22): a scripted scenario is interrupted at each of its
 commit points in turn, then resumed. Every run must converge to the server's truth, and a
 run right after convergence must change nothing (idempotence). Also S-19: a server without
 CONDSTORE gives the same database state as one with it."""

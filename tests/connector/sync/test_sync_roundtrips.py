@@ -1,5 +1,5 @@
 """A folder with nothing new costs a constant number of IMAP commands, however large it is
-(issue 3; RELIABILITY S-10). Counted at imaplib's command layer on real Dovecot connections."""
+(docs/reliability.md S-10). Counted at imaplib's command layer on real Dovecot connections."""
 
 from __future__ import annotations
 

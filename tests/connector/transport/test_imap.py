@@ -1,4 +1,4 @@
-"""connector/imap.py against the real Dovecot of the test suite (issue 3, "Connect").
+"""connector/transport/imap.py against the real Dovecot of the test suite.
 
 The server side is always checked with doveadm or a separate connection, never through the
 code under test.
@@ -148,7 +148,7 @@ def test_starttls_stripped_by_a_middlebox_fails_and_sends_no_password(imap_user,
 
 def test_responses_injected_before_the_tls_handshake_are_discarded(imap_user, fault_proxy):
     # A man in the middle appends a response to the server's "OK, begin TLS": it arrives in
-    # clear text and must not be believed once TLS is up (RELIABILITY C-05).
+    # clear text and must not be believed once TLS is up (docs/reliability.md C-05).
     fault_proxy.inject_after(b"Begin TLS negotiation now.\r\n", b"* CAPABILITY INJECTED\r\n")
     with open_session(
         settings_for(
@@ -481,7 +481,7 @@ def test_test_connection_errors_have_one_wording_per_category(imap_user, fault_p
     refused = test_connection(mailbox_for(imap_user, imap_port=free_port()))
     fault_proxy.stall()
     stalled = test_connection(mailbox_for(imap_user, imap_port=fault_proxy.port), timeout=0.5)
-    # RELIABILITY C-08: refused and timed out read the same, so the form is no port scanner.
+    # docs/reliability.md C-08: refused and timed out read the same, so the form is no port scanner.
     assert refused.error == stalled.error == USER_MESSAGES["unreachable"]
 
     tls = test_connection(

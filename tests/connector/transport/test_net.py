@@ -1,4 +1,4 @@
-"""The SSRF guard (RELIABILITY C-07, figure 7.5): a loopback canary listener must receive 0
+"""The SSRF guard (docs/reliability.md C-07, §8.5): a loopback canary listener must receive 0
 connections while the blocked host encodings are tried, and exactly 1 when allow-listed."""
 
 from __future__ import annotations

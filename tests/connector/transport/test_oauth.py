@@ -1,4 +1,4 @@
-"""OAuth 2 for Google and Microsoft mailboxes (issue 5, RELIABILITY C-10).
+"""OAuth 2 for Google and Microsoft mailboxes (docs/reliability.md C-10).
 
 What is faked and why: Google's and Microsoft's endpoints cannot be reached from here, so
 tests/servers/oauth.py plays the provider (authorise with PKCE, token with refresh-token
@@ -91,7 +91,7 @@ def test_connect_with_google_uses_pkce_and_offline_access(client, owner, oauth_s
     access, refresh = stored_tokens(mailbox)
     assert refresh == oauth_server.current_refresh_token("Olivia.Owner@Gmail.example")
     assert access.startswith("at-") and mailbox.oauth_expires_at > timezone.now()
-    # Encrypted at rest: the database never holds the token itself (C-01).
+    # Encrypted at rest: the database never holds the token itself (docs/reliability.md C-01).
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM inbox_mailbox WHERE id = %s", [mailbox.pk])
         row = " ".join(str(v) for v in cursor.fetchone())
@@ -406,8 +406,8 @@ def test_xoauth2_sending_through_smtp_with_a_refreshed_token(owner, oauth_server
 
 
 def test_tokens_never_reach_the_logs_or_a_repr(owner, oauth_server):
-    """C-01 for OAuth: refresh, rotation and a revoked grant at DEBUG level log no token,
-    and the objects that carry them do not print them."""
+    """docs/reliability.md C-01 for OAuth: refresh, rotation and a revoked grant at DEBUG level log
+    no token, and the objects that carry them do not print them."""
     import io
     import logging
 
