@@ -7,6 +7,7 @@ from the suite's own virtual environment, the project only from the wheel."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -29,10 +30,19 @@ def run(args, **kwargs) -> subprocess.CompletedProcess:
 def installed(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
     """(the fresh environment's bin folder, the environment to run it with, a work folder)."""
     tmp = tmp_path_factory.mktemp("packaging")
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources.
+    source = tmp / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "data", "build", "*.egg-info", "staticfiles", "__pycache__"
+        ),
+    )
     wheels = tmp / "wheels"
     run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(wheels), str(ROOT)],
+        + ["-w", str(wheels), str(source)],
         cwd=tmp,
     )
     (wheel,) = wheels.glob("relay_crm-*.whl")

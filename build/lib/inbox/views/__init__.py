@@ -1,1 +1,0 @@
-"""The inbox pages, one module a page or subject; inbox/urls.py maps the URLs to them."""
