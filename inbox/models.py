@@ -258,6 +258,13 @@ class Folder(models.Model):
     first_sync_total = models.PositiveIntegerField(default=0)
     first_sync_done = models.PositiveIntegerField(default=0)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    history_below_uid = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="After a UIDVALIDITY reset: UIDs below this one were on the server when the "
+        "reset was noticed, so mail stored from them is filed as history (no tickets, no "
+        "acknowledgements; docs/reliability.md S-01).",
+    )
 
     class Meta:
         ordering = ["mailbox", "name"]

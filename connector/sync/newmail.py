@@ -55,9 +55,12 @@ def _new_uids(mailbox: Mailbox, folder: Folder, session, status) -> tuple[list[i
         if status.messages == 0:
             return [], []
         every = session.search_uids("ALL")
-        if mailbox.sync_from and not folder.ledger.exists():
+        # The sync-from date holds for every enumeration of the folder, the first one and the
+        # one after a UIDVALIDITY reset alike: years-old mail never arrives as new
+        # (docs/reliability.md S-01).
+        if mailbox.sync_from:
             wanted = set(session.search_uids(f"SINCE {imap_date(mailbox.sync_from)}"))
-            return sorted(wanted), sorted(set(every) - wanted)
+            return sorted(wanted & set(every)), sorted(set(every) - wanted)
         return sorted(every), []
     if status.uidnext is not None and status.uidnext <= folder.last_uid + 1:
         return [], []  # nothing new: no search at all (docs/reliability.md S-10)
@@ -84,7 +87,7 @@ def sync_folder(
     else:
         status, uids, skipped = plan_new_uids(mailbox, folder, session)
     if folder.uidvalidity is not None and status.uidvalidity != folder.uidvalidity:
-        _reset_uidvalidity(folder, status, lease)
+        _reset_uidvalidity(folder, status, session, lease)
         report.uidvalidity_reset = True
         uids, skipped = _new_uids(mailbox, folder, session, status)
     elif folder.uidvalidity is None:
@@ -104,7 +107,11 @@ def sync_folder(
 
     _retry_failed(folder, session, lease, report, uidvalidity, initial)
 
-    chunks = _batches(session, uids, batch_size)
+    # Mail found again after a UIDVALIDITY reset is history, whatever its bytes: it is filed
+    # but opens no ticket and is answered by nobody (docs/reliability.md S-01). The batches
+    # are cut at that mark so each one is either history or new mail.
+    below, above = _split_history(folder, uids)
+    chunks = _batches(session, below, batch_size) + _batches(session, above, batch_size)
     batches = _fetched_batches(session, folder, chunks)
     # closing(): if storing fails, the prefetch is waited for before the session is closed.
     with closing(batches):
@@ -114,7 +121,7 @@ def sync_folder(
                 uidvalidity=uidvalidity,
                 items=items,
                 lease=lease,
-                initial=initial,
+                initial=initial or _is_history(folder, chunk),
                 prepared=prepared,
             )
             _count(report, result)
@@ -133,6 +140,16 @@ def sync_folder(
         messages_on_server=status.messages,
         last_synced_at=timezone.now(),
     )
+
+
+def _split_history(folder: Folder, uids: list[int]) -> tuple[list[int], list[int]]:
+    """(UIDs found again after a UIDVALIDITY reset, the others); see Folder.history_below_uid."""
+    mark = folder.history_below_uid or 0
+    return [u for u in uids if u < mark], [u for u in uids if u >= mark]
+
+
+def _is_history(folder: Folder, chunk: Sequence[int]) -> bool:
+    return bool(chunk) and max(chunk) < (folder.history_below_uid or 0)
 
 
 def _batches(session, uids: list[int], batch_size: int) -> list[list[int]]:
@@ -221,10 +238,12 @@ def _fetch(session, uids: Sequence[int]) -> list[Fetched]:
     return items
 
 
-def _reset_uidvalidity(folder: Folder, status, lease: leases.Lease) -> None:
+def _reset_uidvalidity(folder: Folder, status, session, lease: leases.Lease) -> None:
     """docs/reliability.md S-01: the folder's UIDs mean nothing any more. Its locations go (the
     messages and their filings stay, and re-attach by content hash as the folder is enumerated
-    again)."""
+    again). Every UID on the server now is mail found again, not new mail: the mark saved with
+    the reset (in the same transaction, so a sync that dies half-way through the enumeration
+    resumes with it) makes the store file it as history."""
     log.info(
         "uidvalidity changed mailbox=%s folder=%s %s -> %s",
         folder.mailbox_id,
@@ -232,15 +251,23 @@ def _reset_uidvalidity(folder: Folder, status, lease: leases.Lease) -> None:
         folder.uidvalidity,
         status.uidvalidity,
     )
+    history_below = status.uidnext
+    if history_below is None:  # RFC 3501 requires UIDNEXT; a server that omits it is asked
+        history_below = max(session.search_uids("ALL"), default=0) + 1
     with transaction.atomic():
         lease.check()
         message_ids = list(folder.locations.values_list("message_id", flat=True))
         folder.locations.all().delete()
         Folder.objects.filter(pk=folder.pk).update(
-            uidvalidity=status.uidvalidity, last_uid=0, highest_modseq=None, uidnext=None
+            uidvalidity=status.uidvalidity,
+            last_uid=0,
+            highest_modseq=None,
+            uidnext=None,
+            history_below_uid=history_below,
         )
         mark_off_server(message_ids)
     folder.uidvalidity, folder.last_uid, folder.highest_modseq = status.uidvalidity, 0, None
+    folder.history_below_uid = history_below
 
 
 def _retry_failed(folder, session, lease, report, uidvalidity, initial) -> None:
@@ -263,14 +290,15 @@ def _retry_failed(folder, session, lease, report, uidvalidity, initial) -> None:
             lease=lease,
         )
         report.skipped += len(gone)
-    for start in range(0, len(present), BATCH_SIZE):
-        chunk = present[start : start + BATCH_SIZE]
-        result = store_batch(
-            folder=folder,
-            uidvalidity=uidvalidity,
-            items=_fetch(session, chunk),
-            lease=lease,
-            advance_cursor=False,
-            initial=initial,
-        )
-        _count(report, result)
+    for part in _split_history(folder, present):
+        for start in range(0, len(part), BATCH_SIZE):
+            chunk = part[start : start + BATCH_SIZE]
+            result = store_batch(
+                folder=folder,
+                uidvalidity=uidvalidity,
+                items=_fetch(session, chunk),
+                lease=lease,
+                advance_cursor=False,
+                initial=initial or _is_history(folder, chunk),
+            )
+            _count(report, result)

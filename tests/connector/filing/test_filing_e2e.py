@@ -5,7 +5,10 @@ them; the first sync's history opens nothing (docs/product.md §4.2)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 
 from connector.sync import mailbox as sync
 from crm.models import Contact, Ticket
@@ -17,8 +20,8 @@ from tests.connector.synckit import make_mailbox, make_raw
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
-def support_mailbox(imap_user) -> Mailbox:
-    mailbox = make_mailbox(imap_user)
+def support_mailbox(imap_user, **fields) -> Mailbox:
+    mailbox = make_mailbox(imap_user, **fields)
     Mailbox.objects.filter(pk=mailbox.pk).update(
         kind=Mailbox.Kind.SHARED, owner=None, create_tickets=True, create_contacts=True
     )
@@ -119,3 +122,39 @@ def test_support_mail_becomes_tickets_and_replies_join_them(imap_user):
     assert ("ticket", vpn.pk) not in records(hijack)
     assert hijack.triage_entries.get().reason == "foreign_reference"
     assert OutboxEntry.objects.filter(purpose="acknowledgement").count() == 2
+
+
+def test_uidvalidity_reset_brings_no_old_mail_and_answers_nothing_it_finds_again(imap_user):
+    """docs/reliability.md S-01: the server is migrated (new UIDVALIDITY, the migration tool adds
+    a header to every message, so the bytes differ). Mail older than the sync-from date stays
+    out, and mail found again opens no ticket and queues no acknowledgement."""
+    dovecot = imap_user.server
+    years_ago = timezone.now() - dt.timedelta(days=3 * 365)
+    dovecot.deliver(
+        imap_user,
+        make_raw("Years-old complaint", sender="Ana <ana@acme.example>", date=years_ago),
+        received=years_ago,
+    )
+    recent = make_raw("Recent question", sender="Ben <ben@acme.example>")
+    recent_uid = dovecot.deliver(imap_user, recent)
+    mailbox = support_mailbox(imap_user, sync_from=(timezone.now() - dt.timedelta(days=30)).date())
+
+    run(mailbox)  # the first sync: only the recent mail, filed as history
+    assert set(Message.objects.values_list("subject", flat=True)) == {"Recent question"}
+    assert not Ticket.objects.exists() and not OutboxEntry.objects.exists()
+
+    dovecot.expunge(imap_user, "INBOX", recent_uid)
+    dovecot.deliver(imap_user, b"X-Migrated-By: imapsync\r\n" + recent)
+    dovecot.reset_uidvalidity(imap_user, "INBOX")
+    run(mailbox)
+
+    assert not Message.objects.filter(subject="Years-old complaint").exists()
+    assert Message.objects.filter(subject="Recent question").count() == 2  # old and new bytes
+    assert not Ticket.objects.exists()
+    assert not OutboxEntry.objects.exists()
+
+    # Mail that arrives after the reset is new mail again: it opens a ticket and is answered.
+    dovecot.deliver(imap_user, make_raw("Fresh request", sender="Cleo <cleo@acme.example>"))
+    run(mailbox)
+    assert list(Ticket.objects.values_list("subject", flat=True)) == ["Fresh request"]
+    assert list(OutboxEntry.objects.values_list("to", flat=True)) == [["cleo@acme.example"]]
