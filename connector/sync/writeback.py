@@ -13,6 +13,11 @@ from connector.sync.folders import mark_off_server
 from connector.transport.errors import MailError, TemporaryFailure
 from inbox.models import Folder, Location, Mailbox, PendingChange
 
+# The result of a delete or move that a server without UIDPLUS and MOVE could not finish: the
+# message was copied (to Trash or the target) and flagged, but a plain EXPUNGE would also remove
+# what other clients only flagged \\Deleted, so it is never sent (docs/reliability.md S-30).
+LEFT_FLAGGED = "flagged for deletion; the server lacks UIDPLUS, so it was not expunged"
+
 _FLAG_ACTIONS = {
     PendingChange.Action.MARK_READ: ("+", "\\Seen"),
     PendingChange.Action.MARK_UNREAD: ("-", "\\Seen"),
@@ -51,13 +56,22 @@ def push_pending_changes(mailbox: Mailbox, session, folders: list[Folder]) -> in
                         _finish([change], error="the target folder does not exist")
                         continue
                     session.move([change.uid], change.target_folder)
-                    _drop_location(folder, change)
+                    removed = session.moves_whole
                 elif change.action == PendingChange.Action.DELETE:
                     if trash is not None and trash.name != folder_name:
                         session.move([change.uid], trash.name)
+                        removed = session.moves_whole
                     else:
                         session.store_flags([change.uid], "+", ["\\Deleted"])
-                        session.expunge_uids([change.uid])
+                        removed = session.expunge_uids([change.uid])
+                if change.action in (PendingChange.Action.MOVE, PendingChange.Action.DELETE):
+                    if not removed:
+                        # No UID EXPUNGE and no MOVE: the copy stays in its folder flagged
+                        # \\Deleted, and the change says so (docs/reliability.md S-30).
+                        _mark_deleted(folder, change)
+                        _finish([change], error=LEFT_FLAGGED)
+                        done += 1
+                        continue
                     _drop_location(folder, change)
             except TemporaryFailure:
                 raise
@@ -67,6 +81,16 @@ def push_pending_changes(mailbox: Mailbox, session, folders: list[Folder]) -> in
             _finish([change])
             done += 1
     return done
+
+
+def _mark_deleted(folder: Folder, change: PendingChange) -> None:
+    """The location stays (the message is still in the folder) with the flag the server has."""
+    for location in Location.objects.filter(
+        folder=folder, uidvalidity=change.uidvalidity, uid=change.uid
+    ):
+        if "\\Deleted" not in location.flags:
+            location.flags = sorted([*location.flags, "\\Deleted"])
+            location.save(update_fields=["flags"])
 
 
 def _drop_location(folder: Folder, change: PendingChange) -> None:

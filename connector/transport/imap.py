@@ -532,9 +532,23 @@ class ImapSession:
                 "STORE",
             )
 
+    @property
+    def can_expunge_uids(self) -> bool:
+        """UID EXPUNGE (RFC 4315 2.1). Without it nothing is ever expunged: a plain EXPUNGE
+        also removes what other clients only flagged \\Deleted (docs/reliability.md S-30)."""
+        return "UIDPLUS" in self.capabilities
+
+    @property
+    def moves_whole(self) -> bool:
+        """A move leaves nothing behind: UID MOVE, or COPY then UID EXPUNGE. Otherwise the
+        source copy stays, flagged \\Deleted."""
+        return "MOVE" in self.capabilities or self.can_expunge_uids
+
     def move(self, uids: Iterable[int], target: str) -> dict[int, int]:
         """Move to ``target``: UID MOVE (RFC 6851) or COPY + \\Deleted + UID EXPUNGE
-        (RFC 4315) where MOVE is missing. Returns {old uid: new uid} when COPYUID says."""
+        (RFC 4315) where MOVE is missing. With neither, the source copies are left flagged
+        \\Deleted (``moves_whole`` is False; docs/reliability.md S-30). Returns
+        {old uid: new uid} when COPYUID says."""
         uids = list(uids)
         if not uids:
             return {}
@@ -561,18 +575,20 @@ class ImapSession:
             self._check((typ, data), f"COPY to {target}")
             return _copyuid(self.client, data)
 
-    def expunge_uids(self, uids: Iterable[int]) -> None:
-        """Expunge only these UIDs. Plain EXPUNGE would also remove messages another client
-        marked \\Deleted but meant to keep: with UIDPLUS use UID EXPUNGE (RFC 4315 2.1)."""
+    def expunge_uids(self, uids: Iterable[int]) -> bool:
+        """Expunge only these UIDs, with UID EXPUNGE (RFC 4315 2.1); True when done. Without
+        UIDPLUS nothing is expunged and False comes back: a plain EXPUNGE would also remove
+        messages another client marked \\Deleted but meant to keep (docs/reliability.md
+        S-30), so the UIDs stay flagged \\Deleted for a client the user runs to expunge."""
         uids = list(uids)
         if not uids:
-            return
+            return True
+        if not self.can_expunge_uids:
+            return False
         self._writable()
         with mapped_errors("EXPUNGE"):
-            if "UIDPLUS" in self.capabilities:
-                self._check(self.client.uid("EXPUNGE", _uid_set(uids)), "UID EXPUNGE")
-            else:
-                self._check(self.client.expunge(), "EXPUNGE")
+            self._check(self.client.uid("EXPUNGE", _uid_set(uids)), "UID EXPUNGE")
+        return True
 
     def append(
         self,

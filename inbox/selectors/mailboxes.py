@@ -11,10 +11,11 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
-from ..models import Folder, LedgerEntry, Mailbox, PrimaryMailbox
+from ..models import Folder, LedgerEntry, Mailbox, PendingChange, PrimaryMailbox
 from ..permissions import can_manage_mailbox, readable_mailbox_ids
 
 HELD_SHOWN = 50  # held messages listed on the health page (the count says if there are more)
+CHANGES_SHOWN = 20  # latest changes the server did not take in full, on the health page
 
 
 def settings_mailboxes(user) -> QuerySet[Mailbox]:
@@ -106,6 +107,13 @@ def mailbox_health(mailbox: Mailbox) -> dict:
         .select_related("folder")
         .order_by("-updated_at", "-pk")[:HELD_SHOWN]
     )
+    # Changes made in the CRM that the server refused or could only half do (e.g. a delete left
+    # flagged because the server lacks UIDPLUS: docs/reliability.md S-30).
+    unfinished_changes = list(
+        PendingChange.objects.filter(mailbox=mailbox, done_at__isnull=False)
+        .exclude(error="")
+        .order_by("-done_at", "-pk")[:CHANGES_SHOWN]
+    )
     total, done = mailbox.progress_total, mailbox.progress_done
     first_sync_running = not mailbox.first_sync_done and mailbox.state in (
         Mailbox.State.ACTIVE,
@@ -117,6 +125,7 @@ def mailbox_health(mailbox: Mailbox) -> dict:
         "ledger": ledger,
         "held": held,
         "held_count": counts.get(LedgerEntry.Outcome.HELD, 0),
+        "unfinished_changes": unfinished_changes,
         "failed_count": counts.get(LedgerEntry.Outcome.FAILED, 0),
         "progress_total": total,
         "progress_done": min(done, total) if total else done,

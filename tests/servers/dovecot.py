@@ -48,6 +48,15 @@ NO_CONDSTORE_CAPABILITY = (
     "NOTIFY SPECIAL-USE"
 )
 
+# The same without UIDPLUS and MOVE, for docs/reliability.md S-30: the client can then neither
+# UID EXPUNGE nor UID MOVE, and a plain EXPUNGE would remove what other clients only flagged
+# \Deleted. (Dovecot still understands both commands; the client goes by what is announced.)
+NO_UIDPLUS_CAPABILITY = " ".join(
+    c
+    for c in (NO_CONDSTORE_CAPABILITY + " CONDSTORE QRESYNC").split()
+    if c not in ("UIDPLUS", "MOVE")
+)
+
 CONFIG = """\
 # Written by tests/servers/dovecot.py for one test session; deleted afterwards.
 protocols = imap
@@ -152,10 +161,19 @@ class Dovecot:
 
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, certificate: Certificate, *, condstore: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        certificate: Certificate,
+        *,
+        condstore: bool = True,
+        capability: str | None = None,
+    ):
         self.root = root
         self.certificate = certificate
         self.condstore = condstore
+        # The announced capabilities (Dovecot's imap_capability) when not its own list.
+        self.capability = capability or (None if condstore else NO_CONDSTORE_CAPABILITY)
         self.conf = root / "dovecot.conf"
         self.users_dir = root / "users"
         self.port = 0
@@ -187,7 +205,7 @@ class Dovecot:
             self.port, self.tls_port = free_port(), free_port()
             if self.port == self.tls_port:
                 continue
-            capability = "" if self.condstore else f'imap_capability = "{NO_CONDSTORE_CAPABILITY}"'
+            capability = f'imap_capability = "{self.capability}"' if self.capability else ""
             self.conf.write_text(
                 CONFIG.format(
                     root=self.root,
@@ -539,12 +557,14 @@ def _decode_utf7(name: bytes) -> str:
     return utf7_decode(name)
 
 
-def start_dovecot(certificate: Certificate, *, condstore: bool = True) -> Dovecot:
+def start_dovecot(
+    certificate: Certificate, *, condstore: bool = True, capability: str | None = None
+) -> Dovecot:
     # Not under pytest's tmp dir: that is mode 0700 and the unprivileged mail user must reach
     # its maildirs.
     root = Path(tempfile.mkdtemp(prefix="relay-dovecot-"))
     root.chmod(0o755)
-    server = Dovecot(root, certificate, condstore=condstore)
+    server = Dovecot(root, certificate, condstore=condstore, capability=capability)
     atexit.register(lambda: server.process is not None and stop_dovecot(server))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     try:

@@ -1,10 +1,11 @@
 """pytest fixtures for the real servers (registered from tests/conftest.py via pytest_plugins).
 
-Session scope: ``test_certificate``, ``dovecot``, ``dovecot_no_condstore`` (each Dovecot starts
-in well under a second and is stopped by PID at the end; every worker of pytest-xdist gets its
-own). Function scope: ``imap_user`` (a fresh user, so tests never share mail),
-``smtp_server``, ``smtp_server_starttls``, ``smtp_server_tls``, ``fault_proxy`` (in front of
-the plain Dovecot port) and ``fault_proxy_factory`` (in front of any port).
+Session scope: ``test_certificate``, ``dovecot``, ``dovecot_no_condstore``,
+``dovecot_no_uidplus`` (each Dovecot starts in well under a second and is stopped by PID at the
+end; every worker of pytest-xdist gets its own). Function scope: ``imap_user`` (a fresh user, so
+tests never share mail; ``imap_user_no_condstore`` and ``imap_user_no_uidplus`` on the other
+servers), ``smtp_server``, ``smtp_server_starttls``, ``smtp_server_tls``, ``fault_proxy`` (in
+front of the plain Dovecot port) and ``fault_proxy_factory`` (in front of any port).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import shutil
 import pytest
 
 from .certs import Certificate
-from .dovecot import Dovecot, make_certificate, start_dovecot, stop_dovecot
+from .dovecot import (
+    NO_UIDPLUS_CAPABILITY,
+    Dovecot,
+    make_certificate,
+    start_dovecot,
+    stop_dovecot,
+)
 from .faultproxy import FaultProxy
 from .smtp import SmtpServer, start_smtp
 
@@ -78,6 +85,14 @@ def dovecot_no_condstore(test_certificate) -> Dovecot:
     stop_dovecot(server)
 
 
+@pytest.fixture(scope="session")
+def dovecot_no_uidplus(test_certificate) -> Dovecot:
+    """The same server announcing neither UIDPLUS nor MOVE (docs/reliability.md S-30)."""
+    server = start_dovecot(test_certificate, capability=NO_UIDPLUS_CAPABILITY)
+    yield server
+    stop_dovecot(server)
+
+
 @pytest.fixture
 def imap_user(dovecot) -> ImapUser:
     return ImapUser(dovecot, dovecot.create_user())
@@ -86,6 +101,11 @@ def imap_user(dovecot) -> ImapUser:
 @pytest.fixture
 def imap_user_no_condstore(dovecot_no_condstore) -> ImapUser:
     return ImapUser(dovecot_no_condstore, dovecot_no_condstore.create_user())
+
+
+@pytest.fixture
+def imap_user_no_uidplus(dovecot_no_uidplus) -> ImapUser:
+    return ImapUser(dovecot_no_uidplus, dovecot_no_uidplus.create_user())
 
 
 @pytest.fixture

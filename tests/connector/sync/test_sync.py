@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from connector.sync import mailbox as sync
@@ -169,6 +170,52 @@ def test_read_flag_and_move_and_delete_made_in_the_crm_reach_the_server(imap_use
     message_change_flag(user=owner, message=m0, action="mark_unread")
     run(mailbox)
     assert dovecot.flags(imap_user, "INBOX", uids[0]) == {"\\Flagged"}
+
+
+LEFT_FLAGGED = "flagged for deletion; the server lacks UIDPLUS, so it was not expunged"
+
+
+def test_without_uidplus_the_crm_never_expunges_what_another_client_only_flagged(
+    imap_user_no_uidplus, owner, client
+):
+    """docs/reliability.md S-30: a server announcing neither UIDPLUS nor MOVE. Another client
+    marked a message \\Deleted and meant to keep it; a delete and a move made in the CRM must
+    not take it with them (a plain EXPUNGE would). The CRM's own messages are copied, left
+    flagged for deletion, and the health page says so."""
+    user = imap_user_no_uidplus
+    dovecot = user.server
+    for name in ("Archive", "Trash"):
+        dovecot.create_folder(user, name)
+    kept = dovecot.deliver(user, make_raw("only flagged elsewhere"))
+    deleted = dovecot.deliver(user, make_raw("deleted in the CRM"))
+    moved = dovecot.deliver(user, make_raw("moved in the CRM"))
+    mailbox = make_mailbox(user, owner=owner, active_folders=["INBOX", "Archive", "Trash"])
+    run(mailbox)
+    dovecot.add_flags(user, "INBOX", kept, ["\\Deleted"])  # another client, not expunged
+
+    message_delete(user=owner, message=Message.objects.get(subject="deleted in the CRM"))
+    message_move(
+        user=owner,
+        message=Message.objects.get(subject="moved in the CRM"),
+        target_folder=Folder.objects.get(mailbox=mailbox, name="Archive"),
+    )
+    report = run(mailbox)
+
+    assert dovecot.uids(user, "INBOX") == [kept, deleted, moved]
+    assert "\\Deleted" in dovecot.flags(user, "INBOX", kept)
+    for uid in (deleted, moved):
+        assert "\\Deleted" in dovecot.flags(user, "INBOX", uid)
+    assert len(dovecot.uids(user, "Trash")) == len(dovecot.uids(user, "Archive")) == 1
+    assert report.changes_pushed == 2
+    changes = PendingChange.objects.filter(mailbox=mailbox)
+    assert [c.error for c in changes] == [LEFT_FLAGGED, LEFT_FLAGGED]
+    assert not changes.filter(done_at__isnull=True).exists()
+    assert_in_step(mailbox, user)
+    assert_idempotent(mailbox, user)
+
+    client.force_login(owner)
+    html = client.get(reverse("inbox:mailbox_health", args=[mailbox.pk])).content.decode()
+    assert html.count(LEFT_FLAGGED) == 2
 
 
 def test_move_on_the_server_keeps_one_message_and_its_filings(imap_user):
