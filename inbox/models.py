@@ -731,6 +731,15 @@ class LedgerEntry(models.Model):
     reason = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    parse_failures = models.PositiveIntegerField(
+        default=0, help_text="Attempts that failed in the parse: three hold the message."
+    )
+    next_retry_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set while a transient failure (network, server, storage) waits to be "
+        "retried; such a message is never held (docs/reliability.md S-29).",
+    )
     raw_file = models.CharField(max_length=300, blank=True)
     message = models.ForeignKey(
         Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger_entries"

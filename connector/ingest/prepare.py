@@ -65,6 +65,9 @@ class Prepared:
     parsed: ParsedMessage | None = None
     blobs: list[tuple[str, str, int]] = field(default_factory=list)  # (sha, path, size)
     error: str = ""
+    # The failure came from outside the message (the server, the network, the storage): it is
+    # retried for as long as it lasts and never holds the message (docs/reliability.md S-29).
+    transient: bool = False
     unreadable: str = ""
     size: int = 0
 
@@ -85,6 +88,7 @@ def prepare_many(
         item = prepared.item
         if item.raw is None:
             prepared.error = item.error or "the server did not return the message"
+            prepared.transient = True
             continue
         prepared.digest = storage.sha256(item.raw)
         prepared.size = len(item.raw)
@@ -92,6 +96,7 @@ def prepare_many(
             # RFC822.SIZE disagrees with what arrived: a truncated download is never stored as
             # a complete message (docs/reliability.md P-10).
             prepared.error = f"truncated download: {len(item.raw)} of {item.size} bytes"
+            prepared.transient = True
             continue
         to_store.append(prepared)
     if not to_store:
@@ -103,6 +108,7 @@ def prepare_many(
     except OSError as exc:  # storage full (docs/reliability.md I-05): nothing points at it yet
         for prepared in to_store:
             prepared.error = f"storage error: {exc}"[:2000]
+            prepared.transient = True
         return out
     for prepared, name in zip(to_store, names, strict=True):
         prepared.raw_file = name
@@ -131,4 +137,6 @@ def _parse_into(prepared: Prepared, parse: Callable[..., ParsedMessage]) -> None
     except (ParseTimeout, RecursionError, MemoryError, ValueError, LookupError, TypeError) as exc:
         prepared.error = f"{type(exc).__name__}: {exc}"[:2000]
     except OSError as exc:  # storage full (docs/reliability.md I-05): nothing points at it yet
+        prepared.parsed, prepared.blobs = None, []
         prepared.error = f"storage error: {exc}"[:2000]
+        prepared.transient = True

@@ -6,8 +6,12 @@ batch or none of it (docs/reliability.md S-11, S-18, I-01):
 - stored: a new message (new content for this mailbox),
 - duplicate: content the mailbox already has (a COPY, a second delivery, a move seen from the
   other side): one Message, one more Location (S-05, S-06),
-- failed: could not be read or stored; the raw bytes are kept and the UID retried by later syncs,
-- held: failed MAX_ATTEMPTS times; shown on the health page, no longer retried automatically.
+- failed: could not be read or stored; the raw bytes are kept and the UID retried by later syncs.
+  A transient failure (the server or the network lost it, a truncated download, storage full)
+  is retried for as long as it lasts, with a growing back-off (`next_retry_at`); only a failed
+  parse counts towards holding (docs/reliability.md S-29),
+- held: its parse failed MAX_ATTEMPTS times; shown on the health page, no longer retried
+  automatically.
 Identity is the SHA-256 of the raw bytes within the mailbox, never the Message-ID (S-08, S-09).
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 from django.db import transaction
@@ -39,6 +44,18 @@ from inbox.models import (
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
+# Back-off of a transient failure: retried by the next syncs for the first MAX_ATTEMPTS
+# attempts (a dropped line or a brief outage heals at once), then after RETRY_FIRST_DELAY,
+# doubling up to RETRY_MAX_DELAY: a long outage costs one fetch an hour per message.
+RETRY_FIRST_DELAY = timedelta(minutes=5)
+RETRY_MAX_DELAY = timedelta(hours=1)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long a message waits after its `attempts`-th transient failure."""
+    if attempts < MAX_ATTEMPTS:
+        return timedelta(0)
+    return min(RETRY_FIRST_DELAY * 2 ** min(attempts - MAX_ATTEMPTS, 16), RETRY_MAX_DELAY)
 
 
 class Lease(Protocol):
@@ -142,6 +159,7 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[Prepared], result: B
         entry = ledger.get(item.uid) or LedgerEntry(
             mailbox_id=mailbox_id, folder=folder, uidvalidity=uidvalidity, uid=item.uid
         )
+        entry.next_retry_at = None
         if getattr(item, "gone", False):
             entry.outcome, entry.reason = LedgerEntry.Outcome.SKIPPED, item.error
             result.skipped += 1
@@ -149,10 +167,18 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[Prepared], result: B
             entry.attempts += 1
             entry.error = p.error
             entry.raw_file = p.raw_file or entry.raw_file
-            if entry.attempts >= MAX_ATTEMPTS:
+            if p.transient:
+                # Nothing is wrong with the message: it waits and is tried again, however
+                # long the fault lasts (docs/reliability.md S-29).
+                entry.outcome, entry.reason = LedgerEntry.Outcome.FAILED, "waiting to retry"
+                entry.next_retry_at = now + retry_delay(entry.attempts)
+                result.failed += 1
+            elif entry.parse_failures + 1 >= MAX_ATTEMPTS:
+                entry.parse_failures += 1
                 entry.outcome, entry.reason = LedgerEntry.Outcome.HELD, "failed repeatedly"
                 result.held += 1
             else:
+                entry.parse_failures += 1
                 entry.outcome, entry.reason = LedgerEntry.Outcome.FAILED, "will retry"
                 result.failed += 1
             log.warning(
@@ -171,6 +197,7 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[Prepared], result: B
             if p.unreadable:
                 entry.outcome, entry.reason = LedgerEntry.Outcome.HELD, "unreadable message"
                 entry.attempts += 1
+                entry.parse_failures += 1
                 result.held += 1
             elif p.digest in created_digests and message_id not in seen_state:
                 entry.outcome, entry.reason = LedgerEntry.Outcome.STORED, ""
@@ -217,6 +244,8 @@ LEDGER_UPDATE_FIELDS = [
     "reason",
     "error",
     "attempts",
+    "parse_failures",
+    "next_retry_at",
     "raw_file",
     "message",
     "updated_at",
@@ -376,5 +405,5 @@ def record_skipped(
                 ],
                 update_conflicts=True,
                 unique_fields=["folder", "uidvalidity", "uid"],
-                update_fields=["outcome", "reason", "updated_at"],
+                update_fields=["outcome", "reason", "next_retry_at", "updated_at"],
             )

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from connector.ingest.pool import POOL_MIN_BATCH, PreparedBatch, warm_pool
@@ -271,9 +271,14 @@ def _reset_uidvalidity(folder: Folder, status, session, lease: leases.Lease) -> 
 
 
 def _retry_failed(folder, session, lease, report, uidvalidity, initial) -> None:
+    """Fetch again what failed before: a failed parse at every sync (three hold it), a
+    transient failure once its back-off is over (connector/ingest/store.py retry_delay)."""
     failed = list(
         LedgerEntry.objects.filter(
-            folder=folder, uidvalidity=uidvalidity, outcome=LedgerEntry.Outcome.FAILED
+            Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=timezone.now()),
+            folder=folder,
+            uidvalidity=uidvalidity,
+            outcome=LedgerEntry.Outcome.FAILED,
         ).values_list("uid", flat=True)
     )
     if not failed:

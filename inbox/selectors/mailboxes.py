@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from ..models import Folder, LedgerEntry, Mailbox, PendingChange, PrimaryMailbox
 from ..permissions import can_manage_mailbox, readable_mailbox_ids
@@ -107,6 +108,18 @@ def mailbox_health(mailbox: Mailbox) -> dict:
         .select_related("folder")
         .order_by("-updated_at", "-pk")[:HELD_SHOWN]
     )
+    # Transient failures (server, network, storage) waiting for their back-off: never held,
+    # retried for as long as the fault lasts (docs/reliability.md S-29).
+    now = timezone.now()
+    waiting = list(
+        LedgerEntry.objects.filter(
+            mailbox=mailbox, outcome=LedgerEntry.Outcome.FAILED, next_retry_at__isnull=False
+        )
+        .select_related("folder")
+        .order_by("next_retry_at", "pk")[:HELD_SHOWN]
+    )
+    for entry in waiting:
+        entry.due = entry.next_retry_at <= now
     # Changes made in the CRM that the server refused or could only half do (e.g. a delete left
     # flagged because the server lacks UIDPLUS: docs/reliability.md S-30).
     unfinished_changes = list(
@@ -126,6 +139,7 @@ def mailbox_health(mailbox: Mailbox) -> dict:
         "held": held,
         "held_count": counts.get(LedgerEntry.Outcome.HELD, 0),
         "unfinished_changes": unfinished_changes,
+        "waiting": waiting,
         "failed_count": counts.get(LedgerEntry.Outcome.FAILED, 0),
         "progress_total": total,
         "progress_done": min(done, total) if total else done,

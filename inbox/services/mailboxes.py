@@ -347,8 +347,18 @@ def ledger_retry(*, user, entry) -> None:
         raise ValidationError("Only a message that could not be stored can be tried again.")
     entry.outcome = LedgerEntry.Outcome.FAILED
     entry.reason = "retry requested"
-    entry.attempts = 0
-    entry.save(update_fields=["outcome", "reason", "attempts", "updated_at"])
+    entry.attempts = entry.parse_failures = 0
+    entry.next_retry_at = None
+    entry.save(
+        update_fields=[
+            "outcome",
+            "reason",
+            "attempts",
+            "parse_failures",
+            "next_retry_at",
+            "updated_at",
+        ]
+    )
     mailbox_request_sync(mailbox=entry.mailbox)
 
 

@@ -11,6 +11,7 @@ import os
 
 import pytest
 from django.core.files.storage import default_storage
+from django.utils import timezone
 
 from connector.ingest import pool as ingest
 from connector.ingest import storage
@@ -164,4 +165,41 @@ def test_storage_refusing_writes_stores_nothing_half_and_the_next_sync_stores_al
     for message in Message.objects.filter(mailbox=mailbox):
         assert storage.read_raw(message.raw_file) == on_server[message.message_id]
     assert not LedgerEntry.objects.filter(mailbox=mailbox, outcome="failed").exists()
+    assert_in_step(mailbox, imap_user)
+
+
+def test_storage_refusing_writes_for_a_long_time_holds_nothing_and_loses_nothing(
+    imap_user, media, settings
+):
+    """docs/reliability.md I-05: a full or unwritable storage is a transient fault. However many
+    syncs it lasts, the messages wait to be retried (with a growing back-off), are never held,
+    and all arrive once storage is back."""
+    settings.RELAY_PARSE_WORKERS = 0
+    _deliver(imap_user, 3)
+    mailbox = make_mailbox(imap_user)
+    blocker = media.parent / "not-a-directory"
+    blocker.write_bytes(b"")
+    good_root = settings.MEDIA_ROOT
+    settings.MEDIA_ROOT = blocker / "media"  # every makedirs under it fails (ENOTDIR)
+    storage._made_dirs.clear()
+
+    for attempt in range(1, 6):
+        assert sync.sync_mailbox(mailbox.pk).completed
+        entries = LedgerEntry.objects.filter(mailbox=mailbox)
+        assert sorted(entries.values_list("outcome", "attempts")) == [("failed", attempt)] * 3
+        assert all("storage error" in e.error for e in entries)
+        # Time passes: the back-off of each waiting message is over.
+        entries.update(next_retry_at=timezone.now())
+    assert not Message.objects.filter(mailbox=mailbox).exists()
+
+    settings.MEDIA_ROOT = good_root
+    storage._made_dirs.clear()
+    assert sync.sync_mailbox(mailbox.pk).completed
+    on_server = _server_bytes(imap_user)
+    assert Message.objects.filter(mailbox=mailbox).count() == 3
+    for message in Message.objects.filter(mailbox=mailbox):
+        assert storage.read_raw(message.raw_file) == on_server[message.message_id]
+    assert set(LedgerEntry.objects.filter(mailbox=mailbox).values_list("outcome", flat=True)) == {
+        "stored"
+    }
     assert_in_step(mailbox, imap_user)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
 
 from connector.sync import mailbox as sync
 from inbox.models import LedgerEntry, Mailbox, Message
@@ -94,6 +96,72 @@ def test_a_fetch_reply_missing_one_message_is_not_taken_for_a_deletion(imap_user
     fault_proxy.normal()
     converge(mailbox, imap_user)
     assert LedgerEntry.objects.get(mailbox=mailbox, uid=2).outcome == "stored"
+
+
+def let_the_back_off_pass(mailbox) -> None:
+    """Time passes: every retry that waits for its back-off is due now."""
+    LedgerEntry.objects.filter(mailbox=mailbox, next_retry_at__isnull=False).update(
+        next_retry_at=timezone.now()
+    )
+
+
+@pytest.mark.django_db
+def test_a_message_the_server_keeps_leaving_out_arrives_once_the_fault_is_gone(
+    imap_user, fault_proxy, client
+):
+    """docs/reliability.md S-13, S-29: a FETCH reply that leaves a message out is a transient
+    fault. It is retried with a growing back-off for as long as it lasts (never held), shown on
+    the health page as waiting to retry, and the message arrives once the server behaves."""
+    deliver_many(imap_user, 3)
+    mailbox = make_mailbox(imap_user, imap_host=fault_proxy.host, imap_port=fault_proxy.port)
+    fault_proxy.drop_fetch(uid=2)
+    for attempt in range(1, 6):
+        assert sync.sync_mailbox(mailbox.pk).completed
+        entry = LedgerEntry.objects.get(mailbox=mailbox, uid=2)
+        assert (entry.outcome, entry.attempts) == ("failed", attempt)
+        assert "omitted" in entry.error
+        let_the_back_off_pass(mailbox)
+    assert fault_proxy.dropped_fetches == 5
+    assert not Message.objects.filter(mailbox=mailbox, subject="bulk 1").exists()
+
+    # The back-off: a sync before the next try leaves the message alone.
+    assert sync.sync_mailbox(mailbox.pk).completed
+    entry.refresh_from_db()
+    assert entry.attempts == 6 and entry.next_retry_at > timezone.now()
+    assert sync.sync_mailbox(mailbox.pk).completed
+    entry.refresh_from_db()
+    assert entry.attempts == 6 and fault_proxy.dropped_fetches == 6
+
+    client.force_login(mailbox.owner)
+    html = client.get(reverse("inbox:mailbox_health", args=[mailbox.pk])).content.decode()
+    assert "Waiting to retry" in html and "UID 2" in html
+    assert "the server omitted it from FETCH" in html and "6 attempts" in html
+    assert "next try in" in html
+
+    fault_proxy.normal()
+    let_the_back_off_pass(mailbox)
+    converge(mailbox, imap_user)
+    assert LedgerEntry.objects.get(mailbox=mailbox, uid=2).outcome == "stored"
+    assert Message.objects.filter(mailbox=mailbox).count() == 3
+
+
+@pytest.mark.django_db
+def test_a_message_that_never_parses_is_held_after_three_attempts(imap_user, settings, monkeypatch):
+    """docs/reliability.md S-29: a parse failure is not transient; after three it is held. The
+    parse time limit (P-07) is lowered so that an ordinary message exceeds it: the parse fails
+    the way a pathological one would (in-process, where the limit applies)."""
+    from connector.ingest import prepare
+
+    settings.RELAY_PARSE_WORKERS = 0
+    deliver_many(imap_user, 1)
+    mailbox = make_mailbox(imap_user)
+    monkeypatch.setattr(prepare, "PARSE_TIME_LIMIT", 1e-6)
+    for attempt, outcome in ((1, "failed"), (2, "failed"), (3, "held"), (3, "held")):
+        assert sync.sync_mailbox(mailbox.pk).completed
+        entry = LedgerEntry.objects.get(mailbox=mailbox)
+        assert (entry.outcome, entry.attempts) == (outcome, attempt)
+        assert entry.error.startswith("ParseTimeout")
+    assert entry.reason == "failed repeatedly" and not Message.objects.exists()
 
 
 @pytest.mark.django_db
