@@ -258,6 +258,11 @@ class Folder(models.Model):
     first_sync_total = models.PositiveIntegerField(default=0)
     first_sync_done = models.PositiveIntegerField(default=0)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    missed_listings = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Syncs in a row whose LIST left the folder out; it is gone only after two and "
+        "a failed STATUS (docs/reliability.md S-31).",
+    )
     history_below_uid = models.PositiveBigIntegerField(
         null=True,
         blank=True,

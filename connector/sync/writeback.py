@@ -40,6 +40,10 @@ def push_pending_changes(mailbox: Mailbox, session, folders: list[Folder]) -> in
         changes = [p for p in pending if p.folder_name == folder_name]
         folder = by_name.get(folder_name)
         if folder is None:
+            if mailbox.folders.filter(
+                name=folder_name, is_local=False, exists_on_server=True
+            ).exists():
+                continue  # left out of this LIST only: the next sync (docs/reliability.md S-31)
             _finish(changes, error="the folder no longer exists on the server")
             continue
         status = session.select(folder_name, readonly=False)

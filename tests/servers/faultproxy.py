@@ -1,7 +1,8 @@
 """A small threaded TCP proxy that sits between a client and a real server and misbehaves on
 request: cut the connection after N bytes from the server, stall (accept, then say nothing),
-slice the server's stream into tiny chunks, drop one untagged FETCH response, or strip STARTTLS
-from the capabilities (docs/reliability.md S-11, S-12, S-13, C-05).
+slice the server's stream into tiny chunks, drop one untagged FETCH response, leave a folder out
+of LIST answers, or strip STARTTLS from the capabilities (docs/reliability.md S-11, S-12, S-13,
+S-31, C-05).
 
 A behaviour applies to the connections accepted after it is set, each counted from its own
 first byte; ``connections`` counts every connection accepted.
@@ -25,6 +26,7 @@ from dataclasses import dataclass, replace
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _UNTAGGED_FETCH = re.compile(rb"^\* \d+ FETCH ")
 _FETCH_UID = re.compile(rb"UID (\d+)")
+_UNTAGGED_LIST = re.compile(rb'^\* LIST \([^)]*\) (?:"(?:\\.|[^"\\])*"|NIL) (.+)\r\n$')
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Behaviour:
     chunk_delay: float = 0.0
     drop_fetch_uid: int | None = None  # drop the untagged FETCH for this UID ...
     drop_fetch_any: bool = False  # ... or the first untagged FETCH carrying a literal
+    omit_list: bytes | None = None  # leave this folder (its name on the wire) out of LIST
     strip_starttls: bool = False
     inject_after: tuple[bytes, bytes] | None = None  # (marker, bytes sent right after it)
 
@@ -48,6 +51,7 @@ class FaultProxy:
         self.behaviour = Behaviour()
         self.connections = 0
         self.dropped_fetches = 0
+        self.omitted_lists = 0
         self.cuts = 0
         self.injections = 0
         self._listener: socket.socket | None = None
@@ -74,6 +78,11 @@ class FaultProxy:
         """Drop one untagged FETCH response carrying a body: the one for ``uid``, or the
         first."""
         self.behaviour = replace(self.behaviour, drop_fetch_uid=uid, drop_fetch_any=uid is None)
+
+    def omit_from_list(self, folder: str) -> None:
+        """Leave ``folder`` (an ASCII name) out of every LIST answer: a server that lists its
+        folders wrongly now and then (docs/reliability.md S-31)."""
+        self.behaviour = replace(self.behaviour, omit_list=folder.encode("ascii"))
 
     def strip_starttls(self) -> None:
         self.behaviour = replace(self.behaviour, strip_starttls=True)
@@ -167,6 +176,7 @@ class FaultProxy:
         """Server to client: where the faults happen."""
         sent = 0
         framer = _ResponseFramer() if (b.drop_fetch_uid or b.drop_fetch_any) else None
+        lister = _ResponseFramer() if b.omit_list else None
         dropped = False
         tls_started = False
         injected = False
@@ -186,6 +196,15 @@ class FaultProxy:
                     injected = True
                     with self._lock:
                         self.injections += 1
+                if lister is not None:
+                    out = b""
+                    for response in lister.feed(data):
+                        if _lists_folder(response, b.omit_list):
+                            with self._lock:
+                                self.omitted_lists += 1
+                            continue
+                        out += response
+                    data = out
                 if framer is not None and not dropped:
                     out = b""
                     for response in framer.feed(data):
@@ -275,6 +294,12 @@ class _ResponseFramer:
             pos = line_end + int(literal[1])
             if pos > len(buf):
                 return None
+
+
+def _lists_folder(response: bytes, name: bytes) -> bool:
+    """Is this the untagged LIST line of folder ``name`` (quoted or not)?"""
+    match = _UNTAGGED_LIST.match(response)
+    return bool(match) and match[1] in (name, b'"' + name + b'"')
 
 
 def _close(sock: socket.socket) -> None:

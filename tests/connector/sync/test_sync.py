@@ -298,6 +298,68 @@ def test_folder_renamed_elsewhere_is_followed(imap_user):
     assert_in_step(mailbox, imap_user)
 
 
+def test_a_list_answer_that_leaves_a_folder_out_detaches_none_of_its_mail(imap_user, fault_proxy):
+    """docs/reliability.md S-31: the fault proxy stands for a server whose LIST answer leaves a
+    folder out now and then. Its messages keep their locations: a folder is gone only when two
+    syncs in a row miss it and a STATUS of it fails, and here the STATUS answers."""
+    dovecot = imap_user.server
+    dovecot.create_folder(imap_user, "Projects")
+    dovecot.deliver(imap_user, make_raw("project plan"), folder="Projects")
+    dovecot.deliver(imap_user, make_raw("inbox mail"))
+    mailbox = make_mailbox(
+        imap_user,
+        imap_host=fault_proxy.host,
+        imap_port=fault_proxy.port,
+        active_folders=["INBOX", "Projects"],
+    )
+    run(mailbox)
+    plan = Message.objects.get(mailbox=mailbox, subject="project plan")
+    f.FilingFactory(message=plan, contact=f.ContactFactory())
+
+    fault_proxy.omit_from_list("Projects")
+    for _ in range(3):
+        run(mailbox)
+        plan.refresh_from_db()
+        assert plan.on_server
+        assert [loc.folder.name for loc in plan.locations.all()] == ["Projects"]
+        projects = Folder.objects.get(mailbox=mailbox, name="Projects")
+        assert projects.exists_on_server and projects.is_active
+    assert fault_proxy.omitted_lists == 3
+
+    fault_proxy.normal()
+    dovecot.deliver(imap_user, make_raw("later plan"), folder="Projects")
+    assert run(mailbox).total("stored") == 1
+    assert_in_step(mailbox, imap_user)
+    assert_idempotent(mailbox, imap_user)
+
+
+def test_a_folder_deleted_on_the_server_is_let_go_after_two_syncs(imap_user):
+    """docs/reliability.md S-03, S-31: a real deletion. The first sync that misses the folder
+    keeps it; the second one asks STATUS, which fails, and the folder's locations go while its
+    messages stay filed, marked no longer on the server."""
+    dovecot = imap_user.server
+    dovecot.create_folder(imap_user, "Projects")
+    dovecot.deliver(imap_user, make_raw("project plan"), folder="Projects")
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX", "Projects"])
+    run(mailbox)
+    plan = Message.objects.get(mailbox=mailbox, subject="project plan")
+    filing = f.FilingFactory(message=plan, contact=f.ContactFactory())
+
+    dovecot.delete_folder(imap_user, "Projects")
+    run(mailbox)
+    plan.refresh_from_db()
+    assert plan.on_server and plan.locations.count() == 1
+
+    run(mailbox)
+    plan.refresh_from_db()
+    assert not plan.on_server and not plan.locations.exists()
+    projects = Folder.objects.get(mailbox=mailbox, name="Projects")
+    assert not projects.exists_on_server and not projects.is_active
+    assert Filing.objects.filter(pk=filing.pk).exists()
+    assert_in_step(mailbox, imap_user)
+    assert_idempotent(mailbox, imap_user)
+
+
 def test_same_message_in_two_folders_is_stored_once_with_two_locations(imap_user):
     dovecot = imap_user.server
     dovecot.create_folder(imap_user, "Copies")
