@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from inbox.models import Message
+from inbox.models import Location, Message
 
 from ..filing.apply import FilingReport, file_messages
 from .handler import take_documents
@@ -29,15 +30,28 @@ def file_new_mail(*, message_ids: Iterable[int], initial: bool = False, now=None
 def file_pending(*, older_than: timedelta = timedelta(minutes=2), limit: int = 5000) -> int:
     """The safety net: messages stored a while ago whose filing task never ran (lost with a
     broker restart) are filed now. A lost signal delays filing, never drops it. Mail dated
-    before its mailbox was connected counts as first-sync history (no tickets, no replies)."""
+    before its mailbox was connected counts as first-sync history (no tickets, no replies), and
+    so does mail found again after a UIDVALIDITY reset (docs/reliability.md S-01)."""
     cutoff = timezone.now() - older_than
+    found_again = Exists(
+        Location.objects.filter(
+            message=OuterRef("pk"),
+            uidvalidity=F("folder__uidvalidity"),
+            folder__history_below_uid__gt=F("uid"),
+        )
+    )
     rows = list(
         Message.objects.filter(filed_at__isnull=True, created_at__lt=cutoff)
+        .annotate(found_again=found_again)
         .order_by("pk")
-        .values_list("pk", "date", "mailbox__created_at")[:limit]
+        .values_list("pk", "date", "mailbox__created_at", "found_again")[:limit]
     )
-    old = [pk for pk, date, connected in rows if date is not None and date < connected]
-    new = [pk for pk, date, connected in rows if not (date is not None and date < connected)]
+
+    def history(date, connected, again) -> bool:
+        return again or (date is not None and date < connected)
+
+    old = [pk for pk, date, connected, again in rows if history(date, connected, again)]
+    new = [pk for pk, date, connected, again in rows if not history(date, connected, again)]
     if old:
         file_new_mail(message_ids=old, initial=True)
     if new:
