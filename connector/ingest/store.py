@@ -173,14 +173,14 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[Prepared], result: B
                 entry.outcome, entry.reason = LedgerEntry.Outcome.FAILED, "waiting to retry"
                 entry.next_retry_at = now + retry_delay(entry.attempts)
                 result.failed += 1
-            elif entry.parse_failures + 1 >= MAX_ATTEMPTS:
-                entry.parse_failures += 1
-                entry.outcome, entry.reason = LedgerEntry.Outcome.HELD, "failed repeatedly"
-                result.held += 1
             else:
                 entry.parse_failures += 1
-                entry.outcome, entry.reason = LedgerEntry.Outcome.FAILED, "will retry"
-                result.failed += 1
+                if entry.parse_failures >= MAX_ATTEMPTS:
+                    entry.outcome, entry.reason = LedgerEntry.Outcome.HELD, "failed repeatedly"
+                    result.held += 1
+                else:
+                    entry.outcome, entry.reason = LedgerEntry.Outcome.FAILED, "will retry"
+                    result.failed += 1
             log.warning(
                 "message failed mailbox=%s folder=%s uid=%s attempts=%s error=%s",
                 mailbox_id,

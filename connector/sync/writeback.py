@@ -15,7 +15,7 @@ from inbox.models import Folder, Location, Mailbox, PendingChange
 
 # The result of a delete or move that a server without UIDPLUS and MOVE could not finish: the
 # message was copied (to Trash or the target) and flagged, but a plain EXPUNGE would also remove
-# what other clients only flagged \\Deleted, so it is never sent (docs/reliability.md S-30).
+# what other clients only flagged \Deleted, so it is never sent (docs/reliability.md S-30).
 LEFT_FLAGGED = "flagged for deletion; the server lacks UIDPLUS, so it was not expunged"
 
 _FLAG_ACTIONS = {
@@ -71,7 +71,7 @@ def push_pending_changes(mailbox: Mailbox, session, folders: list[Folder]) -> in
                 if change.action in (PendingChange.Action.MOVE, PendingChange.Action.DELETE):
                     if not removed:
                         # No UID EXPUNGE and no MOVE: the copy stays in its folder flagged
-                        # \\Deleted, and the change says so (docs/reliability.md S-30).
+                        # \Deleted, and the change says so (docs/reliability.md S-30).
                         _mark_deleted(folder, change)
                         _finish([change], error=LEFT_FLAGGED)
                         done += 1
