@@ -306,8 +306,10 @@ RELAY_OAUTH_PROVIDERS = {
         # A token for outlook.office.com cannot call Graph's userinfo: the address comes from
         # the id_token the token endpoint returns.
         "userinfo_url": env("RELAY_MICROSOFT_USERINFO_URL", default=""),
-        "scope": "openid email offline_access https://outlook.office.com/IMAP.AccessAsUser.All "
-        "https://outlook.office.com/SMTP.Send",
+        # "profile" brings preferred_username, the verified sign-in name the mailbox's address
+        # is taken from; the "email" claim is never believed (docs/reliability.md C-20).
+        "scope": "openid email profile offline_access "
+        "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
         "authorize_params": {"prompt": "select_account"},
         "imap_host": "outlook.office365.com",
         "imap_port": 993,
