@@ -294,8 +294,10 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
     lookups.acknowledgements_per_hour = settings_row.acknowledgements_per_hour
     lookups.exclusions = list(ExclusionPattern.objects.values_list("pattern", flat=True))
 
+    # Only confirmed addresses are staff: anyone may claim one on "My addresses", but it
+    # counts once its owner answered the confirmation mail (docs/reliability.md C-19).
     lookups.staff = set(
-        StaffEmail.objects.filter(among(StaffEmail, "email", addresses))
+        StaffEmail.objects.filter(among(StaffEmail, "email", addresses), confirmed_at__isnull=False)
         .order_by()
         .values_list("email", flat=True)
     )
