@@ -11,6 +11,7 @@ from django.db import transaction
 from inbox import ports
 from inbox.models import Mailbox
 
+from .filing import authentication
 from .scheduling import dispatch, tasks
 from .transport import images, oauth, probe
 from .transport.errors import AuthenticationFailed, MailError, TemporaryFailure
@@ -58,6 +59,10 @@ class ConnectorPort:
 
     def fetch_remote_image(self, url: str) -> ports.RemoteImage:
         return images.fetch_image(url)
+
+    def check_sender(self, headers: dict, from_address: str) -> ports.SenderCheck:
+        verdict = authentication.check_sender(headers, from_address)
+        return ports.SenderCheck(status=verdict.status, detail=verdict.detail)
 
     def sync_soon(self, mailbox_id: int) -> None:
         # The same claim as the beat tick's, so the two never both enqueue it.

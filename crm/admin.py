@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.utils import timezone
 
 from .models import (
     Account,
@@ -56,13 +57,39 @@ class LeadEmailInline(admin.TabularInline):
     extra = 1
 
 
+class StaffEmailForm(NormalizedEmailForm):
+    """An admin sets a user's addresses directly: they count at once, without the mail a user
+    confirms their own with (docs/reliability.md C-19). An address the user added and has not
+    confirmed shows "waiting"; unticking it confirms it, ticking it suspends one."""
+
+    waiting = forms.BooleanField(label="Waiting for confirmation", required=False, initial=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["waiting"].initial = self.instance.confirmed_at is None
+
+    def save(self, commit=True):
+        row = super().save(commit=False)
+        if self.cleaned_data.get("waiting"):
+            row.confirmed_at = None
+        elif row.confirmed_at is None:
+            row.confirmed_at = timezone.now()
+        if commit:
+            row.save()
+        return row
+
+
 class StaffEmailInline(admin.TabularInline):
     model = StaffEmail
-    form = NormalizedEmailForm
-    fields = ("email",)
+    form = StaffEmailForm
+    fields = ("email", "waiting", "confirmed_at")
+    readonly_fields = ("confirmed_at",)
     extra = 1
     verbose_name = "own email address"
-    verbose_name_plural = "own email addresses (mail from these is staff mail)"
+    verbose_name_plural = (
+        "own email addresses (mail from these is staff mail once confirmed; an admin's are)"
+    )
 
 
 @admin.register(Account)

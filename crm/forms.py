@@ -302,12 +302,15 @@ class StaffEmailsForm(forms.Form):
     emails = email_list_field(
         label="My email addresses",
         help_text="Mail from these addresses is yours: it is filed as staff mail and never "
-        "creates a contact. One per line, or separated by commas.",
+        "creates a contact. A new address counts once you follow the link mailed to it. One "
+        "per line, or separated by commas.",
     )
 
-    def __init__(self, *args, user, **kwargs):
+    def __init__(self, *args, user, confirm_url=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
+        self.confirm_url = confirm_url
+        self.waiting: list[str] = []
         self.initial.setdefault("emails", selectors.staff_emails(user=user))
         self.fields["emails"].widget.attrs["rows"] = 5
         self.helper = _helper(Field("emails"))
@@ -315,7 +318,9 @@ class StaffEmailsForm(forms.Form):
     def save(self) -> bool:
         """Write the list; False (with the error on the field) when an address is taken."""
         try:
-            services.staff_set_emails(user=self.user, emails=self.cleaned_data["emails"])
+            self.waiting = services.staff_set_emails(
+                user=self.user, emails=self.cleaned_data["emails"], confirm_url=self.confirm_url
+            )
         except ValidationError as exc:
             self.add_error("emails", exc)
             return False

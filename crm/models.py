@@ -172,11 +172,20 @@ class LeadEmail(EmailAddressBase):
 
 
 class StaffEmail(EmailAddressBase):
-    """An address of a staff user's own: mail from it is staff mail, never a new contact."""
+    """An address of a staff user's own: mail from it is staff mail, never a new contact.
+
+    It counts only once confirmed (docs/reliability.md C-19): a user who adds one on "My
+    addresses" gets a confirmation link at that address; an admin may set a user's addresses
+    directly. Until then anybody's claim would turn a customer's mail into staff mail."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_emails"
     )
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def is_confirmed(self) -> bool:
+        return self.confirmed_at is not None
 
     class Meta(EmailAddressBase.Meta):
         constraints = [models.UniqueConstraint(fields=["email"], name="crm_staff_email_unique")]

@@ -181,6 +181,15 @@ def staff_emails(*, user) -> list[str]:
     return list(StaffEmail.objects.filter(user=user).values_list("email", flat=True))
 
 
+def staff_emails_waiting(*, user) -> list[str]:
+    """The user's addresses still waiting for their confirmation (docs/reliability.md C-19)."""
+    return list(
+        StaffEmail.objects.filter(user=user, confirmed_at__isnull=True).values_list(
+            "email", flat=True
+        )
+    )
+
+
 def assignable_users() -> QuerySet:
     """Users a record can be assigned to or owned by: the active staff of the CRM."""
     return (

@@ -3,9 +3,13 @@ its work or none (bad input raises ValidationError before anything is saved)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from smtplib import SMTPException
 
+from django.conf import settings
+from django.core import signing
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -112,13 +116,115 @@ def account_set_domains(*, account: Account, domains: Iterable[str]) -> None:
     _announce(account, domains=added)
 
 
-@transaction.atomic
-def staff_set_emails(*, user, emails: Iterable[str]) -> None:
-    values = normalize_emails(emails)
-    taken = StaffEmail.objects.filter(email__in=values).exclude(user=user)
+# A staff address counts once its owner proved it (docs/reliability.md C-19): the link in the
+# confirmation mail is signed (Django's SECRET_KEY), names the user and the row, and expires.
+STAFF_CONFIRM_SALT = "relay.crm.staff-email-confirmation"
+STAFF_CONFIRM_MAX_AGE = 3 * 24 * 3600
+
+
+def staff_email_token(row: StaffEmail) -> str:
+    return signing.dumps({"u": row.user_id, "r": row.pk, "e": row.email}, salt=STAFF_CONFIRM_SALT)
+
+
+def _taken(user, values: list[str]) -> None:
+    taken = StaffEmail.objects.filter(email__in=values, confirmed_at__isnull=False).exclude(
+        user=user
+    )
     if taken.exists():
         raise ValidationError([f"{s.email} already belongs to another user." for s in taken])
+
+
+@transaction.atomic
+def staff_set_emails(
+    *, user, emails: Iterable[str], confirm_url: Callable[[str], str]
+) -> list[str]:
+    """A user's own list of addresses ("My addresses"). Addresses already confirmed stay so;
+    each address still waiting (new ones included) is sent a confirmation mail with a link
+    made by `confirm_url(token)`, and counts as staff only once its owner follows it
+    (docs/reliability.md C-19). Returns the addresses waiting. All or nothing: when a mail
+    cannot be sent, nothing is saved."""
+    values = normalize_emails(emails)
+    _taken(user, values)
+    existing = {row.email: row for row in user.staff_emails.all()}
+    user.staff_emails.exclude(email__in=values).delete()
+    # Another user's unconfirmed claim gives way: whoever answers at the address owns it.
+    StaffEmail.objects.filter(email__in=values, confirmed_at__isnull=True).exclude(
+        user=user
+    ).delete()
+    waiting = []
+    for email in values:
+        row = existing.get(email) or StaffEmail.objects.create(user=user, email=email)
+        if row.confirmed_at is None:
+            waiting.append(row)
+    for row in waiting:
+        _send_confirmation(user, row, confirm_url(staff_email_token(row)))
+    return [row.email for row in waiting]
+
+
+def _send_confirmation(user, row: StaffEmail, url: str) -> None:
+    name = user.get_full_name() or user.get_username()
+    days = STAFF_CONFIRM_MAX_AGE // (24 * 3600)
+    body = (
+        f"{name} added {row.email} as one of their own addresses in Relay CRM. Mail from a "
+        "confirmed address is filed as their staff mail.\n\n"
+        f"If this is your address, open this link while signed in as {user.get_username()} "
+        f"and confirm (it works for {days} days):\n\n{url}\n\n"
+        "If it is not, ignore this message: the address stays unconfirmed.\n"
+    )
+    try:
+        send_mail(
+            "Confirm your address in Relay CRM",
+            body,
+            settings.DEFAULT_FROM_EMAIL,
+            [row.email],
+            using="default",  # the system mailer (MAILERS in crm/settings.py)
+        )
+    except (SMTPException, OSError) as exc:
+        raise ValidationError(
+            f"The confirmation mail to {row.email} could not be sent ({type(exc).__name__}); "
+            "nothing was saved. Try again later."
+        ) from exc
+
+
+@transaction.atomic
+def staff_confirm_email(*, user, token: str) -> StaffEmail:
+    """Follow a confirmation link, signed in as the user who added the address."""
+    try:
+        data = signing.loads(token, salt=STAFF_CONFIRM_SALT, max_age=STAFF_CONFIRM_MAX_AGE)
+    except signing.SignatureExpired:
+        raise ValidationError(
+            "This confirmation link has expired. Save the address again on My addresses to "
+            "get a new one."
+        ) from None
+    except signing.BadSignature:
+        raise ValidationError("This confirmation link is not valid.") from None
+    if data.get("u") != user.pk:
+        raise ValidationError(
+            "This link confirms an address for another user: sign in as that user to confirm it."
+        )
+    row = (
+        StaffEmail.objects.select_for_update()
+        .filter(pk=data.get("r"), user=user, email=data.get("e"))
+        .first()
+    )
+    if row is None:
+        raise ValidationError("This address is no longer on your list: nothing to confirm.")
+    if row.confirmed_at is None:
+        row.confirmed_at = timezone.now()
+        row.save(update_fields=["confirmed_at"])
+    return row
+
+
+@transaction.atomic
+def staff_set_confirmed_emails(*, user, emails: Iterable[str]) -> None:
+    """An admin's (or the demo data's) list of a user's addresses: they count at once."""
+    values = normalize_emails(emails)
+    _taken(user, values)
+    StaffEmail.objects.filter(email__in=values, confirmed_at__isnull=True).exclude(
+        user=user
+    ).delete()
     _replace_children(user.staff_emails, StaffEmail, "email", values, user=user)
+    user.staff_emails.filter(confirmed_at__isnull=True).update(confirmed_at=timezone.now())
 
 
 @transaction.atomic

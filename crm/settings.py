@@ -250,6 +250,28 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 RELAY_ALLOWED_MAIL_HOSTS = env.list("RELAY_ALLOWED_MAIL_HOSTS", default=[])
 RELAY_DEFAULT_FROM_EMAIL = env("RELAY_DEFAULT_FROM_EMAIL", default="relay@localhost")
 DEFAULT_FROM_EMAIL = RELAY_DEFAULT_FROM_EMAIL
+# The system mailer (Django's default mailer): mail Relay sends as itself rather than from a
+# mailbox, such as the link that confirms a staff address (crm/services.py,
+# docs/reliability.md C-19). Read from EMAIL_* variables; the OPTIONS are the SMTP backend's.
+_EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+MAILERS = {
+    "default": {
+        "BACKEND": _EMAIL_BACKEND,
+        "OPTIONS": (
+            {
+                "host": env("EMAIL_HOST", default="localhost"),
+                "port": env.int("EMAIL_PORT", default=25),
+                "username": env("EMAIL_HOST_USER", default=""),
+                "password": env("EMAIL_HOST_PASSWORD", default=""),
+                "use_tls": env.bool("EMAIL_USE_TLS", default=False),
+                "use_ssl": env.bool("EMAIL_USE_SSL", default=False),
+                "timeout": env.float("EMAIL_TIMEOUT", default=30.0),
+            }
+            if _EMAIL_BACKEND.endswith(".smtp.EmailBackend")
+            else {}
+        ),
+    }
+}
 RELAY_PURGE_AFTER_DAYS = env.int("RELAY_PURGE_AFTER_DAYS", default=30)
 RELAY_PAGE_SIZE = 25
 # Seconds before a silent mail server counts as down (docs/reliability.md S-12, I-08).
@@ -306,8 +328,10 @@ RELAY_OAUTH_PROVIDERS = {
         # A token for outlook.office.com cannot call Graph's userinfo: the address comes from
         # the id_token the token endpoint returns.
         "userinfo_url": env("RELAY_MICROSOFT_USERINFO_URL", default=""),
-        "scope": "openid email offline_access https://outlook.office.com/IMAP.AccessAsUser.All "
-        "https://outlook.office.com/SMTP.Send",
+        # "profile" brings preferred_username, the verified sign-in name the mailbox's address
+        # is taken from; the "email" claim is never believed (docs/reliability.md C-20).
+        "scope": "openid email profile offline_access "
+        "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
         "authorize_params": {"prompt": "select_account"},
         "imap_host": "outlook.office365.com",
         "imap_port": 993,

@@ -341,17 +341,98 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
 
 
 # --- Email API (docs/product.md §6) --------------------------------------------------------------
-from .models import EmailApiRequest, EmailApiSender  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db.models import OuterRef, Subquery  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from . import ports  # noqa: E402
+from .models import EmailApiRequest, EmailApiSender, Message  # noqa: E402
+
+
+class EmailApiSenderForm(forms.ModelForm):
+    new_secret = forms.CharField(
+        label="Secret",
+        required=False,
+        strip=False,
+        min_length=16,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text='Every document must then carry it: <request secret="...">. Stored as a hash '
+        "and never shown again. Leave empty to keep the current one. At least 16 characters.",
+    )
+    remove_secret = forms.BooleanField(
+        label="Remove the secret", required=False, help_text="Documents then need none."
+    )
+
+    class Meta:
+        model = EmailApiSender
+        fields = ("mailbox", "address", "note")
+
+    def save(self, commit=True):
+        sender = super().save(commit=False)
+        if self.cleaned_data.get("new_secret"):
+            sender.set_secret(self.cleaned_data["new_secret"])
+        elif self.cleaned_data.get("remove_secret"):
+            sender.set_secret("")
+        if commit:
+            sender.save()
+        return sender
 
 
 @admin.register(EmailApiSender)
 class EmailApiSenderAdmin(admin.ModelAdmin):
     """Who may send Email API documents to which support mailbox
-    (connector/emailapi/document.py)."""
+    (connector/emailapi/document.py), each with whether it can work today: a document is
+    applied only when our receiving server authenticated the sender for its From domain
+    (docs/reliability.md C-17), which the sender's last mail shows."""
 
-    list_display = ("address", "mailbox", "note", "created_at")
+    form = EmailApiSenderForm
+    list_display = ("address", "mailbox", "secret", "works_today", "note")
     list_filter = ("mailbox",)
     search_fields = ("address", "note")
+    fields = ("mailbox", "address", "note", "works_today", "new_secret", "remove_secret")
+    readonly_fields = ("works_today",)
+
+    def get_queryset(self, request):
+        last = Message.objects.filter(
+            mailbox=OuterRef("mailbox"), from_address=OuterRef("address"), is_outgoing=False
+        ).order_by("-pk")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("mailbox")
+            .annotate(
+                last_mail_headers=Subquery(last.values("headers")[:1]),
+                last_mail_at=Subquery(last.values("created_at")[:1]),
+            )
+        )
+
+    @admin.display(description="Secret")
+    def secret(self, obj) -> str:
+        return "set" if obj.secret_hash else "none"
+
+    @admin.display(description="Works today?")
+    def works_today(self, obj) -> str:
+        if obj is None or obj.pk is None:
+            return "—"
+        if not settings.RELAY_AUTHSERV_IDS:
+            return (
+                "No: RELAY_AUTHSERV_IDS is not set, so no mail can be verified and every "
+                "document is refused."
+            )
+        if not obj.mailbox.create_tickets:
+            return "No: the mailbox does not create tickets; only support mailboxes take documents."
+        warning = "" if obj.secret_hash else " Warning: no secret set."
+        at = getattr(obj, "last_mail_at", None)
+        if at is None:
+            return (
+                "Not known yet: no mail from this sender so far. It needs an SPF, DKIM or DMARC "
+                f"pass for its own domain from {', '.join(settings.RELAY_AUTHSERV_IDS)}." + warning
+            )
+        check = ports.mail().check_sender(obj.last_mail_headers or {}, obj.address)
+        when = timezone.localtime(at).strftime("%Y-%m-%d %H:%M")
+        if check.verified:
+            return f"Yes: its last mail ({when}) was verified: {check.detail}." + warning
+        return f"No: its last mail ({when}) was not verified: {check.detail}." + warning
 
 
 @admin.register(EmailApiRequest)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
+from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -868,6 +869,10 @@ class EmailApiSender(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="api_senders")
     address = models.CharField(max_length=320)
     note = models.CharField(max_length=200, blank=True)
+    # A second factor beside the sender's authenticated From (docs/reliability.md C-17): when
+    # set, every document must carry it in <request secret="...">. Only its hash is kept
+    # (django.contrib.auth.hashers), so it is never shown again once set.
+    secret_hash = models.CharField(max_length=256, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -879,6 +884,14 @@ class EmailApiSender(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+    def set_secret(self, secret: str) -> None:
+        """Keep only a salted hash of `secret` ("" removes it)."""
+        self.secret_hash = make_password(secret) if secret else ""
+
+    def secret_matches(self, given: str) -> bool:
+        """Whether `given` is the secret (the hasher compares in constant time)."""
+        return bool(self.secret_hash and given) and check_password(given, self.secret_hash)
 
     def save(self, *args, **kwargs):
         from crm.normalize import normalize_email

@@ -78,6 +78,19 @@ class RemoteImage:
     declared_type: str  # the remote server's Content-Type, for logs only: we sniff the bytes
 
 
+@dataclass(frozen=True)
+class SenderCheck:
+    """How far a message's From line can be believed (connector/filing/authentication.py):
+    status "pass" (verified), "fail", "none" or "unknown", and why, in words."""
+
+    status: str
+    detail: str
+
+    @property
+    def verified(self) -> bool:
+        return self.status == "pass"
+
+
 class RemoteImageUnavailable(Exception):
     """Refused host, not an image, too big, too slow, or any network failure."""
 
@@ -106,6 +119,10 @@ class MailPort(Protocol):
     def fetch_remote_image(self, url: str) -> RemoteImage:
         """One remote image a reader asked for, fetched by the server (RemoteImageUnavailable
         for anything but an image within MAX_IMAGE_BYTES and FETCH_TIMEOUT_SECONDS)."""
+
+    def check_sender(self, headers: dict, from_address: str) -> SenderCheck:
+        """Whether a stored message's headers prove its From line (the Email API senders'
+        admin says with it which senders can work today)."""
 
     def sync_soon(self, mailbox_id: int) -> None:
         """Sync this mailbox as soon as the current transaction commits ("Sync now")."""

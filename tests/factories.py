@@ -8,6 +8,7 @@ import hashlib
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from crm import models as crm
 from crm import services as crm_services
@@ -48,6 +49,8 @@ class StaffEmailFactory(factory.django.DjangoModelFactory):
 
     user = factory.SubFactory(UserFactory)
     email = factory.Sequence(lambda n: f"staff{n}@relay.test")
+    # An address its owner confirmed (or an admin set): staff mail (docs/reliability.md C-19).
+    confirmed_at = factory.LazyFunction(timezone.now)
 
 
 class AccountFactory(factory.django.DjangoModelFactory):

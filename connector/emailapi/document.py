@@ -1,9 +1,11 @@
 """The Email API: a support mailbox accepts XML documents that create or
 update accounts, contacts and tickets, as the RangerMSP Email Connector does.
 
-Who may use it: only senders on the mailbox's allowed list (inbox.EmailApiSender), and only
-when our receiving server did not mark the mail as failing SPF/DKIM/DMARC (a forged From of an
-allowed sender is the obvious attack). Mail from anyone else is ordinary mail.
+Who may use it: only senders on the mailbox's allowed list (inbox.EmailApiSender), only when
+our receiving server authenticated the mail for the From domain (an aligned SPF, DKIM or DMARC
+pass, connector/filing/authentication.py: a forged From of an allowed sender is the obvious
+attack), and, when the sender has a secret, only with that secret in <request secret="...">
+(docs/reliability.md C-17). Mail from anyone else is ordinary mail.
 
 What counts as a document: the text body, when it starts with "<", or else the first `.xml`
 attachment. The schema is published in schema/relay-email-api.xsd, with examples beside it.
@@ -241,7 +243,7 @@ class _Checker:
             got = f"<{name}>" + (f' in namespace "{ns}"' if ns else " in no namespace")
             self.error(f"/{name}", root, f"the root element must be {expected}; found {got}")
             return "", []
-        self._attributes(f"/{ROOT}", root, allowed={"id"})
+        self._attributes(f"/{ROOT}", root, allowed={"id", "secret"})
         request_id = (root.get("id") or "").strip()[:200]
         if (root.text or "").strip():
             self.error(f"/{ROOT}", root, "text is not allowed here, only operation elements")
@@ -657,6 +659,19 @@ class _Applier:
     def _keep(self, op: Operation, record) -> None:
         if op.key:
             self.created[(op.record_type, op.key)] = record
+
+
+def request_secret(document: str | bytes, *, size: int | None = None) -> str:
+    """The secret the document carries (<request secret="...">), or "" when it has none or
+    cannot be read (connector/emailapi/handler.py checks it before anything is applied)."""
+    try:
+        root, _ = parse(document, size=size)
+    except Rejected:
+        return ""
+    ns, name = _local(root.tag)
+    if ns != NAMESPACE or name != ROOT:
+        return ""
+    return root.get("secret") or ""
 
 
 def run_document(document: str | bytes, *, sender: str, size: int | None = None) -> Result:

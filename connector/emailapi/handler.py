@@ -1,7 +1,8 @@
 """Email API requests arriving by mail: find the document in a message from an allowed sender,
-refuse it when the sender is not verified (connector/filing/authentication.py), apply it
-(connector/emailapi/document.py), record the request, and queue the reply that says what was
-done or what is wrong.
+refuse it unless our receiving server authenticated the sender for its From domain
+(connector/filing/authentication.py) and, when the sender has one, the document carries its
+secret; apply it (connector/emailapi/document.py), record the request, and queue the reply that
+says what was done or what is wrong (docs/reliability.md C-17).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from connector.emailapi.document import (
     ApiError,
     Result,
     max_bytes,
+    request_secret,
     run_document,
 )
 from connector.filing import tokens
-from connector.filing.authentication import sender_verdict
+from connector.filing.authentication import check_sender
 from connector.ingest import storage
 from crm.models import Ticket
 from inbox import ports
-from inbox.models import EmailApiRequest, Mailbox, Message, OutboxEntry
+from inbox.models import EmailApiRequest, EmailApiSender, Mailbox, Message, OutboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +108,28 @@ def handle_message(message_id: int, *, now=None) -> bool:
         mailbox = message.mailbox
         sender = message.from_address
         context = {"mailbox_id": mailbox.pk, "message_id": message.pk}
-        unverified = sender_verdict(message.headers)
-        if unverified:
-            # A forged From of an allowed sender: refused, and no reply (it would go to the
-            # real sender, who did not write this).
+        verdict = check_sender(message.headers, sender)
+        refused = ""
+        if not verdict.verified:
+            # Only an aligned pass in our own server's header proves the From: a missing
+            # header, a pass for another domain or a header the sender wrote prove nothing.
+            refused = f"sender not verified ({verdict.detail})"
+        else:
+            allowed = EmailApiSender.objects.filter(mailbox=mailbox, address=sender).first()
+            if allowed is not None and allowed.secret_hash:
+                if not allowed.secret_matches(request_secret(document, size=size)):
+                    refused = "the document does not carry this sender's secret"
+        if refused:
+            # Perhaps a forged From of an allowed sender: refused, and no reply (it would go to
+            # the real sender, who did not write this). The admin lists it as rejected.
             EmailApiRequest.objects.create(
                 message=message,
                 mailbox=mailbox,
                 sender=sender,
                 outcome=EmailApiRequest.Outcome.REJECTED,
-                errors=[f"sender not verified ({unverified})"],
+                errors=[refused],
             )
-            log.warning("email api: refused, sender not verified: %s", unverified, extra=context)
+            log.warning("email api: refused: %s", refused, extra=context)
             Message.objects.filter(pk=message.pk).update(filed_at=now)
             return True
         try:

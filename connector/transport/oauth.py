@@ -5,7 +5,11 @@
   access, through authlib. The provider endpoints come from settings.RELAY_OAUTH_PROVIDERS.
 - The account's address comes from the id_token the token endpoint returns (OpenID Connect
   Core 3.1.3.7: received straight from the token endpoint over TLS, its signature need not be
-  checked; audience and nonce are), or else from the provider's userinfo endpoint.
+  checked; audience and nonce are), or else from the provider's userinfo endpoint. Only a
+  verified identity counts (docs/reliability.md C-20): Google's `email` with
+  `email_verified`; for Microsoft never `email` (any tenant's administrator sets it to any
+  address, and Microsoft does not verify it) but `preferred_username`, the account's sign-in
+  name, whose domain the tenant had to prove it owns.
 - An access token is refreshed before it expires, under a row lock on the mailbox
   (select_for_update): one refresh at a time per mailbox, whatever the number of workers, and
   the rotated refresh token is saved in the same transaction that read the old one, so the
@@ -119,7 +123,7 @@ def _id_token_claims(id_token: str) -> dict:
         raise PermanentFailure("OAuth: the id_token is not readable") from exc
 
 
-def _account_email(config: dict, token: dict, *, nonce: str) -> str:
+def _account_email(provider: str, config: dict, token: dict, *, nonce: str) -> str:
     if token.get("id_token"):
         claims = _id_token_claims(token["id_token"])
         audience = claims.get("aud")
@@ -128,9 +132,14 @@ def _account_email(config: dict, token: dict, *, nonce: str) -> str:
             raise PermanentFailure("OAuth: the id_token was issued to another application")
         if nonce and claims.get("nonce") not in (None, nonce):
             raise PermanentFailure("OAuth: the id_token does not answer this sign-in")
+        if provider == Mailbox.ConnectionType.MICROSOFT:
+            return _microsoft_address(claims)
         email = claims.get("email") or claims.get("preferred_username") or ""
         if email and claims.get("email_verified") is not False:
             return email
+    if provider == Mailbox.ConnectionType.MICROSOFT:
+        # Its userinfo answers the same unverified `email`: nothing but the id_token counts.
+        raise PermanentFailure("OAuth: Microsoft gave no id_token naming the account")
     if config.get("userinfo_url"):
         try:
             answer = requests.get(
@@ -150,6 +159,20 @@ def _account_email(config: dict, token: dict, *, nonce: str) -> str:
         if email:
             return email
     raise PermanentFailure("OAuth: the provider did not say which address signed in")
+
+
+def _microsoft_address(claims: dict) -> str:
+    """The account's sign-in name (docs/reliability.md C-20). For a work or school account
+    `preferred_username` is its user principal name in its home tenant, whose domain that
+    tenant verified (a tenant cannot give its users a name at someone else's domain); for a
+    personal account, the address Microsoft verified when it was made. The `email` claim is
+    neither: it is whatever the tenant's administrator typed, and is never read here."""
+    address = (claims.get("preferred_username") or "").strip()
+    if "@" not in address or " " in address:
+        raise PermanentFailure(
+            "OAuth: Microsoft did not give the account's sign-in address (preferred_username)"
+        )
+    return address
 
 
 def exchange_code(
@@ -173,7 +196,7 @@ def exchange_code(
             "OAuth: the provider gave no refresh token (offline access was not granted)"
         )
     return OAuthGrant(
-        email=_account_email(config, token, nonce=nonce),
+        email=_account_email(provider, config, token, nonce=nonce),
         access_token=token["access_token"],
         refresh_token=token["refresh_token"],
         expires_at=_expires_at(token),

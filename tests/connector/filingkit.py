@@ -49,6 +49,40 @@ def mail(
     return message
 
 
+def arrived(raw: bytes, *authentication_results: str) -> bytes:
+    """`raw` as a receiving server hands it on: each Authentication-Results value prepended,
+    the first given on top (RFC 8601: every server adds its own above what is there)."""
+    added = "".join(f"Authentication-Results: {value}\r\n" for value in authentication_results)
+    return added.encode() + raw
+
+
+def receive(mailbox, *raws: bytes, folder: str = "INBOX", special_use: str = "inbox"):
+    """Raw RFC 5322 messages taken the path a real one takes: stored as the sync stores a
+    fetched batch (connector/ingest/store.py store_batch: parsed, raw source kept, addresses,
+    ledger), then handed to the filing task's entry (connector/emailapi/intake.py
+    file_new_mail: Email API documents answered, the rest filed). Returns the new messages."""
+    from django.utils import timezone
+
+    from connector.ingest.prepare import Fetched
+    from connector.ingest.store import store_batch
+    from inbox.models import Folder, Message
+
+    box, _ = Folder.objects.get_or_create(
+        mailbox=mailbox,
+        name=folder,
+        defaults={"special_use": special_use, "is_active": True, "uidvalidity": 1},
+    )
+    box.refresh_from_db()
+    items = [
+        Fetched(uid=box.last_uid + i, raw=raw, internal_date=timezone.now())
+        for i, raw in enumerate(raws, start=1)
+    ]
+    result = store_batch(folder=box, uidvalidity=box.uidvalidity or 1, items=items, lease=None)
+    assert result.stored == len(raws), result
+    intake.file_new_mail(message_ids=result.new_message_ids)
+    return list(Message.objects.filter(pk__in=result.new_message_ids).order_by("pk"))
+
+
 def file(*messages, **kwargs):
     """File as new mail is filed (Email API documents answered first), or re-file."""
     ids = [m.pk for m in messages]

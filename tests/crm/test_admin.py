@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -111,3 +113,34 @@ def test_user_admin_edits_staff_addresses_inline(admin_client, teammate):
         "tom@relay.test",
         "tom@work.example",
     ]
+    # An admin sets a user's addresses directly: they count at once (docs/reliability.md C-19).
+    assert not StaffEmail.objects.filter(user=teammate, confirmed_at__isnull=True).exists()
+
+
+def test_admin_confirms_an_address_a_user_is_waiting_for(admin_client, teammate):
+    """docs/reliability.md C-19: an admin may set a user's addresses directly; one the user
+    added and has not confirmed shows as waiting, and unticking it confirms it."""
+    waiting = StaffEmail.objects.create(user=teammate, email="tom@relay.test")
+    url = reverse("admin:auth_user_change", args=[teammate.pk])
+    page = admin_client.get(url).content.decode()
+    assert re.search(r'<input[^>]*name="staff_emails-0-waiting"[^>]*checked', page)
+    data = {
+        "username": teammate.username,
+        "first_name": "Tom",
+        "last_name": "Teammate",
+        "email": "",
+        "is_active": "on",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "initial-date_joined_0": "2026-01-01",
+        "initial-date_joined_1": "00:00:00",
+        "staff_emails-TOTAL_FORMS": "1",
+        "staff_emails-INITIAL_FORMS": "1",
+        "staff_emails-0-id": waiting.pk,
+        "staff_emails-0-user": teammate.pk,
+        "staff_emails-0-email": "tom@relay.test",
+    }
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    waiting.refresh_from_db()
+    assert waiting.is_confirmed

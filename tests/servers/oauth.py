@@ -72,6 +72,9 @@ class FakeOAuthServer:
     rotate: bool = True
     refresh_delay: float = 0.0  # seconds: widens the window of the rotation race
     failing: bool = False  # every endpoint answers 503
+    # Claims of the next id_tokens to change (None removes one): a tenant's own settings, e.g.
+    # the unverified "email" a Microsoft tenant administrator may set to any address.
+    id_token_claims: dict = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)  # by refresh token (current only)
     access_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # email, expiry
     codes: dict[str, dict] = field(default_factory=dict)
@@ -140,7 +143,7 @@ class FakeOAuthServer:
         self.access_tokens[token] = (email, time.time() + (lifetime or self.access_lifetime))
         return token
 
-    def _id_token(self, email: str, nonce: str | None) -> str:
+    def _id_token(self, email: str, nonce: str | None, scope: str = "") -> str:
         header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         claims = {
             "iss": self.base_url,
@@ -153,6 +156,14 @@ class FakeOAuthServer:
         }
         if nonce:
             claims["nonce"] = nonce
+        if "profile" in scope.split():
+            # Microsoft's v2.0 endpoint: the sign-in name comes with the profile scope.
+            claims["preferred_username"] = email
+        for name, value in self.id_token_claims.items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
         payload = _b64url(json.dumps(claims).encode())
         signature = hmac.new(ID_TOKEN_KEY, f"{header}.{payload}".encode(), "sha256").digest()
         return f"{header}.{payload}.{_b64url(signature)}"
@@ -216,6 +227,7 @@ class FakeOAuthServer:
                         "challenge": query["code_challenge"],
                         "email": server.sign_in_as,
                         "nonce": query.get("nonce"),
+                        "scope": query.get("scope", ""),
                     }
                 back = urlencode({"code": code, "state": query.get("state", "")})
                 self.send_response(302)
@@ -263,7 +275,9 @@ class FakeOAuthServer:
                             "refresh_token": refresh,
                             "token_type": "Bearer",
                             "expires_in": server.access_lifetime,
-                            "id_token": server._id_token(code["email"], code["nonce"]),
+                            "id_token": server._id_token(
+                                code["email"], code["nonce"], code["scope"]
+                            ),
                         },
                     )
                 if form.get("grant_type") == "refresh_token":
@@ -316,6 +330,7 @@ class FakeOAuthServer:
         with self.lock:
             self.sign_in_as = "someone@relay.test"
             self.rotate, self.refresh_delay, self.failing = True, 0.0, False
+            self.id_token_claims = {}
             self.refresh_calls = self.refreshes = self.rejected_refreshes = 0
             self.pkce_checked = 0
             self.grants.clear()
@@ -406,8 +421,8 @@ def oauth_server(oauth_server_session, settings) -> FakeOAuthServer:
     settings.RELAY_OAUTH_PROVIDERS = {
         "google": oauth_server_session.provider_settings(),
         "microsoft": oauth_server_session.provider_settings(
-            scope="openid email offline_access https://outlook.office.com/IMAP.AccessAsUser.All "
-            "https://outlook.office.com/SMTP.Send",
+            scope="openid email profile offline_access "
+            "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
             authorize_params={"prompt": "select_account"},
             userinfo_url="",
             saves_sent=False,

@@ -441,7 +441,7 @@ class Command(BaseCommand):
         # Add the staff address if missing, keep any the user added since.
         mine = set(StaffEmail.objects.filter(user=user).values_list("email", flat=True))
         if person.email not in mine:
-            crm_services.staff_set_emails(user=user, emails=sorted(mine | {person.email}))
+            crm_services.staff_set_confirmed_emails(user=user, emails=sorted(mine | {person.email}))
         return user
 
     def account(self, name, domains, phone, website):

@@ -1,6 +1,9 @@
 """The Email API (docs/product.md §6): XML documents from allowed senders to a support mailbox
 create and update accounts, contacts and tickets, all or nothing, and the sender is told what
-happened. Documents go through the real path: a stored message handed to the filing pass."""
+happened. Documents go through the real path: a stored message handed to the filing pass.
+Their sender is authenticated (our server's header says DKIM passed for web.example), as the
+API requires (docs/reliability.md C-17); the attacks on that are in
+tests/connector/emailapi/test_api_sender_authentication.py."""
 
 from __future__ import annotations
 
@@ -25,17 +28,21 @@ pytestmark = pytest.mark.django_db
 SCHEMA_DIR = Path(settings.BASE_DIR) / "schema"
 NS = 'xmlns="urn:relay-crm:email-api:1"'
 FORMS = "forms@web.example"
+# Our receiving server's verdict on mail the web form service really sent.
+VERIFIED = {"authentication-results": ["mx.relay.test; dkim=pass header.d=web.example"]}
 
 
 @pytest.fixture
 def support(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.RELAY_AUTHSERV_IDS = ["mx.relay.test"]
     mailbox = f.SharedMailboxFactory(email_address="support@relay.test", create_tickets=True)
     EmailApiSender.objects.create(mailbox=mailbox, address="Forms@Web.example")
     return mailbox
 
 
 def send(mailbox, body: str, *, sender: str = FORMS, subject: str = "API", **fields):
+    fields.setdefault("headers", VERIFIED)
     message = mail(
         mailbox,
         sender=sender,
@@ -161,7 +168,13 @@ def test_the_document_may_come_as_an_xml_attachment(support):
 
     body = doc("<createAccount><name>Attached Ltd</name></createAccount>")
     digest, path = storage.save_blob(body.encode())
-    message = mail(support, sender=FORMS, subject="see attachment", text_body="Hello, attached.")
+    message = mail(
+        support,
+        sender=FORMS,
+        subject="see attachment",
+        text_body="Hello, attached.",
+        headers=VERIFIED,
+    )
     blob = f.AttachmentBlobFactory(sha256=digest, size=len(body), file=path)
     Attachment.objects.create(
         message=message, blob=blob, filename="request.xml", content_type="application/xml"
@@ -474,7 +487,7 @@ def test_an_oversized_attachment_is_refused_by_its_size(support, settings):
     settings.RELAY_EMAIL_API_MAX_BYTES = 1000
     body = doc(*["<createAccount><name>Filler Ltd</name></createAccount>"] * 40)
     digest, path = storage.save_blob(body.encode())
-    message = mail(support, sender=FORMS, subject="big", text_body="attached")
+    message = mail(support, sender=FORMS, subject="big", text_body="attached", headers=VERIFIED)
     blob = f.AttachmentBlobFactory(sha256=digest, size=len(body), file=path)
     Attachment.objects.create(message=message, blob=blob, filename="big.xml")
     intake.file_new_mail(message_ids=[message.pk])
@@ -546,6 +559,7 @@ def test_a_first_sync_history_document_is_not_applied(support):
         sender=FORMS,
         subject="old",
         text_body=doc("<createAccount><name>Old Ltd</name></createAccount>"),
+        headers=VERIFIED,
     )
     intake.file_new_mail(message_ids=[message.pk], initial=True)
     assert not Account.objects.exists() and not EmailApiRequest.objects.exists()
@@ -567,6 +581,7 @@ def test_end_to_end_a_web_form_mail_becomes_records_and_the_sender_gets_the_answ
     from tests.connector.synckit import make_mailbox, make_raw
 
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.RELAY_AUTHSERV_IDS = ["mx.relay.test"]
     app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
     try:
         mailbox = make_mailbox(
@@ -582,9 +597,10 @@ def test_end_to_end_a_web_form_mail_becomes_records_and_the_sender_gets_the_answ
 
         assert sync.sync_mailbox(mailbox.pk).completed  # the first sync: nothing there yet
         body = (SCHEMA_DIR / "examples" / "web-form-new-customer.xml").read_text()
-        imap_user.server.deliver(
-            imap_user, make_raw("Form 42", sender=f"Web form <{FORMS}>", body=body)
-        )
+        raw = make_raw("Form 42", sender=f"Web form <{FORMS}>", body=body)
+        # As our receiving server hands it on: its verdict on top (docs/reliability.md C-17).
+        verdict = b"Authentication-Results: mx.relay.test; dkim=pass header.d=web.example\r\n"
+        imap_user.server.deliver(imap_user, verdict + raw)
         assert sync.sync_mailbox(mailbox.pk).completed
     finally:
         app.conf.task_always_eager, app.conf.task_eager_propagates = False, False

@@ -100,14 +100,18 @@ def test_a_reply_in_the_same_batch_joins_the_ticket_its_parent_opens(support, an
     assert ("ticket", ticket.pk, "thread") in filed(follow_up)
 
 
-def test_staff_bcc_files_their_correspondence_without_opening_a_ticket(support, ana):
+def test_staff_bcc_files_their_correspondence_without_opening_a_ticket(support, ana, settings):
     f.StaffEmailFactory(email="olivia@relay.test")
     ticket = f.TicketFactory(contact=ana, account=ana.account)
+    # The Bcc comes from outside: the staff address names the ticket only because our
+    # receiving server authenticated it (docs/reliability.md C-18).
+    settings.RELAY_AUTHSERV_IDS = ["mx.relay.test"]
     with_reference = mail(
         support,
         sender="olivia@relay.test",
         to="ana@acme.example",
         subject=f"Re: [{ticket.reference}] your printer",
+        headers={"authentication-results": ["mx.relay.test; dkim=pass header.d=relay.test"]},
     )
     without_reference = mail(
         support, sender="olivia@relay.test", to="ana@acme.example", subject="Lunch?"

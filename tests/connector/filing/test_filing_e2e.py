@@ -6,6 +6,7 @@ them; the first sync's history opens nothing (docs/product.md §4.2)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.utils import timezone
@@ -18,6 +19,7 @@ from tests.connector.filingkit import eager_celery, filed, records  # noqa: F401
 from tests.connector.synckit import make_mailbox, make_raw
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+MX = "mx.relay.test"
 
 
 def support_mailbox(imap_user, **fields) -> Mailbox:
@@ -38,8 +40,25 @@ def by_subject(subject: str) -> Message:
     return Message.objects.get(subject=subject)
 
 
-def test_support_mail_becomes_tickets_and_replies_join_them(imap_user):
-    dovecot = imap_user.server
+class ViaMx:
+    """Delivery as through our receiving server: its Authentication-Results on top, saying SPF
+    passed for the From's own domain (an aligned pass), as for mail its senders really sent."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def deliver(self, user, raw: bytes) -> int:
+        sender = re.search(rb"^From: (?:.*<)?([^<>\s]+@[^<>\s]+?)>?\r$", raw, re.M)[1]
+        domain = sender.decode().rpartition("@")[2]
+        header = f"Authentication-Results: {MX}; spf=pass smtp.mailfrom={domain}\r\n"
+        return self.server.deliver(user, header.encode() + raw)
+
+
+def test_support_mail_becomes_tickets_and_replies_join_them(imap_user, settings):
+    dovecot = ViaMx(imap_user.server)
+    # Every message comes through our MX, whose header is believed; staff mail names a record
+    # only with such an authenticated From (docs/reliability.md C-18).
+    settings.RELAY_AUTHSERV_IDS = [MX]
     acme = f.AccountFactory(name="Acme", domains=["acme.example"])
     ana = f.ContactFactory(first_name="Ana", emails=["ana@acme.example"], account=acme)
     f.StaffEmailFactory(email="olivia@relay.test")

@@ -113,7 +113,9 @@ def assert_invariants(message: ParsedMessage, limits: Limits) -> None:
         assert attachment.filename and len(attachment.filename) <= limits.max_filename
         assert "\x00" not in attachment.original_filename
         assert not SURROGATE.search(attachment.original_filename)
-    one_line += list(message.headers.values())
+    for value in message.headers.values():
+        # authentication-results keeps every such header, as a list (the others one string).
+        one_line += value if isinstance(value, list) else [value]
     for value in one_line:
         assert isinstance(value, str)
         assert not CONTROL.search(value), value  # no CR/LF/NUL/TAB: docs/reliability.md P-06

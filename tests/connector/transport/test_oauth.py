@@ -113,6 +113,31 @@ def test_microsoft_address_comes_from_the_id_token(client, owner, oauth_server):
     assert "https://outlook.office.com/SMTP.Send" in asked["scope"].split()
 
 
+def test_microsoft_sign_in_never_takes_the_unverified_email_claim(client, owner, oauth_server):
+    """docs/reliability.md C-20. tests/servers/oauth.py stands in for Microsoft, which cannot be
+    reached from here. Its id_token carries what any tenant's administrator can write: an
+    `email` claim naming someone else's address (Microsoft does not verify it), beside the
+    account's sign-in name, `preferred_username`, whose domain the tenant had to prove."""
+    client.force_login(owner)
+    oauth_server.sign_in_as = "mallory@attacker.example"
+    oauth_server.id_token_claims = {"email": "ceo@victim.example", "email_verified": None}
+
+    _, callback = sign_in(client, "microsoft")
+
+    assert callback.status_code == 302
+    assert list(Mailbox.objects.values_list("email_address", flat=True)) == [
+        "mallory@attacker.example"
+    ]
+
+    # Without the sign-in name there is nothing verified to go on: nothing is connected.
+    Mailbox.objects.all().delete()
+    oauth_server.id_token_claims = {"email": "ceo@victim.example", "preferred_username": None}
+    _, callback = sign_in(client, "microsoft")
+    shown = [str(m) for m in callback.wsgi_request._messages]
+    assert any("did not give the account's sign-in address" in m for m in shown), shown
+    assert not Mailbox.objects.exists()
+
+
 def test_a_callback_this_browser_did_not_start_is_refused(client, owner, oauth_server):
     client.force_login(owner)
     answer = client.get(reverse("inbox:oauth_callback") + "?code=stolen&state=forged")
