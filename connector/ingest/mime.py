@@ -33,8 +33,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
+from email.policy import Compat32
 from email.utils import getaddresses, parsedate_tz
 from functools import lru_cache
+from urllib.parse import unquote
 
 from crm.normalize import try_normalize_email
 from inbox.htmltext import html_to_text
@@ -449,8 +451,14 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,60})\?([bBqQ])\?([^?]*)\?=")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 
 
-def _word_bytes(encoding: str, text: str) -> bytes:
-    data = text.encode("ascii", "replace")
+def _word_bytes(encoding: str, text: str, codec: str | None = None) -> bytes:
+    if text.isascii():
+        data = text.encode("ascii")
+    else:  # raw 8-bit inside the word (old Outlook): back to the bytes its charset names
+        try:
+            data = text.encode(codec or "utf-8")
+        except (UnicodeEncodeError, LookupError):
+            data = text.encode("utf-8", "replace")
     if encoding in "bB":
         data = _B64_JUNK.sub(b"", data)
         data = data[: len(data) - len(data) % 4] if len(data) % 4 == 1 else data
@@ -485,7 +493,7 @@ def decode_header_text(value: str) -> str:
             out.append(gap)
         charset, encoding, text = match.groups()
         try:
-            data = _word_bytes(encoding, text)
+            data = _word_bytes(encoding, text, _codec(charset))
         except (binascii.Error, ValueError):
             flush()
             out.append(match.group(0))  # undecodable: show it as sent
@@ -742,10 +750,38 @@ def _split_addresses(value: str, cap: int) -> list[tuple[str, str]]:
                 return pairs
         else:
             return pairs
-    pairs = [(n, a) for n, a in getaddresses([value]) if a]
+    try:
+        pairs = [(n, a) for n, a in getaddresses([value]) if a]
+        if "(" in value:
+            pairs = _phrase_names(value, pairs)
+    except Exception:  # RecursionError on thousands of ':' (a To of encoded words), and kin
+        pairs = []
     if not pairs and "@" in value:  # getaddresses gives up on some garbage; salvage addresses
         pairs = [("", a) for a in _ANY_ADDRESS.findall(value)]
     return pairs
+
+
+_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\((?:[^()\\]|\\.)*\)')
+
+
+def _strip_comments(value: str) -> str:
+    """`value` without RFC 5322 comments (nested ones too); quoted strings are kept."""
+    for _ in range(10):  # one nesting level a round; deeper than that is not a name
+        stripped = _COMMENT.sub(lambda m: m.group(0) if m.group(0)[0] == '"' else " ", value)
+        if stripped == value:
+            break
+        value = stripped
+    return value
+
+
+def _phrase_names(value: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Comments are no part of a display name (RFC 5322 3.4): `Pete(A wonderful chap) <p@x>`
+    is Pete. Only an address with no name at all is named by its comment, the old
+    `jdoe@example.com (John Doe)` form that every client shows as John Doe."""
+    plain = [(n, a) for n, a in getaddresses([_strip_comments(value)]) if a]
+    if len(plain) != len(pairs):
+        return pairs
+    return [(p_name or name, addr) for (name, addr), (p_name, _) in zip(pairs, plain, strict=True)]
 
 
 def _addresses(
@@ -767,7 +803,13 @@ def _addresses(
     result: list[Address] = []
     seen: set[str] = set()
     invalid = 0
-    for display, address in _split_addresses(value, cap * 2):
+    pairs = _split_addresses(value, cap * 2)
+    if "@" in value and not any(_normalise(address.strip()) for _, address in pairs):
+        # `Big Bug bb@bug.com`, `tim@x.com concierge@x.com`: no address parses, yet there are
+        # addresses in plain sight; a reader sees them, so do we (names are lost here).
+        salvaged = [("", a) for a in _ANY_ADDRESS.findall(value) if _normalise(a)]
+        pairs = salvaged or pairs
+    for display, address in pairs:
         normalised = _normalise(address.strip())
         if normalised is None:
             invalid += 1
@@ -822,6 +864,9 @@ def _references(value: str | None, limits: Limits) -> list[str]:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 5322 3.3: a year is 1900 or later. Older real dates exist (archives, RFC 5322's own 1969
+# examples, docs/fidelity.md); the Unix epoch is no limit of mail.
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 def _parse_date(value: str | None, internal_date: datetime | None) -> datetime | None:
@@ -843,7 +888,7 @@ def _parse_date(value: str | None, internal_date: datetime | None) -> datetime |
         return None
     stamp = stamp.astimezone(UTC)
     latest = max(datetime.now(UTC), internal_date or _EPOCH) + timedelta(days=2)
-    if stamp < _EPOCH or stamp > latest:  # year 9999, year 0: absurd, not merely skewed
+    if stamp < _EARLIEST or stamp > latest:  # year 9999, year 0: absurd, not merely skewed
         return None
     return stamp
 
@@ -862,7 +907,27 @@ _STRUCTURE = re.compile(
 
 def _boundary_of(content_type: str) -> str | None:
     match = re.search(r'(?i)boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))', content_type)
-    return (match.group(1) or match.group(2)).strip() if match else None
+    if match:
+        return (match.group(1) or match.group(2)).strip()
+    extended = _BOUNDARY_2231.search(content_type)
+    if extended:  # RFC 2231 `boundary*="us-ascii''abc"`: charset and language, %-escapes
+        return unquote(extended.group(1) or extended.group(2)).strip() or None
+    return None
+
+
+_BOUNDARY_2231 = re.compile(
+    r"""(?i)boundary\*0?\*?\s*=\s*"""
+    r"""(?:"(?:[^"']*'[^"']*')?([^"]{1,200})"|(?:[^"'\s;]*'[^'\s;]*')?([^\s;"]{1,200}))"""
+)
+_PLAIN_BOUNDARY = re.compile(r"(?i);\s*boundary\s*=")
+_CONTENT_TYPE_FIELD = re.compile(rb"(?im)^content-type:[^\n]*\n?(?:[ \t][^\n]*\n?)*")
+
+
+def _has_delimiter(body: bytes, boundary: str) -> bool:
+    """Whether a `--boundary` line occurs at all (RFC 2046 5.1.1: alone on its line, blanks
+    after it allowed). A multipart without one has no parts; the text is all there is."""
+    mark = re.escape(b"--" + boundary.encode("utf-8", "replace"))
+    return re.search(rb"(?m)^" + mark + rb"(?:--)?[ \t]*\r?$", body) is not None
 
 
 def _safe_prefix(body: bytes, top_boundary: str | None, limits: Limits) -> tuple[int, str]:
@@ -947,6 +1012,53 @@ def _lower_get(headers: dict[str, list[str]], name: str) -> str:
     return ""
 
 
+# RFC 2045 5.1 type/subtype tokens. Anything else (`text`, `<html>`) is a syntax error, and
+# RFC 2045 5.2 says to read such a part as text/plain.
+_MIME_TYPE = re.compile(r"[!#$%&'*+.^_`{|}~a-z0-9-]+/[!#$%&'*+.^_`{|}~a-z0-9-]+")
+_UUENCODE = frozenset(("x-uuencode", "uuencode", "x-uue", "uue"))
+
+
+def _media_type(value: str) -> str:
+    value = value.strip().lower()
+    return value if _MIME_TYPE.fullmatch(value) else "text/plain"
+
+
+def _uudecode(data: bytes) -> bytes:
+    """x-uuencode transfer encoding (old Netscape and Mac mailers): the lines between `begin`
+    and `end`; a damaged line keeps what it can, as the stdlib's decoder does."""
+    out: list[bytes] = []
+    started = False
+    for line in data.splitlines():
+        if not started:
+            started = line.startswith(b"begin ")
+            continue
+        if line.strip() == b"end":
+            break
+        try:
+            out.append(binascii.a2b_uu(line))
+        except binascii.Error:
+            size = (((line[0] - 32) & 63) * 4 + 5) // 3 if line else 0
+            try:
+                out.append(binascii.a2b_uu(line[:size]))
+            except binascii.Error:
+                continue
+    return b"".join(out) if started else data
+
+
+def _header_ends_early(node, data: bytes) -> bool:
+    """fast-mail-parser reads a part's first body line as a header name when the blank line
+    after the part's header is missing (`Content-Type: text/plain` then `bar`); the stdlib
+    takes that line as the start of the body, as readers do, so it decides such a message."""
+    for key, values in node.headers.items():
+        # Only when that line ends the header block: `name="x.zip"` that merely lost its
+        # indent, with fields after it, is read right by fast-mail-parser.
+        if values == [""] and re.search(
+            rb"(?m)^" + re.escape(key.encode("utf-8", "replace")) + rb"\r?\n\r?\n", data
+        ):
+            return True
+    return False
+
+
 def _leaves_fast(data: bytes, limits: Limits) -> list[_Leaf] | None:
     """Leaves in document order (a DSN marks itself), or None when the tree is over the caps.
 
@@ -961,18 +1073,25 @@ def _leaves_fast(data: bytes, limits: Limits) -> list[_Leaf] | None:
         nodes += 1
         if depth > limits.max_depth or nodes > limits.max_parts:
             return None
-        ctype = (node.content_type or "text/plain").lower()
+        ctype = _media_type(node.content_type or "text/plain")
         if ctype.startswith("multipart/"):
             stack.extend((child, nested, depth + 1) for child in reversed(node.children))
             continue
+        if _header_ends_early(node, data):
+            raise ValueError("a part's header block ends without a blank line")
         header = _lower_get(node.headers, "content-type")
+        payload = node.content or b""
+        encoding = _lower_get(node.headers, "content-transfer-encoding").strip().lower()
+        if encoding in _UUENCODE:
+            payload = _uudecode(payload)
+        filename = node.filename or ""
         leaf = _Leaf(
             content_type=ctype,
             charset=_charset_param(header),
             disposition=(node.disposition or "").strip().lower(),
-            filename=node.filename or "",
+            filename=decode_header_text(filename) if "=?" in filename else filename,
             content_id=_content_id(node.content_id),
-            payload=node.content or b"",
+            payload=payload,
             nested=nested,
             is_message=bool(node.is_message) or ctype in _MESSAGE_TYPES,
         )
@@ -992,7 +1111,8 @@ def _stdlib_payload(part: Message, defects: list[str]) -> bytes:
         encoded = part.get_payload(decode=False)
         if isinstance(encoded, str):
             sample = encoded[:4096]
-            if len(_NOT_BASE64.findall(sample)) * 50 > len(sample):
+            junk = len(_NOT_BASE64.findall(sample))
+            if junk > 2 and junk * 50 > len(sample):  # 1 or 2 strays: damaged base64
                 defects.append(f"{part.get_content_type()} part declared base64 but is not")
                 return encoded.encode("ascii", "surrogateescape")
     return part.get_payload(decode=True) or b""
@@ -1030,12 +1150,24 @@ def _tame_param_fields(data: bytes, defects: list[str]) -> bytes:
     return tamed
 
 
+class _Raw8BitHeaders(Compat32):
+    """compat32 that hands raw 8-bit header bytes back as surrogates, which `_unsurrogate`
+    decodes (UTF-8, else the message's charset), where compat32 itself turns them into U+FFFD:
+    a part's `filename="ciële.txt"` sent as raw UTF-8 keeps its name."""
+
+    def header_fetch_parse(self, name, value):
+        return value if isinstance(value, str) else super().header_fetch_parse(name, value)
+
+
+_RAW_8BIT = _Raw8BitHeaders()
+
+
 def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], list[str]]:
     import email
     import email.policy
 
     defects: list[str] = []
-    root = email.message_from_bytes(_tame_param_fields(data, defects), policy=email.policy.compat32)
+    root = email.message_from_bytes(_tame_param_fields(data, defects), policy=_RAW_8BIT)
     leaves: list[_Leaf] = []
     stack = [(root, False)]
     while stack:
@@ -1131,6 +1263,17 @@ def _body_text(text: str, limits: Limits, what: str, defects: list[str]) -> tupl
 
 
 _MESSAGE_TYPES = ("message/rfc822", "message/global")  # RFC 2046 5.2.1, RFC 6532 3.7
+_QP_FIELD = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*quoted-printable")
+
+
+def _qp_with_8bit(mime_block: bytes, body: bytes) -> bool:
+    """8-bit bytes after a quoted-printable part starts (cheap, and rare in honest mail)."""
+    if _QP_FIELD.search(mime_block):
+        return True
+    first = _QP_FIELD.search(body)
+    return first is not None and not body[first.end() :].isascii()
+
+
 _DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
 # After the pre-scan cut, the Rust tree is bounded by the prefix itself; the leaf cap in
 # _fill_parts still applies.
@@ -1202,11 +1345,21 @@ def _parse(
     content_type = fields.get(b"content-type", [""])[0]
     top_boundary = _boundary_of(content_type) if "multipart" in content_type.lower() else None
     mime_block = head.mime_block
+    unsplittable = "multipart without a boundary read as text"
+    if top_boundary and not _has_delimiter(body, top_boundary):
+        unsplittable = "multipart whose boundary never occurs read as text"
+        top_boundary = None
+    elif top_boundary and not _PLAIN_BOUNDARY.search(content_type):
+        # RFC 2231 `boundary*=`, or no `;` before `boundary=`: forms fast-mail-parser does not
+        # read. Hand it the plain form of the same field.
+        media = content_type.split(";", 1)[0].split()[0] if content_type.strip() else ""
+        field = f'Content-Type: {media}; boundary="{top_boundary}"'.encode("utf-8", "replace")
+        mime_block = _CONTENT_TYPE_FIELD.sub(lambda _: field + head.newline, mime_block, count=1)
     if top_boundary is None and content_type.lower().lstrip().startswith("multipart/"):
         # A multipart with no boundary cannot be split (RFC 2046 5.1.1); read it as text so
         # whatever the sender wrote is not lost.
-        defects.append("multipart without a boundary read as text")
-        mime_block = re.sub(rb"(?im)^content-type:[^\n]*\n?(?:[ \t][^\n]*\n?)*", b"", mime_block)
+        defects.append(unsplittable)
+        mime_block = _CONTENT_TYPE_FIELD.sub(b"", mime_block)
         mime_block += b"Content-Type: text/plain" + head.newline
     cut_cleanly = True
     if message.too_large:
@@ -1231,6 +1384,10 @@ def _parse(
             leaves = []
     else:
         use_fast = backend == "auto" and _fmp is not None
+        if use_fast and not body.isascii() and _qp_with_8bit(mime_block, body):
+            # fast-mail-parser drops 8-bit bytes inside quoted-printable text (a raw UTF-8
+            # apostrophe in an otherwise QP body vanishes); the stdlib keeps them.
+            use_fast = False
         over_caps = False
         if use_fast:
             # The Rust parser is linear and caps its own depth (256), so it can look first;
@@ -1264,7 +1421,7 @@ def _parse(
                 defects.extend(stdlib_defects)
                 message.backend = "stdlib"
         message.backend = message.backend or "fast-mail-parser"
-    if not cut_cleanly and leaves and not _is_body(leaves[-1]):
+    if not cut_cleanly and leaves and (not _is_body(leaves[-1]) or leaves[-1].filename):
         # A half-read attachment would be stored as if whole; text can be shown cut.
         dropped = leaves.pop()
         defects.append(f"{dropped.content_type} part cut by the size limit; not kept")
@@ -1302,6 +1459,10 @@ def _fill_headers(
         message.from_name, message.from_address = senders[0]
     elif b"from" in fields:
         defects.append("From has no usable address")
+        # `Kontakt <kontakt@intranet>`: no address we can file, but the reader still sees who.
+        value = ", ".join(fields[b"from"])[:2000]  # a name is near the start (P-03 cost cap)
+        names = (n for n, _ in _split_addresses(value, 1) if n.strip())
+        message.from_name = clean_text(decode_header_text(next(names, "")), limits.max_name)
     message.sender = _addresses(fields, b"sender", limits, defects)
     message.reply_to = _addresses(fields, b"reply-to", limits, defects)
     message.to = _addresses(fields, b"to", limits, defects)
@@ -1349,11 +1510,13 @@ def _fill_headers(
 
 
 def _is_body(leaf: _Leaf) -> bool:
-    """Text the sender wrote, as opposed to a file: inline text/plain or text/html, unnamed."""
+    """Text the sender wrote, as opposed to a file: text/plain or text/html that is unnamed, or
+    named but explicitly `inline` (RFC 2183 2.1: shown as part of the message; the name is only
+    for saving it, so such a part is listed as an inline attachment too)."""
     return (
         leaf.content_type in ("text/plain", "text/html")
         and leaf.disposition != "attachment"
-        and not leaf.filename
+        and (not leaf.filename or leaf.disposition == "inline")
     )
 
 
@@ -1380,7 +1543,8 @@ def _fill_parts(
                 else (nested_texts if leaf.nested else texts)
             )
             target.append(text)
-            continue
+            if not leaf.filename:
+                continue
         if leaf.nested:
             continue  # the forwarded message's own attachments live inside its .eml part
         shown = leaf.filename
