@@ -402,10 +402,22 @@ def decode_payload(
     guess = (_detect(payload) if bad >= 16 else None) or "cp1252"
     if defects is not None:
         defects.append(f"charset {declared!r} did not decode; detected {guess}")
+    if guess == "cp1252":
+        # UTF-8 and Windows-1252 pasted into one body (a UTF-8 signature under Latin text):
+        # every valid UTF-8 sequence is UTF-8, every other byte windows-1252. Real 1252 prose
+        # practically never forms valid multi-byte UTF-8, so this loses nothing either way.
+        return payload.decode("utf-8", "relay-cp1252")
     try:
         return payload.decode(guess, "replace")
     except LookupError:
         return payload.decode("cp1252", "replace")
+
+
+def _cp1252_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
+    return error.object[error.start : error.end].decode("cp1252", "replace"), error.end
+
+
+codecs.register_error("relay-cp1252", _cp1252_bytes)
 
 
 def _meta_codec(payload: bytes) -> str | None:
@@ -752,7 +764,7 @@ def _split_addresses(value: str, cap: int) -> list[tuple[str, str]]:
             return pairs
     try:
         pairs = [(n, a) for n, a in getaddresses([value]) if a]
-        if "(" in value:
+        if "(" in value and "<" in value:  # a comment beside a name and an <address>
             pairs = _phrase_names(value, pairs)
     except Exception:  # RecursionError on thousands of ':' (a To of encoded words), and kin
         pairs = []
@@ -803,13 +815,7 @@ def _addresses(
     result: list[Address] = []
     seen: set[str] = set()
     invalid = 0
-    pairs = _split_addresses(value, cap * 2)
-    if "@" in value and not any(_normalise(address.strip()) for _, address in pairs):
-        # `Big Bug bb@bug.com`, `tim@x.com concierge@x.com`: no address parses, yet there are
-        # addresses in plain sight; a reader sees them, so do we (names are lost here).
-        salvaged = [("", a) for a in _ANY_ADDRESS.findall(value) if _normalise(a)]
-        pairs = salvaged or pairs
-    for display, address in pairs:
+    for display, address in _split_addresses(value, cap * 2):
         normalised = _normalise(address.strip())
         if normalised is None:
             invalid += 1
@@ -821,6 +827,14 @@ def _addresses(
         result.append((display, normalised))
         if len(result) >= cap:
             break
+    if invalid and not result:
+        # `Big Bug bb@bug.com`, `tim@x.com concierge@x.com`: no address parses, yet there are
+        # addresses in plain sight; a reader sees them, so do we (their names are lost).
+        for address in _ANY_ADDRESS.findall(value):
+            normalised = _normalise(address)
+            if normalised and normalised not in seen and len(result) < cap:
+                seen.add(normalised)
+                result.append(("", normalised))
     if invalid:
         defects.append(f"{name.decode()}: {invalid} invalid address(es) ignored")
     return result
@@ -908,7 +922,7 @@ _STRUCTURE = re.compile(
 def _boundary_of(content_type: str) -> str | None:
     match = re.search(r'(?i)boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))', content_type)
     if match:
-        return (match.group(1) or match.group(2)).strip()
+        return match.group(1).rstrip() if match.group(1) else match.group(2).strip()
     extended = _BOUNDARY_2231.search(content_type)
     if extended:  # RFC 2231 `boundary*="us-ascii''abc"`: charset and language, %-escapes
         return unquote(extended.group(1) or extended.group(2)).strip() or None
@@ -923,11 +937,29 @@ _PLAIN_BOUNDARY = re.compile(r"(?i);\s*boundary\s*=")
 _CONTENT_TYPE_FIELD = re.compile(rb"(?im)^content-type:[^\n]*\n?(?:[ \t][^\n]*\n?)*")
 
 
+def _plain_content_type(mime_block: bytes, content_type: str, boundary: str, nl: bytes) -> bytes:
+    """`mime_block` with its Content-Type as `type/subtype; boundary="..."`, nothing else."""
+    media = _MEDIA_TYPE_IN.search(content_type)
+    field = f'Content-Type: {media.group(0) if media else "multipart/mixed"}; boundary="{boundary}"'
+    return _CONTENT_TYPE_FIELD.sub(lambda _: field.encode("utf-8", "replace") + nl, mime_block, 1)
+
+
+_MEDIA_TYPE_IN = re.compile(r"[!#$%&'*+.^_`{|}~\w-]+/[!#$%&'*+.^_`{|}~\w-]+")
+
+
 def _has_delimiter(body: bytes, boundary: str) -> bool:
-    """Whether a `--boundary` line occurs at all (RFC 2046 5.1.1: alone on its line, blanks
-    after it allowed). A multipart without one has no parts; the text is all there is."""
-    mark = re.escape(b"--" + boundary.encode("utf-8", "replace"))
-    return re.search(rb"(?m)^" + mark + rb"(?:--)?[ \t]*\r?$", body) is not None
+    """Whether a `--boundary` line opens a part anywhere (RFC 2046 5.1.1: alone on its line,
+    blanks after it allowed). Without one there are no parts; the text is all there is."""
+    mark = b"--" + boundary.encode("utf-8", "replace")
+    at = body.find(mark)
+    while at >= 0:  # a find loop: a regex per boundary would be compiled per message
+        end = at + len(mark)
+        if at == 0 or body[at - 1] == 0x0A:
+            rest = body[end : end + 200].lstrip(b" \t")
+            if not rest or rest[:1] == b"\n" or rest[:2] == b"\r\n":
+                return True
+        at = body.find(mark, end)
+    return False
 
 
 def _safe_prefix(body: bytes, top_boundary: str | None, limits: Limits) -> tuple[int, str]:
@@ -1019,8 +1051,13 @@ _UUENCODE = frozenset(("x-uuencode", "uuencode", "x-uue", "uue"))
 
 
 def _media_type(value: str) -> str:
+    """`application/pdf name="x.pdf"` (a lost `;`) is still a PDF; `text`, `<html>` and
+    `text/plain>` are no type at all."""
     value = value.strip().lower()
-    return value if _MIME_TYPE.fullmatch(value) else "text/plain"
+    match = _MIME_TYPE.match(value)
+    if match and (match.end() == len(value) or value[match.end()] in " \t;"):
+        return match.group(0)
+    return "text/plain"
 
 
 def _uudecode(data: bytes) -> bytes:
@@ -1045,11 +1082,11 @@ def _uudecode(data: bytes) -> bytes:
     return b"".join(out) if started else data
 
 
-def _header_ends_early(node, data: bytes) -> bool:
+def _header_ends_early(headers: dict[str, list[str]], data: bytes) -> bool:
     """fast-mail-parser reads a part's first body line as a header name when the blank line
     after the part's header is missing (`Content-Type: text/plain` then `bar`); the stdlib
     takes that line as the start of the body, as readers do, so it decides such a message."""
-    for key, values in node.headers.items():
+    for key, values in headers.items():
         # Only when that line ends the header block: `name="x.zip"` that merely lost its
         # indent, with fields after it, is read right by fast-mail-parser.
         if values == [""] and re.search(
@@ -1077,12 +1114,20 @@ def _leaves_fast(data: bytes, limits: Limits) -> list[_Leaf] | None:
         if ctype.startswith("multipart/"):
             stack.extend((child, nested, depth + 1) for child in reversed(node.children))
             continue
-        if _header_ends_early(node, data):
+        header = encoding = ""
+        suspect = False
+        for key, values in node.headers.items():  # a new dict at every access: one pass
+            lower = key.lower()
+            if lower == "content-type":
+                header = header or (values[0] if values else "")
+            elif lower == "content-transfer-encoding":
+                encoding = encoding or (values[0] if values else "")
+            elif values == [""]:
+                suspect = True
+        if suspect and _header_ends_early(node.headers, data):
             raise ValueError("a part's header block ends without a blank line")
-        header = _lower_get(node.headers, "content-type")
         payload = node.content or b""
-        encoding = _lower_get(node.headers, "content-transfer-encoding").strip().lower()
-        if encoding in _UUENCODE:
+        if encoding and encoding.strip().lower() in _UUENCODE:
             payload = _uudecode(payload)
         filename = node.filename or ""
         leaf = _Leaf(
@@ -1173,7 +1218,7 @@ def _leaves_stdlib(data: bytes) -> tuple[list[_Leaf], list[str]]:
     while stack:
         part, nested = stack.pop()
         defects.extend(type(d).__name__ for d in part.defects)
-        ctype = part.get_content_type()
+        ctype = _media_type(part.get_content_type())
         if ctype.startswith("multipart/"):
             payload = part.get_payload()
             if isinstance(payload, list):
@@ -1270,6 +1315,8 @@ def _qp_with_8bit(mime_block: bytes, body: bytes) -> bool:
     """8-bit bytes after a quoted-printable part starts (cheap, and rare in honest mail)."""
     if _QP_FIELD.search(mime_block):
         return True
+    if b"uoted-printable" not in body and b"UOTED-PRINTABLE" not in body:
+        return False  # the usual spellings; a byte search instead of a regex over the body
     first = _QP_FIELD.search(body)
     return first is not None and not body[first.end() :].isascii()
 
@@ -1350,11 +1397,9 @@ def _parse(
         unsplittable = "multipart whose boundary never occurs read as text"
         top_boundary = None
     elif top_boundary and not _PLAIN_BOUNDARY.search(content_type):
-        # RFC 2231 `boundary*=`, or no `;` before `boundary=`: forms fast-mail-parser does not
-        # read. Hand it the plain form of the same field.
-        media = content_type.split(";", 1)[0].split()[0] if content_type.strip() else ""
-        field = f'Content-Type: {media}; boundary="{top_boundary}"'.encode("utf-8", "replace")
-        mime_block = _CONTENT_TYPE_FIELD.sub(lambda _: field + head.newline, mime_block, count=1)
+        # RFC 2231 `boundary*=`, or `,` or nothing before `boundary=`: forms fast-mail-parser
+        # does not read. Hand it the plain form of the same field.
+        mime_block = _plain_content_type(mime_block, content_type, top_boundary, head.newline)
     if top_boundary is None and content_type.lower().lstrip().startswith("multipart/"):
         # A multipart with no boundary cannot be split (RFC 2046 5.1.1); read it as text so
         # whatever the sender wrote is not lost.
@@ -1394,6 +1439,11 @@ def _parse(
             # our caps are checked on its tree, and only a message over them pays the scan.
             try:
                 leaves = _leaves_fast(mime_block + head.newline + body, limits)
+                if leaves == [] and top_boundary:  # junk in the field hid the boundary from it
+                    mime_block = _plain_content_type(
+                        mime_block, content_type, top_boundary, head.newline
+                    )
+                    leaves = _leaves_fast(mime_block + head.newline + body, limits)
             except Exception as exc:  # DecodeError, MimeStructureError...: stdlib decides
                 defects.append(f"fast parser refused: {type(exc).__name__}")
                 use_fast = False

@@ -1019,3 +1019,100 @@ def test_mutated_messages_never_raise_anything_else(data):
         assert refused.reason
         return
     assert_invariants(message, mime.DEFAULT_LIMITS)
+
+
+# --------------------------------------------------------------------------------------------
+# Fidelity: what a careful client shows (docs/fidelity.md; the corpus net is test_fidelity.py)
+
+HEAD = (
+    b"From: Ana Souza <ana@acme.test>\r\nTo: olivia@relay.test\r\nSubject: s\r\n"
+    b"Date: Mon, 03 Nov 2025 10:00:00 +0100\r\nMIME-Version: 1.0\r\n"
+)
+
+
+def _mixed(*parts: bytes) -> bytes:
+    body = b"".join(b"--b\r\n" + part + b"\r\n" for part in parts)
+    return HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + body + b"--b--\r\n"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        b"attachment; filename==?utf-8?B?UmVjaG51bmcgTcOkcnoucGRm?=",
+        b'attachment; filename="=?utf-8?B?UmVjaG51bmcgTcOkcnoucGRm?="',
+        b'attachment; filename="=?utf-8?Q?Rechnung_M=C3=A4rz=2Epdf?="',
+    ],
+)
+def test_attachment_name_in_encoded_words_is_decoded(backend, disposition):
+    raw = _mixed(
+        b"Content-Type: text/plain\r\n\r\nhi",
+        b"Content-Type: application/pdf\r\nContent-Disposition: "
+        + disposition
+        + b"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK",
+    )
+    [pdf] = parse(raw, backend).attachments
+    assert (pdf.filename, pdf.original_filename) == ("Rechnung März.pdf", "Rechnung März.pdf")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inline_named_text_part_is_the_body_and_an_inline_file(backend):
+    raw = _mixed(
+        b'Content-Type: text/plain; charset=utf-8\r\nContent-Disposition: inline; filename="n.txt"'
+        b"\r\n\r\nShip on Friday."
+    )
+    message = parse(raw, backend)
+    assert message.text_body.strip() == "Ship on Friday."
+    assert message.snippet == "Ship on Friday."
+    [notes] = message.attachments
+    assert (notes.filename, notes.is_inline, message.has_attachments) == ("n.txt", True, False)
+    # An attachment disposition keeps a named text part out of the body, as before.
+    raw = _mixed(
+        b"Content-Type: text/plain\r\n\r\nBody.",
+        b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="n.txt"\r\n\r\nx',
+    )
+    message = parse(raw, backend)
+    assert (message.text_body.strip(), message.has_attachments) == ("Body.", True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("content_type", [b"text", b'text; charset="us-ascii"', b"<html>"])
+def test_content_type_without_subtype_is_text_plain(backend, content_type):
+    """RFC 2045 5.2: a syntactically invalid Content-Type is text/plain; charset=us-ascii."""
+    raw = HEAD + b"Content-Type: " + content_type + b"\r\n\r\nHi, plain words.\r\n"
+    message = parse(raw, backend)
+    assert (message.text_body.strip(), message.attachments) == ("Hi, plain words.", [])
+    raw = _mixed(b"Content-Type: " + content_type + b"\r\n\r\nHi, plain words.")
+    message = parse(raw, backend)
+    assert (message.text_body.strip(), message.attachments) == ("Hi, plain words.", [])
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("Fri, 21 Nov 1969 09:55:06 -0600", datetime(1969, 11, 21, 15, 55, 6, tzinfo=UTC)),
+        ("Thu, 13 Feb 1969 23:32:54 -0330", datetime(1969, 2, 14, 3, 2, 54, tzinfo=UTC)),
+        ("Mon, 1 Jan 1900 00:00:00 +0000", datetime(1900, 1, 1, tzinfo=UTC)),
+        ("Sun, 31 Dec 1899 12:00:00 +0000", INTERNAL),  # before any mail: absurd
+    ],
+)
+def test_dates_before_1970_are_real_dates(value, expected):
+    raw = b"From: a@b.example\r\nDate: " + value.encode() + b"\r\n\r\nx\r\n"
+    message = parse_message(raw, internal_date=INTERNAL)
+    assert message.date == expected
+    assert message.date_from_header == (expected != INTERNAL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_to_field_that_recurses_the_address_parser_costs_only_that_field(backend):
+    """A To of thousands of encoded words holding ':' sent the stdlib's address parser into
+    RecursionError, and the message was refused whole (from MimeKit's stack-overflow test)."""
+    words = b"\r\n\t=?utf-8?Q?date=3E2017-08-20T10:08:28.617=3C/pr?=" * 2500
+    raw = (
+        b'From: "test" <test@test.com>\r\nTo: "test" <test@test.com>,' + words + b"\r\n"
+        b"Subject: Message Subject\r\nDate: Fri, 03 Nov 2017 21:00:00 +0000\r\n\r\nMessage Body\r\n"
+    )
+    with no_hang():
+        message = parse(raw, backend)
+    assert (message.subject, message.from_address) == ("Message Subject", "test@test.com")
+    assert message.text_body.strip() == "Message Body"
