@@ -1510,7 +1510,8 @@ def _fill_headers(
     elif b"from" in fields:
         defects.append("From has no usable address")
         # `Kontakt <kontakt@intranet>`: no address we can file, but the reader still sees who.
-        value = ", ".join(fields[b"from"])[:2000]  # a name is near the start (P-03 cost cap)
+        # A name is near the start; the cut keeps getaddresses cheap (docs/reliability.md P-03).
+        value = ", ".join(fields[b"from"])[:2000]
         names = (n for n, _ in _split_addresses(value, 1) if n.strip())
         message.from_name = clean_text(decode_header_text(next(names, "")), limits.max_name)
     message.sender = _addresses(fields, b"sender", limits, defects)
