@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.ingest.mime import parse_message
+from connector.ingest.mime import MessageUnparseable, parse_message
 
 from .fidelity import FIELDS, Known, agreement, compare, messages
 
@@ -245,7 +245,7 @@ def test_hard_case_base64(backend):
 
 
 def test_hard_case_refusals_and_absurd_dates():
-    with pytest.raises(Exception, match="not an email message|no message header fields"):
+    with pytest.raises(MessageUnparseable, match="not an email message|no message header"):
         _parse("not_a_message.eml")
     arrival = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
     raw = (HARD_CASES / "future_date.eml").read_bytes()
