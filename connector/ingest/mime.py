@@ -739,13 +739,17 @@ def _normalise(address: str) -> str | None:
     return try_normalize_email(address)
 
 
+_QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _ADDRESS_ITEMS = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^,"])+')
 
 
 def _split_addresses(value: str, cap: int) -> list[tuple[str, str]]:
     """Fast path for the common shapes; stdlib getaddresses for comments, groups and oddities."""
     pairs: list[tuple[str, str]] = []
-    if "(" not in value and ":" not in value:
+    # Parentheses and colons inside a quoted name (`"Maya (Support)" <m@x>`) are no comment
+    # and no group: the fast path reads those too.
+    bare = _QUOTED_STRING.sub('""', value) if '"' in value else value
+    if "(" not in bare and ":" not in bare:
         for item in _ADDRESS_ITEMS.findall(value):
             if not item.strip():
                 continue
@@ -764,7 +768,7 @@ def _split_addresses(value: str, cap: int) -> list[tuple[str, str]]:
             return pairs
     try:
         pairs = [(n, a) for n, a in getaddresses([value]) if a]
-        if "(" in value and "<" in value:  # a comment beside a name and an <address>
+        if "(" in bare and "<" in bare:  # a comment beside a name and an <address>
             pairs = _phrase_names(value, pairs)
     except Exception:  # RecursionError on thousands of ':' (a To of encoded words), and kin
         pairs = []
