@@ -1,18 +1,35 @@
 """Admin site for mailboxes: shared mailboxes with their grants, personal ones with their owner.
 
 Secrets are write-only here: the form has a password field that is never rendered back, and
-leaving it empty keeps the stored value. Admins manage mailboxes but the admin never shows
-mail of personal mailboxes (messages are not registered here)."""
+leaving it empty keeps the stored value, unless the server settings change: then the stored
+secret is forgotten and the owner asked to reconnect (docs/reliability.md C-21). Admins manage
+mailboxes but never read personal mail: messages are not registered here, a personal
+mailbox's kind, owner and privacy are its owner's, and the outbox, ledger and Email API lists
+show personal mailboxes' rows to their owner only (docs/reliability.md C-22)."""
 
 from __future__ import annotations
 
+import copy
+
 from django import forms
 from django.contrib import admin
+from django.db.models import Q
 
 from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox
+from .permissions import can_manage_mailbox
+from .services import mailboxes as mailbox_services
+
+
+def visible_to(user, field: str = "mailbox") -> Q:
+    """Rows of shared mailboxes, and of the user's own personal ones: what the admin lists of
+    mail-bearing models (outbox, ledger, Email API). Another user's personal mail stays theirs,
+    superuser or not (docs/product.md §2.2)."""
+    return Q(**{f"{field}__kind": Mailbox.Kind.SHARED}) | Q(**{f"{field}__owner": user.pk})
 
 
 class MailboxAdminForm(forms.ModelForm):
+    user = None  # who edits: set by MailboxWithGrantsAdmin.get_form
+
     new_password = forms.CharField(
         label="Password",
         required=False,
@@ -40,16 +57,22 @@ class MailboxAdminForm(forms.ModelForm):
                 )
             if not cleaned.get("new_password"):
                 self.add_error("new_password", "Enter the mailbox's password.")
+        elif cleaned.get("new_password"):
+            edited = copy.copy(self.instance)
+            for name in mailbox_services.SERVER_FIELDS:
+                if name in cleaned:
+                    setattr(edited, name, cleaned[name])
+            if mailbox_services.server_changes(self.instance, edited) and not can_manage_mailbox(
+                self.user, self.instance
+            ):
+                # Someone else's personal mailbox: its owner enters the password for the new
+                # server themselves (docs/reliability.md C-21).
+                self.add_error(
+                    "new_password",
+                    "Only the owner enters this mailbox's password after its server settings "
+                    "change: leave it empty, they will be asked to reconnect.",
+                )
         return cleaned
-
-    def save(self, commit=True):
-        mailbox = super().save(commit=False)
-        if self.cleaned_data.get("new_password"):
-            mailbox.set_password(self.cleaned_data["new_password"])
-        if commit:
-            mailbox.save()
-            self.save_m2m()
-        return mailbox
 
 
 class FolderInline(admin.TabularInline):
@@ -154,6 +177,31 @@ class MailboxAdmin(admin.ModelAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None and obj.sync_from:
             fields.append("sync_from")  # docs/product.md §2.4: cannot be changed afterwards
+        if obj is not None:
+            # A connection type is chosen by how the mailbox was connected (a password or a
+            # provider's sign-in), not switched afterwards.
+            fields.append("connection_type")
+        if obj is not None and obj.connection_type != Mailbox.ConnectionType.IMAP:
+            # Google's and Microsoft's servers come from the provider's settings: an access
+            # token is only ever sent there (docs/reliability.md C-21).
+            fields += [
+                "login",
+                "imap_host",
+                "imap_port",
+                "imap_security",
+                "smtp_host",
+                "smtp_port",
+                "smtp_security",
+                "allow_insecure_cert",
+            ]
+        if obj is not None and obj.kind == Mailbox.Kind.PERSONAL:
+            # Personal mail is its owner's (docs/product.md §2.2, docs/reliability.md C-22):
+            # nobody moves the mailbox to another owner, turns it into a shared one, opens
+            # tickets from it or forwards it elsewhere, and only the owner chooses what
+            # colleagues see of it.
+            fields += ["kind", "owner", "create_tickets", "forward_unplaced_to"]
+            if obj.owner_id != request.user.pk:
+                fields.append("privacy")
         return fields
 
 
@@ -171,8 +219,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class OwnMailAdmin(ReadOnlyAdmin):
+    """Rows that carry mail: of shared mailboxes, and of the viewer's own personal ones."""
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(visible_to(request.user))
+
+
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
+class LedgerEntryAdmin(OwnMailAdmin):
     list_display = (
         "mailbox",
         "folder",
@@ -189,7 +244,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(OutboxEntry)
-class OutboxEntryAdmin(ReadOnlyAdmin):
+class OutboxEntryAdmin(OwnMailAdmin):
     list_display = ("mailbox", "subject", "state", "attempts", "sent_at", "created_at")
     list_filter = ("state",)
     fields = (
@@ -235,8 +290,6 @@ class MatchingSettingsAdmin(admin.ModelAdmin):
 from django.contrib import messages as admin_messages  # noqa: E402
 from django.core.exceptions import PermissionDenied, ValidationError  # noqa: E402
 from django.db.models import Count  # noqa: E402
-
-from .services import mailboxes as mailbox_services  # noqa: E402
 
 admin.site.unregister(LedgerEntry)
 
@@ -316,11 +369,17 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
             return "—"
         return f"{obj.user_grants} user(s), {obj.group_grants} group(s)"
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user = request.user
+        return form
+
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
-            if "allow_insecure_cert" in form.changed_data:
-                mailbox_services.mailbox_audit_insecure_cert(request.user, obj)
+            # The one service decides what a change means for the stored secret.
+            mailbox_services.mailbox_admin_update(
+                user=request.user, mailbox=obj, new_password=form.cleaned_data["new_password"]
+            )
             return
         # Adding: the one service every entry point creates mailboxes with (duplicate check,
         # audit log, primary choice, first sync). The grants are saved after it, by the form.
@@ -436,7 +495,7 @@ class EmailApiSenderAdmin(admin.ModelAdmin):
 
 
 @admin.register(EmailApiRequest)
-class EmailApiRequestAdmin(ReadOnlyAdmin):
+class EmailApiRequestAdmin(OwnMailAdmin):
     list_display = ("created_at", "mailbox", "sender", "outcome")
     list_filter = ("outcome", "mailbox")
     search_fields = ("sender",)

@@ -131,6 +131,10 @@ class Mailbox(models.Model):
 
     state = models.CharField(max_length=20, choices=State.choices, default=State.ACTIVE)
     last_error = models.TextField(blank=True)
+    # Why a person must reconnect when the server did not say so: someone changed where the
+    # mailbox connects, and its secret was forgotten (docs/reliability.md C-21). Shown to the
+    # owner until they reconnect.
+    reconnect_reason = models.TextField(blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
@@ -177,6 +181,11 @@ class Mailbox(models.Model):
             errors["owner"] = "A personal mailbox needs an owner."
         if self.kind == self.Kind.SHARED and self.owner_id:
             errors["owner"] = "A shared mailbox has no owner: grant it to users and groups."
+        if self.kind == self.Kind.PERSONAL and self.create_tickets:
+            # Personal mail stays its owner's (docs/reliability.md C-22).
+            errors["create_tickets"] = "Only a shared (support) mailbox opens tickets."
+        if self.kind == self.Kind.PERSONAL and self.forward_unplaced_to:
+            errors["forward_unplaced_to"] = "Only a shared mailbox forwards what it cannot place."
         if self.email_address:
             from crm.normalize import normalize_email
 

@@ -608,6 +608,8 @@ def _decide(f: MessageFacts, batch: _Batch, *, retroactive: bool) -> Decision:
         if (
             decision.triage
             and mailbox.forward_unplaced_to
+            # Personal mail is never sent on to anyone (docs/reliability.md C-22).
+            and mailbox.kind == Mailbox.Kind.SHARED
             and not on_ticket
             and not batch.initial
             and not f.is_automated
@@ -862,7 +864,8 @@ def _rule_new_contact(f, decision, batch, mailbox, sender_is_staff, foreign):
 def _support(f, decision, batch, mailbox, sender_is_staff, foreign, in_known_thread):
     """Support mailboxes: new mail opens a ticket; replies joined theirs in rules 1 and 2."""
     lookups = batch.lookups
-    if not mailbox.create_tickets or f.is_outgoing:
+    if not mailbox.create_tickets or f.is_outgoing or mailbox.kind != Mailbox.Kind.SHARED:
+        # Tickets are team work: personal mail never becomes one (docs/reliability.md C-22).
         return
     existing = lookups.existing.get(f.pk, set())
     has_ticket = any(r.record_type == "ticket" for r in decision.refs | existing)

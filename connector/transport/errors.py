@@ -26,6 +26,7 @@ USER_MESSAGES = {
     "plaintext": "An unencrypted connection is only allowed to servers on the allow list. "
     "Choose SSL/TLS or STARTTLS.",
     "protocol": "The mail server gave an answer we could not use.",
+    "no_secret": "No password or sign-in is stored for this mailbox: reconnect it.",
 }
 
 

@@ -122,14 +122,19 @@ class ImapSettings:
         if oauth:
             from inbox.crypto import Secret
 
-            token = Secret(mailbox.oauth_access_token_encrypted).reveal()
-        password = mailbox.password
+            token = Secret(mailbox.oauth_access_token_encrypted)
+            token = token.reveal() if token else ""
+        password = "" if oauth or not mailbox.password else _reveal(mailbox.password)
+        if not (token if oauth else password):
+            # Forgotten when the server settings changed (docs/reliability.md C-21): nothing to
+            # log in with, so no connection is made at all; a person reconnects.
+            raise AuthenticationFailed("no secret is stored for this mailbox", category="no_secret")
         return cls(
             host=mailbox.imap_host,
             port=int(mailbox.imap_port),
             security=mailbox.imap_security,
             login=mailbox.login_name,
-            password="" if oauth else _reveal(password),
+            password=password,
             access_token=token,
             allow_insecure_cert=bool(mailbox.allow_insecure_cert),
             timeout=timeout,

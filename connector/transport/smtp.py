@@ -57,10 +57,17 @@ class SmtpSettings:
         if oauth:
             from inbox.crypto import Secret
 
-            token = Secret(mailbox.oauth_access_token_encrypted).reveal()
+            token = Secret(mailbox.oauth_access_token_encrypted)
+            token = token.reveal() if token else ""
         else:
             secret = mailbox.password
-            password = secret.reveal() if hasattr(secret, "reveal") else str(secret or "")
+            if secret:  # an empty Secret has nothing to decrypt
+                password = secret.reveal() if hasattr(secret, "reveal") else str(secret)
+        if not (token or password):
+            # Forgotten when the server settings changed (docs/reliability.md C-21): no
+            # connection at all, not even an unauthenticated one that would hand the new server
+            # the mail; a person reconnects.
+            raise AuthenticationFailed("no secret is stored for this mailbox", category="no_secret")
         domain = (mailbox.email_address or "").rpartition("@")[2]
         return cls(
             host=mailbox.smtp_host,

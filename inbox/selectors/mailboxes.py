@@ -79,7 +79,15 @@ def reconnect_banner_mailboxes(user) -> list[Mailbox]:
         condition |= Q(kind=Mailbox.Kind.SHARED)
     return list(
         Mailbox.objects.filter(condition, state=Mailbox.State.NEEDS_RECONNECT)
-        .only("pk", "email_address", "display_name", "kind", "connection_type", "state")
+        .only(
+            "pk",
+            "email_address",
+            "display_name",
+            "kind",
+            "connection_type",
+            "state",
+            "reconnect_reason",
+        )
         .order_by("email_address", "pk")
     )
 

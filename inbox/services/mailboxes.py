@@ -11,7 +11,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.utils import timezone
+from django.utils import dateformat, timezone
 
 from crm.normalize import normalize_email
 
@@ -130,8 +130,9 @@ def mailbox_oauth_connected(
         mailbox.set_oauth_tokens(
             access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
         )
+        mailbox.reconnect_reason = ""
         fields = ["oauth_access_token_encrypted", "oauth_refresh_token_encrypted"]
-        fields += ["oauth_expires_at", "updated_at"]
+        fields += ["oauth_expires_at", "reconnect_reason", "updated_at"]
         if mailbox.state in (Mailbox.State.NEEDS_RECONNECT, Mailbox.State.ERROR):
             # Folder cursors are untouched: the next sync carries on where it stopped, so
             # nothing is imported twice (docs/product.md §2.5).
@@ -308,12 +309,116 @@ def mailbox_reconnect(
         mailbox.next_sync_at = None
         fields += ["state", "next_sync_at"]
     mailbox.last_error = ""
+    mailbox.reconnect_reason = ""
     mailbox.consecutive_failures = 0
-    fields += ["last_error", "consecutive_failures"]
+    fields += ["last_error", "reconnect_reason", "consecutive_failures"]
     mailbox.save(update_fields=fields)
     if mailbox.state == Mailbox.State.ACTIVE:
         mailbox_request_sync(mailbox=mailbox)
     return mailbox
+
+
+# Where a mailbox connects, and as whom: its password or OAuth tokens are only ever sent to the
+# servers they were entered for (docs/reliability.md C-21). Changing any of these forgets them.
+SERVER_FIELDS = {
+    "email_address": "address",
+    "connection_type": "connection type",
+    "login": "login name",
+    "imap_host": "IMAP server",
+    "imap_port": "IMAP port",
+    "imap_security": "IMAP security",
+    "smtp_host": "SMTP server",
+    "smtp_port": "SMTP port",
+    "smtp_security": "SMTP security",
+    "allow_insecure_cert": "certificate check",
+}
+
+
+def server_changes(before: Mailbox, after: Mailbox) -> list[str]:
+    """The SERVER_FIELDS `after` changes. Turning the certificate check back on is no change:
+    it can only keep the secret safer."""
+    changed = [name for name in SERVER_FIELDS if getattr(before, name) != getattr(after, name)]
+    if "allow_insecure_cert" in changed and not after.allow_insecure_cert:
+        changed.remove("allow_insecure_cert")
+    return changed
+
+
+def _shown(mailbox: Mailbox, name: str) -> str:
+    if name == "allow_insecure_cert":
+        return "off" if mailbox.allow_insecure_cert else "on"
+    display = getattr(mailbox, f"get_{name}_display", None)
+    value = display() if display is not None else getattr(mailbox, name)
+    return str(value) if value not in ("", None) else "(none)"
+
+
+def _reconnect_reason(user, before: Mailbox, after: Mailbox, changed: list[str]) -> str:
+    who = "You" if user is not None and user.pk == after.owner_id else _name(user)
+    what = "; ".join(
+        f"the {SERVER_FIELDS[name]} from {_shown(before, name)} to {_shown(after, name)}"
+        for name in changed
+    )
+    when = dateformat.format(timezone.localtime(), "j F Y, H:i")
+    secret = "sign-in" if after.connection_type != Mailbox.ConnectionType.IMAP else "password"
+    return (
+        f"{who} changed {what} ({when}). The stored {secret} was removed so that it is never "
+        f"sent to a server it was not entered for. Check these settings, then reconnect."
+    )[:2000]
+
+
+def _name(user) -> str:
+    if user is None:
+        return "An operator"
+    return user.get_full_name() or user.get_username()
+
+
+@transaction.atomic
+def mailbox_admin_update(*, user, mailbox: Mailbox, new_password: str = "") -> list[str]:
+    """Save a mailbox edited in the admin site (`mailbox` carries the edited, unsaved values).
+
+    A change to where it connects or as whom (SERVER_FIELDS) forgets its password and OAuth
+    tokens, so the next connection cannot carry them to the new server, and stops it in "needs
+    reconnect" with a notice saying who changed what, shown to the owner (and, for a shared
+    mailbox, the admins) until someone who knows the password reconnects
+    (docs/reliability.md C-21). Whoever may manage the mailbox (its owner; admins for a shared
+    one) may type the new password in the same form instead. A personal mailbox's kind, owner
+    and privacy are its owner's (docs/product.md §2.2). Returns the server fields changed."""
+    before = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+    if before.kind == Mailbox.Kind.PERSONAL:
+        if mailbox.kind != before.kind or mailbox.owner_id != before.owner_id:
+            raise PermissionDenied("A personal mailbox stays its owner's.")
+        if mailbox.privacy != before.privacy and (user is None or user.pk != before.owner_id):
+            raise PermissionDenied("Only the owner chooses what others see of their mail.")
+    changed = server_changes(before, mailbox)
+    if new_password and changed and not can_manage_mailbox(user, before):
+        raise ValidationError(
+            {
+                "new_password": "Only the owner enters this mailbox's password after its "
+                "server settings change: leave it empty, they will be asked to reconnect."
+            }
+        )
+    if changed:
+        mailbox.password_encrypted = ""
+        mailbox.oauth_access_token_encrypted = ""
+        mailbox.oauth_refresh_token_encrypted = ""
+        mailbox.oauth_expires_at = None
+    if new_password:
+        mailbox.set_password(new_password)
+    if changed and not new_password:
+        mailbox.state = Mailbox.State.NEEDS_RECONNECT
+        mailbox.next_sync_at = None
+        mailbox.reconnect_reason = _reconnect_reason(user, before, mailbox, changed)
+    mailbox.save()
+    if changed:
+        logging.getLogger("relay.audit").warning(
+            "mailbox=%s %s: %s changed by %s; its stored secret was removed",
+            mailbox.pk,
+            mailbox.email_address,
+            ", ".join(changed),
+            f"user={user.pk}" if user is not None else "an operator",
+        )
+    if "allow_insecure_cert" in changed:
+        mailbox_audit_insecure_cert(user, mailbox)
+    return changed
 
 
 def mailbox_update_options(*, user, mailbox: Mailbox, **fields) -> Mailbox:

@@ -5,7 +5,8 @@ of LIST answers, or strip STARTTLS from the capabilities (docs/reliability.md S-
 S-31, C-05).
 
 A behaviour applies to the connections accepted after it is set, each counted from its own
-first byte; ``connections`` counts every connection accepted.
+first byte; ``connections`` counts every connection accepted and ``from_clients`` holds every
+byte the clients sent (what a server at this address would learn).
 
     with FaultProxy("127.0.0.1", dovecot.port) as proxy:
         proxy.cut_after(5000)
@@ -54,6 +55,9 @@ class FaultProxy:
         self.omitted_lists = 0
         self.cuts = 0
         self.injections = 0
+        # Every byte the clients sent, in arrival order: what a server at this address would
+        # have been told (a password, for instance: docs/reliability.md C-21).
+        self.from_clients = bytearray()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -166,6 +170,8 @@ class FaultProxy:
         """Client to server: passed through untouched."""
         try:
             while data := client.recv(65536):
+                with self._lock:
+                    self.from_clients += data
                 upstream.sendall(data)
         except OSError:
             pass

@@ -10,7 +10,7 @@ from django.utils import timezone
 from connector.filing import tokens
 from crm import services as crm_services
 from crm.models import RECORD_MODELS, Contact, Lead, Ticket
-from inbox.models import Filing, OutboxEntry, TriageEntry
+from inbox.models import Filing, Mailbox, OutboxEntry, TriageEntry
 from inbox.services.qualify import message_qualify, message_unlink
 from tests import factories as f
 from tests.connector.filingkit import eager_celery, file, filed, mail, records, triage  # noqa: F401
@@ -182,6 +182,25 @@ def test_unplaceable_mail_goes_to_triage_and_is_forwarded(support):
         [ambiguous.pk, unknown.pk]
     )
     assert all(o.to == ["helpdesk@relay.test"] and o.state == "queued" for o in forwards)
+
+
+def test_personal_mail_never_becomes_a_ticket_or_a_forward_whatever_its_settings_say(owner):
+    # What an admin's edit could leave on a personal mailbox before the admin stopped offering
+    # these settings there (docs/reliability.md C-22).
+    personal = f.MailboxFactory(owner=owner, email_address="olivia@relay.test")
+    Mailbox.objects.filter(pk=personal.pk).update(
+        create_tickets=True, forward_unplaced_to="ada@relay.test"
+    )
+    personal.refresh_from_db()
+    f.AccountFactory(name="North", domains=["twice.example"])
+    f.AccountFactory(name="South", domains=["twice.example"])
+    private = mail(personal, sender="doctor@clinic.example", subject="Your results")
+    ambiguous = mail(personal, sender="who@twice.example", subject="Which of us?")
+
+    file(private, ambiguous)
+
+    assert not Ticket.objects.exists()
+    assert not OutboxEntry.objects.exists()
 
 
 def test_forged_reference_in_a_support_mailbox_opens_nothing(support, ana):
