@@ -217,7 +217,7 @@ class ConnectForm(_ServerFields):
     privacy = forms.ChoiceField(
         label="What colleagues see of this mail on records",
         choices=Mailbox.Privacy.choices,
-        initial=Mailbox.Privacy.FULL,
+        initial=Mailbox.Privacy.SUBJECT,  # the model's default (docs/product.md §2.2)
         help_text="Personal mailboxes: mail filed on a record shows to others at this level.",
     )
 

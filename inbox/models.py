@@ -122,10 +122,13 @@ class Mailbox(models.Model):
         default=300, help_text="Seconds between two syncs."
     )
     signature = models.TextField(blank=True)
+    # Subject and people unless the owner chooses otherwise: anyone who adds an address to a
+    # record files past mail onto it (docs/product.md §4.5), so the default must not show the
+    # text of personal mail to whoever did (docs/reliability.md C-13).
     privacy = models.CharField(
         max_length=10,
         choices=Privacy.choices,
-        default=Privacy.FULL,
+        default=Privacy.SUBJECT,
         help_text="What other users see of this personal mailbox's mail on a record's Email tab.",
     )
 
