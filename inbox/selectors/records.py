@@ -42,11 +42,13 @@ def messages_for_record(*, user, record_type: str, record_id: int) -> QuerySet[M
       everything, subject and people, or people and time; "nothing" hides them. Shared mailboxes the
       user is not granted are not shown at all.
 
-    The same mail often reaches several mailboxes (a customer writes to support@ and Cc's a
-    salesperson): it is one entry, the copy the viewer may see most of (then the oldest row).
-    Copies are the same mail when they have the same content hash, or the same Message-ID,
-    sender and date. Each row is annotated with `visibility` (FULL ... PEOPLE), the filing's
-    rule and whether a person made it. One query for the page and one for the count."""
+    The same mail may reach several mailboxes (a customer writes to support@ and Cc's a
+    salesperson): identical copies are one entry, the copy the viewer may see most of (then the
+    oldest row). Copies are the same mail only when their bytes are (the content hash): a
+    Message-ID, sender and date are whatever the sender wrote, and a forged copy matching them
+    must show beside the genuine mail, never hide it (docs/reliability.md S-08). Each row is
+    annotated with `visibility` (FULL ... PEOPLE), the filing's rule and whether a person made
+    it. One query for the page and one for the count."""
     if record_type not in RECORD_MODELS:
         raise ValueError(f"Unknown record type {record_type!r}")
     filings = Filing.objects.filter(
@@ -74,13 +76,7 @@ def messages_for_record(*, user, record_type: str, record_id: int) -> QuerySet[M
         )
         .annotate(visibility=visibility)
     )
-    same_mail = Q(sha256=OuterRef("sha256")) | Q(
-        message_id=OuterRef("message_id"),
-        from_address=OuterRef("from_address"),
-        date=OuterRef("date"),
-        message_id__gt="",
-    )
-    better_copy = visible.filter(same_mail).filter(
+    better_copy = visible.filter(sha256=OuterRef("sha256")).filter(
         Q(visibility__lt=OuterRef("visibility"))
         | Q(visibility=OuterRef("visibility"), pk__lt=OuterRef("pk"))
     )

@@ -1,9 +1,10 @@
 """The Email tab with mail that came the way real mail comes: delivered to the test Dovecot,
 synced, filed (and re-filed when someone adds an address to a record), then read through the
-web pages as each persona (docs/reliability.md C-13)."""
+web pages as each persona (docs/reliability.md C-13, S-08)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -12,8 +13,10 @@ from django.urls import reverse
 from connector.sync import mailbox as sync
 from crm.models import Contact
 from inbox.models import Filing, Mailbox, Message
+from tests import factories as f
 from tests.connector.filingkit import eager_celery  # noqa: F401
 from tests.connector.synckit import make_mailbox, make_raw
+from tests.servers.fixtures import ImapUser
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
@@ -132,3 +135,38 @@ def test_a_mailbox_connected_with_the_defaults_shows_colleagues_subject_and_peop
     assert "biopsy" not in html
     assert "1 message filed here" in html
 
+
+# --- copies of one mail in several mailboxes (docs/reliability.md S-08) ---------------------
+
+
+def test_a_forged_copy_with_the_same_message_id_sender_and_date_never_hides_the_real_mail(
+    client, owner, teammate, dovecot, imap_user
+):
+    support = make_mailbox(imap_user, active_folders=["INBOX"])
+    Mailbox.objects.filter(pk=support.pk).update(kind=Mailbox.Kind.SHARED, owner=None)
+    support.granted_users.add(teammate)
+    olivias = make_mailbox(
+        ImapUser(dovecot, dovecot.create_user()), owner=owner, active_folders=["INBOX"]
+    )
+    f.ContactFactory(first_name="Ana", emails=["ana@customer.example"])
+    same = {
+        "sender": "Ana <ana@customer.example>",
+        "message_id": "<order-7@customer.example>",
+        "date": dt.datetime(2026, 5, 4, 9, 30, tzinfo=dt.UTC),
+    }
+    forged = make_raw("Please pay to the new account", body="IBAN changed, pay now.\n", **same)
+    genuine = make_raw("Order 7 confirmed", body="Thanks, see you Monday.\n", **same)
+    # The forgery arrives first; the genuine mail reaches support@ and, byte for byte, Olivia.
+    dovecot.deliver(imap_user, forged)
+    dovecot.deliver(imap_user, genuine)
+    dovecot.deliver(olivias.login, genuine)
+    synced(support)
+    synced(olivias)
+    contact = Contact.objects.get(emails__email="ana@customer.example")
+    assert Filing.objects.filter(contact=contact).count() == 3
+
+    client.force_login(teammate)
+    html = tab(client, contact)
+    assert "Order 7 confirmed" in html and "Please pay to the new account" in html
+    # Identical bytes are one mail: the genuine one once, the teammate's readable copy.
+    assert html.count("Order 7 confirmed") == 1 and "2 messages filed here" in html
