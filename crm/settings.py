@@ -89,6 +89,11 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "crm.urls"
 
+# Error pages and mailed reports never show a password or token a view marked as sensitive,
+# DEBUG or not (docs/reliability.md C-23).
+DEFAULT_EXCEPTION_REPORTER = "crm.debug.RelayExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "crm.debug.RelayExceptionReporterFilter"
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",

@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from inbox import ports
@@ -153,6 +154,8 @@ def _connect_page(request, form, *, result=None, status=200):
     )
 
 
+# The password never reaches an error report (docs/reliability.md C-23).
+@sensitive_post_parameters("password")
 @require_http_methods(["GET", "POST"])
 def mailbox_connect(request):
     """GET: the wizard. POST: Connect (tests the connection again, then saves)."""
@@ -222,6 +225,8 @@ def _connection_errors(form) -> list[str]:
     return [name for name in form.errors if name not in ("active_folders", *OPTION_FIELDS)]
 
 
+# The password never reaches an error report (docs/reliability.md C-23).
+@sensitive_post_parameters("password")
 @require_POST
 def mailbox_connect_test(request):
     """Test connection / Retrieve folders (htmx): the result, the folders and the preview."""
@@ -294,6 +299,8 @@ def _reconnect_chosen(request, mailbox) -> list[str] | None:
     return list(mailbox.active_folders or []) if chosen is None else chosen
 
 
+# The password never reaches an error report (docs/reliability.md C-23).
+@sensitive_post_parameters("password")
 @require_http_methods(["GET", "POST"])
 def mailbox_reconnect(request, pk: int):
     """IMAP: re-enter the password, re-test, re-pick folders, Connect. Google and Microsoft:
@@ -334,6 +341,8 @@ def mailbox_reconnect(request, pk: int):
     return redirect("inbox:mailbox_health", pk=mailbox.pk)
 
 
+# The password never reaches an error report (docs/reliability.md C-23).
+@sensitive_post_parameters("password")
 @require_POST
 def mailbox_reconnect_test(request, pk: int):
     """Reconnect's Test connection (htmx): the folders, with the current choice ticked."""

@@ -21,8 +21,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
+from crm.debug import sensitive_get_parameters
 from inbox import ports
 from inbox.models import Mailbox
 from inbox.permissions import can_manage_mailbox
@@ -90,6 +92,10 @@ def oauth_start(request, provider: str):
     return redirect(request_.url)
 
 
+# The code, and the tokens it is exchanged for (held by every frame below: the grant, the
+# service's arguments), never reach an error report (docs/reliability.md C-23).
+@sensitive_get_parameters("code")
+@sensitive_variables()
 @require_GET
 def oauth_callback(request):
     """Where the provider sends the browser back, with `code` and `state` (or `error`)."""
