@@ -315,18 +315,17 @@ def test_admin_cannot_take_over_or_open_up_a_personal_mailbox(
     client.force_login(admin_user)
     url = reverse("admin:inbox_mailbox_change", args=[personal_mailbox.pk])
     assert client.get(url).status_code == 200
-    response = client.post(
-        url,
-        change_form(
-            personal_mailbox,
-            owner=admin_user.pk,
-            kind="shared",
-            privacy="full",
-            create_tickets="on",
-            forward_unplaced_to="ada@relay.test",
-        ),
-    )
-    assert response.status_code == 302, response.content.decode()[:3000]
+    for attempt in (
+        {
+            "owner": admin_user.pk,
+            "privacy": "full",
+            "create_tickets": "on",
+            "forward_unplaced_to": "ada@relay.test",
+        },
+        {"kind": "shared", "owner": ""},  # then grant it to themselves
+    ):
+        response = client.post(url, change_form(personal_mailbox, **attempt))
+        assert response.status_code == 302, response.content.decode()[:3000]
     personal_mailbox.refresh_from_db()
     assert (personal_mailbox.kind, personal_mailbox.owner) == ("personal", owner)
     assert personal_mailbox.privacy == Mailbox.Privacy.NOTHING
