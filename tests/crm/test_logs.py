@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import logging.config
+import re
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -128,3 +130,64 @@ def test_lines_logged_inside_a_sync_task_carry_the_task_and_the_mailbox(captured
         structured.MAILBOX_TASKS.discard("relay.sync_mailbox_log_probe")
     line = lines(stream)[0]
     assert "task=relay.sync_mailbox_log_probe task_id=t-123 mailbox_id=42" in line
+
+
+# --- The corpus (docs/reliability.md C-24) ----------------------------------------------------
+
+CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
+SECRET = re.compile(r"⟦(.*?)⟧")
+
+
+def secret_cases() -> list[list[str]]:
+    cases, case = [], []
+    for line in (CORPUS / "secrets.txt").read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if case:
+                cases.append(case)
+            case = []
+            continue
+        case.append(line)
+    if case:
+        cases.append(case)
+    return cases
+
+
+def test_the_corpus_is_big_enough():
+    cases = secret_cases()
+    assert len(cases) >= 40
+    assert all(SECRET.search("\n".join(case)) for case in cases)
+
+
+@pytest.mark.parametrize("case", secret_cases(), ids=lambda case: SECRET.sub("…", case[0])[:60])
+def test_no_secret_of_the_corpus_survives(captured, case):
+    """Each case logged line by line (one record a line, as a protocol trace is written) and
+    then as one record: no secret, nor any word of one, is in what the handler writes."""
+    logger, stream = captured
+    secrets = [s for line in case for s in SECRET.findall(line)]
+    plain = [SECRET.sub(lambda m: m.group(1), line) for line in case]
+    for line in plain:
+        logger.info("%s", line)
+    logger.info("%s", "\r\n".join(plain))
+    out = stream.getvalue()
+    words = {w for s in secrets for w in re.split(r"[\s\"'\\]+", s) if len(w) >= 4}
+    assert [s for s in secrets if s in out] == []
+    assert [w for w in words if w in out] == []
+    assert "[redacted]" in out
+
+
+def test_ordinary_lines_are_left_exactly_as_they_were(captured):
+    logger, stream = captured
+    ordinary = [
+        line
+        for line in (CORPUS / "ordinary.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert len(ordinary) >= 25
+    changed = [(line, redact(line)) for line in ordinary if redact(line) != line]
+    assert changed == []
+    # Through the handler too, one record a line: nothing carries over into the next line.
+    for line in ordinary:
+        logger.info("%s", line)
+    assert "[redacted]" not in stream.getvalue()
