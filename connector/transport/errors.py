@@ -17,12 +17,14 @@ from __future__ import annotations
 USER_MESSAGES = {
     "auth": "The server refused the login. Check the login name and password (or reconnect "
     "the account).",
+    # Also the answer for a host refused by the SSRF guard (HostNotAllowed): a name that does
+    # not resolve and one that resolves to an internal address read the same, so Test
+    # connection cannot map an internal network (docs/reliability.md C-25).
     "unreachable": "Could not connect to the mail server. Check the host name and port, or "
-    "try again later.",
+    "try again later. A server on your own network must first be allowed by an administrator.",
     "tls": "The secure connection to the mail server failed: its certificate could not be "
     "verified or it does not offer the encryption chosen. Check the security setting, or "
     "allow an untrusted certificate if you trust this server.",
-    "not_allowed": "This mail server address is not allowed.",
     "plaintext": "An unencrypted connection is only allowed to servers on the allow list. "
     "Choose SSL/TLS or STARTTLS.",
     "protocol": "The mail server gave an answer we could not use.",
@@ -64,6 +66,8 @@ class PermanentFailure(MailError):
 
 
 class HostNotAllowed(PermanentFailure):
-    """The host resolves to an internal address not on RELAY_ALLOWED_MAIL_HOSTS (SSRF guard)."""
+    """The host resolves to an internal address not on RELAY_ALLOWED_MAIL_HOSTS (SSRF guard).
+    People see it as "unreachable", like a name that does not resolve (docs/reliability.md
+    C-25); the reason is logged for operators."""
 
-    category = "not_allowed"
+    category = "unreachable"

@@ -20,6 +20,7 @@ therefore goes through ``resolve_allowed``:
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Sequence
 
@@ -31,6 +32,15 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # RFC 6052 well-known NAT64 prefix: 64:ff9b::7f00:1 reaches 127.0.0.1 through a NAT64 gateway.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+log = logging.getLogger(__name__)
+
+
+def _no_connection(host: str) -> str:
+    """The one detail for a name that does not resolve and a name that resolves to an internal
+    address: it ends up where people read it (a mailbox's last error), and two wordings would
+    tell which internal names exist (docs/reliability.md C-25). The log keeps the reason."""
+    return f"cannot connect to {host!r}: unknown host, or not allowed"
 
 
 def _allow_list() -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
@@ -85,7 +95,8 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
-        raise TemporaryFailure(f"cannot resolve {host!r}: {exc}") from exc
+        log.info("cannot resolve %r: %s", host, exc)
+        raise TemporaryFailure(_no_connection(host)) from exc
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
         # Drop an IPv6 zone ("fe80::1%eth0"): the address itself is what gets checked.
@@ -93,7 +104,8 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
         if ip not in addresses:
             addresses.append(ip)
     if not addresses:
-        raise TemporaryFailure(f"{host!r} resolves to no address")
+        log.info("%r resolves to no address", host)
+        raise TemporaryFailure(_no_connection(host))
     return addresses
 
 
@@ -117,7 +129,8 @@ def resolve_allowed(host: str, port: int) -> list[str]:
             candidates.append(embedded)
         if any(c.version == n.version and c in n for c in candidates for n in networks):
             continue
-        raise HostNotAllowed(f"{host!r} resolves to {ip}, an internal address not allowed")
+        log.info("%r resolves to %s, an internal address not allowed", host, ip)
+        raise HostNotAllowed(_no_connection(host))
     return [str(ip) for ip in addresses]
 
 

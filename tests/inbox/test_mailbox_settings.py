@@ -16,6 +16,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from connector.transport.errors import USER_MESSAGES
 from inbox import ports
@@ -357,7 +358,6 @@ def test_test_connection_lists_folders_with_the_preview(client, owner, tester):
         ("auth", "Wrong login name or password"),
         ("unreachable", "The mail server could not be reached"),
         ("tls", "The secure connection failed"),
-        ("not_allowed", "This server address is not allowed"),
     ],
 )
 def test_test_connection_failures_are_clear(client, owner, tester, category, headline):
@@ -1011,3 +1011,31 @@ def test_health_calls_imported_folders_imported_not_gone(client, owner):
     html = client.get(reverse("inbox:mailbox_health", args=[mailbox.pk])).content.decode()
     assert "Archive 2019" in html and "imported" in html
     assert "gone from the server" not in html
+
+
+def test_an_internal_name_and_an_unknown_name_get_the_same_answer(client, owner, settings):
+    """docs/reliability.md C-25: through the real Test connection (no stand-in for the port),
+    "localhost" (resolves, but to an internal address) and a name that resolves to nothing
+    get the same page; a sync of mailboxes pointed at them leaves the same error for the owner
+    to read. Otherwise the form tells which internal names exist."""
+    from connector.sync.mailbox import sync_mailbox
+
+    settings.RELAY_ALLOWED_MAIL_HOSTS = []
+    client.force_login(owner)
+    pages, errors = [], []
+    for host in ("localhost", "no-such-host.invalid"):
+        cache.clear()
+        data = wizard_data(imap_host=host, smtp_host=host, folders_shown=None, active_folders=None)
+        response = client.post(reverse("inbox:mailbox_test"), data, HTTP_HX_REQUEST="true")
+        assert response.status_code == 200
+        pages.append(response.content.decode().replace(host, "HOST"))
+        mailbox = f.MailboxFactory(owner=owner, imap_host=host, smtp_host=host)
+        sync_mailbox(mailbox.pk)
+        mailbox.refresh_from_db()
+        errors.append(mailbox.last_error.replace(host, "HOST"))
+        listing = client.get(reverse("inbox:mailbox_list")).content.decode()
+        assert escape(mailbox.last_error) in listing
+    assert pages[0] == pages[1]
+    assert "The mail server could not be reached" in pages[0]
+    assert USER_MESSAGES["unreachable"] in pages[0]
+    assert errors[0] == errors[1] and "127.0.0.1" not in errors[0]
