@@ -18,11 +18,16 @@ from .models import (
     Lead,
     LeadEmail,
     Opportunity,
+    SignInThrottle,
     StaffEmail,
     Ticket,
 )
 from .normalize import normalize_domain, normalize_email
 from .services import next_number
+from .signin import AdminSignInForm
+
+# The admin's own sign-in page is throttled like the site's (docs/reliability.md C-26).
+admin.site.login_form = AdminSignInForm
 
 
 class NormalizedEmailForm(forms.ModelForm):
@@ -166,3 +171,26 @@ if admin.site.is_registered(User):
 class RelayUserAdmin(UserAdmin):
     inlines = [*UserAdmin.inlines, StaffEmailInline]
     search_fields = (*UserAdmin.search_fields, "staff_emails__email")
+
+
+@admin.register(SignInThrottle)
+class SignInThrottleAdmin(admin.ModelAdmin):
+    """Failed sign-ins and locks (crm/signin.py). Unlocking deletes the row: the count starts
+    again from nothing."""
+
+    list_display = ("kind", "key", "failures", "lockouts", "last_failure_at", "locked_until")
+    list_filter = ("kind",)
+    search_fields = ("key",)
+    readonly_fields = ("kind", "key", "failures", "lockouts", "last_failure_at", "locked_until")
+    actions = ["unlock"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Unlock (forget the failed sign-ins)")
+    def unlock(self, request, queryset):
+        count = queryset.delete()[0]
+        self.message_user(request, f"Unlocked {count} account(s) or address(es).")

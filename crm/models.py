@@ -303,3 +303,33 @@ RECORD_MODELS: dict[str, type[models.Model]] = {
     "ticket": Ticket,
     "opportunity": Opportunity,
 }
+
+
+class SignInThrottle(models.Model):
+    """Failed sign-ins counted per account (the user name typed) and per client address;
+    past a limit the account or the address is locked for a while, longer each time
+    (crm/signin.py, docs/reliability.md C-26). Deleting a row unlocks."""
+
+    class Kind(models.TextChoices):
+        ACCOUNT = "account", "Account"
+        ADDRESS = "address", "IP address"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    key = models.CharField(
+        max_length=255, help_text="The user name typed (lower case), or the client's address."
+    )
+    failures = models.PositiveIntegerField(default=0, help_text="Since the last lock.")
+    lockouts = models.PositiveIntegerField(
+        default=0, help_text="Locks in a row; each one lasts twice as long as the one before."
+    )
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "sign-in lock"
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "key"], name="crm_signin_throttle_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.key}"

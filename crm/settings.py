@@ -138,6 +138,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The first backend refuses every sign-in to a locked account or from a locked address
+# (crm/signin.py, docs/reliability.md C-26); Django's checks the password.
+AUTHENTICATION_BACKENDS = [
+    "crm.signin.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Reverse proxies in front of the web server that append to X-Forwarded-For (a TLS proxy: 1).
+# The sign-in lock per address needs the client's address, not the proxy's.
+RELAY_PROXY_COUNT = env.int("RELAY_PROXY_COUNT", default=0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OUR_COMMANDS = ("mailbox", "purge_jobs", "demo_data", "rotate_encryption_keys")
+OUR_COMMANDS = ("mailbox", "purge_jobs", "demo_data", "rotate_encryption_keys", "unlock_signin")
 
 
 def run(args, **kwargs) -> subprocess.CompletedProcess:
@@ -129,3 +129,4 @@ def test_every_management_command_of_ours_runs(installed):
     assert "support@relay.example" in manage(installed, "mailbox", "list").stdout
     manage(installed, "purge_jobs", "--dry-run")
     manage(installed, "rotate_encryption_keys")
+    assert "Nothing is locked." in manage(installed, "unlock_signin").stdout
