@@ -109,15 +109,17 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-def resolve_allowed(host: str, port: int) -> list[str]:
+def resolve_allowed(host: str, port: int, *, mail_allow_list: bool = True) -> list[str]:
     """Resolve ``host`` once and return its addresses, all vetted; raise ``HostNotAllowed``
     if any of them is internal and not allowed, ``TemporaryFailure`` if it does not resolve.
+    ``mail_allow_list=False`` (the image proxy, docs/reliability.md C-27) ignores
+    RELAY_ALLOWED_MAIL_HOSTS: every internal address is refused.
     """
     if not host or not host.strip():
         raise HostNotAllowed("no host given")
     if not 0 < int(port) < 65536:
         raise HostNotAllowed(f"port {port} is out of range")
-    names, networks = _allow_list()
+    names, networks = _allow_list() if mail_allow_list else (set(), [])
     name_allowed = _normalise_name(host) in names
     addresses = _resolve(host.strip(), port)
     for ip in addresses:

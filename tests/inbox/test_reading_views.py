@@ -5,7 +5,9 @@ C-07)."""
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
@@ -433,7 +435,8 @@ class _ImageServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -456,14 +459,14 @@ def image_server():
 
 @pytest.mark.django_db
 def test_proxy_fetches_through_the_connector_without_cookies_or_referrer(
-    client, owner, personal_mailbox, image_server, settings
+    client, owner, personal_mailbox, image_server, internet
 ):
-    settings.RELAY_ALLOWED_MAIL_HOSTS = ["127.0.0.1"]  # the test server is on loopback
     server = image_server()
+    origin = internet.publish("images.sender.test", server.port)
     message = f.MessageFactory(mailbox=personal_mailbox)
     client.force_login(owner)
     client.cookies["tracking"] = "reader-secret"
-    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{server.url}/pixel.gif?id=7")
+    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{origin}/pixel.gif?id=7")
     response = client.get(url, HTTP_REFERER="http://testserver/inbox/secret-page/")
     assert response.status_code == 200
     assert response["Content-Type"] == "image/gif"
@@ -496,18 +499,102 @@ def test_proxy_refuses_internal_hosts_like_the_mail_connection(
 
 
 @pytest.mark.django_db
-def test_proxy_serves_raster_images_only(client, owner, personal_mailbox, image_server, settings):
-    settings.RELAY_ALLOWED_MAIL_HOSTS = ["127.0.0.1"]
+def test_proxy_never_uses_the_mail_allow_list_and_fetches_from_ports_80_and_443_only(
+    client, owner, personal_mailbox, image_server, internet, settings
+):
+    """docs/reliability.md C-27: the admin allowed loopback and the LAN for mail servers; any
+    sender's image link to them, on any port, is still refused, and so is a public host on a
+    port other than 80 and 443. Nothing connects anywhere."""
+    settings.RELAY_ALLOWED_MAIL_HOSTS = ["127.0.0.1", "localhost", "10.0.0.0/8"]
+    server = image_server()
     message = f.MessageFactory(mailbox=personal_mailbox)
     client.force_login(owner)
-    for payload, declared in (
-        (HTML, "image/png"),
-        (HTML, "text/html"),
-        (b"<svg/>", "image/svg+xml"),
+    odd_port = internet.publish("admin-console.sender.test", server.port, port=8080)
+    for target in (
+        f"{server.url}/x.gif",
+        f"http://localhost:{server.port}/x.gif",
+        "http://127.0.0.1/x.gif",
+        "https://10.1.2.3/x.gif",
+        f"{odd_port}/x.gif",
+        "https://images.sender.test:8443/x.gif",
+    ):
+        url = image_proxy_url(user=owner, message_pk=message.pk, url=target)
+        assert client.get(url).status_code == 404, target
+    assert server.requests == [] and internet.connections == []
+    # The same server as a public host on port 80 is fetched: the refusals above were the
+    # guard's, not an unreachable server.
+    origin = internet.publish("images.sender.test", server.port)
+    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{origin}/x.gif")
+    assert client.get(url).status_code == 200
+    assert [r["path"] for r in server.requests] == ["/x.gif"]
+
+
+class _Trickler:
+    """A web server misbehaving on purpose (so a stand-in): it answers a status line and
+    headers one byte every 50 ms, for 20 s in all, and counts what it got out before the
+    client hung up."""
+
+    PAYLOAD = b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\nX-Slow: " + b"a" * 400
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sent = 0
+        self.cut = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)  # the request
+            for byte in self.PAYLOAD:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    self.cut = True
+                    return
+                self.sent += 1
+                time.sleep(0.05)
+
+
+@pytest.mark.django_db
+def test_proxy_gives_up_on_a_server_trickling_its_headers(
+    client, owner, personal_mailbox, internet, monkeypatch
+):
+    """docs/reliability.md C-28: each byte arrives well within the socket timeout, so only
+    one deadline over the whole fetch, headers included, lets the worker go. With the deadline
+    at 1 s the server is cut off long before its 480 bytes are out."""
+    from connector.transport import images
+
+    monkeypatch.setattr(images, "TOTAL_SECONDS", 1.0)
+    trickler = _Trickler()
+    origin = internet.publish("slow.sender.test", trickler.port)
+    message = f.MessageFactory(mailbox=personal_mailbox)
+    client.force_login(owner)
+    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{origin}/pixel.gif")
+    assert client.get(url).status_code == 404
+    trickler.thread.join(timeout=60)
+    trickler.listener.close()
+    assert trickler.cut and trickler.sent < len(_Trickler.PAYLOAD) // 2
+
+
+@pytest.mark.django_db
+def test_proxy_serves_raster_images_only(client, owner, personal_mailbox, image_server, internet):
+    message = f.MessageFactory(mailbox=personal_mailbox)
+    client.force_login(owner)
+    for n, (payload, declared) in enumerate(
+        (
+            (HTML, "image/png"),
+            (HTML, "text/html"),
+            (b"<svg/>", "image/svg+xml"),
+        )
     ):
         server = image_server(payload, declared)
-        url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{server.url}/i")
+        origin = internet.publish(f"images{n}.sender.test", server.port)
+        url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{origin}/i")
         assert client.get(url).status_code == 404
+        assert len(server.requests) == 1  # fetched, then refused for what it is
 
 
 @pytest.mark.django_db
@@ -532,34 +619,24 @@ def test_proxy_needs_a_signed_url_for_this_message(client, owner, personal_mailb
 
 
 @pytest.mark.django_db
-def test_proxy_vets_every_redirect_target(
-    client, owner, personal_mailbox, image_server, settings, monkeypatch
-):
-    """An allowed image host that redirects to the metadata address is refused like a direct
-    link would be (docs/reliability.md C-07): no connection is even attempted to the redirect
+def test_proxy_vets_every_redirect_target(client, owner, personal_mailbox, image_server, internet):
+    """An image host that redirects to the metadata address is refused like a direct link
+    would be (docs/reliability.md C-07): no connection is even attempted to the redirect
     target."""
-    from connector.transport import net
-
-    connected: list[list[str]] = []
-    real_connect = net.connect
-
-    def spy(addresses, port, timeout):
-        connected.append(list(addresses))
-        return real_connect(addresses, port, timeout)
-
-    monkeypatch.setattr(net, "connect", spy)
-    settings.RELAY_ALLOWED_MAIL_HOSTS = ["127.0.0.1"]
     server = image_server(redirect="http://169.254.169.254/latest/meta-data/")
+    origin = internet.publish("hop.sender.test", server.port)
     message = f.MessageFactory(mailbox=personal_mailbox)
     client.force_login(owner)
-    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{server.url}/start.gif")
+    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{origin}/start.gif")
     assert client.get(url).status_code == 404
     assert [r["path"] for r in server.requests] == ["/start.gif"]
-    assert connected == [["127.0.0.1"]]
-    # A redirect to an allowed host is followed.
+    assert len(internet.connections) == 1  # the first host only
+    # A redirect to another public host is followed.
     final = image_server()
-    hop = image_server(redirect=f"{final.url}/fine.gif")
-    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{hop.url}/start.gif")
+    final_origin = internet.publish("final.sender.test", final.port)
+    hop = image_server(redirect=f"{final_origin}/fine.gif")
+    hop_origin = internet.publish("hop2.sender.test", hop.port)
+    url = image_proxy_url(user=owner, message_pk=message.pk, url=f"{hop_origin}/start.gif")
     assert client.get(url).status_code == 200
     assert [r["path"] for r in final.requests] == ["/fine.gif"]
 

@@ -5,7 +5,8 @@ Session scope: ``test_certificate``, ``dovecot``, ``dovecot_no_condstore``,
 end; every worker of pytest-xdist gets its own). Function scope: ``imap_user`` (a fresh user, so
 tests never share mail; ``imap_user_no_condstore`` and ``imap_user_no_uidplus`` on the other
 servers), ``smtp_server``, ``smtp_server_starttls``, ``smtp_server_tls``, ``fault_proxy`` (in
-front of the plain Dovecot port) and ``fault_proxy_factory`` (in front of any port).
+front of the plain Dovecot port), ``fault_proxy_factory`` (in front of any port) and
+``internet`` (public names for loopback web servers, tests/servers/internet.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .dovecot import (
     stop_dovecot,
 )
 from .faultproxy import FaultProxy
+from .internet import Internet
 from .smtp import SmtpServer, start_smtp
 
 
@@ -146,3 +148,8 @@ def fault_proxy_factory():
 @pytest.fixture
 def fault_proxy(dovecot, fault_proxy_factory) -> FaultProxy:
     return fault_proxy_factory(dovecot.host, dovecot.port)
+
+
+@pytest.fixture
+def internet(monkeypatch) -> Internet:
+    return Internet(monkeypatch)

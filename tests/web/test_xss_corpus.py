@@ -319,13 +319,19 @@ def test_protected_message_view_and_email_tab(
 
 
 def test_after_consent_remote_images_come_only_through_the_proxy(
-    page, live_server, beacon, owner, personal_mailbox, settings
+    page, live_server, beacon, owner, personal_mailbox, internet
 ):
-    settings.RELAY_ALLOWED_MAIL_HOSTS = ["127.0.0.1"]  # the beacon plays the sender's server
+    # The beacon plays the sender's public web server: the proxy fetches from public hosts on
+    # port 80 or 443 only (docs/reliability.md C-27), so it is published under a public name
+    # (tests/servers/internet.py). The browser cannot resolve that name: any attempt of its
+    # own to load from it is caught as a request, finished or not.
+    origin = internet.publish("pixels.sender.test", beacon.server.server_port)
     pixels = [e for e in CORPUS if e["field"] == "html_body" and e["vector"] == "X-11"]
-    messages = make_messages(owner, personal_mailbox, beacon.url, pixels)
+    messages = make_messages(owner, personal_mailbox, origin, pixels)
     sign_in(page, live_server, owner)
     elsewhere = remote_requests(page, live_server)
+    attempts: list[str] = []
+    page.on("request", lambda r: attempts.append(r.url) if "sender.test" in r.url else None)
     proxied_images: list[str] = []
     page.on(
         "response",
@@ -351,6 +357,7 @@ def test_after_consent_remote_images_come_only_through_the_proxy(
         f"{len(direct['r'])} directly by the browser"
     )
     assert direct["x"] == set() and direct["r"] == set() and elsewhere == []
+    assert attempts == []
     assert via_proxy["r"] and len(proxied_images) == len(via_proxy["r"])
 
 
