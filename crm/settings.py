@@ -5,11 +5,14 @@ filesystem broker under RELAY_DATA_DIR. DATABASE_URL and REDIS_URL switch to Pos
 Redis. RELAY_PRODUCTION=true turns on the deployment hardening that `check --deploy` wants.
 """
 
+import os
 import secrets
 from pathlib import Path
 
 import environ
 from cryptography.fernet import Fernet
+
+from crm.datadir import private_dir, private_file, write_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Where local files go by default: the checkout when running from one (manage.py beside the
@@ -23,6 +26,9 @@ if (PROJECT_DIR / ".env").exists():
 DATA_DIR = Path(env("RELAY_DATA_DIR", default=str(PROJECT_DIR / "data"))).resolve()
 PRODUCTION = env.bool("RELAY_PRODUCTION", default=False)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Readable by the user Relay runs as only (docs/reliability.md C-29): made so, or tightened if
+# an earlier version left it open, at every start. Production creates no folder of its own.
+private_dir(DATA_DIR, create=not PRODUCTION)
 
 
 def _local_secret(name: str, make) -> str:
@@ -30,11 +36,11 @@ def _local_secret(name: str, make) -> str:
     one-machine run: production must set the variable (we refuse to invent one there)."""
     if PRODUCTION:
         raise environ.ImproperlyConfigured(f"Set the {name} environment variable in production.")
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    private_dir(DATA_DIR)
     path = DATA_DIR / f".{name.lower()}"
     if not path.exists():
-        path.write_text(make())
-        path.chmod(0o600)
+        write_private(path, make())
+    private_file(path)  # tightens a key file an earlier version left readable
     return path.read_text().strip()
 
 
@@ -116,6 +122,11 @@ WSGI_APPLICATION = "crm.wsgi.application"
 # --- Database -------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'relay.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Created 0600 before SQLite opens it: its -wal and -shm files take the database's mode.
+    if str(DATABASES["default"]["NAME"]) not in ("", ":memory:"):
+        for _suffix in ("", "-wal", "-shm", "-journal"):
+            if _suffix == "" or Path(f"{DATABASES['default']['NAME']}{_suffix}").exists():
+                private_file(f"{DATABASES['default']['NAME']}{_suffix}")
     # WAL lets the web server read while the worker writes; IMMEDIATE avoids "database is
     # locked" on lock upgrades; a busy timeout covers the rest.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -161,6 +172,10 @@ STATIC_URL = "static/"
 # Each app's static/ folder (crm/static: Bootstrap, htmx, the app's CSS and JS; inbox/static).
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(PROJECT_DIR / "staticfiles")))
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(DATA_DIR / "media")))
+# Raw mail and attachments: owner only (docs/reliability.md C-29).
+private_dir(MEDIA_ROOT, create=not PRODUCTION)
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 # Raw messages and attachment blobs are never served from MEDIA_URL: every download goes
 # through a view with a permission check (docs/reliability.md A-01, A-05).
 STORAGES = {
@@ -222,9 +237,13 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
+    # The embedded run: kombu writes each task message as a file with the process's umask,
+    # and SQLite, beat's schedule and Django write theirs; on one machine nobody but Relay's
+    # user has any business reading them (docs/reliability.md C-29).
+    os.umask(0o077)
     _broker = DATA_DIR / "broker"
-    for _sub in ("in", "processed", "control"):
-        (_broker / _sub).mkdir(parents=True, exist_ok=True)
+    for _sub in ("", "in", "processed", "control"):
+        private_dir(_broker / _sub)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # kombu's filesystem transport needs its folders made first; "in" and "out" are the

@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OUR_COMMANDS = ("mailbox", "purge_jobs", "demo_data", "rotate_encryption_keys", "unlock_signin")
+OUR_COMMANDS = (
+    "mailbox",
+    "purge_jobs",
+    "demo_data",
+    "rotate_encryption_keys",
+    "unlock_signin",
+    "secure_data_dir",
+)
 
 
 def run(args, **kwargs) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ import os
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 
+from crm.datadir import make_dirs
 from inbox import rawsource
 
 try:
@@ -71,20 +72,22 @@ def _write_file(full: str, data: bytes) -> None:
     written (or a writer still at work): it is replaced whole, atomically, by a rename."""
     directory = os.path.dirname(full)
     if directory not in _made_dirs:
-        os.makedirs(directory, exist_ok=True)
+        # Owner only, files and folders (docs/reliability.md C-29).
+        make_dirs(directory)
         _made_dirs.add(directory)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
         try:
-            fd = os.open(full, flags, 0o644)
+            fd = os.open(full, flags, 0o600)
         except FileNotFoundError:  # the directory went away since we made it (a cleanup)
-            os.makedirs(directory, exist_ok=True)
-            fd = os.open(full, flags, 0o644)
+            make_dirs(directory)
+            fd = os.open(full, flags, 0o600)
     except FileExistsError:
         if os.stat(full).st_size == len(data):
             return
         tmp = f"{full}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
+        tmp_flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, tmp_flags, 0o600), "wb") as fh:
             fh.write(data)
         os.replace(tmp, full)
         return
