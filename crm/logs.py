@@ -116,6 +116,8 @@ _CONTINUATION = re.compile(r"(?:\+(?:[ \t]|$|['\"\\])|334(?:[ \t-]|$))")
 _FINAL = re.compile(r"(?:[A-Za-z]+\d+[ \t]+(?:OK|NO|BAD)\b|\*[ \t]|[2-5]\d\d(?:[ \t-]|$))")
 _LITERAL = re.compile(r"\{(\d+)\+?\}(?=\s*(?:\\r\\n|\\n)?['\"]?\s*$)")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+# What may stand before a command on its line: an IMAP tag.
+_COMMAND_START = re.compile(r"(?:[A-Za-z0-9.]+[ \t]+)?")
 _BREAK = re.compile(r"(\r\n|\n|\r|\\r\\n|\\n)")
 
 
@@ -146,7 +148,9 @@ def _login_args(line: str, pos: int, arg: int) -> tuple[str, _Carry | None]:
             pos += 1
         rest = line[pos:]
         if not rest or re.fullmatch(r"(?:\\r\\n|\\n)?['\"]?\s*", rest):
-            return line, _Carry(arg=arg)
+            # An IMAP command is one line unless it sends a literal: a LOGIN that ends here
+            # is prose ("LOGIN failed"), and the next line is not its password.
+            return line, None
         literal = _LITERAL.match(rest)
         if literal:
             return line, _Carry(arg=arg, literal=int(literal.group(1)))
@@ -190,8 +194,11 @@ def _protocol_line(line: str, carry: _Carry | None) -> tuple[str, _Carry | None]
         response = sasl.group("ir")
         if response and _looks_secret(response):
             line = line[: sasl.start("ir")] + REDACTED + line[sasl.end("ir") :]
-        elif not response or response in ("=",):
-            # No initial response: the next client line(s) carry it (AUTH LOGIN sends two).
+        elif (not response or response == "=") and _COMMAND_START.fullmatch(
+            line[start : sasl.start()]
+        ):
+            # A command line without an initial response: the next client line(s) carry it
+            # (AUTH LOGIN sends two). Prose that ends in "AUTH PLAIN" is no command.
             return line, _Carry(sasl=2)
     return line, None
 
