@@ -86,12 +86,14 @@ def note_delete(request, pk: int):
     return redirect(f"{target.url}#notes")
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 def mention_suggest(request, target_type: str, pk: int):
     """The mention picker: people who can see the target whose name starts with what follows
-    the @ being typed."""
+    the @ being typed. The note's text comes by POST (a long note would not fit in a URL);
+    nothing is written."""
     target = get_target_or_404(request.user, target_type, pk)
-    typing = _TYPING.search(request.GET.get("body", "")[-200:])
+    body = request.POST.get("body", "") if request.method == "POST" else request.GET.get("body", "")
+    typing = _TYPING.search(body[-200:])
     users = []
     if typing is not None:
         users = selectors.mention_candidates(target=target, prefix=typing.group(1))

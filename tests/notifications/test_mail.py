@@ -150,3 +150,16 @@ def test_two_batches_at_once_send_one_mail(system_mailer):
     assert errors == []
     assert sorted(m.rcpt_tos[0] for m in system_mailer.received) == sorted(u.email for u in users)
     assert Digest.objects.count() == 5
+
+
+def test_the_beat_runs_the_batch_and_a_worker_knows_the_task(settings):
+    from crm.celery import app
+
+    entries = [
+        e
+        for e in settings.CELERY_BEAT_SCHEDULE.values()
+        if e["task"] == "relay.send_notification_digests"
+    ]
+    assert len(entries) == 1 and entries[0]["schedule"] <= 60
+    app.loader.import_default_modules()  # what a worker does at start-up
+    assert "relay.send_notification_digests" in app.tasks
