@@ -52,8 +52,15 @@ def test_a_mention_reaches_the_other_user_live(browser, live_server, output_path
     )
 
     viewport = SIZES[size]
-    olivia_page = browser.new_context(viewport=viewport).new_page()
-    tom_page = browser.new_context(viewport=viewport).new_page()
+    contexts = [browser.new_context(viewport=viewport) for _ in range(2)]
+    try:
+        _mention_flow(live_server, output_path, size, message, *[c.new_page() for c in contexts])
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def _mention_flow(live_server, output_path, size, message, olivia_page, tom_page):
     olivia_log, tom_log = _watch(olivia_page), _watch(tom_page)
     # Tom's clock is under the test's control: the bell polls every 30 s.
     tom_page.clock.install()
@@ -111,3 +118,29 @@ def test_a_mention_reaches_the_other_user_live(browser, live_server, output_path
 
     assert csp_violations(olivia_log) == [] and csp_violations(tom_log) == []
     assert [m for m in olivia_log + tom_log if m.startswith("pageerror")] == []
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+def test_a_records_page_shows_its_notes_beside_its_details(page, live_server, output_path, size):
+    f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
+    ticket = f.TicketFactory(subject="VPN drops every hour", description="Since Monday.")
+    log = _watch(page)
+    page.set_viewport_size(SIZES[size])
+    _sign_in(page, live_server, "olivia")
+    page.goto(f"{live_server.url}{ticket.get_absolute_url()}")
+    panel = page.locator(".notes-panel")
+    expect(panel.get_by_text("No notes yet.")).to_be_visible()
+    panel.get_by_label(re.compile("Add a note")).fill(
+        "Their firewall drops idle tunnels <b>after 60 min</b>: see https://vpn.example/kb/42."
+    )
+    panel.get_by_role("button", name="Add note").click()
+    body = page.locator(".notes-panel .note-body")
+    expect(body).to_have_text(
+        "Their firewall drops idle tunnels <b>after 60 min</b>: see https://vpn.example/kb/42."
+    )
+    expect(body.get_by_role("link", name="https://vpn.example/kb/42")).to_have_attribute(
+        "href", "https://vpn.example/kb/42"
+    )
+    expect(page.locator(".notes-panel .note-body b")).to_have_count(0)
+    shot(page, output_path, f"{size}-ticket-notes.png")
+    assert csp_violations(log) == []
