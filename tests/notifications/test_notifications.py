@@ -18,7 +18,7 @@ from notifications.models import Kind, Notification
 from notifications.services import notify, notify_assigned, set_preferences
 from tests import factories as f
 from tests.conftest import login
-from tests.connector.filingkit import receive
+from tests.connector.filingkit import file, mail, receive
 from tests.connector.synckit import make_mailbox, make_raw
 
 pytestmark = pytest.mark.django_db
@@ -240,3 +240,20 @@ def test_a_reply_on_an_unassigned_ticket_tells_no_one(support, django_capture_on
     with django_capture_on_commit_callbacks(execute=True):
         receive(mailbox, make_raw(f"Re: [{ticket.reference}] x", sender="ana@acme.example"))
     assert not Notification.objects.exists()
+
+
+def test_history_from_a_first_sync_tells_no_one(
+    support, teammate, django_capture_on_commit_callbacks
+):
+    mailbox, contact = support
+    ticket = f.TicketFactory(subject="Printer", contact=contact, assignee=teammate)
+    old = mail(mailbox, sender="ana@acme.example", subject=f"Re: [{ticket.reference}] Printer")
+    with django_capture_on_commit_callbacks(execute=True):
+        file(old, initial=True)
+    assert old.filings.filter(ticket=ticket).exists()
+    assert not Notification.objects.exists()
+    # The same kind of mail arriving later does tell the assignee.
+    new = mail(mailbox, sender="ana@acme.example", subject=f"Re: [{ticket.reference}] Printer")
+    with django_capture_on_commit_callbacks(execute=True):
+        file(new)
+    assert Notification.objects.get().recipient == teammate
