@@ -281,7 +281,7 @@ MAILERS = {
         ),
     }
 }
-# Notification mail (docs/product.md §7.7): a person's pending notifications are mailed together
+# Notification mail (docs/product.md §7.10): a person's pending notifications are mailed together
 # once the oldest has waited this many minutes, so a burst of events is one mail.
 RELAY_NOTIFY_EMAIL_AFTER_MINUTES = env.int("RELAY_NOTIFY_EMAIL_AFTER_MINUTES", default=5)
 # This site's address, for links in mail Relay sends as itself (notification mail).

@@ -1,4 +1,4 @@
-"""What a note is on, and who may see it (docs/product.md §7.6): whoever may see its target.
+"""What a note is on, and who may see it (docs/product.md §7.9): whoever may see its target.
 
 - a conversation: whoever may read its mailbox (inbox/permissions.py), so notes on a personal
   mailbox's conversation are its owner's alone;

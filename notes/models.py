@@ -1,4 +1,4 @@
-"""Internal notes on a conversation or a CRM record (docs/product.md §7.6). Never sent to
+"""Internal notes on a conversation or a CRM record (docs/product.md §7.9). Never sent to
 anyone: a note lives only in Relay, seen by whoever may see what it is on."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Reading notes: a target's timeline, search and Mentions, each a fixed number of queries
-whatever the number of notes (docs/product.md §7.6)."""
+whatever the number of notes (docs/product.md §7.9)."""
 
 from __future__ import annotations
 

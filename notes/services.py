@@ -1,4 +1,4 @@
-"""Writing notes (docs/product.md §7.6). A note's `@name` mentions tell those people through
+"""Writing notes (docs/product.md §7.9). A note's `@name` mentions tell those people through
 notifications/services.py; a mention of someone who cannot see the target is refused, and then
 nothing is saved."""
 

@@ -1,5 +1,5 @@
 """Notes on conversations and records, the mention picker, notes search and Mentions
-(docs/product.md §7.6). The conversation page and the record pages load a target's notes from
+(docs/product.md §7.9). The conversation page and the record pages load a target's notes from
 here with htmx (inbox and crm never import this app)."""
 
 from __future__ import annotations

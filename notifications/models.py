@@ -1,5 +1,5 @@
 """Notifications: what happened that a person should know about, shown in the app (the bell)
-and mailed in batches (docs/product.md §7.7).
+and mailed in batches (docs/product.md §7.10).
 
 Every part of Relay creates them through notifications/services.py `notify`; nothing else
 writes these tables."""
@@ -21,7 +21,7 @@ class Kind(models.TextChoices):
 
 class Digest(models.Model):
     """One notification mail: every pending notification of one user at the time of a batch
-    (docs/product.md §7.7). Kept so the person can read it in the app too, and so a mail that
+    (docs/product.md §7.10). Kept so the person can read it in the app too, and so a mail that
     could not be sent is sent by a later batch, never a second one for the same notifications."""
 
     recipient = models.ForeignKey(

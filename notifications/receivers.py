@@ -1,4 +1,4 @@
-"""Events of other layers that become notifications (docs/product.md §7.7). The mail engine
+"""Events of other layers that become notifications (docs/product.md §7.10). The mail engine
 never imports this app: it sends the signals declared in inbox/signals.py, and these receivers
 do their work once the sender's transaction has committed (so nothing is told about a change
 that was rolled back)."""

@@ -1,4 +1,4 @@
-"""The one place any part of Relay tells a person something (docs/product.md §7.7).
+"""The one place any part of Relay tells a person something (docs/product.md §7.10).
 
     notify(recipient=user, kind=Kind.MENTIONED, text="...", url="/tickets/3/#note-9",
            key="note:9", actor=author)
@@ -8,7 +8,7 @@ what they did themselves, and records each (recipient, kind, key) once however o
 is reported. Mail goes out in batches (send_digests, run by the beat): one mail per person per
 batch, however many notifications it holds.
 
-For the parts that land later (conversation assignment and ownership, docs/product.md §7.7):
+For the parts that land later (conversation assignment and ownership, docs/product.md §7.10):
 call notify_assigned and notify_customer_replied from the service that assigns, or from a
 receiver of inbox.signals.mail_filed, after the change is saved."""
 
@@ -243,7 +243,7 @@ def send_digests(*, now=None) -> DigestReport:
     """One batch: for every user whose oldest pending notification is older than
     RELAY_NOTIFY_EMAIL_AFTER_MINUTES, one mail with all their pending notifications; then the
     digests an earlier batch could not send. Running it twice, or twice at once, sends nothing
-    twice (docs/product.md §7.7)."""
+    twice (docs/product.md §7.10)."""
     now = now or timezone.now()
     cutoff = now - timedelta(minutes=settings.RELAY_NOTIFY_EMAIL_AFTER_MINUTES)
     report = DigestReport()

@@ -1,5 +1,5 @@
 """The bell, the notifications page (mark read, mark all read) and the per-kind switches
-(docs/product.md §7.7)."""
+(docs/product.md §7.10)."""
 
 from __future__ import annotations
 

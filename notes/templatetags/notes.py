@@ -1,5 +1,5 @@
 """Showing a note: its text escaped in full, web links made clickable, @names highlighted
-(docs/product.md §7.6). Nothing a note's author types becomes markup."""
+(docs/product.md §7.9). Nothing a note's author types becomes markup."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Internal notes (docs/product.md §7.6): who sees them, mentions, safe rendering, search,
+"""Internal notes (docs/product.md §7.9): who sees them, mentions, safe rendering, search,
 Mentions, and a fixed number of queries however many notes there are."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Notification mail (docs/product.md §7.7): through the system mailer to a real SMTP server
+"""Notification mail (docs/product.md §7.10): through the system mailer to a real SMTP server
 (aiosmtpd, tests/servers/smtp.py), one mail per person per batch however many events, never a
 second mail for the same notifications, whether the beat runs twice or two batches overlap."""
 

@@ -1,4 +1,4 @@
-"""Notifications (docs/product.md §7.7): the notify service and its preferences, the bell and
+"""Notifications (docs/product.md §7.10): the notify service and its preferences, the bell and
 the notifications page, and each kind wired to its real source (the sync against Dovecot, the
 filing of real mail, the admin changing a mailbox's server)."""
 

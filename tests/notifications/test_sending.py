@@ -1,4 +1,4 @@
-"""A message I sent that failed, or whose outcome is unknown, tells me (docs/product.md §7.7),
+"""A message I sent that failed, or whose outcome is unknown, tells me (docs/product.md §7.10),
 driven through the real outbox against aiosmtpd and Dovecot (tests/servers/)."""
 
 from __future__ import annotations

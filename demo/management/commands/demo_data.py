@@ -571,7 +571,7 @@ class Command(BaseCommand):
     def notes(self, users) -> None:
         """A team at work: internal notes on a ticket, an account, a lead and support
         conversations, with mentions, so the bell and Mentions have something in them
-        (docs/product.md §7.6, §7.7). Only once: the team's own notes are never touched."""
+        (docs/product.md §7.9, §7.10). Only once: the team's own notes are never touched."""
         if Note.objects.exists():
             return
         tickets = list(Ticket.objects.order_by("-number")[:2])
