@@ -1,4 +1,5 @@
-"""The Celery application. Tasks live in connector/scheduling/tasks.py; the beat schedule is
+"""The Celery application. Tasks live in connector/scheduling/tasks.py (and the notification
+mail batch in notifications/tasks.py); the beat schedule is
 data in settings (CELERY_BEAT_SCHEDULE) so that one place says what runs when."""
 
 import os
@@ -9,4 +10,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings")
 
 app = Celery("relay")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["connector.scheduling"])
+app.autodiscover_tasks(["connector.scheduling", "notifications"])

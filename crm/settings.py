@@ -76,6 +76,8 @@ INSTALLED_APPS = [
     "crm",
     "inbox",
     "connector",
+    "notifications",
+    "notes",
     "demo",
 ]
 
@@ -273,6 +275,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Completed job records and old ledger entries, after RELAY_PURGE_AFTER_DAYS (see
     # docs/product.md §8).
     "purge-completed-jobs": {"task": "relay.purge", "schedule": 24 * 3600.0},
+    # Notification mail: one mail per person per batch (notifications/services.py).
+    "send-notification-digests": {"task": "relay.send_notification_digests", "schedule": 60.0},
 }
 # Workers log through LOGGING below (one structured line per event, secrets redacted) instead
 # of Celery's own root handler.
@@ -305,6 +309,11 @@ MAILERS = {
         ),
     }
 }
+# Notification mail (docs/product.md §7.10): a person's pending notifications are mailed together
+# once the oldest has waited this many minutes, so a burst of events is one mail.
+RELAY_NOTIFY_EMAIL_AFTER_MINUTES = env.int("RELAY_NOTIFY_EMAIL_AFTER_MINUTES", default=5)
+# This site's address, for links in mail Relay sends as itself (notification mail).
+RELAY_SITE_URL = env("RELAY_SITE_URL", default="http://127.0.0.1:8000")
 RELAY_PURGE_AFTER_DAYS = env.int("RELAY_PURGE_AFTER_DAYS", default=30)
 RELAY_PAGE_SIZE = 25
 # Seconds before a silent mail server counts as down (docs/reliability.md S-12, I-08).

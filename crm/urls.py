@@ -16,5 +16,7 @@ urlpatterns = [
     ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("inbox/", include("inbox.urls")),
+    path("notes/", include("notes.urls")),
+    path("notifications/", include("notifications.urls")),
     path("", include("crm.record_urls")),
 ]

@@ -147,3 +147,21 @@ def test_refuses_to_run_in_production(settings):
     with pytest.raises(CommandError, match="production"):
         call_command("demo_data", stdout=StringIO())
     assert Account.objects.count() == 0
+
+
+def test_the_team_has_written_notes_and_mentioned_each_other():
+    from notes.models import Mention, Note
+    from notifications.models import Kind, Notification
+
+    load()
+
+    kinds = set(Note.objects.values_list("target_type", flat=True))
+    assert {"ticket", "thread", "account", "lead"} <= kinds
+    assert Mention.objects.filter(user__username="demo").exists()
+    demo_unread = Notification.objects.filter(
+        recipient__username="demo", kind=Kind.MENTIONED, read_at__isnull=True
+    )
+    assert demo_unread.count() >= 2  # the newcomer's bell has something in it
+    notes, notifications = Note.objects.count(), Notification.objects.count()
+    load()
+    assert (Note.objects.count(), Notification.objects.count()) == (notes, notifications)

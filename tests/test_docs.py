@@ -30,10 +30,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
-SCANNED_DIRS = ("crm", "inbox", "connector", "demo", "tests", "bench", "bin", "schema", "docs")
+SCANNED_DIRS = (
+    "crm",
+    "inbox",
+    "connector",
+    "notes",
+    "notifications",
+    "demo",
+    "tests",
+    "bench",
+    "bin",
+    "schema",
+    "docs",
+)
 SCANNED_TOP = ("README.md", "Makefile", "Dockerfile", "docker-compose.yml", ".ci/run")
 SKIPPED_PARTS = {"__pycache__", "vendor", "node_modules"}
-APPS = ("crm", "inbox")  # the apps with templates/ and static/ folders
+# The apps with templates/ and static/ folders.
+APPS = ("crm", "inbox", "notes", "notifications")
 
 # Entry ids of docs/reliability.md: S-01 (sync), P- (parser), X- (rendering), A- (attachments),
 # M- (sending), C- (credentials and access), I- (infrastructure).

@@ -101,6 +101,11 @@ def test_the_wheel_carries_templates_static_files_migrations_and_commands(instal
         "crm/migrations/0001_initial.py",
         "connector/management/commands/mailbox.py",
         "demo/management/commands/demo_data.py",
+        "notes/templates/notes/_panel.html",
+        "notes/static/notes/notes.js",
+        "notes/migrations/0001_initial.py",
+        "notifications/templates/notifications/_bell.html",
+        "notifications/migrations/0001_initial.py",
     ):
         assert (site / path).is_file(), path
 

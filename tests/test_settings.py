@@ -107,7 +107,7 @@ def test_the_code_reads_only_settings_that_are_declared():
     declared = set(re.findall(r"^\s*([A-Z][A-Z0-9_]*)\s*[:=]", _settings_source(), re.M))
     declared |= {name for name in dir(global_settings) if name.isupper()}
     problems = []
-    for package in ("crm", "inbox", "connector", "demo"):
+    for package in ("crm", "inbox", "connector", "notes", "notifications", "demo"):
         for path in (BASE_DIR / package).rglob("*.py"):
             text = path.read_text()
             if re.search(r"getattr\(\s*(django_)?settings\s*,", text):

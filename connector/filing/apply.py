@@ -22,6 +22,7 @@ from connector.ingest.bulk import insert_ignoring_conflicts
 from crm.models import ContactEmail, Ticket
 from crm.services import contact_create, ticket_create
 from inbox.models import Filing, Message, OutboxEntry, TriageEntry
+from inbox.signals import mail_filed
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ def file_batch(
     decisions = decide_batch(facts, lookups, initial=initial, retroactive=retroactive, now=now)
     report = apply_decisions(decisions, now=now, retroactive=retroactive)
     Message.objects.filter(pk__in=list(message_ids), filed_at__isnull=True).update(filed_at=now)
+    # Listeners (notifications/receivers.py: a customer replied on a ticket) act on commit.
+    mail_filed.send(
+        sender=Message, message_ids=list(message_ids), initial=initial, retroactive=retroactive
+    )
     return report
 
 

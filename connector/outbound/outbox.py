@@ -66,6 +66,7 @@ from inbox.models import (
     Mailbox,
     OutboxEntry,
 )
+from inbox.signals import mailbox_needs_reconnect, outbox_entry_stuck
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ def _claim(entry_id: int) -> OutboxEntry | None:
                 entry.state = OutboxEntry.State.FAILED
                 entry.last_error = str(exc)[:2000]
                 entry.save(update_fields=["state", "last_error", "updated_at", *fields[4:]])
+                outbox_entry_stuck.send(
+                    sender=OutboxEntry, entry_id=entry.pk, state=OutboxEntry.State.FAILED
+                )
                 return None
             entry.raw_file = storage.save_raw(
                 mailbox_id=entry.mailbox_id, digest=storage.sha256(raw), raw=raw
@@ -190,6 +194,8 @@ def _to_retry(entry: OutboxEntry, exc: Exception) -> SendResult:
 
 def _to_failed(entry: OutboxEntry, detail: str) -> SendResult:
     _release(entry, state=OutboxEntry.State.FAILED, last_error=detail[:2000], next_attempt_at=None)
+    # Its author is told (notifications/receivers.py, through inbox/signals.py).
+    outbox_entry_stuck.send(sender=OutboxEntry, entry_id=entry.pk, state=OutboxEntry.State.FAILED)
     log.warning("outbox %s failed: %s", entry.pk, detail)
     return SendResult(entry.pk, OutboxEntry.State.FAILED, detail)
 
@@ -209,9 +215,15 @@ def _login_refused(entry: OutboxEntry, exc: AuthenticationFailed) -> SendResult:
     """The SMTP login (or the OAuth grant) was refused: the mailbox needs a person, exactly as
     when the sync's login is refused (docs/reliability.md S-28); the entry waits, it is not
     failed."""
-    Mailbox.objects.filter(pk=entry.mailbox_id).exclude(state=Mailbox.State.NEEDS_RECONNECT).update(
-        state=Mailbox.State.NEEDS_RECONNECT, last_error=str(exc)[:2000], next_sync_at=None
+    stopped = (
+        Mailbox.objects.filter(pk=entry.mailbox_id)
+        .exclude(state=Mailbox.State.NEEDS_RECONNECT)
+        .update(state=Mailbox.State.NEEDS_RECONNECT, last_error=str(exc)[:2000], next_sync_at=None)
     )
+    if stopped:
+        mailbox_needs_reconnect.send(
+            sender=Mailbox, mailbox_id=entry.mailbox_id, reason="the SMTP server refused the login"
+        )
     _release(
         entry,
         state=OutboxEntry.State.RETRYING,

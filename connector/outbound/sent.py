@@ -40,6 +40,7 @@ from inbox.models import (
     Message,
     OutboxEntry,
 )
+from inbox.signals import outbox_entry_stuck
 
 log = logging.getLogger(__name__)
 
@@ -363,11 +364,16 @@ def reconcile_entry(entry_id: int) -> SendResult:
         return SendResult(entry.pk, OutboxEntry.State.SENT, "found in the Sent folder")
     # Only providers that file SMTP mail in Sent themselves can still show it later.
     again = _provider_saves_sent(entry.mailbox) and now - entry.updated_at < VERIFY_FOR
-    OutboxEntry.objects.filter(pk=entry.pk, state=OutboxEntry.State.VERIFY).update(
+    waiting = OutboxEntry.objects.filter(pk=entry.pk, state=OutboxEntry.State.VERIFY).update(
         next_attempt_at=timezone.now() + VERIFY_RETRY if again else None,
         last_error=(
             "Not found in the Sent folder. The server may or may not have delivered it: "
             "send it again, or mark it as sent if the recipient has it."
         ),
     )
+    if waiting and not again:
+        # Now a person must decide: its author is told (notifications/receivers.py).
+        outbox_entry_stuck.send(
+            sender=OutboxEntry, entry_id=entry.pk, state=OutboxEntry.State.VERIFY
+        )
     return SendResult(entry.pk, OutboxEntry.State.VERIFY, "not found in the Sent folder")

@@ -31,6 +31,7 @@ from connector.sync.writeback import push_pending_changes
 from connector.transport.errors import AuthenticationFailed, MailError, TemporaryFailure
 from connector.transport.imap import open_session
 from inbox.models import Mailbox
+from inbox.signals import mailbox_needs_reconnect
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
@@ -96,6 +97,10 @@ def _record_failure(mailbox: Mailbox, report: SyncReport, exc: Exception, *, nee
             last_error=report.error,
             consecutive_failures=failures,
             next_sync_at=None,
+        )
+        # Its owner (or the admins) are told (notifications/receivers.py, through inbox).
+        mailbox_needs_reconnect.send(
+            sender=Mailbox, mailbox_id=mailbox.pk, reason="the server refused the login"
         )
     else:
         backoff = min(timedelta(seconds=30) * (2 ** min(failures - 1, 10)), MAX_BACKOFF)

@@ -40,6 +40,7 @@ from connector.transport.imap import open_session
 from inbox.crypto import Secret
 from inbox.models import Mailbox
 from inbox.ports import AuthorizationRequest, OAuthGrant
+from inbox.signals import mailbox_needs_reconnect
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,9 @@ def ensure_access_token(mailbox_id: int, *, rejected: str | None = None) -> str:
                 "authorisation (revoked or expired). Reconnect it."
             ),
             next_sync_at=None,
+        )
+        mailbox_needs_reconnect.send(
+            sender=Mailbox, mailbox_id=mailbox_id, reason="its sign-in was revoked or expired"
         )
     log.warning("oauth mailbox=%s needs reconnect: %s", mailbox_id, refused)
     raise refused

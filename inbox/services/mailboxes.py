@@ -18,6 +18,7 @@ from crm.normalize import normalize_email
 from .. import ports
 from ..models import LedgerEntry, Mailbox, PrimaryMailbox
 from ..permissions import can_manage_mailbox, readable_mailboxes
+from ..signals import mailbox_needs_reconnect
 from .composing import outbox_compose
 
 
@@ -408,6 +409,13 @@ def mailbox_admin_update(*, user, mailbox: Mailbox, new_password: str = "") -> l
         mailbox.next_sync_at = None
         mailbox.reconnect_reason = _reconnect_reason(user, before, mailbox, changed)
     mailbox.save()
+    if changed and not new_password:
+        mailbox_needs_reconnect.send(
+            sender=Mailbox,
+            mailbox_id=mailbox.pk,
+            reason=f"{_name(user)} changed its server settings",
+            actor_id=user.pk if user is not None else None,
+        )
     if changed:
         logging.getLogger("relay.audit").warning(
             "mailbox=%s %s: %s changed by %s; its stored secret was removed",

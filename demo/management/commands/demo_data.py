@@ -39,8 +39,11 @@ from crm.models import (
     Ticket,
 )
 from demo import corpus
-from inbox.models import Mailbox, Message, PrimaryMailbox
+from inbox.models import Mailbox, Message, PrimaryMailbox, Thread
 from inbox.services.mailboxes import mailbox_set_primary
+from notes.access import Target
+from notes.models import Note
+from notes.services import note_create
 
 DEMO_PASSWORD = "demo"
 SUPPORT_ADDRESS = "support@relay.example"  # the address the corpus writes to
@@ -416,6 +419,7 @@ class Command(BaseCommand):
         tickets_line_up = self.tickets(messages, users, accounts, contacts)
         self.opportunities(users, accounts, contacts)
         self.mailboxes(users, messages, import_mail=tickets_line_up)
+        self.notes(users)
         return self.created
 
     def user(self, username: str, person: corpus.Person, superuser: bool):
@@ -563,6 +567,65 @@ class Command(BaseCommand):
                 "Demo mail not imported: tickets existed before the demo data, so its ticket "
                 "references would point at the wrong tickets."
             )
+
+    def notes(self, users) -> None:
+        """A team at work: internal notes on a ticket, an account, a lead and support
+        conversations, with mentions, so the bell and Mentions have something in them
+        (docs/product.md §7.9, §7.10). Only once: the team's own notes are never touched."""
+        if Note.objects.exists():
+            return
+        tickets = list(Ticket.objects.order_by("-number")[:2])
+        threads = list(
+            Thread.objects.filter(mailbox__email_address=SUPPORT_ADDRESS)
+            .exclude(last_message_at=None)
+            .order_by("-last_message_at")[:2]
+        )
+        account = Account.objects.order_by("pk").first()
+        lead = Lead.objects.order_by("pk").first()
+        plan = []
+        if tickets:
+            ticket = Target("ticket", tickets[0])
+            plan += [
+                (
+                    "sofia",
+                    ticket,
+                    "Called the customer: it only happens since their upgrade last week. "
+                    "@lukas can you check the release notes?",
+                ),
+                (
+                    "lukas",
+                    ticket,
+                    "The new version changed the defaults (https://relay.example/changelog). "
+                    "Rolled their setting back; @demo please confirm with them before closing.",
+                ),
+            ]
+        if len(tickets) > 1:
+            plan.append(("demo", Target("ticket", tickets[1]), "Waiting for their logs."))
+        for thread in threads:
+            plan.append(
+                (
+                    "lukas",
+                    Target("thread", thread),
+                    "@sofia this looks like the same request as last week: same answer? "
+                    "@demo FYI, they asked for a call-back.",
+                )
+            )
+        if account is not None:
+            plan.append(
+                (
+                    "demo",
+                    Target("account", account),
+                    "Renewal talks start in March. The budget owner is the CFO, not IT.",
+                )
+            )
+        if lead is not None:
+            plan.append(
+                ("sofia", Target("lead", lead), "Met at the trade fair. @daniel knows them.")
+            )
+        for author, target, body in plan:
+            if author in users:
+                note_create(author=users[author], target=target, body=body)
+                self.created += 1
 
     def mailbox(self, *, email_address: str, **fields) -> Mailbox:
         mailbox = Mailbox.objects.filter(email_address=email_address).first()

@@ -1,0 +1,17 @@
+"""Events about mailboxes and outgoing mail, declared here so that the mail engine (connector),
+which sends them, and whoever listens (notifications/receivers.py) never import each other
+(docs/architecture.md: ports and signals). Each is sent inside or after the writing
+transaction; receivers defer their work with transaction.on_commit."""
+
+from django.dispatch import Signal
+
+# A mailbox stopped for a person: the server refused the login, the OAuth grant was revoked,
+# or someone changed where it connects (docs/product.md §2.5).
+mailbox_needs_reconnect = Signal()  # sender=Mailbox, mailbox_id, reason, actor_id=None
+
+# An outbox entry that needs its author: refused for good ("failed"), or its outcome is
+# unknown and a person must decide ("verify") (docs/product.md §5.2).
+outbox_entry_stuck = Signal()  # sender=OutboxEntry, entry_id, state
+
+# New mail was filed (not a first sync's history, not re-filing of old mail).
+mail_filed = Signal()  # sender=Message, message_ids, initial, retroactive

@@ -1,0 +1,143 @@
+"""Events of other layers that become notifications (docs/product.md §7.10). The mail engine
+never imports this app: it sends the signals declared in inbox/signals.py, and these receivers
+do their work once the sender's transaction has committed (so nothing is told about a change
+that was rolled back)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.dispatch import receiver
+from django.urls import reverse
+
+from crm.models import StaffEmail
+from inbox.models import Filing, Mailbox, OutboxEntry
+from inbox.signals import mail_filed, mailbox_needs_reconnect, outbox_entry_stuck
+
+from .models import Kind
+from .services import notify, notify_customer_replied, notify_many
+
+log = logging.getLogger(__name__)
+
+
+def _later(work) -> None:
+    # robust: a notification must never fail the sync, the send or the save that caused it.
+    transaction.on_commit(work, robust=True)
+
+
+def mailbox_admins(mailbox: Mailbox) -> list:
+    """Who must reconnect a mailbox: the owner of a personal one, the admins for a shared one
+    (inbox/permissions.py can_manage_mailbox)."""
+    if mailbox.kind == Mailbox.Kind.PERSONAL:
+        return [mailbox.owner] if mailbox.owner_id else []
+    return list(get_user_model().objects.filter(is_superuser=True, is_active=True))
+
+
+@receiver(mailbox_needs_reconnect)
+def on_mailbox_needs_reconnect(sender, mailbox_id: int, reason: str = "", actor_id=None, **kw):
+    def work() -> None:
+        mailbox = Mailbox.objects.select_related("owner").filter(pk=mailbox_id).first()
+        if mailbox is None or mailbox.state != Mailbox.State.NEEDS_RECONNECT:
+            return
+        actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+        since = mailbox.last_success_at or mailbox.created_at
+        text = f"{mailbox.email_address} needs reconnecting"
+        if reason:
+            text += f": {reason}"
+        notify_many(
+            recipients=mailbox_admins(mailbox),
+            kind=Kind.RECONNECT,
+            text=text,
+            url=reverse("inbox:mailbox_reconnect", args=[mailbox.pk]),
+            # One notification per outage: a later one (after a good sync) is news again.
+            key=f"mailbox:{mailbox.pk}:{since.isoformat()}",
+            actor=actor,
+        )
+
+    _later(work)
+
+
+def _entry_url(entry: OutboxEntry) -> str:
+    from crm.models import RECORD_MODELS
+
+    model = RECORD_MODELS.get(entry.record_type)
+    if model is not None and entry.record_id:
+        record = model.objects.filter(pk=entry.record_id).first()
+        if record is not None:
+            return record.get_absolute_url()
+    return reverse("inbox:inbox_page")
+
+
+@receiver(outbox_entry_stuck)
+def on_outbox_entry_stuck(sender, entry_id: int, state: str, **kwargs):
+    def work() -> None:
+        entry = OutboxEntry.objects.select_related("created_by").filter(pk=entry_id).first()
+        if entry is None or entry.created_by is None or entry.state != state:
+            return
+        subject = entry.subject or "(no subject)"
+        to = ", ".join(entry.to[:3]) or "(no recipient)"
+        if state == OutboxEntry.State.FAILED:
+            text = f"Your message “{subject}” to {to} could not be sent: {entry.last_error}"
+        else:
+            text = (
+                f"Nobody knows whether your message “{subject}” to {to} went out: send it "
+                "again or mark it as sent"
+            )
+        notify(
+            recipient=entry.created_by,
+            kind=Kind.SEND_FAILED,
+            text=text,
+            url=_entry_url(entry),
+            key=f"outbox:{entry.pk}:{state}",
+        )
+
+    _later(work)
+
+
+@receiver(mail_filed)
+def on_mail_filed(sender, message_ids, initial: bool = False, retroactive: bool = False, **kw):
+    """A customer's new mail filed on a ticket tells the ticket's assignee. History (a first
+    sync, re-filing after an address was added), our own mail, staff mail and automated mail
+    tell no one."""
+    if initial or retroactive:
+        return
+    ids = list(message_ids)
+
+    def work() -> None:
+        rows = list(
+            Filing.objects.filter(
+                message_id__in=ids,
+                record_type="ticket",
+                unlinked_at__isnull=True,
+                ticket__assignee__isnull=False,
+                ticket__assignee__is_active=True,
+                message__is_outgoing=False,
+                message__is_auto_reply=False,
+                message__is_bounce=False,
+                message__is_list=False,
+            )
+            .select_related("ticket__assignee", "message")
+            .defer("message__text_body", "message__html_body", "message__headers")
+        )
+        if not rows:
+            return
+        staff = set(
+            StaffEmail.objects.filter(
+                email__in={r.message.from_address for r in rows}, confirmed_at__isnull=False
+            ).values_list("email", flat=True)
+        )
+        for row in rows:
+            if row.message.from_address in staff:
+                continue
+            ticket = row.ticket
+            notify_customer_replied(
+                owner=ticket.assignee,
+                label=f"{ticket.reference} {ticket.subject}",
+                sender=row.message.from_name or row.message.from_address or "A customer",
+                url=ticket.get_absolute_url(),
+                key=f"message:{row.message.pk}:ticket:{ticket.pk}",
+            )
+
+    _later(work)
