@@ -160,7 +160,7 @@ def _store(
     refresh_threads(thread_ids=touched_threads)
     if created:
         # The conversations' state follows new mail here, once per message ever: a message
-        # found again is a duplicate and never reaches this (docs/reliability.md S-30).
+        # found again is a duplicate and never reaches this (docs/reliability.md S-32).
         sent = folder.special_use == Folder.SpecialUse.SENT
         for message in created:
             message.in_sent_folder = sent

@@ -359,6 +359,9 @@ def timeline_events(*, thread_id: int | None) -> list[ThreadEvent]:
     return list(ThreadEvent.objects.filter(thread=thread_id).select_related("actor"))
 
 
+_TICKET_WORDS = {"open": "open again", "waiting": "waiting on the customer", "done": "resolved"}
+
+
 def event_text(event: ThreadEvent) -> str:
     """ "Sofia assigned this to Lukas", "Done by Daniel", "Reopened by a reply from Ana"."""
     from ..services.conversations import user_label
@@ -389,7 +392,8 @@ def event_text(event: ThreadEvent) -> str:
         return "Waiting on the customer after our reply"
     label = Thread.Status(status).label if status in Thread.Status.values else status
     if data.get("reason") == "ticket":
-        return f"{label}: its ticket changed"
+        ticket = data.get("ticket") or "its ticket"
+        return f"{label}: {ticket} is {_TICKET_WORDS.get(status, status)}"
     return f"{label} by {who}" if status != Thread.Status.OPEN else f"Reopened by {who}"
 
 

@@ -101,11 +101,11 @@ def conversation_set_status(
     thread: Thread,
     status: str,
     until: dt.datetime | None = None,
-    from_ticket: bool = False,
+    from_ticket: str = "",
 ) -> bool:
     """Open, Waiting, Done, or Snoozed `until` a moment in the future. Returns whether it
     changed. On a support mailbox the tickets the conversation is filed on follow, unless
-    the change came from a ticket."""
+    the change came from a ticket (`from_ticket`: its reference)."""
     if status not in Status.values:
         raise ValidationError(f"Unknown status {status!r}.")
     now = timezone.now()
@@ -119,6 +119,8 @@ def conversation_set_status(
     data = {"status": status}
     if until is not None:
         data["until"] = until.isoformat()
+    if from_ticket:
+        data.update(reason="ticket", ticket=from_ticket)
     _event(thread, actor=actor, kind=ThreadEvent.Kind.STATUS, now=now, **data).save()
     if not from_ticket:
         _tickets_follow(thread, status)
@@ -183,7 +185,7 @@ def note_new_mail(*, messages: Iterable[Message], mailbox: Mailbox, history: boo
     transaction; connector/outbound/sent.py for Relay's own). Called once per message ever,
     when it is created: a message found again (another folder, a UIDVALIDITY reset) is a
     duplicate and comes nowhere near here, so re-syncing never reopens anything
-    (docs/reliability.md S-30).
+    (docs/reliability.md S-32).
 
     - A conversation a first sync brings in (`history`) starts Done: history is not work.
     - A customer's message reopens a Waiting, Done or Snoozed conversation.
@@ -298,7 +300,7 @@ def ticket_status_changed(*, ticket: Ticket, actor=None) -> int:
     changed = 0
     for thread in threads:
         changed += conversation_set_status(
-            actor=actor, thread=thread, status=status, from_ticket=True
+            actor=actor, thread=thread, status=status, from_ticket=ticket.reference
         )
     return changed
 
