@@ -194,7 +194,8 @@ def note_new_mail(*, messages: Iterable[Message], mailbox: Mailbox, history: boo
     The newest message of each thread in the batch decides."""
     newest: dict[int, Message] = {}
     for message in messages:
-        if message.thread_id is None:
+        # An out-of-office answer or a bounce is nobody writing back (docs/product.md §4.3).
+        if message.thread_id is None or message.is_auto_reply or message.is_bounce:
             continue
         current = newest.get(message.thread_id)
         key = (message.date is not None, message.date or 0, message.pk or 0)

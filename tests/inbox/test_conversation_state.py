@@ -460,6 +460,26 @@ def test_ticket_and_conversation_move_together(team, teammate, client):
         f"Done: {ticket.reference} is resolved"
     )
 
+    # New mail naming the closed ticket (a new thread) reopens it, and its conversations.
+    (again,) = filingkit.receive(mailbox, filingkit_raw(f"[{ticket.reference}] on fire again"))
+    assert again.thread_id != thread.pk
+    ticket.refresh_from_db()
+    thread.refresh_from_db()
+    assert (ticket.status, thread.status) == (Ticket.Status.OPEN, "open")
+    assert event_text(ThreadEvent.objects.filter(thread=thread).last()) == (
+        f"Open: {ticket.reference} is open again"
+    )
+
+    # An out-of-office answer reopens nothing.
+    conversation_set_status(actor=teammate, thread=thread, status="done")
+    raw = filingkit_raw("Auto: away", in_reply_to="<fire@customer.example>")
+    filingkit.receive(
+        mailbox, raw.replace(b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:")
+    )
+    thread.refresh_from_db()
+    ticket.refresh_from_db()
+    assert (thread.status, ticket.status) == ("done", Ticket.Status.RESOLVED)
+
 
 def filingkit_raw(subject, *, message_id=None, in_reply_to=None) -> bytes:
     from tests.connector.synckit import make_raw
