@@ -167,7 +167,8 @@ def _store(
         note_new_mail(
             messages=created,
             mailbox=Mailbox.objects.get(pk=mailbox_id),
-            history=initial,
+            # Imported files (.mbox/.eml) are archives, history as a first sync's mail is.
+            history=initial or folder.is_local,
         )
     result.new_message_ids.extend(m.pk for m in created)
     created_digests = {m.sha256 for m in created}
