@@ -394,6 +394,8 @@ def event_text(event: ThreadEvent) -> str:
     if data.get("reason") == "ticket":
         ticket = data.get("ticket") or "its ticket"
         return f"{label}: {ticket} is {_TICKET_WORDS.get(status, status)}"
+    if status == Thread.Status.WAITING:
+        return f"{who} set this to wait on the customer"
     return f"{label} by {who}" if status != Thread.Status.OPEN else f"Reopened by {who}"
 
 

@@ -118,7 +118,8 @@ def conversation_state(request, pk: int):
 def conversations_bulk_action(request):
     """The list's bulk bar: one action on the ticked conversations of one mailbox. Threads the
     user may not read are not there, as with a 404; none found at all is a 404."""
-    mailbox = get_mailbox_or_404(request.user, int(request.POST.get("mailbox") or 0))
+    wanted = request.POST.get("mailbox", "")
+    mailbox = get_mailbox_or_404(request.user, int(wanted) if wanted.isdigit() else 0)
     ids = [int(v) for v in request.POST.getlist("thread") if v.isdigit()][:500]
     threads = list(readable_threads(request.user).filter(mailbox=mailbox, pk__in=ids))
     if ids and not threads:
@@ -146,14 +147,6 @@ def conversations_bulk_action(request):
         return redirect(back)
     notice = f"{changed} conversation{'s' if changed != 1 else ''} changed."
     if request.htmx:
-        response = HttpResponse(status=204)
-        response["HX-Trigger"] = '{"inbox:changed": true, "inbox:notice": ' + _json(notice) + "}"
-        return response
+        return _trigger(HttpResponse(status=204), CHANGED)
     flash.success(request, notice)
     return redirect(back)
-
-
-def _json(text: str) -> str:
-    import json
-
-    return json.dumps(text)
