@@ -245,7 +245,7 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Completed job records and old ledger entries, after RELAY_PURGE_AFTER_DAYS (see
     # docs/product.md §8).
     "purge-completed-jobs": {"task": "relay.purge", "schedule": 24 * 3600.0},
-    # Snoozed conversations whose time came back to Open (docs/product.md §7.6); the lists
+    # Snoozed conversations whose time came back to Open (docs/product.md §7.8); the lists
     # count them as Open on time even when this runs late.
     "wake-snoozed-conversations": {"task": "relay.wake_snoozed", "schedule": 60.0},
 }

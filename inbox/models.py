@@ -123,7 +123,7 @@ class Mailbox(models.Model):
         default=300, help_text="Seconds between two syncs."
     )
     signature = models.TextField(blank=True)
-    # Reading is personal on a shared mailbox (docs/product.md §7.6): by default Relay keeps each
+    # Reading is personal on a shared mailbox (docs/product.md §7.8): by default Relay keeps each
     # person's read state to itself and leaves \Seen on the server alone; a personal mailbox
     # writes it back. None = the default for the mailbox's kind (Mailbox.writes_seen).
     write_seen_to_server = models.BooleanField(
@@ -236,7 +236,7 @@ class Mailbox(models.Model):
 
     @property
     def writes_seen(self) -> bool:
-        """Whether read/unread done in Relay is written to the server (docs/product.md §7.6)."""
+        """Whether read/unread done in Relay is written to the server (docs/product.md §7.8)."""
         if self.write_seen_to_server is not None:
             return self.write_seen_to_server
         return self.kind == self.Kind.PERSONAL
@@ -323,7 +323,7 @@ class Folder(models.Model):
 
 class Thread(models.Model):
     """A conversation: the messages of one mailbox that answer each other, with an owner and a
-    state (docs/product.md §7.6)."""
+    state (docs/product.md §7.8)."""
 
     class Status(models.TextChoices):
         OPEN = "open", "Open"
@@ -373,7 +373,7 @@ class Thread(models.Model):
 
 class ThreadEvent(models.Model):
     """Who changed what on a conversation: its timeline, shown to the team and never sent to
-    the customer (docs/product.md §7.6)."""
+    the customer (docs/product.md §7.8)."""
 
     class Kind(models.TextChoices):
         ASSIGNED = "assigned", "Assigned"
@@ -405,7 +405,7 @@ class ThreadEvent(models.Model):
 class ThreadRead(models.Model):
     """How far one user has read one conversation of a shared mailbox: every message stored
     after `read_up_to` (a message id: ids grow as mail is stored) is unread for them. No row:
-    the server's \\Seen decides (mail read in another client, history), docs/product.md §7.6."""
+    the server's \\Seen decides (mail read in another client, history), docs/product.md §7.8."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="thread_reads"

@@ -24,7 +24,7 @@ def remember_ticket_status(sender, instance: Ticket, **kwargs) -> None:
 
 @receiver(post_save, sender=Ticket, dispatch_uid="inbox.ticket_status_after")
 def conversations_follow_ticket(sender, instance: Ticket, created: bool, **kwargs) -> None:
-    """A support mailbox's conversation and its ticket move together (docs/product.md §7.6)."""
+    """A support mailbox's conversation and its ticket move together (docs/product.md §7.8)."""
     before = getattr(instance, "_status_before", None)
     if created or before is None or before == instance.status:
         return

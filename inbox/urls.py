@@ -27,7 +27,7 @@ urlpatterns = [
     path("poll/", inbox.inbox_poll, name="inbox_poll"),
     path("conversations/<int:pk>/", conversations.conversation, name="conversation"),
     path("conversations/<int:pk>/action/", conversations.message_action, name="message_action"),
-    # A conversation's owner and state (docs/product.md §7.6), one or many at a time.
+    # A conversation's owner and state (docs/product.md §7.8), one or many at a time.
     path(
         "conversations/<int:pk>/state/",
         conversation_state.conversation_state,

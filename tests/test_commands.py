@@ -151,7 +151,7 @@ def test_refuses_to_run_in_production(settings):
 
 def test_the_support_inbox_is_lived_in_and_stays_as_the_team_left_it():
     """Some conversations are everyone's own, some unassigned, some waiting, snoozed or done,
-    with who did it on their timelines (docs/product.md §7.6); a rerun changes none of it."""
+    with who did it on their timelines (docs/product.md §7.8); a rerun changes none of it."""
     from inbox.models import Thread, ThreadEvent
     from inbox.selectors.conversations import event_text, view_counts
 

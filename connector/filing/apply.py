@@ -82,7 +82,7 @@ def file_batch(
 
 def _customers_reopen_tickets(decisions: list[Decision], lookups) -> None:
     """A customer's new mail filed on a resolved or closed ticket reopens it (docs/product.md
-    §7.6), also when it starts a new thread that names the ticket. Through Ticket.save, so the
+    §7.8), also when it starts a new thread that names the ticket. Through Ticket.save, so the
     ticket's conversations follow (inbox/receivers.py). Only new mail: filing runs once per
     message (filed_at), and history never comes here. Our own mail, automated mail and a
     sender our server failed to authenticate reopen nothing."""

@@ -102,7 +102,7 @@ def _store_sent(entry: OutboxEntry, raw: bytes) -> Message:
                     message.save()
                     store_parts([(message, prepared)])
                     assign_threads(mailbox_id=entry.mailbox_id, messages=[message])
-                    # Our reply: the conversation waits on the customer (docs/product.md §7.6).
+                    # Our reply: the conversation waits on the customer (docs/product.md §7.8).
                     note_new_mail(messages=[message], mailbox=entry.mailbox, history=False)
                     created = True
             except IntegrityError:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 def existing_conversations_are_history(apps, schema_editor):
     """Conversations from before conversations had a state are history, as a first sync's are
-    (docs/product.md §7.6): Done, so "All open" starts empty instead of holding years of mail."""
+    (docs/product.md §7.8): Done, so "All open" starts empty instead of holding years of mail."""
     Thread = apps.get_model("inbox", "Thread")
     Thread.objects.update(status="done")
 

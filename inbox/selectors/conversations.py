@@ -55,7 +55,7 @@ _SPECIAL_ORDER = ["inbox", "sent", "drafts", "archive", "flagged", "all", "junk"
 def unread_messages(messages: QuerySet[Message], *, user, mailbox: Mailbox) -> QuerySet[Message]:
     """The messages of `messages` (all of `mailbox`) that are unread for `user`.
 
-    On a shared mailbox reading is personal (docs/product.md §7.6): once a person has opened a
+    On a shared mailbox reading is personal (docs/product.md §7.8): once a person has opened a
     conversation, their ThreadRead row decides (every message stored after it is unread for
     them); before that, the server's \\Seen does (history, mail read in another client). Our
     own mail is never unread. A personal mailbox has one reader: \\Seen alone."""
@@ -201,7 +201,7 @@ def _filtered_messages(
     return _search_messages(messages, filters.search)
 
 
-# --- Views: conversations by owner and state (docs/product.md §7.6) ---------------------------
+# --- Views: conversations by owner and state (docs/product.md §7.8) ---------------------------
 
 
 def open_now(now: dt.datetime) -> Q:

@@ -1,4 +1,4 @@
-"""A conversation's owner and state, and each person's read state (docs/product.md §7.6).
+"""A conversation's owner and state, and each person's read state (docs/product.md §7.8).
 
 Everything that changes a conversation's assignee or status comes through here: the inbox's
 buttons and shortcuts, bulk actions, the beat waking snoozed conversations, new mail noticed
@@ -24,7 +24,7 @@ from .messages import message_change_flag
 
 Status = Thread.Status
 
-# A support mailbox's conversation and its ticket move together (docs/product.md §7.6 rule 5).
+# A support mailbox's conversation and its ticket move together (docs/product.md §7.8 rule 5).
 _TICKET_FOR_STATUS = {
     Status.OPEN: Ticket.Status.OPEN,
     Status.WAITING: Ticket.Status.PENDING,

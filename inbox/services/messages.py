@@ -54,7 +54,7 @@ def _queue_server_changes(*, user, message, locations, action: str, target: str 
 def message_change_flag(*, user, message, action: str, write: bool = True) -> int:
     """Mark read/unread or flag/unflag `message` (already permission-checked by the caller).
     The local state changes at once; each server copy gets a pending change, unless `write`
-    is off (\\Seen on a mailbox that keeps reading to Relay, docs/product.md §7.6). Returns
+    is off (\\Seen on a mailbox that keeps reading to Relay, docs/product.md §7.8). Returns
     how many server writes were queued."""
 
     if action not in _FLAG_EFFECT:

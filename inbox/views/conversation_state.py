@@ -1,6 +1,6 @@
 """A conversation's owner and state: assign, Done, Open, Waiting, Snooze, one at a time from
 the conversation's toolbar (and its shortcuts e, i, h, #) or in bulk from the list
-(docs/product.md §7.6). Every action goes through the permission gate first: a conversation of
+(docs/product.md §7.8). Every action goes through the permission gate first: a conversation of
 a mailbox the user may not read is the same 404 as one that does not exist."""
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def message_action(request, pk: int):
     try:
         if action == "mark_read":
             # Reading a conversation reads all of it; on a shared mailbox for this reader
-            # alone (docs/product.md §7.6).
+            # alone (docs/product.md §7.8).
             if message.thread_id:
                 conversation_mark_read(user=request.user, thread=message.thread)
             else:

@@ -44,7 +44,7 @@ def _inbox_state(request) -> dict:
     view = get_view(mailbox, request.GET.get("view", "")) if mailbox else None
     wanted = request.GET.get("folder", "")
     if view is not None:
-        folder = None  # a view spans the mailbox's folders (docs/product.md §7.6)
+        folder = None  # a view spans the mailbox's folders (docs/product.md §7.8)
     elif wanted.isdigit():
         folder = next((f for f in folders if f.pk == int(wanted)), None)
         if folder is None:

@@ -1,4 +1,4 @@
-"""Conversations have an owner and a state, and reading is personal (docs/product.md §7.6):
+"""Conversations have an owner and a state, and reading is personal (docs/product.md §7.8):
 the services and selectors on PostgreSQL, the pages and actions as a user sees them, bulk
 actions, tickets and conversations moving together, per-user read state, the snooze beat and
 the list with its view counts in a bounded number of queries (3 vs 300 conversations)."""

@@ -328,7 +328,7 @@ def import_demo_mail(mailbox: Mailbox, messages: list[corpus.GeneratedMessage]) 
     return stored
 
 
-# The team at work on the support inbox (docs/product.md §7.6): for the newest conversations,
+# The team at work on the support inbox (docs/product.md §7.8): for the newest conversations,
 # (assignee or None, status, who did it). The imported mail is history (Done); these make the
 # views lived-in: some of everyone's, some unassigned, some waiting, snoozed and done.
 TEAM_PLAN = [

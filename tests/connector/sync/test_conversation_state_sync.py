@@ -1,5 +1,5 @@
 """A conversation's state follows real mail synced from the test Dovecot (docs/product.md
-§7.6): a customer's reply reopens a Done or Waiting conversation and wakes a snoozed one, our
+§7.8): a customer's reply reopens a Done or Waiting conversation and wakes a snoozed one, our
 own mail in Sent puts it in Waiting, history starts Done, and mail found again (a second
 sync, a UIDVALIDITY reset) reopens nothing (docs/reliability.md S-32). Reading on a shared
 mailbox stays in Relay unless the mailbox writes \\Seen back."""
