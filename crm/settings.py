@@ -277,6 +277,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     "purge-completed-jobs": {"task": "relay.purge", "schedule": 24 * 3600.0},
     # Notification mail: one mail per person per batch (notifications/services.py).
     "send-notification-digests": {"task": "relay.send_notification_digests", "schedule": 60.0},
+    # Snoozed conversations whose time came back to Open (docs/product.md §7.8); the lists
+    # count them as Open on time even when this runs late.
+    "wake-snoozed-conversations": {"task": "relay.wake_snoozed", "schedule": 60.0},
 }
 # Workers log through LOGGING below (one structured line per event, secrets redacted) instead
 # of Celery's own root handler.

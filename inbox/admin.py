@@ -151,6 +151,8 @@ class MailboxAdmin(admin.ModelAdmin):
                     "forward_unplaced_to",
                     "signature",
                     "privacy",
+                    "write_seen_to_server",
+                    "reply_sets_waiting",
                 )
             },
         ),

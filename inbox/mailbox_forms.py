@@ -312,13 +312,29 @@ class MailboxOptionsForm(forms.ModelForm):
     refresh_interval = forms.TypedChoiceField(
         label="Check for new mail", choices=REFRESH_CHOICES, coerce=int
     )
+    # A plain tick box: the model's "empty = by kind" default shows as what it means.
+    write_seen_to_server = forms.BooleanField(
+        required=False,
+        label="Write read and unread back to the mail server",
+        help_text="Off: opening a conversation marks it read in Relay for you alone, and other "
+        "mail clients keep their own read state (the default for shared mailboxes).",
+    )
 
     class Meta:
         model = Mailbox
-        fields = ["display_name", "create_contacts", "refresh_interval", "signature", "privacy"]
+        fields = [
+            "display_name",
+            "create_contacts",
+            "refresh_interval",
+            "signature",
+            "privacy",
+            "write_seen_to_server",
+            "reply_sets_waiting",
+        ]
         labels = {
             "create_contacts": "Create contacts for unknown senders",
             "privacy": "What colleagues see of this mail on records",
+            "reply_sets_waiting": "Our reply puts the conversation in Waiting",
         }
         widgets = {"signature": forms.Textarea(attrs={"rows": 4})}
         help_texts = {
@@ -336,6 +352,7 @@ class MailboxOptionsForm(forms.ModelForm):
                 *REFRESH_CHOICES,
                 (current, f"Every {current} seconds"),
             ]
+        self.fields["write_seen_to_server"].initial = self.instance.writes_seen
         if self.instance.kind == Mailbox.Kind.SHARED:
             del self.fields["privacy"]  # shared mail is readable in full by every grantee
 

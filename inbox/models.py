@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 from crm.models import Account, Contact, Lead, Opportunity, Ticket
 
@@ -122,6 +123,20 @@ class Mailbox(models.Model):
         default=300, help_text="Seconds between two syncs."
     )
     signature = models.TextField(blank=True)
+    # Reading is personal on a shared mailbox (docs/product.md §7.8): by default Relay keeps each
+    # person's read state to itself and leaves \Seen on the server alone; a personal mailbox
+    # writes it back. None = the default for the mailbox's kind (Mailbox.writes_seen).
+    write_seen_to_server = models.BooleanField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Write read/unread back to the mail server (\\Seen). Empty: off for shared "
+        "mailboxes, on for personal ones.",
+    )
+    reply_sets_waiting = models.BooleanField(
+        default=True,
+        help_text="A reply sent by the team puts the conversation in Waiting (on the customer).",
+    )
     # Subject and people unless the owner chooses otherwise: anyone who adds an address to a
     # record files past mail onto it (docs/product.md §4.5), so the default must not show the
     # text of personal mail to whoever did (docs/reliability.md C-13).
@@ -219,6 +234,18 @@ class Mailbox(models.Model):
     def login_name(self) -> str:
         return self.login or self.email_address
 
+    @property
+    def writes_seen(self) -> bool:
+        """Whether read/unread done in Relay is written to the server (docs/product.md §7.8)."""
+        if self.write_seen_to_server is not None:
+            return self.write_seen_to_server
+        return self.kind == self.Kind.PERSONAL
+
+    @property
+    def reads_per_user(self) -> bool:
+        """Shared mailboxes keep read/unread per user; a personal one has one reader."""
+        return self.kind == self.Kind.SHARED
+
 
 ENCRYPTED_FIELDS = {
     Mailbox: ["password_encrypted", "oauth_access_token_encrypted", "oauth_refresh_token_encrypted"]
@@ -295,17 +322,102 @@ class Folder(models.Model):
 
 
 class Thread(models.Model):
+    """A conversation: the messages of one mailbox that answer each other, with an owner and a
+    state (docs/product.md §7.8)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        WAITING = "waiting", "Waiting"
+        DONE = "done", "Done"
+        SNOOZED = "snoozed", "Snoozed"
+
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="threads")
     subject = models.CharField(max_length=500, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     message_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_threads",
+    )
+    # Snoozed until then; it counts as Open from that moment even before the beat wakes it.
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was last marked Done (time to close)."
+    )
 
     class Meta:
         ordering = ["-last_message_at", "-id"]
+        indexes = [
+            models.Index(fields=["mailbox", "status"], name="inbox_thread_mailbox_status"),
+            models.Index(
+                fields=["assignee"],
+                condition=Q(assignee__isnull=False),
+                name="inbox_thread_assignee_idx",
+            ),
+            models.Index(
+                fields=["snoozed_until"],
+                condition=Q(status="snoozed"),
+                name="inbox_thread_snoozed_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.subject or "(no subject)"
+
+
+class ThreadEvent(models.Model):
+    """Who changed what on a conversation: its timeline, shown to the team and never sent to
+    the customer (docs/product.md §7.8)."""
+
+    class Kind(models.TextChoices):
+        ASSIGNED = "assigned", "Assigned"
+        UNASSIGNED = "unassigned", "Unassigned"
+        STATUS = "status", "Status changed"
+        REOPENED = "reopened", "Reopened by the customer"
+        WOKE = "woke", "Woke from snooze"
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who did it; empty when Relay did it (a reply came in, a snooze ended).",
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # {"status": "done"}, {"assignee": 7, "assignee_name": "Lukas"}, {"until": "..."},
+    # {"from": "ana@example.com"}: what the timeline needs, even after a user is gone.
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["thread", "created_at"], name="inbox_event_thread_time")]
+
+
+class ThreadRead(models.Model):
+    """How far one user has read one conversation of a shared mailbox: every message stored
+    after `read_up_to` (a message id: ids grow as mail is stored) is unread for them. No row:
+    the server's \\Seen decides (mail read in another client, history), docs/product.md §7.8."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="thread_reads"
+    )
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="reads")
+    read_up_to = models.BigIntegerField(default=0)
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["thread", "user"], name="inbox_thread_read_once")
+        ]
 
 
 class Message(models.Model):

@@ -14,7 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from .models import Mailbox, Message
+from .models import Mailbox, Message, Thread
 
 
 def readable_mailboxes(user) -> QuerySet[Mailbox]:
@@ -48,6 +48,11 @@ def get_message_or_404(user, pk: int) -> Message:
         return readable_messages(user).select_related("mailbox").get(pk=pk)
     except Message.DoesNotExist as exc:
         raise Http404("No such message.") from exc
+
+
+def readable_threads(user) -> QuerySet[Thread]:
+    """Conversations of the mailboxes `user` may read (bulk actions pick among these)."""
+    return Thread.objects.filter(mailbox__in=readable_mailbox_ids(user))
 
 
 def can_manage_mailbox(user, mailbox: Mailbox) -> bool:

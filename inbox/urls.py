@@ -6,6 +6,7 @@ from django.urls import path
 from .views import (
     composing,
     connect,
+    conversation_state,
     conversations,
     email_tab,
     inbox,
@@ -26,6 +27,13 @@ urlpatterns = [
     path("poll/", inbox.inbox_poll, name="inbox_poll"),
     path("conversations/<int:pk>/", conversations.conversation, name="conversation"),
     path("conversations/<int:pk>/action/", conversations.message_action, name="message_action"),
+    # A conversation's owner and state (docs/product.md §7.8), one or many at a time.
+    path(
+        "conversations/<int:pk>/state/",
+        conversation_state.conversation_state,
+        name="conversation_state",
+    ),
+    path("conversations/bulk/", conversation_state.conversations_bulk_action, name="bulk"),
     # Qualify: filing by hand.
     path("conversations/<int:pk>/qualify/", qualify.qualify_dialog, name="qualify_dialog"),
     path("conversations/<int:pk>/qualify/search/", qualify.qualify_search, name="qualify_search"),

@@ -165,3 +165,31 @@ def test_the_team_has_written_notes_and_mentioned_each_other():
     notes, notifications = Note.objects.count(), Notification.objects.count()
     load()
     assert (Note.objects.count(), Notification.objects.count()) == (notes, notifications)
+
+
+def test_the_support_inbox_is_lived_in_and_stays_as_the_team_left_it():
+    """Some conversations are everyone's own, some unassigned, some waiting, snoozed or done,
+    with who did it on their timelines (docs/product.md §7.8); a rerun changes none of it."""
+    from inbox.models import Thread, ThreadEvent
+    from inbox.selectors.conversations import event_text, view_counts
+
+    load()
+    support = Mailbox.objects.get(kind=Mailbox.Kind.SHARED)
+    threads = Thread.objects.filter(mailbox=support)
+    assert set(threads.values_list("status", flat=True)) == {"open", "waiting", "snoozed", "done"}
+    owners = set(threads.exclude(assignee=None).values_list("assignee__username", flat=True))
+    assert owners == {"demo", "lukas", "sofia", "daniel"}
+    for username in owners:
+        user = get_user_model().objects.get(username=username)
+        counts = view_counts(mailbox=support, user=user)
+        assert counts["unassigned"] >= 3 and counts["waiting"] >= 2 and counts["snoozed"] >= 1
+        assert counts["mine"] + counts["done"] >= 1
+    texts = {event_text(e) for e in ThreadEvent.objects.select_related("actor")}
+    assert "Sofia Álvarez assigned this to Lukas Berger" in texts
+    assert any(t.startswith("Snoozed until") for t in texts)
+
+    Thread.objects.filter(mailbox=support, status="snoozed").update(status="done")
+    before = (ThreadEvent.objects.count(), list(threads.values_list("pk", "status", "assignee")))
+    load()
+    after = (ThreadEvent.objects.count(), list(threads.values_list("pk", "status", "assignee")))
+    assert after == before

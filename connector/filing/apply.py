@@ -75,12 +75,42 @@ def file_batch(
     lookups = load_lookups(facts, now=now)
     decisions = decide_batch(facts, lookups, initial=initial, retroactive=retroactive, now=now)
     report = apply_decisions(decisions, now=now, retroactive=retroactive)
+    if not initial and not retroactive:
+        _customers_reopen_tickets(decisions, lookups)
     Message.objects.filter(pk__in=list(message_ids), filed_at__isnull=True).update(filed_at=now)
     # Listeners (notifications/receivers.py: a customer replied on a ticket) act on commit.
     mail_filed.send(
         sender=Message, message_ids=list(message_ids), initial=initial, retroactive=retroactive
     )
     return report
+
+
+def _customers_reopen_tickets(decisions: list[Decision], lookups) -> None:
+    """A customer's new mail filed on a resolved or closed ticket reopens it (docs/product.md
+    §7.8), also when it starts a new thread that names the ticket. Through Ticket.save, so the
+    ticket's conversations follow (inbox/receivers.py). Only new mail: filing runs once per
+    message (filed_at), and history never comes here. Our own mail, automated mail and a
+    sender our server failed to authenticate reopen nothing."""
+    ids = {
+        p.ref.record_id
+        for d in decisions
+        if not (
+            d.unverified
+            or d.facts.is_automated
+            or d.facts.is_outgoing
+            or d.facts.pk in lookups.in_sent_folder
+            or d.facts.from_address in lookups.staff
+            or d.facts.from_address == d.mailbox_address
+        )
+        for p in d.placements
+        if p.ref.record_type == "ticket" and p.ref.record_id > 0
+    }
+    if not ids:
+        return
+    done = [Ticket.Status.RESOLVED, Ticket.Status.CLOSED]
+    for ticket in Ticket.objects.select_for_update().filter(pk__in=ids, status__in=done):
+        ticket.status = Ticket.Status.OPEN
+        ticket.save(update_fields=["status", "updated_at"])
 
 
 def apply_decisions(decisions: list[Decision], *, now, retroactive: bool = False) -> FilingReport:

@@ -38,9 +38,11 @@ from inbox.models import (
     Folder,
     LedgerEntry,
     Location,
+    Mailbox,
     Message,
     MessageAddress,
 )
+from inbox.services.conversations import note_new_mail
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -101,7 +103,7 @@ def store_batch(
     with transaction.atomic():
         if lease is not None:
             lease.check()
-        _store(folder, uidvalidity, prepared, result)
+        _store(folder, uidvalidity, prepared, result, initial=initial)
         if advance_cursor and items:
             top = max(item.uid for item in items)
             Folder.objects.filter(pk=folder.pk, last_uid__lt=top).update(last_uid=top)
@@ -116,7 +118,14 @@ def store_batch(
     return result
 
 
-def _store(folder: Folder, uidvalidity: int, prepared: list[Prepared], result: BatchResult):
+def _store(
+    folder: Folder,
+    uidvalidity: int,
+    prepared: list[Prepared],
+    result: BatchResult,
+    *,
+    initial: bool = False,
+):
     mailbox_id = folder.mailbox_id
     uids = [p.item.uid for p in prepared]
     ledger = {
@@ -149,6 +158,18 @@ def _store(folder: Folder, uidvalidity: int, prepared: list[Prepared], result: B
         existing[message.sha256] = message.pk
     store_parts(new_messages.values())
     refresh_threads(thread_ids=touched_threads)
+    if created:
+        # The conversations' state follows new mail here, once per message ever: a message
+        # found again is a duplicate and never reaches this (docs/reliability.md S-32).
+        sent = folder.special_use == Folder.SpecialUse.SENT
+        for message in created:
+            message.in_sent_folder = sent
+        note_new_mail(
+            messages=created,
+            mailbox=Mailbox.objects.get(pk=mailbox_id),
+            # Imported files (.mbox/.eml) are archives, history as a first sync's mail is.
+            history=initial or folder.is_local,
+        )
     result.new_message_ids.extend(m.pk for m in created)
     created_digests = {m.sha256 for m in created}
 

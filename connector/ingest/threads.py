@@ -24,7 +24,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from connector.ingest import bulk
-from inbox.models import Message, Thread
+from inbox.models import Message, Thread, ThreadEvent, ThreadRead
 
 _PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|tr|antw|rif|r)\s*(\[\d+\])?\s*:\s*)+", re.I)
 
@@ -136,7 +136,7 @@ def _adopt_earlier_replies(*, mailbox_id: int, messages: Sequence[Message]) -> s
     _move_messages(resolved)
     for message in messages:  # not inserted yet (ingest) or just updated above
         message.thread_id = resolved.get(message.thread_id, message.thread_id)
-    _delete_emptied(list(resolved))
+    _delete_emptied(list(resolved), resolved)
     return set(resolved.values())
 
 
@@ -161,10 +161,14 @@ def _move_messages(resolved: dict[int, int]) -> None:
     )
 
 
-def _delete_emptied(thread_ids: list[int]) -> None:
-    """Delete threads whose messages all moved away. Only Message refers to Thread, and no
-    message is left in these, so no cascade is needed: a plain DELETE, without the collector's
-    SELECT of the rows and UPDATE of their (absent) messages."""
+def _delete_emptied(thread_ids: list[int], resolved: dict[int, int] | None = None) -> None:
+    """Delete threads whose messages all moved away. Their timeline events follow their
+    messages to the thread they joined; read states are dropped (the joined conversation has
+    news for everyone). Then no row refers to them, so no cascade is needed: a plain DELETE,
+    without the collector's SELECT of the rows and UPDATE of their (absent) messages."""
+    for source, target in (resolved or {}).items():
+        ThreadEvent.objects.filter(thread_id=source).update(thread_id=target)
+    ThreadRead.objects.filter(thread_id__in=thread_ids).delete()
     Thread.objects.filter(pk__in=thread_ids)._raw_delete(connection.alias)
 
 

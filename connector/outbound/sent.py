@@ -40,6 +40,7 @@ from inbox.models import (
     Message,
     OutboxEntry,
 )
+from inbox.services.conversations import note_new_mail
 from inbox.signals import outbox_entry_stuck
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ def _store_sent(entry: OutboxEntry, raw: bytes) -> Message:
                     message.save()
                     store_parts([(message, prepared)])
                     assign_threads(mailbox_id=entry.mailbox_id, messages=[message])
+                    # Our reply: the conversation waits on the customer (docs/product.md §7.8).
+                    note_new_mail(messages=[message], mailbox=entry.mailbox, history=False)
                     created = True
             except IntegrityError:
                 # The Sent-folder sync stored the same bytes a moment ago: that is the one.

@@ -17,6 +17,7 @@ from connector.filing import refile
 from connector.outbound import outbox
 from connector.sync import mailbox as sync
 from connector.transport import oauth
+from inbox.services import conversations
 
 from . import dispatch
 from . import purge as purging
@@ -92,3 +93,13 @@ def purge() -> str:
     """Beat, daily: completed job records and old ledger entries (connector/scheduling/purge.py)."""
 
     return purging.purge().summary()
+
+
+@shared_task(name="relay.wake_snoozed", ignore_result=True)
+def wake_snoozed() -> int:
+    """Beat, every minute: snoozed conversations whose time came go back to Open
+    (inbox/services/conversations.py)."""
+    woke = conversations.wake_snoozed()
+    if woke:
+        log.info("woke %s snoozed conversations", woke)
+    return woke

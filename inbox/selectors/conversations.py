@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import (
     Case,
@@ -26,6 +28,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.utils import timezone
 
 from crm.models import (
     RECORD_MODELS,
@@ -34,10 +37,13 @@ from crm.models import (
 from ..models import (
     Filing,
     Folder,
+    Location,
     Mailbox,
     Message,
     MessageAddress,
     Thread,
+    ThreadEvent,
+    ThreadRead,
 )
 from ..permissions import readable_messages
 from .qualify import RECORD_LABELS
@@ -46,11 +52,27 @@ from .qualify import RECORD_LABELS
 _SPECIAL_ORDER = ["inbox", "sent", "drafts", "archive", "flagged", "all", "junk", "trash"]
 
 
-def folders_with_unread(*, mailbox: Mailbox) -> list[Folder]:
-    """The mailbox's folders with their unread counts, in one query (a grouped count of the
-    unread messages located in each folder)."""
+def unread_messages(messages: QuerySet[Message], *, user, mailbox: Mailbox) -> QuerySet[Message]:
+    """The messages of `messages` (all of `mailbox`) that are unread for `user`.
+
+    On a shared mailbox reading is personal (docs/product.md §7.8): once a person has opened a
+    conversation, their ThreadRead row decides (every message stored after it is unread for
+    them); before that, the server's \\Seen does (history, mail read in another client). Our
+    own mail is never unread. A personal mailbox has one reader: \\Seen alone."""
+    if not mailbox.reads_per_user:
+        return messages.filter(seen=False)
+    mine = ThreadRead.objects.filter(user=user, thread=OuterRef("thread")).values("read_up_to")
+    return messages.annotate(my_read=Subquery(mine[:1])).filter(
+        Q(my_read__isnull=True, seen=False) | Q(pk__gt=F("my_read")), is_outgoing=False
+    )
+
+
+def folders_with_unread(*, mailbox: Mailbox, user) -> list[Folder]:
+    """The mailbox's folders with their unread counts (unread for `user`), in one query (a
+    grouped count of the unread messages located in each folder)."""
+    in_folder = Message.objects.filter(locations__folder=OuterRef("pk"))
     unread = (
-        Message.objects.filter(locations__folder=OuterRef("pk"), seen=False)
+        unread_messages(in_folder, user=user, mailbox=mailbox)
         .order_by()
         .values("locations__folder")
         .annotate(n=Count("pk", distinct=True))
@@ -159,9 +181,11 @@ def _search_messages(messages: QuerySet[Message], search: str) -> QuerySet[Messa
     return messages
 
 
-def _filtered_messages(messages: QuerySet[Message], filters: MessageFilters) -> QuerySet:
+def _filtered_messages(
+    messages: QuerySet[Message], filters: MessageFilters, *, user, mailbox: Mailbox
+) -> QuerySet:
     if filters.unread:
-        messages = messages.filter(seen=False)
+        messages = unread_messages(messages, user=user, mailbox=mailbox)
     if filters.flagged:
         messages = messages.filter(flagged=True)
     if filters.attachments:
@@ -177,30 +201,121 @@ def _filtered_messages(messages: QuerySet[Message], filters: MessageFilters) -> 
     return _search_messages(messages, filters.search)
 
 
+# --- Views: conversations by owner and state (docs/product.md §7.8) ---------------------------
+
+
+def open_now(now: dt.datetime) -> Q:
+    """Open, or snoozed until a moment already past: a snooze ends on time even when the beat
+    that writes it (relay.wake_snoozed) runs late."""
+    return Q(status=Thread.Status.OPEN) | Q(status=Thread.Status.SNOOZED, snoozed_until__lte=now)
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    """One entry of the inbox sidebar's views: a condition on Thread for a user at a moment.
+    `shared_only` views make no sense with one reader (a personal mailbox)."""
+
+    slug: str
+    label: str
+    condition: Callable[..., Q]
+    shared_only: bool = False
+
+
+VIEWS: list[ConversationView] = [
+    ConversationView(
+        "mine", "Mine", lambda user, now: open_now(now) & Q(assignee=user), shared_only=True
+    ),
+    ConversationView(
+        "unassigned",
+        "Unassigned",
+        lambda user, now: open_now(now) & Q(assignee__isnull=True),
+        shared_only=True,
+    ),
+    ConversationView("open", "All open", lambda user, now: open_now(now)),
+    ConversationView("waiting", "Waiting", lambda user, now: Q(status=Thread.Status.WAITING)),
+    ConversationView(
+        "snoozed",
+        "Snoozed",
+        lambda user, now: Q(status=Thread.Status.SNOOZED, snoozed_until__gt=now),
+    ),
+    ConversationView("done", "Done", lambda user, now: Q(status=Thread.Status.DONE)),
+]
+
+
+def register_view(view: ConversationView, *, after: str | None = None) -> None:
+    """Add a view to the sidebar (e.g. Mentions): its count and list come with it."""
+    if any(v.slug == view.slug for v in VIEWS):
+        return
+    index = next((i + 1 for i, v in enumerate(VIEWS) if v.slug == after), len(VIEWS))
+    VIEWS.insert(index, view)
+
+
+def views_for(mailbox: Mailbox) -> list[ConversationView]:
+    return [v for v in VIEWS if mailbox.reads_per_user or not v.shared_only]
+
+
+def get_view(mailbox: Mailbox, slug: str) -> ConversationView | None:
+    return next((v for v in views_for(mailbox) if v.slug == slug), None)
+
+
+_OUT_OF_SIGHT = [Folder.SpecialUse.TRASH, Folder.SpecialUse.JUNK]
+
+
+def live_threads(*, mailbox: Mailbox) -> QuerySet[Thread]:
+    """The mailbox's conversations the views count: those with a message that is not only in
+    Trash or Junk."""
+    binned = Location.objects.filter(message=OuterRef("pk"), folder__special_use__in=_OUT_OF_SIGHT)
+    kept = Message.objects.filter(thread=OuterRef("pk")).filter(~Exists(binned))
+    return Thread.objects.filter(mailbox=mailbox).filter(Exists(kept))
+
+
+def view_counts(*, mailbox: Mailbox, user, now: dt.datetime | None = None) -> dict[str, int]:
+    """How many conversations each view holds for `user`: one query."""
+    now = now or timezone.now()
+    views = views_for(mailbox)
+    if not views:
+        return {}
+    figures = live_threads(mailbox=mailbox).aggregate(
+        **{v.slug: Count("pk", filter=v.condition(user, now)) for v in views}
+    )
+    return {slug: figures[slug] or 0 for slug in figures}
+
+
 def conversations(
-    *, mailbox: Mailbox, folder: Folder | None, filters: MessageFilters
+    *,
+    mailbox: Mailbox,
+    folder: Folder | None,
+    filters: MessageFilters,
+    user,
+    view: ConversationView | None = None,
+    now: dt.datetime | None = None,
 ) -> QuerySet[Thread]:
     """The conversations (threads) of a readable mailbox with at least one message in
-    `folder` that passes the filters, newest activity first. Each row carries its newest
-    matching message's id and date, its unread count and whether any message is flagged or
-    has attachments; `attach_latest` then fetches those newest messages in one query.
+    `folder` that passes the filters (or, for a view, the view's conversations across the
+    mailbox), newest activity first. Each row carries its newest matching message's id and
+    date, its unread count for `user`, whether any message is flagged or has attachments, and
+    its assignee; `attach_latest` then fetches those newest messages in one query.
 
     The mailbox must come from the permission gate (get_mailbox_or_404)."""
+    now = now or timezone.now()
     matching = Message.objects.filter(mailbox=mailbox, thread=OuterRef("pk"))
-    if folder is not None:
+    if folder is not None and view is None:
         matching = matching.filter(locations__folder=folder)
-    matching = _filtered_messages(matching, filters)
+    matching = _filtered_messages(matching, filters, user=user, mailbox=mailbox)
     newest = matching.order_by(F("date").desc(nulls_last=True), "-pk")
-    in_thread = Message.objects.filter(thread=OuterRef("pk")).order_by().values("thread")
+    in_thread = Message.objects.filter(thread=OuterRef("pk"))
+    unread = unread_messages(in_thread, user=user, mailbox=mailbox).order_by().values("thread")
+    threads = Thread.objects.filter(mailbox=mailbox)
+    if view is not None:
+        threads = live_threads(mailbox=mailbox).filter(view.condition(user, now))
     return (
-        Thread.objects.filter(mailbox=mailbox)
-        .filter(Exists(matching))
+        threads.filter(Exists(matching))
+        .select_related("assignee")
         .annotate(
             latest_id=Subquery(newest.values("pk")[:1]),
             latest_date=Subquery(newest.values("date")[:1]),
             unread_count=Subquery(
-                in_thread.filter(seen=False).annotate(n=Count("pk")).values("n"),
-                output_field=IntegerField(),
+                unread.annotate(n=Count("pk")).values("n"), output_field=IntegerField()
             ),
             is_flagged=Exists(Message.objects.filter(thread=OuterRef("pk"), flagged=True)),
             with_attachments=Exists(
@@ -212,6 +327,76 @@ def conversations(
         )
         .order_by(F("latest_date").desc(nulls_last=True), "-pk")
     )
+
+
+def effective_status(thread: Thread, now: dt.datetime | None = None) -> str:
+    """The status people see: a snooze that ended is Open, whether or not the beat wrote it."""
+    now = now or timezone.now()
+    if thread.status == Thread.Status.SNOOZED and (
+        thread.snoozed_until is None or thread.snoozed_until <= now
+    ):
+        return Thread.Status.OPEN
+    return thread.status
+
+
+def assignable_users(*, mailbox: Mailbox):
+    """The people a conversation of `mailbox` may be given to, by name: whoever may read it
+    (on a personal mailbox, its owner alone)."""
+    users = get_user_model().objects.filter(is_active=True)
+    if mailbox.kind == Mailbox.Kind.PERSONAL:
+        return users.filter(pk=mailbox.owner_id)
+    return (
+        users.filter(Q(granted_mailboxes=mailbox) | Q(groups__granted_mailboxes=mailbox))
+        .distinct()
+        .order_by("first_name", "last_name", "username")
+    )
+
+
+def timeline_events(*, thread_id: int | None) -> list[ThreadEvent]:
+    """The conversation's events, oldest first, with who did them: one query."""
+    if not thread_id:
+        return []
+    return list(ThreadEvent.objects.filter(thread=thread_id).select_related("actor"))
+
+
+_TICKET_WORDS = {"open": "open again", "waiting": "waiting on the customer", "done": "resolved"}
+
+
+def event_text(event: ThreadEvent) -> str:
+    """ "Sofia assigned this to Lukas", "Done by Daniel", "Reopened by a reply from Ana"."""
+    from ..services.conversations import user_label
+
+    who = user_label(event.actor) if event.actor_id else "Relay"
+    data = event.data or {}
+    if event.kind == ThreadEvent.Kind.ASSIGNED:
+        target = data.get("assignee_name", "someone")
+        if event.actor_id and data.get("assignee") == event.actor_id:
+            return f"{who} took this"
+        return f"{who} assigned this to {target}"
+    if event.kind == ThreadEvent.Kind.UNASSIGNED:
+        return f"{who} unassigned this"
+    if event.kind == ThreadEvent.Kind.REOPENED:
+        return f"Reopened by a reply from {data.get('sender') or 'the customer'}"
+    if event.kind == ThreadEvent.Kind.WOKE:
+        return "Back from snooze"
+    status = data.get("status", "")
+    if status == Thread.Status.SNOOZED:
+        until = data.get("until", "")
+        try:
+            moment = timezone.localtime(dt.datetime.fromisoformat(until))
+            until = f"{moment.day} {moment:%b}, {moment:%H:%M}"
+        except ValueError:
+            pass
+        return f"Snoozed until {until} by {who}"
+    if data.get("reason") == "reply":
+        return "Waiting on the customer after our reply"
+    label = Thread.Status(status).label if status in Thread.Status.values else status
+    if data.get("reason") == "ticket":
+        ticket = data.get("ticket") or "its ticket"
+        return f"{label}: {ticket} is {_TICKET_WORDS.get(status, status)}"
+    if status == Thread.Status.WAITING:
+        return f"{who} set this to wait on the customer"
+    return f"{label} by {who}" if status != Thread.Status.OPEN else f"Reopened by {who}"
 
 
 def attach_latest(threads) -> None:
@@ -279,13 +464,18 @@ def record_short_label(record) -> str:
     return str(record)
 
 
-def list_fingerprint(*, mailbox: Mailbox, folder: Folder | None) -> str:
+def list_fingerprint(*, mailbox: Mailbox, folder: Folder | None, user) -> str:
     """Changes when the folder's mail changes in a way the list shows (new mail, read or
-    unread, a message leaving): the inbox polls with it and gets nothing back while it holds.
-    One aggregate query."""
+    unread, a message leaving, a conversation assigned or closed by anyone): the inbox polls
+    with it and gets nothing back while it holds. Three aggregate queries."""
     messages = Message.objects.filter(mailbox=mailbox)
     if folder is not None:
         messages = messages.filter(locations__folder=folder)
+    events = ThreadEvent.objects.filter(thread__mailbox=mailbox).aggregate(n=Max("pk"))["n"]
+    reads = ThreadRead.objects.filter(thread__mailbox=mailbox, user=user).aggregate(
+        n=Max("read_at")
+    )["n"]
+    state = f"{events or 0}-{reads.timestamp() if reads else 0}-"
     figures = messages.aggregate(
         newest=Max("pk"),
         total=Count("pk", distinct=True),
@@ -293,7 +483,7 @@ def list_fingerprint(*, mailbox: Mailbox, folder: Folder | None) -> str:
         flagged=Count("pk", filter=Q(flagged=True), distinct=True),
         filings=Count("filings", filter=Q(filings__unlinked_at__isnull=True), distinct=True),
     )
-    return "-".join(
+    return state + "-".join(
         str(figures[k] or 0) for k in ("newest", "total", "unread", "flagged", "filings")
     )
 

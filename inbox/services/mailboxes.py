@@ -430,9 +430,18 @@ def mailbox_admin_update(*, user, mailbox: Mailbox, new_password: str = "") -> l
 
 
 def mailbox_update_options(*, user, mailbox: Mailbox, **fields) -> Mailbox:
-    """Display name, signature, refresh interval, create contacts, privacy: what may change
-    after connecting (never the address or the sync-from date)."""
-    allowed = {"display_name", "create_contacts", "refresh_interval", "signature", "privacy"}
+    """Display name, signature, refresh interval, create contacts, privacy, writing \\Seen back
+    and whether our reply means Waiting: what may change after connecting (never the address
+    or the sync-from date)."""
+    allowed = {
+        "display_name",
+        "create_contacts",
+        "refresh_interval",
+        "signature",
+        "privacy",
+        "write_seen_to_server",
+        "reply_sets_waiting",
+    }
     if not can_manage_mailbox(user, mailbox):
         raise PermissionDenied("You may not change this mailbox.")
     unknown = set(fields) - allowed

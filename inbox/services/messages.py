@@ -51,10 +51,11 @@ def _queue_server_changes(*, user, message, locations, action: str, target: str 
 
 
 @transaction.atomic
-def message_change_flag(*, user, message, action: str) -> int:
+def message_change_flag(*, user, message, action: str, write: bool = True) -> int:
     """Mark read/unread or flag/unflag `message` (already permission-checked by the caller).
-    The local state changes at once; each server copy gets a pending change. Returns how many
-    server writes were queued."""
+    The local state changes at once; each server copy gets a pending change, unless `write`
+    is off (\\Seen on a mailbox that keeps reading to Relay, docs/product.md §7.8). Returns
+    how many server writes were queued."""
 
     if action not in _FLAG_EFFECT:
         raise ValidationError(f"Unknown action {action!r}.")
@@ -64,9 +65,11 @@ def message_change_flag(*, user, message, action: str) -> int:
         flags = set(location.flags)
         flags.add(flag) if on else flags.discard(flag)
         location.flags = sorted(flags)
-    Location.objects.bulk_update(locations, ["flags"])
     field = "seen" if flag == "\\Seen" else "flagged"
     Message.objects.filter(pk=message.pk).update(**{field: on})
+    if not write:
+        return 0
+    Location.objects.bulk_update(locations, ["flags"])
     return _queue_server_changes(user=user, message=message, locations=locations, action=action)
 
 

@@ -9,15 +9,22 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from inbox.models import Folder
-from inbox.permissions import get_message_or_404, readable_messages
+from inbox.models import Folder, Message, Thread
+from inbox.permissions import get_message_or_404
 from inbox.selectors.conversations import (
+    assignable_users,
     conversation_messages,
+    effective_status,
+    event_text,
     filing_reason,
     move_targets,
     record_short_label,
+    timeline_events,
+    unread_messages,
 )
+from inbox.services.conversations import conversation_mark_read, conversation_mark_unread
 from inbox.services.messages import message_change_flag, message_delete, message_move
+from inbox.views.conversation_state import snooze_choices
 from inbox.views.htmx import CHANGED, _compose_url, _trigger
 
 
@@ -28,16 +35,47 @@ def _conversation_context(request, message) -> dict:
             filing.reason = filing_reason(filing)
             filing.label = record_short_label(filing.record)
     latest = thread[-1] if thread else message
+    mailbox = message.mailbox
+    unread_ids = set(
+        unread_messages(
+            Message.objects.filter(pk__in=[m.pk for m in thread]),
+            user=request.user,
+            mailbox=mailbox,
+        ).values_list("pk", flat=True)
+    )
+    for item in thread:
+        item.unread = item.pk in unread_ids
+    conversation = (
+        Thread.objects.select_related("assignee").filter(pk=message.thread_id).first()
+        if message.thread_id
+        else None
+    )
+    events = timeline_events(thread_id=message.thread_id)
+    for event in events:
+        event.text = event_text(event)
     return {
         "message": message,
         "latest": latest,
         "thread": thread,
+        "timeline": _timeline(thread, events),
+        "conversation": conversation,
+        "status": effective_status(conversation) if conversation else "",
+        "assignable": list(assignable_users(mailbox=mailbox)) if conversation else [],
+        "snooze_choices": snooze_choices(),
         "subject": latest.subject or message.subject,
-        "unread": [m for m in thread if not m.seen],
+        "unread": [m for m in thread if m.unread],
         "move_targets": move_targets(message=message),
         "compose_url": _compose_url(),
         "reading": _reading_available(),
     }
+
+
+def _timeline(messages, events) -> list[tuple[str, object]]:
+    """Messages and the team's events in time order: ("message", m) and ("event", e)."""
+    items = [("message", m, m.date or m.created_at) for m in messages]
+    items += [("event", e, e.created_at) for e in events]
+    items.sort(key=lambda item: (item[2] is None, item[2] or 0, item[0] == "event"))
+    return [(kind, obj) for kind, obj, _when in items]
 
 
 def _reading_available() -> bool:
@@ -74,12 +112,20 @@ def message_action(request, pk: int):
     notice = ""
     try:
         if action == "mark_read":
-            # Reading a conversation reads all of it.
-            for item in readable_messages(request.user).filter(
-                thread=message.thread_id or -1, mailbox=message.mailbox_id, seen=False
-            ) or [message]:
-                message_change_flag(user=request.user, message=item, action=action)
-        elif action in ("mark_unread", "flag", "unflag"):
+            # Reading a conversation reads all of it; on a shared mailbox for this reader
+            # alone (docs/product.md §7.8).
+            if message.thread_id:
+                conversation_mark_read(user=request.user, thread=message.thread)
+            else:
+                message_change_flag(
+                    user=request.user,
+                    message=message,
+                    action=action,
+                    write=message.mailbox.writes_seen,
+                )
+        elif action == "mark_unread":
+            conversation_mark_unread(user=request.user, message=message)
+        elif action in ("flag", "unflag"):
             message_change_flag(user=request.user, message=message, action=action)
         elif action == "move":
             target = get_object_or_404(
@@ -99,4 +145,6 @@ def message_action(request, pk: int):
     message = get_message_or_404(request.user, pk)
     context = _conversation_context(request, message)
     context["notice"] = notice
+    # Just marked unread: the conversation stays open but must not read itself again.
+    context["kept_unread"] = action == "mark_unread"
     return _trigger(render(request, "inbox/_conversation.html", context), CHANGED)

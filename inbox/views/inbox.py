@@ -12,14 +12,20 @@ from django.views.decorators.http import require_GET
 from inbox.forms import FilterForm
 from inbox.permissions import get_mailbox_or_404
 from inbox.selectors.conversations import (
+    assignable_users,
     attach_latest,
     conversations,
     default_folder,
+    effective_status,
     folders_with_unread,
+    get_view,
     list_fingerprint,
+    view_counts,
+    views_for,
 )
 from inbox.selectors.preferences import primary_mailbox_id, user_preferences
 from inbox.services.mailboxes import mailboxes_for_user
+from inbox.views.conversation_state import snooze_choices
 from inbox.views.htmx import _compose_url
 
 
@@ -33,10 +39,13 @@ def _inbox_state(request) -> dict:
         mailbox = get_mailbox_or_404(request.user, int(wanted))
     elif mailboxes:
         mailbox = mailboxes[0]  # the primary one comes first
-    folders = folders_with_unread(mailbox=mailbox) if mailbox else []
+    folders = folders_with_unread(mailbox=mailbox, user=request.user) if mailbox else []
     folder = None
+    view = get_view(mailbox, request.GET.get("view", "")) if mailbox else None
     wanted = request.GET.get("folder", "")
-    if wanted.isdigit():
+    if view is not None:
+        folder = None  # a view spans the mailbox's folders (docs/product.md §7.8)
+    elif wanted.isdigit():
         folder = next((f for f in folders if f.pk == int(wanted)), None)
         if folder is None:
             raise Http404("No such folder.")
@@ -49,23 +58,43 @@ def _inbox_state(request) -> dict:
         "mailbox": mailbox,
         "folders": folders,
         "folder": folder,
+        "view": view,
+        "views": _views_with_counts(request, mailbox),
         "filter_form": form,
         "filters": form.filters(),
     }
+
+
+def _views_with_counts(request, mailbox) -> list[dict]:
+    """The sidebar's views with their counts for this user (one query for all of them)."""
+    if mailbox is None:
+        return []
+    counts = view_counts(mailbox=mailbox, user=request.user)
+    return [{"view": v, "count": counts.get(v.slug, 0)} for v in views_for(mailbox)]
 
 
 def _list_context(request, state: dict) -> dict:
     mailbox, folder = state["mailbox"], state["folder"]
     if mailbox is None:
         return {**state, "page": None}
-    threads = conversations(mailbox=mailbox, folder=folder, filters=state["filters"])
+    threads = conversations(
+        mailbox=mailbox,
+        folder=folder,
+        filters=state["filters"],
+        user=request.user,
+        view=state["view"],
+    )
     per_page = user_preferences(user=request.user).emails_per_page
     page = Paginator(threads, per_page).get_page(request.GET.get("page"))
     attach_latest(page.object_list)
+    for thread in page.object_list:
+        thread.shown_status = effective_status(thread)
     return {
         **state,
         "page": page,
-        "fingerprint": list_fingerprint(mailbox=mailbox, folder=folder),
+        "assignable": list(assignable_users(mailbox=mailbox)),
+        "snooze_choices": snooze_choices(),
+        "fingerprint": list_fingerprint(mailbox=mailbox, folder=folder, user=request.user),
         "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
     }
 
@@ -88,7 +117,9 @@ def inbox_poll(request):
     state = _inbox_state(request)
     if state["mailbox"] is None:
         return HttpResponse(status=204)
-    fingerprint = list_fingerprint(mailbox=state["mailbox"], folder=state["folder"])
+    fingerprint = list_fingerprint(
+        mailbox=state["mailbox"], folder=state["folder"], user=request.user
+    )
     if request.GET.get("since") == fingerprint:
         return HttpResponse(status=204)
     context = _list_context(request, state)

@@ -8,7 +8,16 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from inbox.models import Filing, Message, OutboxEntry, PendingChange, TriageEntry
+from inbox.models import (
+    Filing,
+    Message,
+    OutboxEntry,
+    PendingChange,
+    Thread,
+    ThreadEvent,
+    ThreadRead,
+    TriageEntry,
+)
 from tests import factories as f
 from tests.inbox import mailkit
 
@@ -48,10 +57,15 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
     box = target["mailbox"].pk
     action = reverse("inbox:message_action", args=[m])
     link = reverse("inbox:qualify_link", args=[m])
+    state = reverse("inbox:conversation_state", args=[m])
+    bulk = reverse("inbox:bulk")
+    thread = target["message"].thread_id
     return [
         ("get", reverse("inbox:inbox_page") + f"?mailbox={box}", {}),
         ("get", reverse("inbox:inbox_page") + f"?mailbox={box}&folder={target['folder'].pk}", {}),
         ("get", reverse("inbox:inbox_poll") + f"?mailbox={box}", {}),
+        ("get", reverse("inbox:inbox_page") + f"?mailbox={box}&view=open", {}),
+        ("get", reverse("inbox:inbox_poll") + f"?mailbox={box}&view=done", {}),
         ("get", reverse("inbox:conversation", args=[m]), {}),
         ("get", reverse("inbox:qualify_dialog", args=[m]), {}),
         ("get", reverse("inbox:qualify_search", args=[m]) + "?q=ana", {}),
@@ -61,6 +75,12 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
         ("post", action, {"action": "unflag"}),
         ("post", action, {"action": "move", "folder": target["archive"].pk}),
         ("post", action, {"action": "delete"}),
+        ("post", state, {"action": "assign_me"}),
+        ("post", state, {"action": "done"}),
+        ("post", state, {"action": "snooze", "until": "tomorrow"}),
+        ("post", state, {"action": "open"}),
+        ("post", bulk, {"mailbox": box, "thread": thread, "action": "assign_me"}),
+        ("post", bulk, {"mailbox": box, "thread": thread, "action": "done"}),
         ("post", link, {"record": f"contact:{contact.pk}"}),
         ("post", link, {"create": "lead", "first_name": "Sneaky", "last_name": "Lead"}),
         ("post", reverse("inbox:filing_unlink", args=[target["filing"].pk]), {}),
@@ -83,6 +103,9 @@ def _state():
         PendingChange.objects.count(),
         OutboxEntry.objects.count(),
         list(TriageEntry.objects.order_by("pk").values_list("pk", "resolved_at")),
+        list(Thread.objects.order_by("pk").values_list("pk", "status", "assignee")),
+        ThreadEvent.objects.count(),
+        ThreadRead.objects.count(),
     )
 
 
@@ -132,6 +155,8 @@ def test_unauthorised_get_the_same_404_as_missing_and_change_nothing(
     ):
         assert client.get(url).status_code == 404
     assert client.post(reverse("inbox:filing_unlink", args=[missing])).status_code == 404
+    state = reverse("inbox:conversation_state", args=[missing])
+    assert client.post(state, {"action": "done"}).status_code == 404
 
 
 @pytest.mark.parametrize("which", ["personal", "shared"])

@@ -39,7 +39,7 @@ from crm.models import (
     Ticket,
 )
 from demo import corpus
-from inbox.models import Mailbox, Message, PrimaryMailbox, Thread
+from inbox.models import Mailbox, Message, PrimaryMailbox, Thread, ThreadEvent
 from inbox.services.mailboxes import mailbox_set_primary
 from notes.access import Target
 from notes.models import Note
@@ -331,6 +331,81 @@ def import_demo_mail(mailbox: Mailbox, messages: list[corpus.GeneratedMessage]) 
     return stored
 
 
+# The team at work on the support inbox (docs/product.md §7.8): for the newest conversations,
+# (assignee or None, status, who did it). The imported mail is history (Done); these make the
+# views lived-in: some of everyone's, some unassigned, some waiting, snoozed and done.
+TEAM_PLAN = [
+    (None, "open", None),
+    ("lukas", "open", "sofia"),
+    ("sofia", "open", "sofia"),
+    (None, "open", None),
+    ("daniel", "waiting", "daniel"),
+    ("demo", "open", "lukas"),
+    ("lukas", "snoozed", "lukas"),
+    ("sofia", "waiting", "sofia"),
+    (None, "open", None),
+    ("daniel", "open", "demo"),
+    ("demo", "snoozed", "demo"),
+    ("lukas", "done", "lukas"),
+    ("sofia", "done", "daniel"),
+    ("demo", "waiting", "demo"),
+    (None, "open", None),
+    ("daniel", "done", "daniel"),
+]
+
+
+def team_at_work(mailbox: Mailbox, users: dict) -> int:
+    """Give the newest conversations of `mailbox` owners, states and timelines, once: a second
+    run (or a team that already changed something) leaves them as they are. Returns the
+    conversations changed."""
+    if ThreadEvent.objects.filter(thread__mailbox=mailbox).exists():
+        return 0
+    now = timezone.now()
+    threads = list(
+        Thread.objects.filter(mailbox=mailbox).order_by("-last_message_at", "-pk")[: len(TEAM_PLAN)]
+    )
+    events = []
+    for index, (thread, (owner, status, actor)) in enumerate(zip(threads, TEAM_PLAN, strict=False)):
+        when = now - dt.timedelta(hours=len(TEAM_PLAN) - index)
+        assignee = users.get(owner) if owner else None
+        by = users.get(actor) if actor else None
+        thread.assignee = assignee
+        thread.status = status
+        thread.status_changed_at = when
+        thread.snoozed_until = (
+            now + dt.timedelta(days=1 + index % 3) if status == "snoozed" else None
+        )
+        thread.closed_at = when if status == "done" else None
+        if assignee is not None:
+            events.append(
+                ThreadEvent(
+                    thread=thread,
+                    actor=by,
+                    kind=ThreadEvent.Kind.ASSIGNED,
+                    data={"assignee": assignee.pk, "assignee_name": assignee.get_full_name()},
+                    created_at=when - dt.timedelta(minutes=30),
+                )
+            )
+        if status != "open":
+            data = {"status": status}
+            if thread.snoozed_until:
+                data["until"] = thread.snoozed_until.isoformat()
+            events.append(
+                ThreadEvent(
+                    thread=thread,
+                    actor=by,
+                    kind=ThreadEvent.Kind.STATUS,
+                    data=data,
+                    created_at=when,
+                )
+            )
+    Thread.objects.bulk_update(
+        threads, ["assignee", "status", "status_changed_at", "snoozed_until", "closed_at"]
+    )
+    ThreadEvent.objects.bulk_create(events)
+    return len(threads)
+
+
 class Command(BaseCommand):
     help = "Create demo users, records, mailboxes and mail (idempotent: safe to run again)."
 
@@ -562,6 +637,7 @@ class Command(BaseCommand):
                 mailbox_set_primary(user=user, mailbox=support)
         if import_mail:
             self.created += import_demo_mail(support, messages)
+            self.created += team_at_work(support, users)
         else:
             self.stderr.write(
                 "Demo mail not imported: tickets existed before the demo data, so its ticket "

@@ -115,7 +115,7 @@
       showModal("shortcuts-modal");
     } else if (key === "Escape" && layout && layout.classList.contains("is-reading")) {
       layout.classList.remove("is-reading");
-    } else if (["q", "r", "a", "f", "u", "s"].indexOf(key) !== -1) {
+    } else if (["q", "r", "a", "f", "u", "s", "e", "i", "h", "#"].indexOf(key) !== -1) {
       handled = clickShortcut(key);
     } else {
       handled = false;
@@ -252,6 +252,49 @@
       updateCount(element.closest("form"));
     }
   });
+
+  // The list's bulk bar: shown while conversations are ticked; the ticks survive the list
+  // refreshing itself (new mail, someone else's change) and are cleared once an action ran.
+  var ticked = {};
+  function syncBulk() {
+    var form = document.getElementById("bulk-form");
+    var count = 0;
+    document.querySelectorAll("#thread-list .inbox-thread-check").forEach(function (box) {
+      if (ticked[box.value]) {
+        box.checked = true;
+      }
+      if (box.checked) {
+        count += 1;
+      }
+    });
+    if (form) {
+      form.hidden = count === 0;
+      form.querySelectorAll("[data-bulk-count]").forEach(function (element) {
+        element.textContent = String(count);
+      });
+    }
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.classList && event.target.classList.contains("inbox-thread-check")) {
+      if (event.target.checked) {
+        ticked[event.target.value] = true;
+      } else {
+        delete ticked[event.target.value];
+      }
+      syncBulk();
+    }
+  });
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.successful && event.detail.elt.id === "bulk-form") {
+      ticked = {};
+      document.querySelectorAll("#thread-list .inbox-thread-check").forEach(function (box) {
+        box.checked = false;
+      });
+      syncBulk();
+    }
+  });
+  document.body.addEventListener("htmx:afterSettle", syncBulk);
+  syncBulk();
 
   document.addEventListener("keydown", onKey);
 })();

@@ -201,7 +201,44 @@ def test_every_reply_shares_its_parents_thread_after_an_initial_sync(imap_user):
         assert thread.message_count == counts.get(thread.pk, 0) > 0
 
 
-def test_only_messages_refer_to_threads():
-    """threader._delete_emptied removes merged threads with a plain DELETE, no cascade: it is
-    right only while nothing but Message points at a thread. A new reference must change it."""
-    assert [r.related_model for r in Thread._meta.related_objects] == [Message]
+def test_only_known_rows_refer_to_threads():
+    """threader._delete_emptied removes merged threads with a plain DELETE, no cascade: it moves
+    their timeline events to the thread they joined and drops their read states first, and is
+    right only while nothing else points at a thread. A new reference must change it."""
+    from inbox.models import ThreadEvent, ThreadRead
+
+    assert {r.related_model for r in Thread._meta.related_objects} == {
+        Message,
+        ThreadEvent,
+        ThreadRead,
+    }
+
+
+def test_a_merged_thread_brings_its_timeline_and_drops_read_states(owner):
+    """A reply stored before its parent had a conversation of its own, with a state someone
+    gave it: when the parent comes the two are one, and the timeline comes along."""
+    from inbox.models import ThreadEvent, ThreadRead
+    from inbox.services.conversations import conversation_assign
+    from tests.connector import filingkit
+
+    mailbox = Mailbox.objects.create(
+        kind=Mailbox.Kind.PERSONAL, owner=owner, email_address="olivia@relay.test"
+    )
+    (reply,) = filingkit.receive(
+        mailbox, make_raw("Re: Our offer", in_reply_to="<offer@relay.test>")
+    )
+    early = reply.thread
+    conversation_assign(actor=owner, thread=early, assignee=owner)
+    ThreadRead.objects.create(user=owner, thread=early, read_up_to=reply.pk)
+    (offer,) = filingkit.receive(
+        mailbox,
+        make_raw("Our offer", message_id="<offer@relay.test>", sender="olivia@relay.test"),
+        folder="Sent",
+        special_use="sent",
+    )
+    reply.refresh_from_db()
+    assert reply.thread_id == offer.thread_id != early.pk
+    assert not Thread.objects.filter(pk=early.pk).exists()
+    event = ThreadEvent.objects.get(kind="assigned")
+    assert event.thread_id == offer.thread_id
+    assert not ThreadRead.objects.exists()
