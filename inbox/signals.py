@@ -15,3 +15,13 @@ outbox_entry_stuck = Signal()  # sender=OutboxEntry, entry_id, state
 
 # New mail was filed (not a first sync's history, not re-filing of old mail).
 mail_filed = Signal()  # sender=Message, message_ids, initial, retroactive
+
+# Conversations merged by the threader (a parent arrived after its replies): their messages and
+# timeline moved from each source to its target before the sources are deleted without a
+# cascade (connector/ingest/threads.py). Receivers move whatever else they keep on a thread.
+# Sent inside the storing transaction: receivers write at once, in it.
+threads_merged = Signal()  # sender=Thread, moves={source_id: target_id}
+
+# A conversation was given to someone (not to nobody): the assignee is told
+# (docs/product.md §7.8, §7.10). Sent inside the assigning transaction.
+conversation_assigned = Signal()  # sender=Thread, thread_id, assignee_id, actor_id, event_id

@@ -13,11 +13,16 @@ from django.dispatch import receiver
 from django.urls import reverse
 
 from crm.models import StaffEmail
-from inbox.models import Filing, Mailbox, OutboxEntry
-from inbox.signals import mail_filed, mailbox_needs_reconnect, outbox_entry_stuck
+from inbox.models import Filing, Mailbox, Message, OutboxEntry, Thread
+from inbox.signals import (
+    conversation_assigned,
+    mail_filed,
+    mailbox_needs_reconnect,
+    outbox_entry_stuck,
+)
 
 from .models import Kind
-from .services import notify, notify_customer_replied, notify_many
+from .services import notify, notify_assigned, notify_customer_replied, notify_many
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +126,42 @@ def on_mail_filed(sender, message_ids, initial: bool = False, retroactive: bool 
             .select_related("ticket__assignee", "message")
             .defer("message__text_body", "message__html_body", "message__headers")
         )
-        if not rows:
+        # The conversations' owners too (docs/product.md §7.8): a customer's message on a
+        # conversation assigned to someone.
+        in_conversations = list(
+            Message.objects.filter(
+                pk__in=ids,
+                is_outgoing=False,
+                is_auto_reply=False,
+                is_bounce=False,
+                is_list=False,
+                thread__assignee__isnull=False,
+                thread__assignee__is_active=True,
+            )
+            .select_related("thread__assignee")
+            .only(
+                "pk",
+                "from_name",
+                "from_address",
+                "thread__subject",
+                "thread__assignee",
+            )
+        )
+        if not rows and not in_conversations:
             return
         staff = set(
             StaffEmail.objects.filter(
-                email__in={r.message.from_address for r in rows}, confirmed_at__isnull=False
+                email__in={r.message.from_address for r in rows}
+                | {m.from_address for m in in_conversations},
+                confirmed_at__isnull=False,
             ).values_list("email", flat=True)
         )
+        told: set[tuple[int, int]] = set()  # (person, message): one notification per message
         for row in rows:
             if row.message.from_address in staff:
                 continue
             ticket = row.ticket
+            told.add((ticket.assignee_id, row.message.pk))
             notify_customer_replied(
                 owner=ticket.assignee,
                 label=f"{ticket.reference} {ticket.subject}",
@@ -139,5 +169,40 @@ def on_mail_filed(sender, message_ids, initial: bool = False, retroactive: bool 
                 url=ticket.get_absolute_url(),
                 key=f"message:{row.message.pk}:ticket:{ticket.pk}",
             )
+        for message in in_conversations:
+            owner = message.thread.assignee
+            if message.from_address in staff or (owner.pk, message.pk) in told:
+                continue
+            told.add((owner.pk, message.pk))
+            notify_customer_replied(
+                owner=owner,
+                label=f"“{message.thread.subject or '(no subject)'}”",
+                sender=message.from_name or message.from_address or "A customer",
+                url=reverse("inbox:conversation", args=[message.thread_id]),
+                key=f"message:{message.pk}:thread:{message.thread_id}",
+            )
+
+    _later(work)
+
+
+@receiver(conversation_assigned)
+def on_conversation_assigned(
+    sender, thread_id: int, assignee_id: int, actor_id=None, event_id=None, **kwargs
+):
+    """Someone was given a conversation (docs/product.md §7.8): they are told, unless they
+    took it themselves (notify never tells people about their own actions)."""
+
+    def work() -> None:
+        thread = Thread.objects.select_related("assignee", "mailbox").filter(pk=thread_id).first()
+        if thread is None or thread.assignee_id != assignee_id or not thread.assignee.is_active:
+            return
+        actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+        notify_assigned(
+            assignee=thread.assignee,
+            actor=actor,
+            label=f"“{thread.subject or '(no subject)'}” ({thread.mailbox.email_address})",
+            url=reverse("inbox:conversation", args=[thread.pk]),
+            key=f"thread:{thread.pk}:assigned:{event_id}",
+        )
 
     _later(work)

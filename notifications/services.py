@@ -8,9 +8,9 @@ what they did themselves, and records each (recipient, kind, key) once however o
 is reported. Mail goes out in batches (send_digests, run by the beat): one mail per person per
 batch, however many notifications it holds.
 
-For the parts that land later (conversation assignment and ownership, docs/product.md §7.10):
-call notify_assigned and notify_customer_replied from the service that assigns, or from a
-receiver of inbox.signals.mail_filed, after the change is saved."""
+Conversation assignment and ownership (docs/product.md §7.8) reach notify_assigned and
+notify_customer_replied through notifications/receivers.py (inbox/signals.py
+conversation_assigned and mail_filed), since inbox never imports this app."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from django.db.models.functions import Coalesce
 
 from connector.ingest import bulk
 from inbox.models import Message, Thread, ThreadEvent, ThreadRead
+from inbox.signals import threads_merged
 
 _PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|tr|antw|rif|r)\s*(\[\d+\])?\s*:\s*)+", re.I)
 
@@ -168,6 +169,8 @@ def _delete_emptied(thread_ids: list[int], resolved: dict[int, int] | None = Non
     without the collector's SELECT of the rows and UPDATE of their (absent) messages."""
     for source, target in (resolved or {}).items():
         ThreadEvent.objects.filter(thread_id=source).update(thread_id=target)
+    if resolved:
+        threads_merged.send(sender=Thread, moves=dict(resolved))
     ThreadRead.objects.filter(thread_id__in=thread_ids).delete()
     Thread.objects.filter(pk__in=thread_ids)._raw_delete(connection.alias)
 

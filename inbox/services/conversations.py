@@ -20,6 +20,7 @@ from crm.models import Ticket
 
 from ..models import Filing, Mailbox, Message, Thread, ThreadEvent, ThreadRead
 from ..permissions import readable_mailboxes
+from ..signals import conversation_assigned
 from .messages import message_change_flag
 
 Status = Thread.Status
@@ -83,14 +84,22 @@ def conversation_assign(*, actor, thread: Thread, assignee) -> bool:
     if assignee is None:
         _event(thread, actor=actor, kind=ThreadEvent.Kind.UNASSIGNED, now=now).save()
     else:
-        _event(
+        event = _event(
             thread,
             actor=actor,
             kind=ThreadEvent.Kind.ASSIGNED,
             now=now,
             assignee=assignee.pk,
             assignee_name=user_label(assignee),
-        ).save()
+        )
+        event.save()
+        conversation_assigned.send(
+            sender=Thread,
+            thread_id=thread.pk,
+            assignee_id=assignee.pk,
+            actor_id=actor.pk if actor else None,
+            event_id=event.pk,
+        )
     return True
 
 

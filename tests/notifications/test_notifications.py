@@ -257,3 +257,63 @@ def test_history_from_a_first_sync_tells_no_one(
     with django_capture_on_commit_callbacks(execute=True):
         file(new)
     assert Notification.objects.get().recipient == teammate
+
+
+# --- conversations with an owner (docs/product.md §7.8) --------------------------------------
+
+
+def test_assigning_a_conversation_tells_the_assignee_but_not_who_took_it(
+    client, support, owner, teammate, django_capture_on_commit_callbacks
+):
+    from inbox.services.conversations import conversation_assign
+
+    mailbox, _ = support
+    mailbox.granted_users.add(owner, teammate)
+    (message,) = receive(mailbox, make_raw("Printer on fire", sender="Ana <ana@acme.example>"))
+    thread = message.thread
+    with django_capture_on_commit_callbacks(execute=True):
+        conversation_assign(actor=owner, thread=thread, assignee=teammate)
+    (note,) = Notification.objects.filter(kind=Kind.ASSIGNED)
+    assert note.recipient == teammate
+    assert note.text == "Olivia Owner assigned “Printer on fire” (support@relay.test) to you"
+    assert note.url == reverse("inbox:conversation", args=[thread.pk])
+    # Taking it oneself tells no one; given back later, the assignee is told again.
+    with django_capture_on_commit_callbacks(execute=True):
+        conversation_assign(actor=owner, thread=thread, assignee=owner)
+        conversation_assign(actor=owner, thread=thread, assignee=teammate)
+    assert Notification.objects.filter(kind=Kind.ASSIGNED, recipient=teammate).count() == 2
+    assert not Notification.objects.filter(recipient=owner).exists()
+    # The bell shows it to Tom.
+    login(client, teammate)
+    assert "Printer on fire" in client.get(reverse("notifications:list")).content.decode()
+
+
+def test_a_customer_reply_on_my_conversation_tells_me_once(
+    support, owner, teammate, django_capture_on_commit_callbacks
+):
+    from inbox.services.conversations import conversation_assign
+
+    mailbox, contact = support
+    mailbox.granted_users.add(teammate)
+    f.StaffEmailFactory(user=owner, email="olivia@relay.test")
+    (first,) = receive(
+        mailbox, make_raw("Invoice", sender="Ana <ana@acme.example>", message_id="<i1@acme>")
+    )
+    conversation_assign(actor=None, thread=first.thread, assignee=teammate)
+    Notification.objects.all().delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        (reply,) = receive(
+            mailbox,
+            make_raw("Re: Invoice", sender="Ana <ana@acme.example>", in_reply_to="<i1@acme>"),
+        )
+    assert reply.thread_id == first.thread_id
+    (note,) = Notification.objects.all()
+    assert (note.recipient, note.kind) == (teammate, Kind.REPLIED)
+    assert note.text == "Ana replied on “Invoice”"
+    # A colleague's mail in it tells no one.
+    with django_capture_on_commit_callbacks(execute=True):
+        receive(
+            mailbox,
+            make_raw("Re: Invoice", sender="Olivia <olivia@relay.test>", in_reply_to="<i1@acme>"),
+        )
+    assert Notification.objects.count() == 1

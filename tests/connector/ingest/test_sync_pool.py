@@ -206,11 +206,13 @@ def test_only_known_rows_refer_to_threads():
     their timeline events to the thread they joined and drops their read states first, and is
     right only while nothing else points at a thread. A new reference must change it."""
     from inbox.models import ThreadEvent, ThreadRead
+    from notes.models import Note  # moved by notes/receivers.py on inbox/signals.py threads_merged
 
     assert {r.related_model for r in Thread._meta.related_objects} == {
         Message,
         ThreadEvent,
         ThreadRead,
+        Note,
     }
 
 
@@ -219,6 +221,8 @@ def test_a_merged_thread_brings_its_timeline_and_drops_read_states(owner):
     gave it: when the parent comes the two are one, and the timeline comes along."""
     from inbox.models import ThreadEvent, ThreadRead
     from inbox.services.conversations import conversation_assign
+    from notes.access import Target
+    from notes.services import note_create
     from tests.connector import filingkit
 
     mailbox = Mailbox.objects.create(
@@ -230,6 +234,7 @@ def test_a_merged_thread_brings_its_timeline_and_drops_read_states(owner):
     early = reply.thread
     conversation_assign(actor=owner, thread=early, assignee=owner)
     ThreadRead.objects.create(user=owner, thread=early, read_up_to=reply.pk)
+    note = note_create(author=owner, target=Target("thread", early), body="Call her back")
     (offer,) = filingkit.receive(
         mailbox,
         make_raw("Our offer", message_id="<offer@relay.test>", sender="olivia@relay.test"),
@@ -242,3 +247,5 @@ def test_a_merged_thread_brings_its_timeline_and_drops_read_states(owner):
     event = ThreadEvent.objects.get(kind="assigned")
     assert event.thread_id == offer.thread_id
     assert not ThreadRead.objects.exists()
+    note.refresh_from_db()
+    assert note.thread_id == offer.thread_id  # the team's note stays with the conversation
