@@ -66,6 +66,7 @@ from inbox.models import (
     Mailbox,
     OutboxEntry,
 )
+from inbox.services.outbox import outbox_went_wrong
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def _to_retry(entry: OutboxEntry, exc: Exception) -> SendResult:
 def _to_failed(entry: OutboxEntry, detail: str) -> SendResult:
     _release(entry, state=OutboxEntry.State.FAILED, last_error=detail[:2000], next_attempt_at=None)
     log.warning("outbox %s failed: %s", entry.pk, detail)
+    outbox_went_wrong(entry.pk)
     return SendResult(entry.pk, OutboxEntry.State.FAILED, detail)
 
 
@@ -202,6 +204,7 @@ def _to_verify(entry: OutboxEntry, detail: str) -> SendResult:
         next_attempt_at=timezone.now() + VERIFY_RETRY,
     )
     log.warning("outbox %s: outcome unknown: %s", entry.pk, detail)
+    outbox_went_wrong(entry.pk)
     return SendResult(entry.pk, OutboxEntry.State.VERIFY, detail)
 
 
@@ -210,7 +213,10 @@ def _login_refused(entry: OutboxEntry, exc: AuthenticationFailed) -> SendResult:
     when the sync's login is refused (docs/reliability.md S-28); the entry waits, it is not
     failed."""
     Mailbox.objects.filter(pk=entry.mailbox_id).exclude(state=Mailbox.State.NEEDS_RECONNECT).update(
-        state=Mailbox.State.NEEDS_RECONNECT, last_error=str(exc)[:2000], next_sync_at=None
+        state=Mailbox.State.NEEDS_RECONNECT,
+        last_error=str(exc)[:2000],
+        next_sync_at=None,
+        refused_by="smtp",
     )
     _release(
         entry,
@@ -269,6 +275,8 @@ def dispatch_due(*, enqueue: Callable[[int], None], now=None, limit: int = 500) 
                 "have gone out.",
                 next_attempt_at=now + DISPATCH_CLAIM,
             )
+            if updated:
+                outbox_went_wrong(pk)
         else:
             # For the other states the claim is only this: the entry is not enqueued again
             # while its task waits in the broker (_claim and the state checks do the rest).

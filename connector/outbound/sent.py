@@ -40,6 +40,7 @@ from inbox.models import (
     Message,
     OutboxEntry,
 )
+from inbox.services.outbox import outbox_went_wrong
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +341,7 @@ def reconcile_entry(entry_id: int) -> SendResult:
                 "The worker stopped during sending: the message may or may not have gone out."
             )
             entry.save(update_fields=["state", "last_error", "updated_at"])
+            transaction.on_commit(lambda: outbox_went_wrong(entry_id))
     try:
         copy = _find_in_sent(entry)
     except MailError as exc:

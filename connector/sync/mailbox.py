@@ -96,6 +96,7 @@ def _record_failure(mailbox: Mailbox, report: SyncReport, exc: Exception, *, nee
             last_error=report.error,
             consecutive_failures=failures,
             next_sync_at=None,
+            refused_by="imap",
         )
     else:
         backoff = min(timedelta(seconds=30) * (2 ** min(failures - 1, 10)), MAX_BACKOFF)

@@ -273,6 +273,7 @@ def ensure_access_token(mailbox_id: int, *, rejected: str | None = None) -> str:
                 "authorisation (revoked or expired). Reconnect it."
             ),
             next_sync_at=None,
+            refused_by="",  # the grant covers both ways
         )
     log.warning("oauth mailbox=%s needs reconnect: %s", mailbox_id, refused)
     raise refused

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.contrib import messages as flash
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
@@ -17,8 +19,11 @@ from inbox.selectors.conversations import (
     move_targets,
     record_short_label,
 )
+from inbox.selectors.outbox import conversation_outbox
 from inbox.services.messages import message_change_flag, message_delete, message_move
+from inbox.services.presence import PRESENCE_REFRESH
 from inbox.views.htmx import CHANGED, _compose_url, _trigger
+from inbox.views.outbox import annotate
 
 
 def _conversation_context(request, message) -> dict:
@@ -28,7 +33,17 @@ def _conversation_context(request, message) -> dict:
             filing.reason = filing_reason(filing)
             filing.label = record_short_label(filing.record)
     latest = thread[-1] if thread else message
+    # Replies that have not gone out (waiting, failed, outcome unknown), shown in place with
+    # the Outbox's actions (docs/product.md §5.4).
+    pending = annotate(
+        request.user,
+        conversation_outbox(request.user, thread_message_ids=[m.pk for m in thread]),
+    )
     return {
+        "pending_replies": pending,
+        "back_to": reverse("inbox:conversation", args=[message.pk]),
+        "opened": int(time.time()),
+        "presence_refresh": PRESENCE_REFRESH,
         "message": message,
         "latest": latest,
         "thread": thread,
