@@ -256,6 +256,16 @@ class OtherReply:
     at: object  # datetime
     subject: str
 
+    @property
+    def ago(self) -> str:
+        """ "just now", or "2 minutes ago"."""
+        from django.utils import timezone
+        from django.utils.timesince import timesince
+
+        if (timezone.now() - self.at).total_seconds() < 60:
+            return "just now"
+        return f"{timesince(self.at, depth=1)} ago"
+
 
 def reply_since(*, user, message, since) -> OtherReply | None:
     """The latest reply someone else wrote to `message`'s conversation (same mailbox and

@@ -42,10 +42,12 @@ def presence_touch(*, user, message, composing: bool, now: float | None = None) 
     cache.set(key, marks, PRESENCE_TTL)
 
 
-def presence_leave(*, user, message) -> None:
+def presence_done_writing(*, user, message) -> None:
+    """The reply was sent: the user is no longer writing one (still viewing, if they are)."""
     key = conversation_key(message)
     marks = cache.get(key) or {}
-    if marks.pop(str(user.pk), None) is not None:
+    if str(user.pk) in marks:
+        marks[str(user.pk)]["composing_at"] = 0
         cache.set(key, marks, PRESENCE_TTL)
 
 

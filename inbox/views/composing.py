@@ -22,7 +22,7 @@ from inbox.services.composing import (
     reply_recipients,
 )
 from inbox.services.mailboxes import mailboxes_for_user
-from inbox.services.presence import PRESENCE_REFRESH
+from inbox.services.presence import PRESENCE_REFRESH, presence_done_writing
 
 COMPOSE_MODES = {"reply": "Reply", "reply_all": "Reply all", "forward": "Forward"}
 
@@ -96,6 +96,8 @@ def compose_page(request):
             form.add_error(None, " ".join(messages_))
         else:
             flash.success(request, "Queued: it goes out in a moment, from the outbox.")
+            if original is not None:
+                presence_done_writing(user=request.user, message=original)
             if record is not None:
                 return redirect(f"{record.get_absolute_url()}#email")
             if original is not None:
