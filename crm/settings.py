@@ -211,7 +211,7 @@ if env("RELAY_CACHE_URL", default=""):
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "crm.cache.LazyFileBasedCache",
             "LOCATION": str(DATA_DIR / "cache"),
         }
     }
