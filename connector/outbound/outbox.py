@@ -105,6 +105,8 @@ def _claim(entry_id: int) -> OutboxEntry | None:
                 entry.state = OutboxEntry.State.FAILED
                 entry.last_error = str(exc)[:2000]
                 entry.save(update_fields=["state", "last_error", "updated_at", *fields[4:]])
+                failed_id = entry.pk
+                transaction.on_commit(lambda: outbox_went_wrong(failed_id))
                 return None
             entry.raw_file = storage.save_raw(
                 mailbox_id=entry.mailbox_id, digest=storage.sha256(raw), raw=raw

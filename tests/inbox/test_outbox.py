@@ -38,7 +38,7 @@ def page(client, url) -> str:
 
 
 def test_a_refused_reply_is_failed_in_plain_words_on_the_outbox_and_in_the_conversation(
-    client, imap_user, smtp_server, acme
+    client, imap_user, smtp_server, acme, caplog
 ):
     mailbox, staff = support_mailbox(imap_user, smtp_server)
     run(mailbox)  # the first sync: from now on new mail opens tickets
@@ -47,6 +47,8 @@ def test_a_refused_reply_is_failed_in_plain_words_on_the_outbox_and_in_the_conve
     entry = message_reply(user=staff, message=message, text_body="We are on it.")
     entry.refresh_from_db()
     assert entry.state == OutboxEntry.State.FAILED
+    # The one hook for whatever follows a failed send (inbox/services/outbox.py).
+    assert f"outbox {entry.pk} went wrong: state=failed created_by={staff.pk}" in caplog.text
     client.force_login(staff)
 
     outbox = page(client, reverse("inbox:outbox"))
@@ -79,7 +81,7 @@ def test_a_refused_reply_is_failed_in_plain_words_on_the_outbox_and_in_the_conve
 
 
 def test_outcome_unknown_says_check_sent_and_mark_as_sent_settles_it(
-    client, imap_user, smtp_server, acme
+    client, imap_user, smtp_server, acme, caplog
 ):
     mailbox, staff = support_mailbox(imap_user, smtp_server)
     run(mailbox)  # the first sync: from now on new mail opens tickets
@@ -88,6 +90,7 @@ def test_outcome_unknown_says_check_sent_and_mark_as_sent_settles_it(
     entry = message_reply(user=staff, message=message, text_body="Done.")
     entry.refresh_from_db()
     assert entry.state == OutboxEntry.State.VERIFY
+    assert f"outbox {entry.pk} went wrong: state=verify" in caplog.text
     client.force_login(staff)
 
     for url in (reverse("inbox:outbox"), reverse("inbox:conversation", args=[message.pk])):
