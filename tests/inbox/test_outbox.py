@@ -211,6 +211,7 @@ def test_edit_and_resend_sends_a_new_message_and_keeps_the_failed_one_as_replace
     edit = reverse("inbox:outbox_edit", args=[failed.pk])
     form = page(client, edit)
     assert "ana@acme.example" in form and "Your fix is ready." in form and PLAIN_UNKNOWN in form
+    assert "did not go out" not in form  # the page says it; no banner on top
 
     response = client.post(
         edit,
