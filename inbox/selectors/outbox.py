@@ -291,11 +291,24 @@ def reply_since(*, user, message, since) -> OtherReply | None:
         .order_by("-created_at")
         .first()
     )
-    if entry is None:
+    if entry is not None:
+        author = entry.created_by
+        return OtherReply(
+            name=author.get_full_name() or author.get_username(),
+            at=entry.created_at,
+            subject=entry.subject,
+        )
+    # A reply sent as the mailbox from another mail program, found by the sync.
+    address = (message.mailbox.email_address or "").lower()
+    other = (
+        thread_messages.filter(from_address=address, date__gt=since, outbox_entries__isnull=True)
+        .order_by("-date")
+        .first()
+    )
+    if other is None:
         return None
-    author = entry.created_by
     return OtherReply(
-        name=author.get_full_name() or author.get_username(),
-        at=entry.created_at,
-        subject=entry.subject,
+        name=f"{other.from_name or address} (from another mail program)",
+        at=other.date,
+        subject=other.subject,
     )

@@ -305,6 +305,29 @@ def test_sending_after_someone_else_replied_asks_first(client, owner, teammate, 
     assert OutboxEntry.objects.filter(created_by=owner).count() == 1
 
 
+def test_a_reply_sent_from_another_mail_program_asks_too(client, owner, support):
+    message, mailbox = support["message"], support["mailbox"]
+    f.MessageFactory(
+        mailbox=mailbox,
+        thread=message.thread,
+        from_address="support@relay.test",
+        from_name="Relay Support",
+        subject="Re: Printer on fire",
+        date=timezone.now() - dt.timedelta(minutes=4),
+    )
+    client.force_login(owner)
+    opened = timezone.now() - dt.timedelta(minutes=10)
+    response = client.post(reverse("inbox:compose"), _reply_form(message, mailbox, opened))
+    assert response.status_code == 409
+    assert "Relay Support (from another mail program) replied 4\xa0minutes ago" in (
+        response.content.decode()
+    )
+    # Opened after it: nothing to ask.
+    opened = timezone.now() - dt.timedelta(minutes=1)
+    response = client.post(reverse("inbox:compose"), _reply_form(message, mailbox, opened))
+    assert response.status_code == 302
+
+
 def test_a_reply_before_i_opened_it_or_my_own_does_not_ask(client, owner, teammate, support):
     message, mailbox = support["message"], support["mailbox"]
     earlier = f.OutboxEntryFactory(
