@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inbox', '0016_personal_mailboxes_open_no_tickets'),
+        ('inbox', '0017_team_state'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
