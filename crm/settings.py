@@ -227,11 +227,20 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
-# --- Cache (rate limits on Test connection and Reconnect) ------------------------------------
-# Set RELAY_CACHE_URL (e.g. redis://redis:6379/1) when several web processes run, so the
-# limits are shared; the embedded one-process run keeps them in memory.
+# --- Cache (rate limits on Test connection and Reconnect, presence on conversations) --------
+# Shared by every process: the presence marks of a conversation (docs/product.md §5.4) written by
+# one web process must be read by the next, and `make run`'s runserver and worker are separate
+# processes. RELAY_CACHE_URL (e.g. redis://redis:6379/1) for Redis; by default a file cache
+# under the data folder (created on first use), never per-process memory.
 if env("RELAY_CACHE_URL", default=""):
     CACHES = {"default": env.cache("RELAY_CACHE_URL")}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "crm.cache.LazyFileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
 
 # --- Celery ---------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")

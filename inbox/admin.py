@@ -270,6 +270,45 @@ class OutboxEntryAdmin(OwnMailAdmin):
         "created_at",
     )
     list_select_related = ("mailbox",)
+    actions = ["send_again", "mark_sent", "cancel"]
+
+    # The Outbox page's actions (docs/product.md §5.4), through the same services and the same
+    # checks: only rows this admin sees (visible_to), each refused one reported, none forced.
+    def _act(self, request, queryset, service, done: str) -> None:
+        from django.contrib import messages as flash
+        from django.core.exceptions import PermissionDenied, ValidationError
+
+        ok, refused = 0, []
+        for entry in queryset.select_related("mailbox"):
+            try:
+                service(user=request.user, entry=entry)
+            except (ValidationError, PermissionDenied) as exc:
+                reason = " ".join(getattr(exc, "messages", [str(exc)]))
+                refused.append(f"{entry.subject or entry.pk}: {reason}")
+            else:
+                ok += 1
+        if ok:
+            self.message_user(request, f"{done}: {ok}.", flash.SUCCESS)
+        for line in refused:
+            self.message_user(request, line, flash.WARNING)
+
+    @admin.action(description="Send again (failed or outcome unknown)")
+    def send_again(self, request, queryset):
+        from .services.outbox import outbox_send_again
+
+        self._act(request, queryset, outbox_send_again, "Queued again")
+
+    @admin.action(description="Mark as sent (outcome unknown)")
+    def mark_sent(self, request, queryset):
+        from .services.outbox import outbox_mark_sent
+
+        self._act(request, queryset, outbox_mark_sent, "Marked as sent")
+
+    @admin.action(description="Cancel (queued, not yet sending)")
+    def cancel(self, request, queryset):
+        from .services.outbox import outbox_cancel
+
+        self._act(request, queryset, outbox_cancel, "Cancelled")
 
 
 # --- matching (docs/product.md §4) ------------------------------------------------------------

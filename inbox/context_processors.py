@@ -1,10 +1,13 @@
-"""Template context for every page: the Reconnect banner (docs/product.md §2.5)."""
+"""Template context for every page: the Reconnect banner (docs/product.md §2.5) and the
+banner of mail that did not go out (docs/product.md §5.4): two banners, because "new mail
+stops arriving" and "your mail did not leave" are different problems."""
 
 from __future__ import annotations
 
 from django.utils.functional import SimpleLazyObject
 
 from .selectors.mailboxes import reconnect_banner_mailboxes
+from .selectors.outbox import problem_count
 
 
 def reconnect_banner(request) -> dict:
@@ -13,5 +16,9 @@ def reconnect_banner(request) -> dict:
     page costs one."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"reconnect_banner": []}
-    return {"reconnect_banner": SimpleLazyObject(lambda: reconnect_banner_mailboxes(user))}
+        return {"reconnect_banner": [], "outbox_problems": 0}
+    return {
+        "reconnect_banner": SimpleLazyObject(lambda: reconnect_banner_mailboxes(user)),
+        # A count, one query on a full page; the Outbox page itself needs no banner.
+        "outbox_problems": SimpleLazyObject(lambda: problem_count(user)),
+    }

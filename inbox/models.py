@@ -153,6 +153,10 @@ class Mailbox(models.Model):
     # mailbox connects, and its secret was forgotten (docs/reliability.md C-21). Shown to the
     # owner until they reconnect.
     reconnect_reason = models.TextField(blank=True)
+    # Which server refused the login when the state became "needs reconnect": "smtp" when a
+    # send was refused, "imap" for the sync, "" when both (a revoked OAuth grant) or unknown.
+    # The banners say which way mail stopped (docs/product.md §5.4).
+    refused_by = models.CharField(max_length=4, blank=True, default="")
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
@@ -772,6 +776,8 @@ class OutboxEntry(models.Model):
         RETRYING = "retrying", "Retrying"
         FAILED = "failed", "Failed"
         VERIFY = "verify", "Outcome unknown: verifying"
+        # A person cancelled it before any worker took it (docs/product.md §5.4).
+        CANCELLED = "cancelled", "Cancelled"
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="outbox")
     created_by = models.ForeignKey(
@@ -830,10 +836,23 @@ class OutboxEntry(models.Model):
     # {"addr@example.com": "accepted" | "refused: 550 ..."} after the SMTP transaction
     # (docs/reliability.md M-04).
     recipient_status = models.JSONField(default=dict, blank=True)
+    # Edit and resend (docs/product.md §5.4): the corrected mail is a new entry with a new
+    # Message-ID; the failed one stays, pointing at it, and is no longer offered for action.
+    replaced_by = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+    )
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "outbox entries"
+        indexes = [models.Index(fields=["created_by", "state"], name="outbox_by_user_state")]
 
 
 class LedgerEntry(models.Model):

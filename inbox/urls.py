@@ -12,7 +12,9 @@ from .views import (
     inbox,
     mailboxes,
     oauth,
+    outbox,
     preferences,
+    presence,
     qualify,
     reading,
     triage,
@@ -46,6 +48,12 @@ urlpatterns = [
     # Writing, and preferences.
     path("preferences/", preferences.preferences_page, name="preferences"),
     path("compose/", composing.compose_page, name="compose"),
+    # The Outbox (docs/product.md §5.4).
+    path("outbox/", outbox.outbox_page, name="outbox"),
+    path("outbox/<int:pk>/edit/", outbox.outbox_edit, name="outbox_edit"),
+    path("outbox/<int:pk>/<str:action>/", outbox.outbox_action, name="outbox_action"),
+    # Presence: who else has a conversation open, who is writing a reply.
+    path("conversations/<int:pk>/presence/", presence.presence, name="presence"),
     # The Email tab of every record's page.
     path("records/<str:record_type>/<int:pk>/email/", email_tab.email_tab, name="email_tab"),
     # Mailbox settings, health, and connecting (the wizard, Reconnect, OAuth setup).

@@ -81,6 +81,8 @@ def on_outbox_entry_stuck(sender, entry_id: int, state: str, **kwargs):
         entry = OutboxEntry.objects.select_related("created_by").filter(pk=entry_id).first()
         if entry is None or entry.created_by is None or entry.state != state:
             return
+        if state == OutboxEntry.State.VERIFY and entry.next_attempt_at is not None:
+            return  # Relay still looks for it in the Sent folder: no person must decide yet
         subject = entry.subject or "(no subject)"
         to = ", ".join(entry.to[:3]) or "(no recipient)"
         if state == OutboxEntry.State.FAILED:

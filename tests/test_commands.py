@@ -193,3 +193,17 @@ def test_the_support_inbox_is_lived_in_and_stays_as_the_team_left_it():
     load()
     after = (ThreadEvent.objects.count(), list(threads.values_list("pk", "status", "assignee")))
     assert after == before
+
+
+def test_the_demo_outbox_holds_a_failed_send_and_one_whose_outcome_is_unknown(client):
+    from django.urls import reverse
+
+    from inbox.models import OutboxEntry
+
+    load()
+    load()  # idempotent: still one of each
+    states = sorted(OutboxEntry.objects.values_list("state", flat=True))
+    assert states == [OutboxEntry.State.FAILED, OutboxEntry.State.VERIFY]
+    assert client.login(username="demo", password="demo")
+    html = client.get(reverse("inbox:outbox") + "?show=problems").content.decode()
+    assert "does not exist" in html and "nobody knows whether it went out" in html

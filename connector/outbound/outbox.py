@@ -66,7 +66,8 @@ from inbox.models import (
     Mailbox,
     OutboxEntry,
 )
-from inbox.signals import mailbox_needs_reconnect, outbox_entry_stuck
+from inbox.services.outbox import outbox_went_wrong
+from inbox.signals import mailbox_needs_reconnect
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,8 @@ def _claim(entry_id: int) -> OutboxEntry | None:
                 entry.state = OutboxEntry.State.FAILED
                 entry.last_error = str(exc)[:2000]
                 entry.save(update_fields=["state", "last_error", "updated_at", *fields[4:]])
-                outbox_entry_stuck.send(
-                    sender=OutboxEntry, entry_id=entry.pk, state=OutboxEntry.State.FAILED
-                )
+                failed_id = entry.pk
+                transaction.on_commit(lambda: outbox_went_wrong(failed_id))
                 return None
             entry.raw_file = storage.save_raw(
                 mailbox_id=entry.mailbox_id, digest=storage.sha256(raw), raw=raw
@@ -194,9 +194,9 @@ def _to_retry(entry: OutboxEntry, exc: Exception) -> SendResult:
 
 def _to_failed(entry: OutboxEntry, detail: str) -> SendResult:
     _release(entry, state=OutboxEntry.State.FAILED, last_error=detail[:2000], next_attempt_at=None)
-    # Its author is told (notifications/receivers.py, through inbox/signals.py).
-    outbox_entry_stuck.send(sender=OutboxEntry, entry_id=entry.pk, state=OutboxEntry.State.FAILED)
     log.warning("outbox %s failed: %s", entry.pk, detail)
+    # Its author is told (inbox/services/outbox.py, then notifications/receivers.py).
+    outbox_went_wrong(entry.pk)
     return SendResult(entry.pk, OutboxEntry.State.FAILED, detail)
 
 
@@ -208,6 +208,7 @@ def _to_verify(entry: OutboxEntry, detail: str) -> SendResult:
         next_attempt_at=timezone.now() + VERIFY_RETRY,
     )
     log.warning("outbox %s: outcome unknown: %s", entry.pk, detail)
+    outbox_went_wrong(entry.pk)
     return SendResult(entry.pk, OutboxEntry.State.VERIFY, detail)
 
 
@@ -218,7 +219,12 @@ def _login_refused(entry: OutboxEntry, exc: AuthenticationFailed) -> SendResult:
     stopped = (
         Mailbox.objects.filter(pk=entry.mailbox_id)
         .exclude(state=Mailbox.State.NEEDS_RECONNECT)
-        .update(state=Mailbox.State.NEEDS_RECONNECT, last_error=str(exc)[:2000], next_sync_at=None)
+        .update(
+            state=Mailbox.State.NEEDS_RECONNECT,
+            last_error=str(exc)[:2000],
+            next_sync_at=None,
+            refused_by="smtp",
+        )
     )
     if stopped:
         mailbox_needs_reconnect.send(
@@ -281,6 +287,8 @@ def dispatch_due(*, enqueue: Callable[[int], None], now=None, limit: int = 500) 
                 "have gone out.",
                 next_attempt_at=now + DISPATCH_CLAIM,
             )
+            if updated:
+                outbox_went_wrong(pk)
         else:
             # For the other states the claim is only this: the entry is not enqueued again
             # while its task waits in the broker (_claim and the state checks do the rest).

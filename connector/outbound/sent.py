@@ -41,7 +41,7 @@ from inbox.models import (
     OutboxEntry,
 )
 from inbox.services.conversations import note_new_mail
-from inbox.signals import outbox_entry_stuck
+from inbox.services.outbox import outbox_went_wrong
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +344,7 @@ def reconcile_entry(entry_id: int) -> SendResult:
                 "The worker stopped during sending: the message may or may not have gone out."
             )
             entry.save(update_fields=["state", "last_error", "updated_at"])
+            transaction.on_commit(lambda: outbox_went_wrong(entry_id))
     try:
         copy = _find_in_sent(entry)
     except MailError as exc:
@@ -375,8 +376,6 @@ def reconcile_entry(entry_id: int) -> SendResult:
         ),
     )
     if waiting and not again:
-        # Now a person must decide: its author is told (notifications/receivers.py).
-        outbox_entry_stuck.send(
-            sender=OutboxEntry, entry_id=entry.pk, state=OutboxEntry.State.VERIFY
-        )
+        # Now a person must decide: its author is told (inbox/services/outbox.py).
+        outbox_went_wrong(entry.pk)
     return SendResult(entry.pk, OutboxEntry.State.VERIFY, "not found in the Sent folder")

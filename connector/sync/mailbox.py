@@ -97,6 +97,7 @@ def _record_failure(mailbox: Mailbox, report: SyncReport, exc: Exception, *, nee
             last_error=report.error,
             consecutive_failures=failures,
             next_sync_at=None,
+            refused_by="imap",
         )
         # Its owner (or the admins) are told (notifications/receivers.py, through inbox).
         mailbox_needs_reconnect.send(

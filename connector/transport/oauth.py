@@ -274,6 +274,7 @@ def ensure_access_token(mailbox_id: int, *, rejected: str | None = None) -> str:
                 "authorisation (revoked or expired). Reconnect it."
             ),
             next_sync_at=None,
+            refused_by="",  # the grant covers both ways
         )
         mailbox_needs_reconnect.send(
             sender=Mailbox, mailbox_id=mailbox_id, reason="its sign-in was revoked or expired"

@@ -87,6 +87,7 @@ def reconnect_banner_mailboxes(user) -> list[Mailbox]:
             "connection_type",
             "state",
             "reconnect_reason",
+            "refused_by",
         )
         .order_by("email_address", "pk")
     )

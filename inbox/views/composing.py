@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib import messages as flash
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
@@ -10,7 +12,9 @@ from django.views.decorators.http import require_http_methods
 
 from crm.models import RECORD_MODELS
 from inbox.forms import ComposeForm
+from inbox.models import Mailbox
 from inbox.permissions import get_mailbox_or_404, get_message_or_404
+from inbox.selectors.outbox import reply_since
 from inbox.services.composing import (
     message_forward,
     message_reply,
@@ -18,6 +22,7 @@ from inbox.services.composing import (
     reply_recipients,
 )
 from inbox.services.mailboxes import mailboxes_for_user
+from inbox.services.presence import PRESENCE_REFRESH, presence_done_writing
 
 COMPOSE_MODES = {"reply": "Reply", "reply_all": "Reply all", "forward": "Forward"}
 
@@ -75,7 +80,15 @@ def compose_page(request):
             mailboxes=mailboxes,
             forwarding=mode == "forward",
         )
-    if request.method == "POST" and form.is_valid():
+    opened = _opened_at(data)
+    personal_ids = [m.pk for m in mailboxes if m.kind == Mailbox.Kind.PERSONAL]
+    collision = None
+    if request.method == "POST" and form.is_valid() and original is not None:
+        if mode in ("reply", "reply_all") and not data.get("send_anyway"):
+            # Someone else replied since this person opened the conversation: ask first
+            # (docs/product.md §5.4).
+            collision = reply_since(user=request.user, message=original, since=opened)
+    if request.method == "POST" and form.is_valid() and collision is None:
         try:
             _send(request.user, form.cleaned_data, original=original, mode=mode, record=record)
         except (ValidationError, PermissionDenied) as exc:
@@ -83,6 +96,8 @@ def compose_page(request):
             form.add_error(None, " ".join(messages_))
         else:
             flash.success(request, "Queued: it goes out in a moment, from the outbox.")
+            if original is not None:
+                presence_done_writing(user=request.user, message=original)
             if record is not None:
                 return redirect(f"{record.get_absolute_url()}#email")
             if original is not None:
@@ -97,9 +112,29 @@ def compose_page(request):
             "mode": mode,
             "mode_label": COMPOSE_MODES.get(mode, "New message"),
             "record": record,
+            "opened": int(opened.timestamp()),
+            "collision": collision,
+            "shared_conversation": original is not None
+            and original.mailbox.kind == Mailbox.Kind.SHARED,
+            "personal_ids": personal_ids,
+            "personal_warning": original is not None
+            and original.mailbox.kind == Mailbox.Kind.SHARED
+            and str(form["mailbox"].value()) in {str(pk) for pk in personal_ids},
+            "presence_refresh": PRESENCE_REFRESH,
         },
-        status=422 if form.is_bound and form.errors else 200,
+        status=422 if form.is_bound and form.errors else (409 if collision else 200),
     )
+
+
+def _opened_at(data) -> dt.datetime:
+    """When the person opened the conversation they answer (the conversation's Reply link
+    carries it; else when the reply form was first shown). Never in the future."""
+    now = dt.datetime.now(dt.UTC)
+    try:
+        opened = dt.datetime.fromtimestamp(int(data.get("opened", "")), tz=dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        return now
+    return min(opened, now)
 
 
 def _record_addresses(record) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.contrib import messages as flash
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
@@ -22,10 +24,13 @@ from inbox.selectors.conversations import (
     timeline_events,
     unread_messages,
 )
+from inbox.selectors.outbox import conversation_outbox
 from inbox.services.conversations import conversation_mark_read, conversation_mark_unread
 from inbox.services.messages import message_change_flag, message_delete, message_move
+from inbox.services.presence import PRESENCE_REFRESH
 from inbox.views.conversation_state import snooze_choices
 from inbox.views.htmx import CHANGED, _compose_url, _trigger
+from inbox.views.outbox import annotate
 
 
 def _conversation_context(request, message) -> dict:
@@ -53,7 +58,18 @@ def _conversation_context(request, message) -> dict:
     events = timeline_events(thread_id=message.thread_id)
     for event in events:
         event.text = event_text(event)
+
+    # Replies that have not gone out (waiting, failed, outcome unknown), shown in place with
+    # the Outbox's actions (docs/product.md §5.4).
+    pending = annotate(
+        request.user,
+        conversation_outbox(request.user, thread_message_ids=[m.pk for m in thread]),
+    )
     return {
+        "pending_replies": pending,
+        "back_to": reverse("inbox:conversation", args=[message.pk]),
+        "opened": int(time.time()),
+        "presence_refresh": PRESENCE_REFRESH,
         "message": message,
         "latest": latest,
         "thread": thread,

@@ -218,3 +218,98 @@ def test_email_tab_never_leaks_shared_mail_or_links_to_unreadable_mail(
     for which in ("personal", "shared"):
         conversation = reverse("inbox:conversation", args=[world[which]["message"].pk])
         assert (conversation in html) is (persona in ALLOWED[which])
+
+
+# --- the Outbox (docs/product.md §5.4) ---------------------------------------------------------
+# Who may see and act on an outbox entry: its author in a mailbox they may send from, the owner
+# of a personal mailbox; admins every entry of a shared mailbox, never one of someone else's
+# personal mailbox. A teammate granted the shared mailbox sees only their own entries.
+OUTBOX_ALLOWED = {"personal": {"owner"}, "shared": {"teammate", "admin_user"}}
+
+
+@pytest.fixture
+def outbox_world(world, owner, teammate):
+    """A failed reply in each mailbox, written by the one who may send from it."""
+    entries = {}
+    for which, author in (("personal", owner), ("shared", teammate)):
+        entries[which] = f.OutboxEntryFactory(
+            mailbox=world[which]["mailbox"],
+            created_by=author,
+            state=OutboxEntry.State.FAILED,
+            subject=f"Re: {SECRET} {which} outbox",
+            reply_to_message=world[which]["message"],
+            last_error="every recipient was refused: a@b.example: 550 5.1.1 unknown",
+        )
+    return entries
+
+
+def _outbox_requests(entry) -> list[tuple[str, str, dict]]:
+    edit = reverse("inbox:outbox_edit", args=[entry.pk])
+    return [
+        ("get", edit, {}),
+        ("post", edit, {"to": "x@example.com", "subject": "Changed", "body": "Changed"}),
+        *[
+            ("post", reverse("inbox:outbox_action", args=[entry.pk, action]), {})
+            for action in ("send_again", "mark_sent", "cancel")
+        ],
+    ]
+
+
+def _outbox_state():
+    return list(
+        OutboxEntry.objects.order_by("pk").values_list("pk", "state", "replaced_by", "subject")
+    )
+
+
+@pytest.mark.parametrize(
+    "which,persona",
+    [
+        (which, persona)
+        for which in ("personal", "shared")
+        for persona in PERSONAS
+        if persona not in OUTBOX_ALLOWED[which]
+    ],
+)
+def test_outbox_outsiders_get_the_same_404_as_missing_and_change_nothing(
+    client, request, world, outbox_world, which, persona
+):
+    client = _login(client, _persona(persona, request, world))
+    before = _outbox_state()
+    for method, url, data in _outbox_requests(outbox_world[which]):
+        response = getattr(client, method)(url, data)
+        assert response.status_code == 404, (persona, method, url)
+        assert SECRET not in response.content.decode()
+    missing = OutboxEntry.objects.order_by("-pk").first().pk + 1000
+    assert client.get(reverse("inbox:outbox_edit", args=[missing])).status_code == 404
+    assert (
+        client.post(reverse("inbox:outbox_action", args=[missing, "send_again"])).status_code == 404
+    )
+    # The Outbox page and the banner do not show it either.
+    html = client.get(reverse("inbox:outbox")).content.decode()
+    assert f"{SECRET} {which} outbox" not in html
+    assert _outbox_state() == before
+
+
+@pytest.mark.parametrize(
+    "which,persona",
+    [(which, persona) for which in ("personal", "shared") for persona in OUTBOX_ALLOWED[which]],
+)
+def test_outbox_allowed_see_it_and_act(client, request, world, outbox_world, which, persona):
+    client = _login(client, _persona(persona, request, world))
+    entry = outbox_world[which]
+    html = client.get(reverse("inbox:outbox")).content.decode()
+    assert f"{SECRET} {which} outbox" in html
+    assert client.get(reverse("inbox:outbox_edit", args=[entry.pk])).status_code == 200
+    response = client.post(reverse("inbox:outbox_action", args=[entry.pk, "send_again"]))
+    assert response.status_code == 302
+    entry.refresh_from_db()
+    assert entry.state != OutboxEntry.State.FAILED
+
+
+def test_presence_is_gated_like_the_conversation(client, request, world):
+    for persona in ("outsider", "revoked", "admin_user", "teammate"):
+        client = _login(client, _persona(persona, request, world))
+        url = reverse("inbox:presence", args=[world["personal"]["message"].pk])
+        assert client.post(url, {"composing": "1"}, headers=HTMX).status_code == 404
+    client = _login(client, _persona("owner", request, world))
+    assert client.post(url, headers=HTMX).status_code == 200

@@ -8,7 +8,11 @@ it accepts. ``mode`` switches it to the faults the sending code must survive
 - "drop": cut it after the client has sent the whole message, before the verdict: the client
   cannot know whether it was delivered (here it was not);
 - "accept_then_drop": record and answer 250, then cut the connection: delivered, but the
-  client's QUIT fails (a crash right after acceptance, S-24)."""
+  client's QUIT fails (a crash right after acceptance, S-24).
+
+``refuse`` maps recipient addresses to the RCPT answer they get instead of 250, e.g.
+``{"nobody@acme.example": "550 5.1.1 <nobody@acme.example>: Recipient address rejected:
+User unknown"}``, as a receiving server does for an address it does not know."""
 
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ class SmtpServer:
     received: list[ReceivedMail] = field(default_factory=list)
     attempts: int = 0
     logins: list[str] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def trusting_context(self) -> ssl.SSLContext:
@@ -63,6 +68,14 @@ class SmtpServer:
 class _Handler:
     def __init__(self, server: SmtpServer):
         self.server = server
+
+    async def handle_RCPT(self, smtp, session, envelope, address: str, rcpt_options) -> str:
+        with self.server._lock:
+            answer = self.server.refuse.get(address.lower())
+        if answer:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         server = self.server

@@ -39,7 +39,7 @@ from crm.models import (
     Ticket,
 )
 from demo import corpus
-from inbox.models import Mailbox, Message, PrimaryMailbox, Thread, ThreadEvent
+from inbox.models import Mailbox, Message, OutboxEntry, PrimaryMailbox, Thread, ThreadEvent
 from inbox.services.mailboxes import mailbox_set_primary
 from notes.access import Target
 from notes.models import Note
@@ -638,6 +638,7 @@ class Command(BaseCommand):
         if import_mail:
             self.created += import_demo_mail(support, messages)
             self.created += team_at_work(support, users)
+            self.outbox(support, users)
         else:
             self.stderr.write(
                 "Demo mail not imported: tickets existed before the demo data, so its ticket "
@@ -702,6 +703,51 @@ class Command(BaseCommand):
             if author in users:
                 note_create(author=users[author], target=target, body=body)
                 self.created += 1
+
+    def outbox(self, support: Mailbox, users) -> None:
+        """Two replies that did not go out, so the Outbox page and its banner have something to
+        show (docs/product.md §5.4): one refused by the server (an unknown address), one whose
+        outcome is unknown. Rows only: nothing is sent, the demo mailboxes are paused."""
+        received = list(
+            Message.objects.filter(mailbox=support)
+            .exclude(from_address=SUPPORT_ADDRESS)
+            .order_by("-date", "-pk")[:2]
+        )
+        problems = [
+            (
+                OutboxEntry.State.FAILED,
+                "every recipient was refused: {to}: 550 5.1.1 <{to}>: Recipient address "
+                "rejected: User unknown in virtual mailbox table",
+            ),
+            (
+                OutboxEntry.State.VERIFY,
+                "the connection was lost after the message was sent: Connection reset by peer",
+            ),
+        ]
+        for index, (original, (state, error)) in enumerate(zip(received, problems, strict=False)):
+            message_id = f"demo-outbox-{index}@relay.example"
+            if OutboxEntry.objects.filter(message_id=message_id).exists():
+                continue
+            # A typo in the address makes the refusal believable.
+            to = (
+                original.from_address.replace("@", "s@", 1) if index == 0 else original.from_address
+            )
+            OutboxEntry.objects.create(
+                mailbox=support,
+                created_by=users["demo"],
+                state=state,
+                message_id=message_id,
+                from_address=SUPPORT_ADDRESS,
+                to=[to],
+                subject=f"Re: {original.subject}"[:900],
+                text_body="Thanks, we are on it and will get back to you today.\n",
+                in_reply_to=original.message_id,
+                references=f"<{original.message_id}>",
+                reply_to_message=original,
+                attempts=1,
+                last_error=error.format(to=to),
+            )
+            self.created += 1
 
     def mailbox(self, *, email_address: str, **fields) -> Mailbox:
         mailbox = Mailbox.objects.filter(email_address=email_address).first()
