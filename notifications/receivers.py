@@ -65,14 +65,9 @@ def on_mailbox_needs_reconnect(sender, mailbox_id: int, reason: str = "", actor_
 
 
 def _entry_url(entry: OutboxEntry) -> str:
-    from crm.models import RECORD_MODELS
-
-    model = RECORD_MODELS.get(entry.record_type)
-    if model is not None and entry.record_id:
-        record = model.objects.filter(pk=entry.record_id).first()
-        if record is not None:
-            return record.get_absolute_url()
-    return reverse("inbox:inbox_page")
+    """The Outbox page's "needs you" list, where the entry has its actions (send again, mark
+    as sent, edit and resend: docs/product.md §5.4)."""
+    return reverse("inbox:outbox") + f"?show=problems#outbox-{entry.pk}"
 
 
 @receiver(outbox_entry_stuck)

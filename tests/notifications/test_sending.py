@@ -34,6 +34,7 @@ def test_a_refused_message_tells_its_author(imap_user, smtp_server, acme):
     assert note.recipient == staff and note.kind == Kind.SEND_FAILED
     assert note.text.startswith("Your message “Quote” to ana@acme.example could not be sent")
     assert "554" in note.text
+    assert note.url == f"/inbox/outbox/?show=problems#outbox-{entry.pk}"  # where its actions are
 
 
 def test_an_unknown_outcome_tells_its_author_once_a_person_must_decide(
