@@ -124,6 +124,19 @@ class Processes:
         proc.log_file.close()
         return pids
 
+    def stop(self, name: str) -> None:
+        """SIGTERM to the main process, as `docker stop` does: a worker ends the task it is
+        running (its warm shutdown), then stops its pool."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
+        try:  # a pool child its main process left behind, if any
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.log_file.close()
+
     def log(self, name: str) -> str:
         path = self.tmp_path / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
