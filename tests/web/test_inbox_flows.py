@@ -73,6 +73,9 @@ def _sign_in(page, live_server, username="olivia"):
     page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#thread-list")).to_be_visible()
+    # Visible is not ready: the deferred scripts (keyboard shortcuts, htmx handlers) run
+    # just before the load event, which a loaded machine can delay past the next key.
+    page.wait_for_load_state("load")
 
 
 def _row(page, subject):
