@@ -14,7 +14,7 @@ proxy fakes; live_server; Chromium through a pipe) listens on a port the kernel 
 fixed one; tests/servers/certs.py refused_port() holds a "nobody listens here" port reserved.
 The slowest files are handed out first (SLOW_FIRST below), so none is left for the end of one
 worker while the others idle; the tests sharing an expensive module fixture stay on one worker
-(SAME_WORKER).
+(their xdist_group mark, e.g. tests/test_packaging.py).
 """
 
 from __future__ import annotations
@@ -46,9 +46,6 @@ SLOW_FIRST = (
     "tests/inbox/test_rendering.py",
     "tests/connector/scheduling/test_purge.py",
 )
-# Tests sharing a module-scoped fixture too costly to build on several workers (a wheel and a
-# virtual environment): `--dist loadgroup` runs each group on one worker.
-SAME_WORKER = {"tests/test_packaging.py": "packaging"}
 
 
 def _slowness(item) -> int:
@@ -60,11 +57,22 @@ def _slowness(item) -> int:
 
 @pytest.hookimpl(trylast=True)  # after pytest-django's own order, which the sort keeps per rank
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        group = SAME_WORKER.get(item.nodeid.split("::")[0])
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=_slowness)  # stable: the rest keeps its order
+
+
+@pytest.fixture(autouse=True)
+def _no_parse_pool_outlives_its_test():
+    """The ingest parse pool (connector/ingest/pool.py) forks processes that inherit every file
+    this process holds open, the pipe to Playwright's driver included: a pool forked after the
+    browser started kept that pipe open, the driver never saw it close, and the worker hung
+    at the end of the session. Each test's pool ends with the test."""
+    yield
+    from connector.ingest import pool as parse_pool
+
+    running = parse_pool._pool
+    if running is not None:
+        parse_pool._drop_pool()
+        running.shutdown(wait=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
