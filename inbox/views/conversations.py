@@ -23,7 +23,7 @@ from inbox.views.htmx import CHANGED, _compose_url, _trigger
 
 def _conversation_context(request, message, *, opening: bool) -> dict:
     """`opening`: the person opens the conversation (it then reads itself, docs/product.md
-    §7.6). A conversation shown again after an action on it (Mark unread above all) or re-loaded
+    §7.7). A conversation shown again after an action on it (Mark unread above all) or re-loaded
     because a filing changed does not: it would undo a Mark unread 400 ms after the click."""
     thread = conversation_messages(user=request.user, message=message)
     for item in thread:

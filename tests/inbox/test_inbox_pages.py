@@ -221,7 +221,7 @@ AUTOREAD = "data-inbox-autoread"  # the pane's "mark read 400 ms after it is sho
 
 
 def test_opening_reads_a_conversation_mark_unread_keeps_it_unread(olivia, box):
-    """docs/product.md §7.6: the conversation re-drawn after Mark unread (or re-loaded when a
+    """docs/product.md §7.7: the conversation re-drawn after Mark unread (or re-loaded when a
     filing changes, or after a flag) carries no "read me" trigger, which would mark it read
     again 400 ms after the click."""
     _, latest = mailkit.conversation(box["inbox"], size=2, subject="Keep me", seen=False)

@@ -124,7 +124,7 @@ def test_open_qualify_see_on_contact_mark_unread(
     )
 
     # Mark unread: the row turns bold again and the change is queued for the server. The
-    # conversation re-drawn by the answer does not read itself again (docs/product.md §7.6):
+    # conversation re-drawn by the answer does not read itself again (docs/product.md §7.7):
     # it carries no auto-read trigger, so nothing marks it read 400 ms later.
     page.locator("#conversation").get_by_role("button", name="Mark unread").click()
     expect(_row(page, "Quote for 40 widgets")).to_have_class(re.compile(r"\bis-unread\b"))
