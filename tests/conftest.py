@@ -4,6 +4,17 @@ owner     - a staff user with a personal mailbox of their own
 teammate  - a staff user granted the shared mailbox
 outsider  - a staff user with no grant to anything
 admin     - a superuser (manages mailboxes, but reads no one's personal mail)
+
+Running in parallel: `make test` runs the suite with pytest-xdist (`pytest -n 4 --dist
+loadgroup`). Nothing a test touches is shared between workers: pytest-django gives each worker
+its own test database (test_relay_gw0...), tests/workerenv.py its own Redis database and data
+folder (through the environment, so the Celery workers and beats of tests/workerkit.py get them
+too), and every server a fixture starts (tests/servers/: Dovecot, aiosmtpd, the OAuth and fault
+proxy fakes; live_server; Chromium through a pipe) listens on a port the kernel picked, never a
+fixed one; tests/servers/certs.py refused_port() holds a "nobody listens here" port reserved.
+The slowest files are handed out first (SLOW_FIRST below), so none is left for the end of one
+worker while the others idle; the tests sharing an expensive module fixture stay on one worker
+(their xdist_group mark, e.g. tests/test_packaging.py).
 """
 
 from __future__ import annotations
@@ -17,6 +28,68 @@ pytest_plugins = ["tests.servers.fixtures"]
 os.environ.setdefault("RELAY_ALLOWED_MAIL_HOSTS", "127.0.0.1,localhost")
 
 from tests import factories as f  # noqa: E402
+
+# Measured with `pytest -n 4 --durations=80` (seconds of one worker): the packaging test builds
+# and installs a wheel (~240 s in all), the browser files (~30-180 s each), the files starting
+# Celery workers or killing processes (~40-100 s). Everything else takes under 25 s per test.
+SLOW_FIRST = (
+    "tests/test_packaging.py",
+    "tests/web/test_xss_corpus.py",
+    "tests/web/test_xss_inbox_views.py",
+    "tests/test_beat_twice.py",
+    "tests/connector/sync/test_sync_faults.py",
+    "tests/connector/outbound/test_sending_kill.py",
+    "tests/test_scale_out.py",
+    "tests/test_commands.py",
+    "tests/web/",
+    "tests/connector/sync/test_sync_kill_steps.py",
+    "tests/inbox/test_rendering.py",
+    "tests/connector/scheduling/test_purge.py",
+)
+
+
+def _slowness(item) -> int:
+    for rank, prefix in enumerate(SLOW_FIRST):
+        if item.nodeid.startswith(prefix):
+            return rank
+    return len(SLOW_FIRST)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's own order, which the sort keeps per rank
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_slowness)  # stable: the rest keeps its order
+
+
+@pytest.fixture(autouse=True)
+def _no_parse_pool_outlives_its_test():
+    """The ingest parse pool (connector/ingest/pool.py) forks processes that inherit every file
+    this process holds open, the pipe to Playwright's driver included: a pool forked after the
+    browser started kept that pipe open, the driver never saw it close, and the worker hung
+    at the end of the session. Each test's pool ends with the test."""
+    yield
+    from connector.ingest import pool as parse_pool
+
+    running = parse_pool._pool
+    if running is not None:
+        parse_pool._drop_pool()
+        running.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """Hash test passwords with MD5, as Django's testing docs advise: PBKDF2's 1.5 million
+    rounds cost ~0.5 s of CPU per user made or signed in, thousands of times over the suite.
+    The production hashers stay listed, so a PBKDF2 hash still verifies."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    fast = override_settings(
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]
+        + [h for h in settings.PASSWORD_HASHERS if not h.endswith("MD5PasswordHasher")]
+    )
+    fast.enable()
+    yield
+    fast.disable()
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ import django
 django.setup()
 from connector.scheduling import dispatch
 
-start = float(sys.argv[1])
-time.sleep(max(0.0, start - time.time()))
+print("ready", flush=True)
+sys.stdin.readline()  # "go": both processes are set up, they start together
 began = time.time()
 # Each enqueue takes a while, as a broker round trip does: the two ticks' claims interleave.
 got = dispatch.dispatch_due(enqueue=lambda pk: time.sleep(0.05))
@@ -43,25 +43,34 @@ import django
 django.setup()
 from connector.scheduling import tasks
 
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))
+print("ready", flush=True)
+sys.stdin.readline()  # "go": both processes are set up, they start together
 print(tasks.sync_mailbox(int(sys.argv[1])))  # the task body, as a worker runs it
 """
 
 
 def run_in_parallel(tmp_path, code: str, *args_per_process: list[str]) -> list[str]:
-    start = str(time.time() + 5.0)  # both processes are set up by then, then start together
+    """Start the processes, wait until each has set Django up and says "ready", then tell them
+    all to go at once. (A start time a few seconds ahead was not enough on a loaded machine:
+    one process was still starting when the other had finished.)"""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, *args, start],
+            [sys.executable, "-c", code, *args],
             cwd=settings.BASE_DIR,
             env=worker_env(tmp_path),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for args in args_per_process
     ]
+    for proc in procs:
+        ready = proc.stdout.readline().strip()
+        assert ready == "ready", (ready, proc.stderr.read() if proc.poll() is not None else "")
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     outputs = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
 from django.db import OperationalError
 
 from crm import health
+from tests.servers.certs import refused_port
 
 pytestmark = pytest.mark.django_db
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on: bound, read, and released."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_healthy_with_redis_broker(client, settings):
@@ -64,7 +57,7 @@ def test_missing_filesystem_broker_folder_is_a_failure(client, settings, tmp_pat
 
 
 def test_broker_on_a_closed_port_gives_503_quickly(client, settings):
-    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{refused_port()}/0"
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
 
     started = time.monotonic()

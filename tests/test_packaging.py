@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+# One worker builds the wheel and the environment once for all three tests (make test runs
+# pytest-xdist with --dist loadgroup; tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("packaging")
+
 ROOT = Path(__file__).resolve().parent.parent
 OUR_COMMANDS = (
     "mailbox",

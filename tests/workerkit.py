@@ -19,14 +19,13 @@ from django.conf import settings
 from django.db import connection
 
 CELERY = str(Path(sys.executable).with_name("celery"))
-# A Redis database of its own: the broker queue is flushed before and after, and nothing else
-# of the shared Redis on 6379 is touched.
-REDIS_DB = int(os.environ.get("RELAY_TEST_REDIS_DB", "13"))
 
 
 def redis_url() -> str:
-    base = os.environ.get("RELAY_TEST_REDIS", "redis://127.0.0.1:6379")
-    return f"{base}/{REDIS_DB}"
+    """The test run's Redis database (REDIS_URL, which bin/test points at a database for the
+    suite, one per pytest-xdist worker: tests/workerenv.py); its broker queue is flushed before
+    and after, and no other database of the shared Redis is touched. Without REDIS_URL, db 13."""
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/13"
 
 
 def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -124,6 +123,19 @@ class Processes:
         proc.wait(timeout=30)
         proc.log_file.close()
         return pids
+
+    def stop(self, name: str) -> None:
+        """SIGTERM to the main process, as `docker stop` does: a worker ends the task it is
+        running (its warm shutdown), then stops its pool."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
+        try:  # a pool child its main process left behind, if any
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.log_file.close()
 
     def log(self, name: str) -> str:
         path = self.tmp_path / f"{name}.log"

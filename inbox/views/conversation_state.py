@@ -108,8 +108,9 @@ def conversation_state(request, pk: int):
         return HttpResponse(" ".join(exc.messages), status=422)
     if not request.htmx:
         flash.success(request, notice)
-        return redirect("inbox:conversation", pk=message.pk)
-    context = _conversation_context(request, get_message_or_404(request.user, pk))
+        # Shown again after an action, not opened: it does not read itself (§7.7).
+        return redirect(reverse("inbox:conversation", args=[message.pk]) + "?reload=1")
+    context = _conversation_context(request, get_message_or_404(request.user, pk), opening=False)
     context["state_notice"] = notice
     return _trigger(render(request, "inbox/_conversation.html", context), CHANGED)
 

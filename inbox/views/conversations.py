@@ -33,7 +33,10 @@ from inbox.views.htmx import CHANGED, _compose_url, _trigger
 from inbox.views.outbox import annotate
 
 
-def _conversation_context(request, message) -> dict:
+def _conversation_context(request, message, *, opening: bool) -> dict:
+    """`opening`: the person opens the conversation (it then reads itself, docs/product.md
+    §7.7). A conversation shown again after an action on it (Mark unread above all) or re-loaded
+    because a filing changed does not: it would undo a Mark unread 400 ms after the click."""
     thread = conversation_messages(user=request.user, message=message)
     for item in thread:
         for filing in item.active_filings:
@@ -80,6 +83,7 @@ def _conversation_context(request, message) -> dict:
         "snooze_choices": snooze_choices(),
         "subject": latest.subject or message.subject,
         "unread": [m for m in thread if m.unread],
+        "autoread": opening,
         "move_targets": move_targets(message=message),
         "compose_url": _compose_url(),
         "reading": _reading_available(),
@@ -108,7 +112,9 @@ def _reading_available() -> bool:
 @require_GET
 def conversation(request, pk: int):
     message = get_message_or_404(request.user, pk)
-    context = _conversation_context(request, message)
+    # ?reload=1: the conversation pane re-loading itself (a filing changed), or the page after
+    # an action without htmx; only an opening reads the conversation.
+    context = _conversation_context(request, message, opening=not request.GET.get("reload"))
     if request.htmx:
         return render(request, "inbox/_conversation.html", context)
     return render(request, "inbox/conversation_page.html", context)
@@ -157,10 +163,8 @@ def message_action(request, pk: int):
     if not request.htmx:
         if notice:
             flash.success(request, notice)
-        return redirect("inbox:conversation", pk=message.pk)
+        return redirect(reverse("inbox:conversation", args=[message.pk]) + "?reload=1")
     message = get_message_or_404(request.user, pk)
-    context = _conversation_context(request, message)
+    context = _conversation_context(request, message, opening=False)
     context["notice"] = notice
-    # Just marked unread: the conversation stays open but must not read itself again.
-    context["kept_unread"] = action == "mark_unread"
     return _trigger(render(request, "inbox/_conversation.html", context), CHANGED)

@@ -217,6 +217,37 @@ def test_mark_read_reads_the_whole_conversation(olivia, box):
     assert not Message.objects.filter(pk__in=[m.pk for m in messages], seen=False).exists()
 
 
+AUTOREAD = "data-inbox-autoread"  # the pane's "mark read 400 ms after it is shown"
+
+
+def test_opening_reads_a_conversation_mark_unread_keeps_it_unread(olivia, box):
+    """docs/product.md §7.7: the conversation re-drawn after Mark unread (or re-loaded when a
+    filing changes, or after a flag) carries no "read me" trigger, which would mark it read
+    again 400 ms after the click."""
+    _, latest = mailkit.conversation(box["inbox"], size=2, subject="Keep me", seen=False)
+    conversation = reverse("inbox:conversation", args=[latest.pk])
+    assert AUTOREAD in _get(olivia, conversation, **HTMX)  # opened from the list
+    assert AUTOREAD in _get(olivia, conversation)  # opened by its address
+    action = reverse("inbox:message_action", args=[latest.pk])
+    olivia.post(action, {"action": "mark_read"}, headers=HTMX)
+
+    response = olivia.post(action, {"action": "mark_unread"}, headers=HTMX)
+    assert response.status_code == 200 and "Mark unread" in response.content.decode()
+    assert AUTOREAD not in response.content.decode()
+    assert AUTOREAD not in olivia.post(action, {"action": "flag"}, headers=HTMX).content.decode()
+    # The pane re-loading itself (inbox:filed) asks with ?reload=1, as its hx-get says.
+    assert f'hx-get="{conversation}?reload=1"' in response.content.decode()
+    assert AUTOREAD not in _get(olivia, conversation + "?reload=1", **HTMX)
+    # Without htmx, Mark unread lands on the conversation page, which does not read it either.
+    response = olivia.post(action, {"action": "mark_unread"})
+    assert response.status_code == 302
+    assert AUTOREAD not in _get(olivia, response["Location"])
+    latest.refresh_from_db()
+    assert latest.seen is False
+    # Opened again, it reads itself again.
+    assert AUTOREAD in _get(olivia, conversation, **HTMX)
+
+
 # --- Qualify ---------------------------------------------------------------------------------
 
 

@@ -67,8 +67,22 @@ def make_self_signed(directory: Path, common_name: str = "localhost") -> Certifi
 
 
 def free_port() -> int:
-    """A port free on loopback right now. Another process may take it before we bind it; the
-    callers retry on a failed start."""
+    """A port free on loopback right now, for a server that cannot be given a bound socket
+    (Dovecot). Another process (a parallel pytest-xdist worker) may take it before the server
+    binds it; the caller checks it reached its own server and retries otherwise."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+_refusing: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A loopback port where nothing listens, and nothing will while the tests run: bound but
+    never listening (a connection is refused at once) and held until the process ends, so no
+    server of a parallel pytest-xdist worker can take it in the meantime."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    _refusing.append(sock)
+    return sock.getsockname()[1]

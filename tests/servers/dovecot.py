@@ -61,6 +61,9 @@ CONFIG = """\
 # Written by tests/servers/dovecot.py for one test session; deleted afterwards.
 protocols = imap
 listen = 127.0.0.1
+# Names this instance: a server answering on the port is known to be this one, not another
+# pytest-xdist worker's Dovecot that took the port first (see Dovecot._answers).
+login_greeting = Relay test Dovecot {root}
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
@@ -237,8 +240,10 @@ class Dovecot:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            if all(self._answers(port) for port in (self.port, self.tls_port)):
-                return True
+            if self._greets(self.port) and self._answers(self.tls_port):
+                # Dovecot binds all its listeners or exits: the plain one greeting with this
+                # instance's name means the TLS one is this instance's too.
+                return self.process.poll() is None
             time.sleep(0.02)
         return False
 
@@ -246,6 +251,16 @@ class Dovecot:
         try:
             with socket.create_connection((self.host, port), timeout=0.5):
                 return True
+        except OSError:
+            return False
+
+    def _greets(self, port: int) -> bool:
+        """The plain listener answers with this instance's greeting: the ports are chosen
+        free, released, then bound by Dovecot, and a parallel worker could take one first."""
+        try:
+            with socket.create_connection((self.host, port), timeout=0.5) as sock:
+                sock.settimeout(2)
+                return f"Relay test Dovecot {self.root}".encode() in sock.recv(4096)
         except OSError:
             return False
 

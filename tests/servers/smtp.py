@@ -1,4 +1,5 @@
-"""A real SMTP server for the tests: aiosmtpd on a free loopback port, recording every message
+"""A real SMTP server for the tests: aiosmtpd on a loopback port the kernel picks (bound to port
+0 and read back, so parallel pytest-xdist workers never race for one), recording every message
 it accepts. ``mode`` switches it to the faults the sending code must survive
 (docs/reliability.md §5, S-24):
 
@@ -17,6 +18,7 @@ User unknown"}``, as a receiving server does for an address it does not know."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import threading
 from base64 import b64decode
@@ -26,7 +28,7 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from .certs import Certificate, free_port
+from .certs import Certificate
 
 SMTP_USER = "sender@relay.test"
 SMTP_PASSWORD = "smtp-secret-pw"
@@ -141,6 +143,19 @@ class _SMTP(SMTP):
 
 
 class _Controller(Controller):
+    """Serves on a socket already bound (to port 0): no port is chosen, released and bound
+    again, which another process could take in between."""
+
+    def __init__(self, handler, *, listener: socket.socket, **kwargs):
+        host, port = listener.getsockname()[:2]
+        super().__init__(handler, hostname=host, port=port, **kwargs)
+        self._listener = listener
+
+    def _create_server(self):
+        return self.loop.create_server(
+            self._factory_invoker, sock=self._listener, ssl=self.ssl_context
+        )
+
     def factory(self):
         return _SMTP(self.handler, **self.SMTP_kwargs)
 
@@ -176,10 +191,11 @@ def start_smtp(
 ) -> tuple[Controller, SmtpServer]:
     """Start a server. ``starttls`` offers STARTTLS on the plain port; ``implicit_tls`` speaks
     TLS from the first byte (port 465 style). Both use the session's self-signed certificate."""
-    port = free_port()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
     server = SmtpServer(
         host="127.0.0.1",
-        port=port,
+        port=listener.getsockname()[1],
         starttls=starttls,
         implicit_tls=implicit_tls,
         ca_path=certificate.ca_path if certificate else None,
@@ -194,6 +210,6 @@ def start_smtp(
         kwargs["tls_context"] = _server_context(certificate)
     if implicit_tls:
         kwargs["ssl_context"] = _server_context(certificate)
-    controller = _Controller(_Handler(server), hostname="127.0.0.1", port=port, **kwargs)
+    controller = _Controller(_Handler(server), listener=listener, **kwargs)
     controller.start()
     return controller, server

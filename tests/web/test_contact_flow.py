@@ -27,6 +27,9 @@ def _sign_in(page, live_server):
     page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Contacts")).to_be_visible()
+    # Visible is not ready: the deferred scripts (keyboard shortcuts, htmx handlers) run
+    # just before the load event, which a loaded machine can delay past the next key.
+    page.wait_for_load_state("load")
 
 
 def test_create_contact_and_open_its_email_tab(page, live_server, output_path, console_messages):

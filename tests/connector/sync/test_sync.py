@@ -458,9 +458,9 @@ def test_password_changed_on_the_server_pauses_only_that_mailbox(imap_user, dove
 
 
 def test_unreachable_server_is_a_temporary_error_with_backoff(imap_user):
-    from tests.servers.certs import free_port
+    from tests.servers.certs import refused_port
 
-    mailbox = make_mailbox(imap_user, imap_port=free_port())
+    mailbox = make_mailbox(imap_user, imap_port=refused_port())
     report = sync.sync_mailbox(mailbox.pk)
     assert report.outcome == "error"
     mailbox.refresh_from_db()

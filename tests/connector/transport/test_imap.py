@@ -21,7 +21,7 @@ from connector.transport.errors import (
 from connector.transport.imap import ImapSession, ImapSettings, open_session, special_use_for
 from connector.transport.probe import test_connection
 from inbox.models import Mailbox
-from tests.servers.certs import free_port
+from tests.servers.certs import refused_port
 
 
 def raw_message(n: int, *, body: str = "", date: str = "Mon, 02 Mar 2026 10:00:00 +0000") -> bytes:
@@ -107,7 +107,7 @@ def test_non_ascii_password_logs_in(dovecot):
 
 def test_closed_port_is_a_temporary_failure(imap_user):
     with pytest.raises(TemporaryFailure) as excinfo:
-        open_session(settings_for(imap_user, port=free_port()))
+        open_session(settings_for(imap_user, port=refused_port()))
     assert excinfo.value.user_message == USER_MESSAGES["unreachable"]
 
 
@@ -478,7 +478,7 @@ def test_test_connection_errors_have_one_wording_per_category(imap_user, fault_p
     wrong = test_connection(mailbox_for(imap_user, password="nope"))
     assert (wrong.ok, wrong.error) == (False, USER_MESSAGES["auth"])
 
-    refused = test_connection(mailbox_for(imap_user, imap_port=free_port()))
+    refused = test_connection(mailbox_for(imap_user, imap_port=refused_port()))
     fault_proxy.stall()
     stalled = test_connection(mailbox_for(imap_user, imap_port=fault_proxy.port), timeout=0.5)
     # docs/reliability.md C-08: refused and timed out read the same, so the form is no port scanner.

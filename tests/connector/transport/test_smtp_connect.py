@@ -14,7 +14,7 @@ from connector.transport.errors import (
 from connector.transport.probe import test_connection
 from connector.transport.smtp import SmtpSettings, open_smtp, test_smtp_connection
 from inbox.models import Mailbox
-from tests.servers.certs import free_port
+from tests.servers.certs import refused_port
 
 MESSAGE = b"From: a@relay.test\r\nTo: b@example.org\r\nSubject: t\r\n\r\nhello\r\n"
 
@@ -49,7 +49,7 @@ def test_wrong_password_is_authentication_failed(smtp_server):
 
 def test_closed_port_is_temporary():
     with pytest.raises(TemporaryFailure):
-        open_smtp(SmtpSettings("127.0.0.1", free_port(), "none", "u", "p", timeout=2))
+        open_smtp(SmtpSettings("127.0.0.1", refused_port(), "none", "u", "p", timeout=2))
 
 
 def test_starttls_verified_by_default_accepted_when_allowed(smtp_server_starttls):
