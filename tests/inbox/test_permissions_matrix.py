@@ -292,7 +292,11 @@ def test_outbox_outsiders_get_the_same_404_as_missing_and_change_nothing(
 
 @pytest.mark.parametrize(
     "which,persona",
-    [(which, persona) for which in ("personal", "shared") for persona in OUTBOX_ALLOWED[which]],
+    [
+        (which, persona)
+        for which in ("personal", "shared")
+        for persona in sorted(OUTBOX_ALLOWED[which])
+    ],
 )
 def test_outbox_allowed_see_it_and_act(client, request, world, outbox_world, which, persona):
     client = _login(client, _persona(persona, request, world))
