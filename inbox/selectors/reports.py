@@ -228,6 +228,20 @@ def build_report(
     return report
 
 
+def latest_customer_message(*, mailbox_ids: list[int], person_id: int | None = None):
+    """When the newest customer message of these mailboxes came (None: never), so an empty
+    range can point at the days that have mail. One query."""
+    threads = Thread.objects.filter(mailbox_id__in=mailbox_ids)
+    if person_id:
+        threads = threads.filter(assignee_id=person_id)
+    return (
+        Message.objects.filter(customer_q(), thread__in=threads.values("pk"))
+        .order_by("-date")
+        .values_list("date", flat=True)
+        .first()
+    )
+
+
 def format_duration(seconds: float | None) -> str:
     """ "2 h 05 min", "3 d 4 h", "12 min"; an em dash for no value."""
     if seconds is None:

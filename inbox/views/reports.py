@@ -18,7 +18,12 @@ from django.views.decorators.http import require_GET
 from inbox import charts
 from inbox.models import Mailbox
 from inbox.permissions import get_mailbox_or_404, readable_mailboxes
-from inbox.selectors.reports import WEEKDAYS, build_report, format_duration
+from inbox.selectors.reports import (
+    WEEKDAYS,
+    build_report,
+    format_duration,
+    latest_customer_message,
+)
 
 PRESETS = [("7", "Last 7 days"), ("30", "Last 30 days"), ("90", "Last 90 days")]
 MAX_DAYS = 366
@@ -118,6 +123,17 @@ def reports_page(request):
     )
     query = request.GET.copy()
     query.pop("format", None)
+    earlier = None
+    if not report.received_total:
+        # Nothing came in these days: offer the 90 days up to the newest customer message.
+        latest = latest_customer_message(mailbox_ids=filters["ids"], person_id=filters["person_id"])
+        if latest is not None and timezone.localdate(latest) < filters["start"]:
+            last = timezone.localdate(latest)
+            older = query.copy()
+            older["range"] = "custom"
+            older["start"] = (last - dt.timedelta(days=89)).isoformat()
+            older["end"] = last.isoformat()
+            earlier = {"date": last, "url": reverse("inbox:reports") + "?" + older.urlencode()}
     return render(
         request,
         "inbox/reports.html",
@@ -127,6 +143,7 @@ def reports_page(request):
             "report": report,
             "charts": {"per_day": per_day, "backlog": backlog, "hours": hours},
             "durations": _durations(report),
+            "earlier": earlier,
             "csv_url": reverse("inbox:reports_csv") + ("?" + query.urlencode() if query else ""),
             "hour_rows": list(zip(WEEKDAYS, report.hours, strict=True)),
             "hour_totals": report.per_hour,

@@ -261,3 +261,18 @@ def test_all_my_mailboxes_adds_up_readable_ones(client, known, teammate):
     html = client.get(reverse("inbox:reports")).content.decode()
     assert "sales@relay.test" in html and "All my mailboxes" in html
     assert timezone.localdate().strftime("%Y-%m-%d") in html  # the default: last 30 days
+
+
+def test_an_empty_range_points_at_the_days_with_mail(client, known, teammate):
+    """Mail from March, a report of the last 30 days: the page says so and links to the 90
+    days up to the newest customer message (Sunday 8 March)."""
+    client.force_login(teammate)
+    html = client.get(reverse("inbox:reports") + f"?mailbox={known.pk}").content.decode()
+    assert "The newest customer message is from 8 Mar 2026" in html
+    assert "range=custom&amp;start=2025-12-09&amp;end=2026-03-08" in html
+    response = client.get(
+        reverse("inbox:reports")
+        + f"?mailbox={known.pk}&range=custom&start=2025-12-09&end=2026-03-08"
+    )
+    assert 'data-figure="received">7<' in response.content.decode()  # with E and G
+    assert "reports-earlier" not in response.content.decode()
