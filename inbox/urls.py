@@ -17,6 +17,7 @@ from .views import (
     presence,
     qualify,
     reading,
+    reports,
     triage,
 )
 
@@ -45,6 +46,9 @@ urlpatterns = [
     path("triage/", triage.triage_page, name="triage"),
     path("triage/qualify/", triage.triage_qualify, name="triage_qualify"),
     path("triage/records/", triage.record_picker, name="record_picker"),
+    # Reports (docs/product.md §7.11): the page and the same figures as CSV.
+    path("reports/", reports.reports_page, name="reports"),
+    path("reports.csv", reports.reports_csv, name="reports_csv"),
     # Writing, and preferences.
     path("preferences/", preferences.preferences_page, name="preferences"),
     path("compose/", composing.compose_page, name="compose"),

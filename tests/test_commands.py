@@ -207,3 +207,21 @@ def test_the_demo_outbox_holds_a_failed_send_and_one_whose_outcome_is_unknown(cl
     assert client.login(username="demo", password="demo")
     html = client.get(reverse("inbox:outbox") + "?show=problems").content.decode()
     assert "does not exist" in html and "nobody knows whether it went out" in html
+
+
+def test_the_demo_support_inbox_has_reports_to_show(client):
+    """The demo's mail is months old: the Reports page of the last 30 days points at the days
+    with mail, and there every figure has something in it (docs/product.md §7.11)."""
+    import re
+
+    load()
+    client.force_login(get_user_model().objects.get(username="demo"))
+    html = client.get("/inbox/reports/").content.decode()
+    assert "The newest customer message is from" in html
+    url = re.search(r'href="(/inbox/reports/\?range=custom[^"]*)"', html)[1].replace("&amp;", "&")
+    html = client.get(url).content.decode()
+    figures = dict(re.findall(r'data-figure="(\w+)">(\d+)<', html))
+    assert all(int(figures[k]) >= 20 for k in ("received", "replied", "closed")), figures
+    durations = re.search(r'id="table-durations".*?</table>', html, re.S)[0]
+    assert durations.count(" min<") + durations.count(" h<") >= 4  # medians and p90s, no "—"
+    assert "—" not in durations

@@ -65,6 +65,8 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
         ("get", reverse("inbox:inbox_page") + f"?mailbox={box}&folder={target['folder'].pk}", {}),
         ("get", reverse("inbox:inbox_poll") + f"?mailbox={box}", {}),
         ("get", reverse("inbox:inbox_page") + f"?mailbox={box}&view=open", {}),
+        ("get", reverse("inbox:reports") + f"?mailbox={box}", {}),
+        ("get", reverse("inbox:reports_csv") + f"?mailbox={box}&range=90", {}),
         ("get", reverse("inbox:inbox_poll") + f"?mailbox={box}&view=done", {}),
         ("get", reverse("inbox:conversation", args=[m]), {}),
         ("get", reverse("inbox:qualify_dialog", args=[m]), {}),

@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from connector.sync.importer import import_messages
@@ -40,6 +41,7 @@ from crm.models import (
 )
 from demo import corpus
 from inbox.models import Mailbox, Message, OutboxEntry, PrimaryMailbox, Thread, ThreadEvent
+from inbox.selectors.reports import ours_q
 from inbox.services.mailboxes import mailbox_set_primary
 from notes.access import Target
 from notes.models import Note
@@ -402,8 +404,45 @@ def team_at_work(mailbox: Mailbox, users: dict) -> int:
     Thread.objects.bulk_update(
         threads, ["assignee", "status", "status_changed_at", "snoozed_until", "closed_at"]
     )
-    ThreadEvent.objects.bulk_create(events)
+    ThreadEvent.objects.bulk_create(events + answered_and_closed(mailbox, users, skip=threads))
     return len(threads)
+
+
+def answered_and_closed(mailbox: Mailbox, users: dict, *, skip) -> list[ThreadEvent]:
+    """The history the corpus answered was closed by someone a few hours after our last reply,
+    so the Reports page (docs/product.md §7.11) has closings and times to close to show.
+    Whoever closed it also owns it. Events only for the conversations not in the team plan."""
+    people = [users[name] for name in sorted(users) if users.get(name)]
+    if not people:
+        return []
+    last_reply = (
+        Message.objects.filter(ours_q(), thread=OuterRef("pk"), date__isnull=False)
+        .order_by("-date")
+        .values("date")[:1]
+    )
+    threads = list(
+        Thread.objects.filter(mailbox=mailbox, status=Thread.Status.DONE)
+        .exclude(pk__in=[t.pk for t in skip])
+        .annotate(last_reply=Subquery(last_reply))
+        .filter(last_reply__isnull=False)
+        .order_by("pk")
+    )
+    events = []
+    for thread in threads:
+        who = people[thread.pk % len(people)]
+        when = thread.last_reply + dt.timedelta(hours=1 + thread.pk % 20)
+        thread.assignee, thread.closed_at, thread.status_changed_at = who, when, when
+        events.append(
+            ThreadEvent(
+                thread=thread,
+                actor=who,
+                kind=ThreadEvent.Kind.STATUS,
+                data={"status": "done"},
+                created_at=when,
+            )
+        )
+    Thread.objects.bulk_update(threads, ["assignee", "closed_at", "status_changed_at"])
+    return events
 
 
 class Command(BaseCommand):
