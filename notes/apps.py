@@ -7,3 +7,6 @@ class NotesConfig(AppConfig):
 
     def ready(self) -> None:
         from . import receivers  # noqa: F401  (connects threads_merged)
+        from .views_registry import register
+
+        register()

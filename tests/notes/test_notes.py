@@ -278,3 +278,26 @@ def test_notes_pages_take_the_same_queries_for_3_or_300_notes(client, teammate, 
     many = [_queries(client, url, headers=headers) for url, headers in urls]
     assert many == few, (few, many)
     assert max(few) <= 8, few
+
+
+def test_the_inbox_sidebar_has_mentions_with_the_conversations_that_mention_me(
+    client, owner, teammate, shared_mailbox, shared_thread
+):
+    """docs/product.md §7.8 views, plus Mentions (§7.9): counted and listed like the others."""
+    shared_mailbox.granted_users.add(owner)
+    other = f.ThreadFactory(mailbox=shared_mailbox, subject="Quiet one")
+    f.MessageFactory(mailbox=shared_mailbox, thread=other, subject="Quiet one")
+    login(client, owner)
+    post_note(client, "thread", shared_thread.pk, "@teammate can you take this?")
+    post_note(client, "thread", other.pk, "Nothing for anyone")
+
+    login(client, teammate)
+    page = client.get(
+        reverse("inbox:inbox_page"), {"mailbox": shared_mailbox.pk, "view": "mentions"}
+    ).content.decode()
+    assert 'data-view="mentions"' in page
+    assert shared_thread.subject in page and "Quiet one" not in page
+    from inbox.selectors.conversations import view_counts
+
+    assert view_counts(mailbox=shared_mailbox, user=teammate)["mentions"] == 1
+    assert view_counts(mailbox=shared_mailbox, user=owner)["mentions"] == 0
