@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox
 from .permissions import can_manage_mailbox
+from .services import mailbox_access
 from .services import mailboxes as mailbox_services
 
 
@@ -406,6 +407,18 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
         )
         obj.pk, obj._state.adding, obj._state.db = created.pk, False, created._state.db
         obj.email_address = created.email_address
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        mailbox = form.instance
+        if mailbox.kind != Mailbox.Kind.SHARED:
+            return
+        if not change:
+            # The form's grants replaced the ones the service made: its creator keeps access
+            # (docs/product.md §2.7).
+            mailbox.granted_users.add(request.user)
+        # A revoked grant also clears that user's primary choice (docs/product.md §2.7 item 2).
+        mailbox_access.mailbox_forget_lost_primaries(mailbox=mailbox)
 
 
 # --- Email API (docs/product.md §6) --------------------------------------------------------------

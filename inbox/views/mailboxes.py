@@ -14,9 +14,10 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from inbox.mailbox_forms import MailboxOptionsForm
+from inbox.mailbox_forms import GrantForm, MailboxOptionsForm, SupportForm
 from inbox.models import LedgerEntry, Mailbox
 from inbox.permissions import can_manage_mailbox, get_mailbox_or_404
 from inbox.ratelimit import TEST_LIMIT_PER_USER, TOO_MANY_TESTS, hit, test_allowed
@@ -26,6 +27,7 @@ from inbox.selectors.mailboxes import (
     mailbox_health,
     settings_rows,
 )
+from inbox.services import mailbox_access
 from inbox.services import mailboxes as mailbox_services
 from inbox.services.mailboxes import (
     ledger_retry,
@@ -138,9 +140,102 @@ def mailbox_settings(request, pk: int):
             "form": form,
             "can_manage": can_manage,
             "oauth_options": {o["value"]: o for o in oauth_options()},
+            **_admin_sections(mailbox, can_manage),
         },
         status=status,
     )
+
+
+def _admin_sections(mailbox: Mailbox, can_manage: bool, **forms) -> dict:
+    """The shared mailbox's administration (docs/product.md §2.7): for its managers only."""
+    if not can_manage or mailbox.kind != Mailbox.Kind.SHARED:
+        return {}
+    return {
+        "grants": mailbox_access.mailbox_grants(mailbox),
+        "grant_form": forms.get("grant_form") or GrantForm(mailbox=mailbox),
+        "support_form": forms.get("support_form")
+        or SupportForm(
+            initial={
+                "create_tickets": mailbox.create_tickets,
+                "forward_unplaced_to": mailbox.forward_unplaced_to,
+            }
+        ),
+    }
+
+
+def _settings_again(request, mailbox: Mailbox, **forms):
+    """The settings page again with a form's errors (status 400)."""
+    return render(
+        request,
+        "inbox/mailboxes/settings.html",
+        {
+            "mailbox": mailbox,
+            "form": MailboxOptionsForm(instance=mailbox),
+            "can_manage": True,
+            "oauth_options": {o["value"]: o for o in oauth_options()},
+            **_admin_sections(mailbox, True, **forms),
+        },
+        status=400,
+    )
+
+
+def _shared_managed_or_404(request, pk: int) -> Mailbox:
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if mailbox.kind != Mailbox.Kind.SHARED:
+        raise Http404("No such mailbox.")
+    return mailbox
+
+
+@require_POST
+def mailbox_grant(request, pk: int):
+    mailbox = _shared_managed_or_404(request, pk)
+    form = GrantForm(request.POST, mailbox=mailbox)
+    if not form.is_valid():
+        return _settings_again(request, mailbox, grant_form=form)
+    person, group = form.cleaned_data.get("user"), form.cleaned_data.get("group")
+    mailbox_access.mailbox_grant(user=request.user, mailbox=mailbox, grantee=person, group=group)
+    names = [
+        n
+        for n in (
+            person and (person.get_full_name() or person.get_username()),
+            group and f"the group {group.name}",
+        )
+        if n
+    ]
+    messages.success(request, f"{' and '.join(names)} can now read {mailbox.email_address}.")
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#access")
+
+
+@require_POST
+def mailbox_revoke(request, pk: int):
+    mailbox = _shared_managed_or_404(request, pk)
+    person = mailbox.granted_users.filter(pk=request.POST.get("user") or 0).first()
+    group = mailbox.granted_groups.filter(pk=request.POST.get("group") or 0).first()
+    if person is None and group is None:
+        raise Http404("No such grant.")
+    mailbox_access.mailbox_revoke(user=request.user, mailbox=mailbox, grantee=person, group=group)
+    name = person.get_full_name() or person.get_username() if person else f"The group {group.name}"
+    messages.success(request, f"{name} no longer reads {mailbox.email_address}.")
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#access")
+
+
+@require_POST
+def mailbox_support(request, pk: int):
+    mailbox = _shared_managed_or_404(request, pk)
+    form = SupportForm(request.POST)
+    if form.is_valid():
+        try:
+            mailbox_access.mailbox_update_support(
+                user=request.user, mailbox=mailbox, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            mailbox.refresh_from_db()
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(request, "Tickets and forwarding saved.")
+            return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#tickets")
+    return _settings_again(request, mailbox, support_form=form)
 
 
 def mailbox_health_page(request, pk: int):

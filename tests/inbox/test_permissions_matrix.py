@@ -13,6 +13,7 @@ from inbox.models import (
     Message,
     OutboxEntry,
     PendingChange,
+    PrimaryMailbox,
     Thread,
     ThreadEvent,
     ThreadRead,
@@ -218,3 +219,76 @@ def test_email_tab_never_leaks_shared_mail_or_links_to_unreadable_mail(
     for which in ("personal", "shared"):
         conversation = reverse("inbox:conversation", args=[world[which]["message"].pk])
         assert (conversation in html) is (persona in ALLOWED[which])
+
+
+# --- a shared mailbox's administration on its settings page (docs/product.md §2.7) -----------
+
+
+def _admin_requests(world) -> list[tuple[str, dict]]:
+    """(url, data) of every administration action, each of which would change something."""
+    box = world["shared"]["mailbox"].pk
+    outsider = world["revoked"].pk
+    teammate = world["shared"]["mailbox"].granted_users.get().pk
+    return [
+        (reverse("inbox:mailbox_grant", args=[box]), {"user": outsider}),
+        (reverse("inbox:mailbox_revoke", args=[box]), {"user": teammate}),
+        (
+            reverse("inbox:mailbox_support", args=[box]),
+            {"create_tickets": "on", "forward_unplaced_to": "team@relay.test"},
+        ),
+    ]
+
+
+def _admin_state(mailbox):
+    mailbox.refresh_from_db()
+    return (
+        sorted(mailbox.granted_users.values_list("pk", flat=True)),
+        sorted(mailbox.granted_groups.values_list("pk", flat=True)),
+        mailbox.create_tickets,
+        mailbox.forward_unplaced_to,
+        list(PrimaryMailbox.objects.order_by("pk").values_list("pk", "mailbox")),
+    )
+
+
+@pytest.mark.parametrize("persona", ["outsider", "revoked", "owner", "teammate"])
+def test_only_admins_administer_a_shared_mailbox(client, request, world, persona):
+    """Everyone else gets the 404 of a missing mailbox and changes nothing, with or without
+    htmx; an admin's actions all work; nobody administers a personal mailbox this way."""
+    mailbox = world["shared"]["mailbox"]
+    client = _login(client, _persona(persona, request, world))
+    before = _admin_state(mailbox)
+    for url, data in _admin_requests(world):
+        for headers in ({}, HTMX):
+            assert client.post(url, data, headers=headers).status_code == 404, (persona, url)
+            missing = url.replace(f"/{mailbox.pk}/", f"/{mailbox.pk + 1000}/")
+            assert client.post(missing, data, headers=headers).status_code == 404
+    assert _admin_state(mailbox) == before
+
+
+def test_anonymous_cannot_administer_a_shared_mailbox(client, world):
+    mailbox = world["shared"]["mailbox"]
+    before = _admin_state(mailbox)
+    for url, data in _admin_requests(world):
+        response = client.post(url, data)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    assert _admin_state(mailbox) == before
+
+
+def test_admin_administers_shared_but_not_personal_mailboxes(client, admin_user, world):
+    mailbox = world["shared"]["mailbox"]
+    client = _login(client, admin_user)
+    before = _admin_state(mailbox)
+    for url, data in _admin_requests(world):
+        assert client.post(url, data).status_code == 302, url
+    after = _admin_state(mailbox)
+    assert after[0] == [world["revoked"].pk] and after[2] is True and after != before
+    personal = world["personal"]["mailbox"].pk
+    for url, data in _admin_requests(world):
+        url = url.replace(f"/{mailbox.pk}/", f"/{personal}/")
+        assert client.post(url, data).status_code == 404
+    # Its owner neither: a personal mailbox is never granted to anyone.
+    client = _login(client, world["personal"]["mailbox"].owner)
+    for url, data in _admin_requests(world):
+        url = url.replace(f"/{mailbox.pk}/", f"/{personal}/")
+        assert client.post(url, data).status_code == 404
+    assert not world["personal"]["mailbox"].granted_users.exists()
