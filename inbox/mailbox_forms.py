@@ -420,3 +420,16 @@ class SupportForm(forms.Form):
         help_text="An internal address, like team@example.com. Empty: nothing is forwarded.",
         widget=forms.EmailInput(attrs={"spellcheck": "false"}),
     )
+
+
+class ExclusionForm(forms.Form):
+    """A new exclusion pattern: first its dry run, then Save."""
+
+    pattern = forms.CharField(
+        label="Pattern",
+        max_length=320,
+        help_text="An address or a domain, with * and ? wildcards: *@noreply.example.com, "
+        "mailer-daemon@*, *.newsletters.example.",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+    note = forms.CharField(label="Note", max_length=200, required=False)

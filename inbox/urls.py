@@ -71,6 +71,7 @@ urlpatterns = [
     path("mailboxes/<int:pk>/grant/", mailboxes.mailbox_grant, name="mailbox_grant"),
     path("mailboxes/<int:pk>/revoke/", mailboxes.mailbox_revoke, name="mailbox_revoke"),
     path("mailboxes/<int:pk>/support/", mailboxes.mailbox_support, name="mailbox_support"),
+    path("mailboxes/<int:pk>/exclusions/", mailboxes.mailbox_exclusions, name="mailbox_exclusions"),
     path(
         "mailboxes/<int:pk>/held/<int:entry_pk>/retry/",
         mailboxes.held_retry,

@@ -144,3 +144,62 @@ def mailbox_update_support(
             _who(user),
         )
     return mailbox
+
+
+# --- exclusion patterns (docs/product.md §4.1 rule 5), added after a dry run ------------------
+
+_NOT_IN_PATTERNS = set(' \t\r\n\x00<>",;:()\\')
+
+
+def clean_exclusion_pattern(pattern: str) -> str:
+    """A glob on an address (`*@noreply.*`) or a domain (`*.example.org`), lower case."""
+    pattern = (pattern or "").strip().lower()
+    if not pattern:
+        raise ValidationError({"pattern": "Enter a pattern, like *@noreply.example.com."})
+    if len(pattern) > 320 or set(pattern) & _NOT_IN_PATTERNS:
+        raise ValidationError(
+            {"pattern": "Only an address or domain with * and ? wildcards, no spaces."}
+        )
+    if pattern.count("@") > 1:
+        raise ValidationError({"pattern": "One @ at most: an address or a domain."})
+    if pattern.strip("*?@.") == "":
+        raise ValidationError({"pattern": "This pattern would exclude every sender."})
+    return pattern
+
+
+def exclusion_dry_run(*, user, mailbox: Mailbox, pattern: str) -> list[dict]:
+    """What `pattern` would exclude among the mailbox's last 100 messages, before it is saved.
+    Only this mailbox's mail: an admin never sees personal mail (docs/product.md §2.2)."""
+    from .triage import exclusion_patterns_preview
+
+    _check(user, mailbox)
+    return exclusion_patterns_preview(
+        patterns=[clean_exclusion_pattern(pattern)], mailbox=mailbox, limit=100
+    )
+
+
+@transaction.atomic
+def exclusion_pattern_add(*, user, mailbox: Mailbox, pattern: str, note: str = ""):
+    """Save an exclusion pattern (for every mailbox), after its dry run on `mailbox`."""
+    from ..models import ExclusionPattern
+
+    _check(user, mailbox)
+    pattern = clean_exclusion_pattern(pattern)
+    if ExclusionPattern.objects.filter(pattern=pattern).exists():
+        raise ValidationError({"pattern": "This pattern is on the list already."})
+    saved = ExclusionPattern.objects.create(pattern=pattern, note=(note or "").strip()[:200])
+    audit.warning("exclusion pattern %r added by %s", pattern, _who(user))
+    return saved
+
+
+@transaction.atomic
+def exclusion_pattern_remove(*, user, mailbox: Mailbox, pattern_id: int) -> str:
+    from ..models import ExclusionPattern
+
+    _check(user, mailbox)
+    saved = ExclusionPattern.objects.filter(pk=pattern_id).first()
+    if saved is None:
+        raise ValidationError("This pattern is not on the list.")
+    saved.delete()
+    audit.warning("exclusion pattern %r removed by %s", saved.pattern, _who(user))
+    return saved.pattern

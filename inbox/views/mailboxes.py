@@ -17,8 +17,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from inbox.mailbox_forms import GrantForm, MailboxOptionsForm, SupportForm
-from inbox.models import LedgerEntry, Mailbox
+from inbox.mailbox_forms import ExclusionForm, GrantForm, MailboxOptionsForm, SupportForm
+from inbox.models import ExclusionPattern, LedgerEntry, Mailbox
 from inbox.permissions import can_manage_mailbox, get_mailbox_or_404
 from inbox.ratelimit import TEST_LIMIT_PER_USER, TOO_MANY_TESTS, hit, test_allowed
 from inbox.selectors.mailboxes import (
@@ -151,6 +151,10 @@ def _admin_sections(mailbox: Mailbox, can_manage: bool, **forms) -> dict:
     if not can_manage or mailbox.kind != Mailbox.Kind.SHARED:
         return {}
     return {
+        "exclusion_patterns": list(ExclusionPattern.objects.all()),
+        "exclusion_form": forms.get("exclusion_form") or ExclusionForm(),
+        "dry_run": forms.get("dry_run"),
+        "exclusion_notice": forms.get("exclusion_notice", ""),
         "grants": mailbox_access.mailbox_grants(mailbox),
         "grant_form": forms.get("grant_form") or GrantForm(mailbox=mailbox),
         "support_form": forms.get("support_form")
@@ -163,8 +167,8 @@ def _admin_sections(mailbox: Mailbox, can_manage: bool, **forms) -> dict:
     }
 
 
-def _settings_again(request, mailbox: Mailbox, **forms):
-    """The settings page again with a form's errors (status 400)."""
+def _settings_again(request, mailbox: Mailbox, status: int = 400, **forms):
+    """The settings page again with a form's errors (status 400) or a dry run's result."""
     return render(
         request,
         "inbox/mailboxes/settings.html",
@@ -175,7 +179,7 @@ def _settings_again(request, mailbox: Mailbox, **forms):
             "oauth_options": {o["value"]: o for o in oauth_options()},
             **_admin_sections(mailbox, True, **forms),
         },
-        status=400,
+        status=status,
     )
 
 
@@ -300,3 +304,52 @@ def mailbox_send_test(request, pk: int):
                 request, f"Test email queued to {to}. Its outcome shows in the outbox."
             )
     return redirect("inbox:mailbox_settings", pk=mailbox.pk)
+
+
+@require_POST
+def mailbox_exclusions(request, pk: int):
+    """Exclusion patterns (docs/product.md §2.7): a new pattern is first tried on the mailbox's
+    last 100 messages ("dry_run"), and only the pattern that dry run showed can be saved; or a
+    pattern is removed. With htmx only the section is swapped (the page answers 200 with errors
+    shown in place); without JavaScript the whole page comes back."""
+    mailbox = _shared_managed_or_404(request, pk)
+    action = request.POST.get("action")
+    error_status = 200 if request.htmx else 400
+    if action == "remove":
+        try:
+            removed = mailbox_access.exclusion_pattern_remove(
+                user=request.user,
+                mailbox=mailbox,
+                pattern_id=int(request.POST.get("pattern_id") or 0),
+            )
+        except (ValidationError, ValueError) as exc:
+            raise Http404("No such pattern.") from exc
+        return _exclusions_done(request, mailbox, f"{removed} is no longer excluded.")
+    if action not in ("dry_run", "save"):
+        raise Http404("No such action.")
+    form = ExclusionForm(request.POST)
+    if not form.is_valid():
+        return _settings_again(request, mailbox, status=error_status, exclusion_form=form)
+    pattern = form.cleaned_data["pattern"]
+    try:
+        if action == "save" and request.POST.get("checked") == pattern.strip().lower():
+            saved = mailbox_access.exclusion_pattern_add(
+                user=request.user, mailbox=mailbox, pattern=pattern, note=form.cleaned_data["note"]
+            )
+            return _exclusions_done(
+                request, mailbox, f"{saved.pattern} is excluded from now on, in every mailbox."
+            )
+        hits = mailbox_access.exclusion_dry_run(user=request.user, mailbox=mailbox, pattern=pattern)
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return _settings_again(request, mailbox, status=error_status, exclusion_form=form)
+    dry_run = {"pattern": mailbox_access.clean_exclusion_pattern(pattern), "hits": hits}
+    return _settings_again(request, mailbox, status=200, exclusion_form=form, dry_run=dry_run)
+
+
+def _exclusions_done(request, mailbox: Mailbox, text: str):
+    if request.htmx:
+        return _settings_again(request, mailbox, status=200, exclusion_notice=text)
+    messages.success(request, text)
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#exclusions")

@@ -4,13 +4,14 @@ primary choice; every change is audit-logged; bad input saves nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 
-from inbox.models import Mailbox, PrimaryMailbox
+from inbox.models import ExclusionPattern, Mailbox, PrimaryMailbox
 from inbox.services import mailbox_access
 from tests import factories as f
 
@@ -164,3 +165,150 @@ def test_a_grantee_sees_no_administration(client, teammate, shared_mailbox):
     html = _settings(client, shared_mailbox)
     assert 'id="grants"' not in html and "Give access" not in html
     assert reverse("inbox:mailbox_grant", args=[shared_mailbox.pk]) not in html
+
+
+# --- exclusion patterns after a dry run on real stored messages ------------------------------
+
+
+def _stored(mailbox, count: int, sender_of, start=None):
+    from django.utils import timezone
+
+    from tests.connector import filingkit
+
+    start = start or timezone.now()
+    return [
+        filingkit.mail(
+            mailbox,
+            sender=sender_of(i),
+            subject=f"Message {i}",
+            date=start - dt.timedelta(minutes=i),
+        )
+        for i in range(count)
+    ]
+
+
+def _section(html: str) -> str:
+    return html.split('id="exclusions"')[1].split("</section>")[0]
+
+
+def test_dry_run_lists_what_the_last_100_messages_would_lose_then_save(
+    client, admin_user, shared_mailbox, personal_mailbox, caplog
+):
+    # 101 messages in support@: every tenth from a no-reply sender, and the oldest (101st) too.
+    _stored(
+        shared_mailbox,
+        101,
+        lambda i: "alerts@noreply.example" if i % 10 == 0 or i == 100 else f"c{i}@client.example",
+    )
+    # Olivia's personal mail never shows to the admin, even in a dry run.
+    _stored(personal_mailbox, 1, lambda i: "private@noreply.example")
+    client.force_login(admin_user)
+    url = reverse("inbox:mailbox_exclusions", args=[shared_mailbox.pk])
+    response = client.post(url, {"action": "dry_run", "pattern": " *@NoReply.example "})
+    assert response.status_code == 200
+    html = _section(response.content.decode())
+    assert "would exclude 10 of the last 100 messages" in html
+    assert "Message 0" in html and "Message 90" in html
+    assert "Message 100" not in html  # the 101st most recent is not among the last 100
+    assert "Message 1<" not in html and "private@" not in html
+    assert 'name="checked" value="*@noreply.example"' in html
+    assert not ExclusionPattern.objects.exists()  # a dry run saves nothing
+
+    caplog.set_level(logging.WARNING, logger="relay.audit")
+    response = client.post(
+        url,
+        {
+            "action": "save",
+            "pattern": "*@noreply.example",
+            "note": "Monitoring alerts",
+            "checked": "*@noreply.example",
+        },
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "*@noreply.example is excluded from now on, in every mailbox." in html
+    assert "<code>*@noreply.example</code>" in _section(html) and "Monitoring alerts" in html
+    assert list(ExclusionPattern.objects.values_list("pattern", "note")) == [
+        ("*@noreply.example", "Monitoring alerts")
+    ]
+    assert f"exclusion pattern '*@noreply.example' added by user={admin_user.pk}" in caplog.text
+
+
+def test_save_without_its_dry_run_only_runs_it(client, admin_user, shared_mailbox):
+    client.force_login(admin_user)
+    url = reverse("inbox:mailbox_exclusions", args=[shared_mailbox.pk])
+    # No dry run, or one of another pattern: the dry run is shown, nothing saved.
+    for checked in ("", "*@other.example"):
+        response = client.post(
+            url, {"action": "save", "pattern": "*.example.org", "checked": checked}
+        )
+        assert "would exclude 0 of the last 100 messages" in response.content.decode()
+    assert not ExclusionPattern.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "pattern,error",
+    [
+        ("", "This field is required"),
+        ("*", "would exclude every sender"),
+        ("*@*", "would exclude every sender"),
+        ("a b@example.com", "no spaces"),
+        ("a@b@example.com", "One @ at most"),
+    ],
+)
+def test_bad_patterns_are_refused_and_nothing_saved(
+    client, admin_user, shared_mailbox, pattern, error
+):
+    client.force_login(admin_user)
+    url = reverse("inbox:mailbox_exclusions", args=[shared_mailbox.pk])
+    for action in ("dry_run", "save"):
+        response = client.post(url, {"action": action, "pattern": pattern, "checked": pattern})
+        assert response.status_code == 400
+        assert error in response.content.decode()
+    assert not ExclusionPattern.objects.exists()
+
+
+def test_htmx_swaps_the_section_and_remove_works(client, admin_user, shared_mailbox):
+    ExclusionPattern.objects.create(pattern="mailer-daemon@*")
+    saved = ExclusionPattern.objects.create(pattern="*@spam.example")
+    client.force_login(admin_user)
+    url = reverse("inbox:mailbox_exclusions", args=[shared_mailbox.pk])
+    response = client.post(
+        url, {"action": "dry_run", "pattern": "*"}, headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 200  # htmx swaps only 2xx: the error shows in place
+    assert "would exclude every sender" in _section(response.content.decode())
+    response = client.post(
+        url, {"action": "remove", "pattern_id": saved.pk}, headers={"HX-Request": "true"}
+    )
+    html = _section(response.content.decode())
+    assert "*@spam.example is no longer excluded." in html
+    assert "<code>*@spam.example</code>" not in html and "<code>mailer-daemon@*</code>" in html
+    assert client.post(url, {"action": "remove", "pattern_id": saved.pk}).status_code == 404
+    assert list(ExclusionPattern.objects.values_list("pattern", flat=True)) == ["mailer-daemon@*"]
+
+
+def test_a_saved_pattern_keeps_the_next_mail_from_creating_a_contact(
+    client, admin_user, shared_mailbox
+):
+    """The pattern saved on the page is the one filing uses: a sender it matches does not
+    become a contact (docs/product.md §4.1 rule 5), another one does."""
+    from crm.models import Contact
+    from tests.connector import filingkit
+
+    shared_mailbox.create_contacts = True
+    shared_mailbox.save()
+    client.force_login(admin_user)
+    url = reverse("inbox:mailbox_exclusions", args=[shared_mailbox.pk])
+    client.post(
+        url, {"action": "save", "pattern": "*.alerts.example", "checked": "*.alerts.example"}
+    )
+    for sender in ("bot@eu.alerts.example", "ana@client.example"):
+        raw = (
+            f"From: {sender}\r\nTo: support@relay.test\r\nSubject: Hi\r\n"
+            f"Message-ID: <{sender}.x@mail.example>\r\n"
+            "Date: Sun, 6 Dec 2026 10:00:00 +0000\r\n\r\nHello\r\n"
+        ).encode()
+        filingkit.receive(shared_mailbox, raw)
+    emails = set(Contact.objects.values_list("emails__email", flat=True))
+    assert "ana@client.example" in emails and "bot@eu.alerts.example" not in emails

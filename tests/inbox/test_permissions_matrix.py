@@ -9,6 +9,7 @@ import pytest
 from django.urls import reverse
 
 from inbox.models import (
+    ExclusionPattern,
     Filing,
     Message,
     OutboxEntry,
@@ -229,7 +230,15 @@ def _admin_requests(world) -> list[tuple[str, dict]]:
     box = world["shared"]["mailbox"].pk
     outsider = world["revoked"].pk
     teammate = world["shared"]["mailbox"].granted_users.get().pk
+    saved = ExclusionPattern.objects.get_or_create(pattern="mailer-daemon@*")[0].pk
+    exclusions = reverse("inbox:mailbox_exclusions", args=[box])
     return [
+        (exclusions, {"action": "dry_run", "pattern": "*@noreply.example"}),
+        (
+            exclusions,
+            {"action": "save", "pattern": "*@noreply.example", "checked": "*@noreply.example"},
+        ),
+        (exclusions, {"action": "remove", "pattern_id": saved}),
         (reverse("inbox:mailbox_grant", args=[box]), {"user": outsider}),
         (reverse("inbox:mailbox_revoke", args=[box]), {"user": teammate}),
         (
@@ -247,6 +256,7 @@ def _admin_state(mailbox):
         mailbox.create_tickets,
         mailbox.forward_unplaced_to,
         list(PrimaryMailbox.objects.order_by("pk").values_list("pk", "mailbox")),
+        sorted(ExclusionPattern.objects.values_list("pattern", flat=True)),
     )
 
 
@@ -256,8 +266,9 @@ def test_only_admins_administer_a_shared_mailbox(client, request, world, persona
     htmx; an admin's actions all work; nobody administers a personal mailbox this way."""
     mailbox = world["shared"]["mailbox"]
     client = _login(client, _persona(persona, request, world))
+    requests = _admin_requests(world)
     before = _admin_state(mailbox)
-    for url, data in _admin_requests(world):
+    for url, data in requests:
         for headers in ({}, HTMX):
             assert client.post(url, data, headers=headers).status_code == 404, (persona, url)
             missing = url.replace(f"/{mailbox.pk}/", f"/{mailbox.pk + 1000}/")
@@ -267,8 +278,9 @@ def test_only_admins_administer_a_shared_mailbox(client, request, world, persona
 
 def test_anonymous_cannot_administer_a_shared_mailbox(client, world):
     mailbox = world["shared"]["mailbox"]
+    requests = _admin_requests(world)
     before = _admin_state(mailbox)
-    for url, data in _admin_requests(world):
+    for url, data in requests:
         response = client.post(url, data)
         assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
     assert _admin_state(mailbox) == before
@@ -277,11 +289,14 @@ def test_anonymous_cannot_administer_a_shared_mailbox(client, world):
 def test_admin_administers_shared_but_not_personal_mailboxes(client, admin_user, world):
     mailbox = world["shared"]["mailbox"]
     client = _login(client, admin_user)
+    requests = _admin_requests(world)
     before = _admin_state(mailbox)
-    for url, data in _admin_requests(world):
-        assert client.post(url, data).status_code == 302, url
+    for url, data in requests:
+        expected = 200 if data.get("action") == "dry_run" else 302  # a dry run shows its result
+        assert client.post(url, data).status_code == expected, url
     after = _admin_state(mailbox)
-    assert after[0] == [world["revoked"].pk] and after[2] is True and after != before
+    assert after[0] == [world["revoked"].pk] and after[2] is True
+    assert before[-1] == ["mailer-daemon@*"] and after[-1] == ["*@noreply.example"]
     personal = world["personal"]["mailbox"].pk
     for url, data in _admin_requests(world):
         url = url.replace(f"/{mailbox.pk}/", f"/{personal}/")
