@@ -433,3 +433,15 @@ class ExclusionForm(forms.Form):
         widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
     )
     note = forms.CharField(label="Note", max_length=200, required=False)
+
+
+class ApiSenderForm(forms.Form):
+    """An address allowed to send Email API documents to a support mailbox."""
+
+    address = forms.CharField(
+        label="Sender address",
+        max_length=320,
+        widget=forms.EmailInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+        help_text="Its documents are applied only when our mail server verified it.",
+    )
+    note = forms.CharField(label="Note", max_length=200, required=False)

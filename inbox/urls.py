@@ -73,6 +73,9 @@ urlpatterns = [
     path("mailboxes/<int:pk>/support/", mailboxes.mailbox_support, name="mailbox_support"),
     path("mailboxes/<int:pk>/exclusions/", mailboxes.mailbox_exclusions, name="mailbox_exclusions"),
     path(
+        "mailboxes/<int:pk>/api-senders/", mailboxes.mailbox_api_senders, name="mailbox_api_senders"
+    ),
+    path(
         "mailboxes/<int:pk>/held/<int:entry_pk>/retry/",
         mailboxes.held_retry,
         name="mailbox_held_retry",

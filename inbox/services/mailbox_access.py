@@ -203,3 +203,78 @@ def exclusion_pattern_remove(*, user, mailbox: Mailbox, pattern_id: int) -> str:
     saved.delete()
     audit.warning("exclusion pattern %r removed by %s", saved.pattern, _who(user))
     return saved.pattern
+
+
+# --- Email API senders (docs/product.md §6; docs/reliability.md C-17) ------------------------
+
+
+def _sender(mailbox: Mailbox, sender_id):
+    from ..models import EmailApiSender
+
+    try:
+        return EmailApiSender.objects.get(mailbox=mailbox, pk=int(sender_id or 0))
+    except (EmailApiSender.DoesNotExist, ValueError) as exc:
+        raise ValidationError("This sender is not on the list.") from exc
+
+
+@transaction.atomic
+def api_sender_add(*, user, mailbox: Mailbox, address: str, note: str = ""):
+    """Allow an address to send Email API documents to this mailbox."""
+    from ..models import EmailApiSender
+
+    _check(user, mailbox)
+    try:
+        address = normalize_email(address or "")
+    except ValidationError as exc:
+        raise ValidationError(
+            {"address": "Enter a valid email address, like forms@example.com."}
+        ) from exc
+    if EmailApiSender.objects.filter(mailbox=mailbox, address=address).exists():
+        raise ValidationError({"address": "This sender is on the list already."})
+    sender = EmailApiSender.objects.create(
+        mailbox=mailbox, address=address, note=(note or "").strip()[:200]
+    )
+    audit.warning(
+        "mailbox=%s %s: Email API sender %s added by %s",
+        mailbox.pk,
+        mailbox.email_address,
+        address,
+        _who(user),
+    )
+    return sender
+
+
+@transaction.atomic
+def api_sender_new_secret(*, user, mailbox: Mailbox, sender_id) -> tuple[object, str]:
+    """Give the sender a new random secret: returned once to be shown once, kept only as a
+    hash (docs/reliability.md C-17). The previous secret stops working."""
+    import secrets
+
+    _check(user, mailbox)
+    sender = _sender(mailbox, sender_id)
+    secret = secrets.token_urlsafe(24)
+    sender.set_secret(secret)
+    sender.save(update_fields=["secret_hash"])
+    audit.warning(
+        "mailbox=%s %s: Email API sender %s given a new secret by %s",
+        mailbox.pk,
+        mailbox.email_address,
+        sender.address,
+        _who(user),
+    )
+    return sender, secret
+
+
+@transaction.atomic
+def api_sender_remove(*, user, mailbox: Mailbox, sender_id) -> str:
+    _check(user, mailbox)
+    sender = _sender(mailbox, sender_id)
+    sender.delete()
+    audit.warning(
+        "mailbox=%s %s: Email API sender %s removed by %s",
+        mailbox.pk,
+        mailbox.email_address,
+        sender.address,
+        _who(user),
+    )
+    return sender.address

@@ -17,14 +17,22 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from inbox.mailbox_forms import ExclusionForm, GrantForm, MailboxOptionsForm, SupportForm
-from inbox.models import ExclusionPattern, LedgerEntry, Mailbox
+from inbox.mailbox_forms import (
+    ApiSenderForm,
+    ExclusionForm,
+    GrantForm,
+    MailboxOptionsForm,
+    SupportForm,
+)
+from inbox.models import EmailApiSender, ExclusionPattern, LedgerEntry, Mailbox
 from inbox.permissions import can_manage_mailbox, get_mailbox_or_404
 from inbox.ratelimit import TEST_LIMIT_PER_USER, TOO_MANY_TESTS, hit, test_allowed
 from inbox.selectors.mailboxes import (
+    api_senders_with_last_mail,
     get_managed_mailbox_or_404,
     get_settings_mailbox_or_404,
     mailbox_health,
+    sender_works_today,
     settings_rows,
 )
 from inbox.services import mailbox_access
@@ -150,7 +158,11 @@ def _admin_sections(mailbox: Mailbox, can_manage: bool, **forms) -> dict:
     """The shared mailbox's administration (docs/product.md §2.7): for its managers only."""
     if not can_manage or mailbox.kind != Mailbox.Kind.SHARED:
         return {}
+    senders = api_senders_with_last_mail(EmailApiSender.objects.filter(mailbox=mailbox))
     return {
+        "api_senders": [(sender, *sender_works_today(sender)) for sender in senders],
+        "api_sender_form": forms.get("api_sender_form") or ApiSenderForm(),
+        "new_secret": forms.get("new_secret"),
         "exclusion_patterns": list(ExclusionPattern.objects.all()),
         "exclusion_form": forms.get("exclusion_form") or ExclusionForm(),
         "dry_run": forms.get("dry_run"),
@@ -353,3 +365,44 @@ def _exclusions_done(request, mailbox: Mailbox, text: str):
         return _settings_again(request, mailbox, status=200, exclusion_notice=text)
     messages.success(request, text)
     return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#exclusions")
+
+
+@require_POST
+def mailbox_api_senders(request, pk: int):
+    """Email API senders (docs/product.md §2.7): add, remove, or give one a new secret, which
+    this answer shows once (never redirected through a cookie, never stored in clear)."""
+    mailbox = _shared_managed_or_404(request, pk)
+    action = request.POST.get("action")
+    if action == "add":
+        form = ApiSenderForm(request.POST)
+        if form.is_valid():
+            try:
+                sender = mailbox_access.api_sender_add(
+                    user=request.user, mailbox=mailbox, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                messages.success(request, f"{sender.address} may now send Email API documents.")
+                return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#api")
+        return _settings_again(request, mailbox, api_sender_form=form)
+    try:
+        if action == "secret":
+            sender, secret = mailbox_access.api_sender_new_secret(
+                user=request.user, mailbox=mailbox, sender_id=request.POST.get("sender_id")
+            )
+            response = _settings_again(
+                request, mailbox, status=200, new_secret={"sender": sender, "secret": secret}
+            )
+            response["Cache-Control"] = "no-store"
+            return response
+        if action == "remove":
+            address = mailbox_access.api_sender_remove(
+                user=request.user, mailbox=mailbox, sender_id=request.POST.get("sender_id")
+            )
+            messages.success(request, f"{address} may no longer send Email API documents.")
+            return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#api")
+    except ValidationError as exc:
+        raise Http404("No such sender.") from exc
+    raise Http404("No such action.")

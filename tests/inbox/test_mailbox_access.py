@@ -312,3 +312,66 @@ def test_a_saved_pattern_keeps_the_next_mail_from_creating_a_contact(
         filingkit.receive(shared_mailbox, raw)
     emails = set(Contact.objects.values_list("emails__email", flat=True))
     assert "ana@client.example" in emails and "bot@eu.alerts.example" not in emails
+
+
+# --- Email API senders ------------------------------------------------------------------------
+
+
+def test_admin_adds_a_sender_sets_a_secret_shown_once_and_removes_it(
+    client, admin_user, shared_mailbox, caplog, settings
+):
+    from django.contrib.auth.hashers import check_password
+
+    from inbox.models import EmailApiSender
+
+    settings.RELAY_AUTHSERV_IDS = ["mx.relay.test"]
+    client.force_login(admin_user)
+    url = reverse("inbox:mailbox_api_senders", args=[shared_mailbox.pk])
+    caplog.set_level(logging.WARNING, logger="relay.audit")
+    response = client.post(
+        url, {"action": "add", "address": " Forms@Web.Example ", "note": "Web form"}, follow=True
+    )
+    html = response.content.decode()
+    assert "forms@web.example may now send Email API documents." in html
+    section = html.split('id="api-senders"')[1].split("</ul>")[0]
+    assert "forms@web.example" in section and "Secret: none" in section
+    # support@ does not create tickets: the page says the sender cannot work today, and why.
+    assert "Does not work" in section and "the mailbox does not create tickets" in section
+    sender = EmailApiSender.objects.get(mailbox=shared_mailbox)
+    assert f"Email API sender forms@web.example added by user={admin_user.pk}" in caplog.text
+
+    for bad, error in (("forms@", "Enter a valid email address"), ("FORMS@web.example", "already")):
+        response = client.post(url, {"action": "add", "address": bad})
+        assert response.status_code == 400 and error in response.content.decode()
+    assert EmailApiSender.objects.count() == 1
+
+    response = client.post(url, {"action": "secret", "sender_id": sender.pk})
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    html = response.content.decode()
+    shown = html.split('id="new-secret"', 1)[1].split("</div>", 1)[0]
+    assert "forms@web.example" in shown
+    secret = shown.split('value="', 1)[1].split('"', 1)[0]
+    assert len(secret) >= 32
+    sender.refresh_from_db()
+    assert check_password(secret, sender.secret_hash) and secret not in sender.secret_hash
+    assert secret not in caplog.text
+    page = _settings(client, shared_mailbox)  # shown once: never again
+    assert secret not in page and "Secret: set" in page and 'id="new-secret"' not in page
+
+    html = client.post(url, {"action": "remove", "sender_id": sender.pk}, follow=True)
+    assert "forms@web.example may no longer send" in html.content.decode()
+    assert not EmailApiSender.objects.exists()
+    assert client.post(url, {"action": "remove", "sender_id": sender.pk}).status_code == 404
+
+
+def test_a_sender_of_another_mailbox_is_not_found_here(client, admin_user, shared_mailbox):
+    from inbox.models import EmailApiSender
+
+    other = f.SharedMailboxFactory(email_address="sales@relay.test")
+    theirs = EmailApiSender.objects.create(mailbox=other, address="x@web.example")
+    client.force_login(admin_user)
+    url = reverse("inbox:mailbox_api_senders", args=[shared_mailbox.pk])
+    for action in ("secret", "remove"):
+        assert client.post(url, {"action": action, "sender_id": theirs.pk}).status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.secret_hash == ""

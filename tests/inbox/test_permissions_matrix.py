@@ -9,6 +9,7 @@ import pytest
 from django.urls import reverse
 
 from inbox.models import (
+    EmailApiSender,
     ExclusionPattern,
     Filing,
     Message,
@@ -232,7 +233,14 @@ def _admin_requests(world) -> list[tuple[str, dict]]:
     teammate = world["shared"]["mailbox"].granted_users.get().pk
     saved = ExclusionPattern.objects.get_or_create(pattern="mailer-daemon@*")[0].pk
     exclusions = reverse("inbox:mailbox_exclusions", args=[box])
+    sender = EmailApiSender.objects.get_or_create(
+        mailbox=world["shared"]["mailbox"], address="forms@web.example"
+    )[0].pk
+    senders = reverse("inbox:mailbox_api_senders", args=[box])
     return [
+        (senders, {"action": "add", "address": "new@web.example"}),
+        (senders, {"action": "secret", "sender_id": sender}),
+        (senders, {"action": "remove", "sender_id": sender}),
         (exclusions, {"action": "dry_run", "pattern": "*@noreply.example"}),
         (
             exclusions,
@@ -257,6 +265,7 @@ def _admin_state(mailbox):
         mailbox.forward_unplaced_to,
         list(PrimaryMailbox.objects.order_by("pk").values_list("pk", "mailbox")),
         sorted(ExclusionPattern.objects.values_list("pattern", flat=True)),
+        sorted(EmailApiSender.objects.values_list("address", "secret_hash")),
     )
 
 
@@ -292,11 +301,13 @@ def test_admin_administers_shared_but_not_personal_mailboxes(client, admin_user,
     requests = _admin_requests(world)
     before = _admin_state(mailbox)
     for url, data in requests:
-        expected = 200 if data.get("action") == "dry_run" else 302  # a dry run shows its result
+        # A dry run shows its result, a new secret is shown once: both on the page itself.
+        expected = 200 if data.get("action") in ("dry_run", "secret") else 302
         assert client.post(url, data).status_code == expected, url
     after = _admin_state(mailbox)
     assert after[0] == [world["revoked"].pk] and after[2] is True
-    assert before[-1] == ["mailer-daemon@*"] and after[-1] == ["*@noreply.example"]
+    assert before[-2] == ["mailer-daemon@*"] and after[-2] == ["*@noreply.example"]
+    assert before[-1] == [("forms@web.example", "")] and after[-1] == [("new@web.example", "")]
     personal = world["personal"]["mailbox"].pk
     for url, data in _admin_requests(world):
         url = url.replace(f"/{mailbox.pk}/", f"/{personal}/")
