@@ -75,6 +75,7 @@ urlpatterns = [
     path(
         "mailboxes/<int:pk>/api-senders/", mailboxes.mailbox_api_senders, name="mailbox_api_senders"
     ),
+    path("mailboxes/<int:pk>/precedence/", mailboxes.mailbox_precedence, name="mailbox_precedence"),
     path(
         "mailboxes/<int:pk>/held/<int:entry_pk>/retry/",
         mailboxes.held_retry,

@@ -278,3 +278,20 @@ def api_sender_remove(*, user, mailbox: Mailbox, sender_id) -> str:
         _who(user),
     )
     return sender.address
+
+
+@transaction.atomic
+def matching_precedence_set(*, user, mailbox: Mailbox, precedence: str):
+    """Lead first or contact first, when an address belongs to both (docs/product.md §4.1; for
+    every mailbox). Changed from a shared mailbox's page by an admin."""
+    from ..models import MatchingSettings
+
+    _check(user, mailbox)
+    if precedence not in MatchingSettings.Precedence.values:
+        raise ValidationError({"precedence": "Pick contact first or lead first."})
+    row = MatchingSettings.load()
+    if row.precedence != precedence:
+        row.precedence = precedence
+        row.save(update_fields=["precedence", "updated_at"])
+        audit.warning("matching precedence set to %s by %s", precedence, _who(user))
+    return row

@@ -24,7 +24,7 @@ from inbox.mailbox_forms import (
     MailboxOptionsForm,
     SupportForm,
 )
-from inbox.models import EmailApiSender, ExclusionPattern, LedgerEntry, Mailbox
+from inbox.models import EmailApiSender, ExclusionPattern, LedgerEntry, Mailbox, MatchingSettings
 from inbox.permissions import can_manage_mailbox, get_mailbox_or_404
 from inbox.ratelimit import TEST_LIMIT_PER_USER, TOO_MANY_TESTS, hit, test_allowed
 from inbox.selectors.mailboxes import (
@@ -160,6 +160,8 @@ def _admin_sections(mailbox: Mailbox, can_manage: bool, **forms) -> dict:
         return {}
     senders = api_senders_with_last_mail(EmailApiSender.objects.filter(mailbox=mailbox))
     return {
+        "precedence": MatchingSettings.load().precedence,
+        "precedence_choices": MatchingSettings.Precedence.choices,
         "api_senders": [(sender, *sender_works_today(sender)) for sender in senders],
         "api_sender_form": forms.get("api_sender_form") or ApiSenderForm(),
         "new_secret": forms.get("new_secret"),
@@ -406,3 +408,18 @@ def mailbox_api_senders(request, pk: int):
     except ValidationError as exc:
         raise Http404("No such sender.") from exc
     raise Http404("No such action.")
+
+
+@require_POST
+def mailbox_precedence(request, pk: int):
+    """Lead or contact first (for every mailbox), from a shared mailbox's page."""
+    mailbox = _shared_managed_or_404(request, pk)
+    try:
+        row = mailbox_access.matching_precedence_set(
+            user=request.user, mailbox=mailbox, precedence=request.POST.get("precedence", "")
+        )
+    except ValidationError:
+        messages.error(request, "Pick contact first or lead first.")
+    else:
+        messages.success(request, f"Matching: {row.get_precedence_display()}, in every mailbox.")
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#precedence")

@@ -375,3 +375,21 @@ def test_a_sender_of_another_mailbox_is_not_found_here(client, admin_user, share
         assert client.post(url, {"action": action, "sender_id": theirs.pk}).status_code == 404
     theirs.refresh_from_db()
     assert theirs.secret_hash == ""
+
+
+def test_matching_precedence_from_the_page(client, admin_user, shared_mailbox, caplog):
+    from inbox.models import MatchingSettings
+
+    client.force_login(admin_user)
+    url = reverse("inbox:mailbox_precedence", args=[shared_mailbox.pk])
+    html = _settings(client, shared_mailbox)
+    assert 'value="contact_first" checked' in html
+    caplog.set_level(logging.WARNING, logger="relay.audit")
+    html = client.post(url, {"precedence": "lead_first"}, follow=True).content.decode()
+    assert "Matching: Lead first (as vtiger), in every mailbox." in html
+    assert 'value="lead_first" checked' in html
+    assert MatchingSettings.load().precedence == "lead_first"
+    assert f"matching precedence set to lead_first by user={admin_user.pk}" in caplog.text
+    html = client.post(url, {"precedence": "whatever"}, follow=True).content.decode()
+    assert "Pick contact first or lead first." in html
+    assert MatchingSettings.load().precedence == "lead_first"

@@ -12,6 +12,7 @@ from inbox.models import (
     EmailApiSender,
     ExclusionPattern,
     Filing,
+    MatchingSettings,
     Message,
     OutboxEntry,
     PendingChange,
@@ -238,6 +239,7 @@ def _admin_requests(world) -> list[tuple[str, dict]]:
     )[0].pk
     senders = reverse("inbox:mailbox_api_senders", args=[box])
     return [
+        (reverse("inbox:mailbox_precedence", args=[box]), {"precedence": "lead_first"}),
         (senders, {"action": "add", "address": "new@web.example"}),
         (senders, {"action": "secret", "sender_id": sender}),
         (senders, {"action": "remove", "sender_id": sender}),
@@ -266,6 +268,7 @@ def _admin_state(mailbox):
         list(PrimaryMailbox.objects.order_by("pk").values_list("pk", "mailbox")),
         sorted(ExclusionPattern.objects.values_list("pattern", flat=True)),
         sorted(EmailApiSender.objects.values_list("address", "secret_hash")),
+        MatchingSettings.load().precedence,
     )
 
 
@@ -306,8 +309,9 @@ def test_admin_administers_shared_but_not_personal_mailboxes(client, admin_user,
         assert client.post(url, data).status_code == expected, url
     after = _admin_state(mailbox)
     assert after[0] == [world["revoked"].pk] and after[2] is True
-    assert before[-2] == ["mailer-daemon@*"] and after[-2] == ["*@noreply.example"]
-    assert before[-1] == [("forms@web.example", "")] and after[-1] == [("new@web.example", "")]
+    assert before[-3] == ["mailer-daemon@*"] and after[-3] == ["*@noreply.example"]
+    assert before[-2] == [("forms@web.example", "")] and after[-2] == [("new@web.example", "")]
+    assert before[-1] == "contact_first" and after[-1] == "lead_first"
     personal = world["personal"]["mailbox"].pk
     for url, data in _admin_requests(world):
         url = url.replace(f"/{mailbox.pk}/", f"/{personal}/")
