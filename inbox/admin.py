@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox
 from .permissions import can_manage_mailbox
+from .services import mailbox_access
 from .services import mailboxes as mailbox_services
 
 
@@ -446,14 +447,22 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
         obj.pk, obj._state.adding, obj._state.db = created.pk, False, created._state.db
         obj.email_address = created.email_address
 
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        mailbox = form.instance
+        if mailbox.kind != Mailbox.Kind.SHARED:
+            return
+        if not change:
+            # The form's grants replaced the ones the service made: its creator keeps access
+            # (docs/product.md §2.7).
+            mailbox.granted_users.add(request.user)
+        # A revoked grant also clears that user's primary choice (docs/product.md §2.7 item 2).
+        mailbox_access.mailbox_forget_lost_primaries(mailbox=mailbox)
+
 
 # --- Email API (docs/product.md §6) --------------------------------------------------------------
-from django.conf import settings  # noqa: E402
-from django.db.models import OuterRef, Subquery  # noqa: E402
-from django.utils import timezone  # noqa: E402
-
-from . import ports  # noqa: E402
-from .models import EmailApiRequest, EmailApiSender, Message  # noqa: E402
+from .models import EmailApiRequest, EmailApiSender  # noqa: E402
+from .selectors.mailboxes import api_senders_with_last_mail, sender_works_today  # noqa: E402
 
 
 class EmailApiSenderForm(forms.ModelForm):
@@ -500,18 +509,8 @@ class EmailApiSenderAdmin(admin.ModelAdmin):
     readonly_fields = ("works_today",)
 
     def get_queryset(self, request):
-        last = Message.objects.filter(
-            mailbox=OuterRef("mailbox"), from_address=OuterRef("address"), is_outgoing=False
-        ).order_by("-pk")
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("mailbox")
-            .annotate(
-                last_mail_headers=Subquery(last.values("headers")[:1]),
-                last_mail_at=Subquery(last.values("created_at")[:1]),
-            )
-        )
+        # The same reads as the settings page's Email API senders (docs/product.md §2.7).
+        return api_senders_with_last_mail(super().get_queryset(request))
 
     @admin.display(description="Secret")
     def secret(self, obj) -> str:
@@ -521,25 +520,7 @@ class EmailApiSenderAdmin(admin.ModelAdmin):
     def works_today(self, obj) -> str:
         if obj is None or obj.pk is None:
             return "—"
-        if not settings.RELAY_AUTHSERV_IDS:
-            return (
-                "No: RELAY_AUTHSERV_IDS is not set, so no mail can be verified and every "
-                "document is refused."
-            )
-        if not obj.mailbox.create_tickets:
-            return "No: the mailbox does not create tickets; only support mailboxes take documents."
-        warning = "" if obj.secret_hash else " Warning: no secret set."
-        at = getattr(obj, "last_mail_at", None)
-        if at is None:
-            return (
-                "Not known yet: no mail from this sender so far. It needs an SPF, DKIM or DMARC "
-                f"pass for its own domain from {', '.join(settings.RELAY_AUTHSERV_IDS)}." + warning
-            )
-        check = ports.mail().check_sender(obj.last_mail_headers or {}, obj.address)
-        when = timezone.localtime(at).strftime("%Y-%m-%d %H:%M")
-        if check.verified:
-            return f"Yes: its last mail ({when}) was verified: {check.detail}." + warning
-        return f"No: its last mail ({when}) was not verified: {check.detail}." + warning
+        return sender_works_today(obj)[1]
 
 
 @admin.register(EmailApiRequest)

@@ -180,8 +180,8 @@ class ConnectForm(_ServerFields):
         label="Mailbox type",
         choices=Mailbox.Kind.choices,
         initial=Mailbox.Kind.PERSONAL,
-        help_text="Shared mailboxes (support@, sales@) are granted to people and groups in the "
-        "admin site.",
+        help_text="Shared mailboxes (support@, sales@): you read it as its creator, and give "
+        "access to people and groups on its settings page.",
     )
     email_address = forms.CharField(
         label="Email address",
@@ -374,3 +374,74 @@ class SetupForm(forms.Form):
         self.fields["sync_from"].initial = timezone.localdate() - dt.timedelta(days=90)
 
     clean_sync_from = ConnectForm.clean_sync_from
+
+
+class GrantForm(forms.Form):
+    """Give a shared mailbox to a person or a group (docs/product.md §2.7)."""
+
+    user = forms.ModelChoiceField(label="Person", queryset=None, required=False)
+    group = forms.ModelChoiceField(label="Group", queryset=None, required=False)
+
+    def __init__(self, *args, mailbox, **kwargs):
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+
+        super().__init__(*args, **kwargs)
+        users = get_user_model().objects.filter(is_active=True)
+        self.fields["user"].queryset = users.exclude(
+            pk__in=mailbox.granted_users.values("pk")
+        ).order_by("first_name", "last_name", "username")
+        self.fields["user"].label_from_instance = lambda u: (
+            f"{u.get_full_name() or u.get_username()} ({u.get_username()})"
+        )
+        self.fields["group"].queryset = Group.objects.exclude(
+            pk__in=mailbox.granted_groups.values("pk")
+        ).order_by("name")
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("user") and not data.get("group"):
+            raise ValidationError("Pick a person or a group.")
+        return data
+
+
+class SupportForm(forms.Form):
+    """A shared mailbox's tickets and forwarding."""
+
+    create_tickets = forms.BooleanField(
+        label="New mail opens a ticket",
+        required=False,
+        help_text="A support mailbox: each new conversation from a customer becomes a ticket.",
+    )
+    forward_unplaced_to = forms.CharField(
+        label="Forward mail the rules cannot place to",
+        max_length=320,
+        required=False,
+        help_text="An internal address, like team@example.com. Empty: nothing is forwarded.",
+        widget=forms.EmailInput(attrs={"spellcheck": "false"}),
+    )
+
+
+class ExclusionForm(forms.Form):
+    """A new exclusion pattern: first its dry run, then Save."""
+
+    pattern = forms.CharField(
+        label="Pattern",
+        max_length=320,
+        help_text="An address or a domain, with * and ? wildcards: *@noreply.example.com, "
+        "mailer-daemon@*, *.newsletters.example.",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+    note = forms.CharField(label="Note", max_length=200, required=False)
+
+
+class ApiSenderForm(forms.Form):
+    """An address allowed to send Email API documents to a support mailbox."""
+
+    address = forms.CharField(
+        label="Sender address",
+        max_length=320,
+        widget=forms.EmailInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+        help_text="Its documents are applied only when our mail server verified it.",
+    )
+    note = forms.CharField(label="Note", max_length=200, required=False)

@@ -80,6 +80,14 @@ urlpatterns = [
     path("mailboxes/<int:pk>/smtp-test/", mailboxes.mailbox_smtp_test, name="mailbox_smtp_test"),
     path("mailboxes/<int:pk>/send-test/", mailboxes.mailbox_send_test, name="mailbox_send_test"),
     path("mailboxes/<int:pk>/health/", mailboxes.mailbox_health_page, name="mailbox_health"),
+    path("mailboxes/<int:pk>/grant/", mailboxes.mailbox_grant, name="mailbox_grant"),
+    path("mailboxes/<int:pk>/revoke/", mailboxes.mailbox_revoke, name="mailbox_revoke"),
+    path("mailboxes/<int:pk>/support/", mailboxes.mailbox_support, name="mailbox_support"),
+    path("mailboxes/<int:pk>/exclusions/", mailboxes.mailbox_exclusions, name="mailbox_exclusions"),
+    path(
+        "mailboxes/<int:pk>/api-senders/", mailboxes.mailbox_api_senders, name="mailbox_api_senders"
+    ),
+    path("mailboxes/<int:pk>/precedence/", mailboxes.mailbox_precedence, name="mailbox_precedence"),
     path(
         "mailboxes/<int:pk>/held/<int:entry_pk>/retry/",
         mailboxes.held_retry,

@@ -168,3 +168,54 @@ def _every(seconds: int) -> str:
         minutes = seconds // 60
         return "Every minute" if minutes == 1 else f"Every {minutes} minutes"
     return f"Every {seconds} seconds"
+
+
+# --- Email API senders (docs/product.md §6), for the admin site and the settings page ----------
+
+
+def api_senders_with_last_mail(queryset):
+    """Email API senders, each annotated with its last incoming mail's headers and time (what
+    sender_works_today reads): one query however many senders."""
+    from django.db.models import OuterRef, Subquery
+
+    from ..models import Message
+
+    last = Message.objects.filter(
+        mailbox=OuterRef("mailbox"), from_address=OuterRef("address"), is_outgoing=False
+    ).order_by("-pk")
+    return queryset.select_related("mailbox").annotate(
+        last_mail_headers=Subquery(last.values("headers")[:1]),
+        last_mail_at=Subquery(last.values("created_at")[:1]),
+    )
+
+
+def sender_works_today(sender) -> tuple[str, str]:
+    """Whether an Email API sender's documents can be applied today, and why: ("yes", "no",
+    "unknown"), text. A document is applied only when our receiving server authenticated the
+    sender for its From domain (docs/reliability.md C-17), which its last mail shows; `sender`
+    comes from api_senders_with_last_mail."""
+    from django.conf import settings
+
+    from .. import ports
+
+    if not settings.RELAY_AUTHSERV_IDS:
+        return "no", (
+            "No: RELAY_AUTHSERV_IDS is not set, so no mail can be verified and every "
+            "document is refused."
+        )
+    if not sender.mailbox.create_tickets:
+        return "no", (
+            "No: the mailbox does not create tickets; only support mailboxes take documents."
+        )
+    warning = "" if sender.secret_hash else " Warning: no secret set."
+    at = getattr(sender, "last_mail_at", None)
+    if at is None:
+        return "unknown", (
+            "Not known yet: no mail from this sender so far. It needs an SPF, DKIM or DMARC "
+            f"pass for its own domain from {', '.join(settings.RELAY_AUTHSERV_IDS)}." + warning
+        )
+    check = ports.mail().check_sender(sender.last_mail_headers or {}, sender.address)
+    when = timezone.localtime(at).strftime("%Y-%m-%d %H:%M")
+    if check.verified:
+        return "yes", f"Yes: its last mail ({when}) was verified: {check.detail}." + warning
+    return "no", f"No: its last mail ({when}) was not verified: {check.detail}." + warning

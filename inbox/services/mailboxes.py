@@ -213,7 +213,8 @@ def mailbox_connect(
     wizard, the admin site, `manage.py mailbox add`), each having tested the connection
     first when it could. Encrypts the password (never logged), refuses an address that is
     connected already, audit-logs an untrusted-certificate opt-in, makes a user's first
-    personal mailbox their primary one and asks for the first sync.
+    personal mailbox their primary one, grants a shared one to the user who creates it and
+    asks for the first sync.
 
     `user` is who asks: a signed-in person, or None for an operator at the command line.
     `owner` (personal mailboxes) defaults to `user`; only an admin or an operator may name
@@ -265,6 +266,10 @@ def mailbox_connect(
     mailbox_audit_insecure_cert(user, mailbox)
     if owner is not None and not PrimaryMailbox.objects.filter(user=owner).exists():
         PrimaryMailbox.objects.create(user=owner, mailbox=mailbox)
+    if kind == Mailbox.Kind.SHARED and user is not None:
+        # Its creator reads it from the start (docs/product.md §2.7): a shared mailbox nobody
+        # can read would otherwise wait for someone to find its grants.
+        mailbox.granted_users.add(user)
     mailbox_request_sync(mailbox=mailbox)
     return mailbox
 

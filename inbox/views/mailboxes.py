@@ -14,18 +14,28 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from inbox.mailbox_forms import MailboxOptionsForm
-from inbox.models import LedgerEntry, Mailbox
+from inbox.mailbox_forms import (
+    ApiSenderForm,
+    ExclusionForm,
+    GrantForm,
+    MailboxOptionsForm,
+    SupportForm,
+)
+from inbox.models import EmailApiSender, ExclusionPattern, LedgerEntry, Mailbox, MatchingSettings
 from inbox.permissions import can_manage_mailbox, get_mailbox_or_404
 from inbox.ratelimit import TEST_LIMIT_PER_USER, TOO_MANY_TESTS, hit, test_allowed
 from inbox.selectors.mailboxes import (
+    api_senders_with_last_mail,
     get_managed_mailbox_or_404,
     get_settings_mailbox_or_404,
     mailbox_health,
+    sender_works_today,
     settings_rows,
 )
+from inbox.services import mailbox_access
 from inbox.services import mailboxes as mailbox_services
 from inbox.services.mailboxes import (
     ledger_retry,
@@ -138,9 +148,112 @@ def mailbox_settings(request, pk: int):
             "form": form,
             "can_manage": can_manage,
             "oauth_options": {o["value"]: o for o in oauth_options()},
+            **_admin_sections(mailbox, can_manage),
         },
         status=status,
     )
+
+
+def _admin_sections(mailbox: Mailbox, can_manage: bool, **forms) -> dict:
+    """The shared mailbox's administration (docs/product.md §2.7): for its managers only."""
+    if not can_manage or mailbox.kind != Mailbox.Kind.SHARED:
+        return {}
+    senders = api_senders_with_last_mail(EmailApiSender.objects.filter(mailbox=mailbox))
+    return {
+        "precedence": MatchingSettings.load().precedence,
+        "precedence_choices": MatchingSettings.Precedence.choices,
+        "api_senders": [(sender, *sender_works_today(sender)) for sender in senders],
+        "api_sender_form": forms.get("api_sender_form") or ApiSenderForm(),
+        "new_secret": forms.get("new_secret"),
+        "exclusion_patterns": list(ExclusionPattern.objects.all()),
+        "exclusion_form": forms.get("exclusion_form") or ExclusionForm(),
+        "dry_run": forms.get("dry_run"),
+        "exclusion_notice": forms.get("exclusion_notice", ""),
+        "grants": mailbox_access.mailbox_grants(mailbox),
+        "grant_form": forms.get("grant_form") or GrantForm(mailbox=mailbox),
+        "support_form": forms.get("support_form")
+        or SupportForm(
+            initial={
+                "create_tickets": mailbox.create_tickets,
+                "forward_unplaced_to": mailbox.forward_unplaced_to,
+            }
+        ),
+    }
+
+
+def _settings_again(request, mailbox: Mailbox, status: int = 400, **forms):
+    """The settings page again with a form's errors (status 400) or a dry run's result."""
+    return render(
+        request,
+        "inbox/mailboxes/settings.html",
+        {
+            "mailbox": mailbox,
+            "form": MailboxOptionsForm(instance=mailbox),
+            "can_manage": True,
+            "oauth_options": {o["value"]: o for o in oauth_options()},
+            **_admin_sections(mailbox, True, **forms),
+        },
+        status=status,
+    )
+
+
+def _shared_managed_or_404(request, pk: int) -> Mailbox:
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if mailbox.kind != Mailbox.Kind.SHARED:
+        raise Http404("No such mailbox.")
+    return mailbox
+
+
+@require_POST
+def mailbox_grant(request, pk: int):
+    mailbox = _shared_managed_or_404(request, pk)
+    form = GrantForm(request.POST, mailbox=mailbox)
+    if not form.is_valid():
+        return _settings_again(request, mailbox, grant_form=form)
+    person, group = form.cleaned_data.get("user"), form.cleaned_data.get("group")
+    mailbox_access.mailbox_grant(user=request.user, mailbox=mailbox, grantee=person, group=group)
+    names = [
+        n
+        for n in (
+            person and (person.get_full_name() or person.get_username()),
+            group and f"the group {group.name}",
+        )
+        if n
+    ]
+    messages.success(request, f"{' and '.join(names)} can now read {mailbox.email_address}.")
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#access")
+
+
+@require_POST
+def mailbox_revoke(request, pk: int):
+    mailbox = _shared_managed_or_404(request, pk)
+    person = mailbox.granted_users.filter(pk=request.POST.get("user") or 0).first()
+    group = mailbox.granted_groups.filter(pk=request.POST.get("group") or 0).first()
+    if person is None and group is None:
+        raise Http404("No such grant.")
+    mailbox_access.mailbox_revoke(user=request.user, mailbox=mailbox, grantee=person, group=group)
+    name = person.get_full_name() or person.get_username() if person else f"The group {group.name}"
+    messages.success(request, f"{name} no longer reads {mailbox.email_address}.")
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#access")
+
+
+@require_POST
+def mailbox_support(request, pk: int):
+    mailbox = _shared_managed_or_404(request, pk)
+    form = SupportForm(request.POST)
+    if form.is_valid():
+        try:
+            mailbox_access.mailbox_update_support(
+                user=request.user, mailbox=mailbox, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            mailbox.refresh_from_db()
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(request, "Tickets and forwarding saved.")
+            return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#tickets")
+    return _settings_again(request, mailbox, support_form=form)
 
 
 def mailbox_health_page(request, pk: int):
@@ -205,3 +318,108 @@ def mailbox_send_test(request, pk: int):
                 request, f"Test email queued to {to}. Its outcome shows in the outbox."
             )
     return redirect("inbox:mailbox_settings", pk=mailbox.pk)
+
+
+@require_POST
+def mailbox_exclusions(request, pk: int):
+    """Exclusion patterns (docs/product.md §2.7): a new pattern is first tried on the mailbox's
+    last 100 messages ("dry_run"), and only the pattern that dry run showed can be saved; or a
+    pattern is removed. With htmx only the section is swapped (the page answers 200 with errors
+    shown in place); without JavaScript the whole page comes back."""
+    mailbox = _shared_managed_or_404(request, pk)
+    action = request.POST.get("action")
+    error_status = 200 if request.htmx else 400
+    if action == "remove":
+        try:
+            removed = mailbox_access.exclusion_pattern_remove(
+                user=request.user,
+                mailbox=mailbox,
+                pattern_id=int(request.POST.get("pattern_id") or 0),
+            )
+        except (ValidationError, ValueError) as exc:
+            raise Http404("No such pattern.") from exc
+        return _exclusions_done(request, mailbox, f"{removed} is no longer excluded.")
+    if action not in ("dry_run", "save"):
+        raise Http404("No such action.")
+    form = ExclusionForm(request.POST)
+    if not form.is_valid():
+        return _settings_again(request, mailbox, status=error_status, exclusion_form=form)
+    pattern = form.cleaned_data["pattern"]
+    try:
+        if action == "save" and request.POST.get("checked") == pattern.strip().lower():
+            saved = mailbox_access.exclusion_pattern_add(
+                user=request.user, mailbox=mailbox, pattern=pattern, note=form.cleaned_data["note"]
+            )
+            return _exclusions_done(
+                request, mailbox, f"{saved.pattern} is excluded from now on, in every mailbox."
+            )
+        hits = mailbox_access.exclusion_dry_run(user=request.user, mailbox=mailbox, pattern=pattern)
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return _settings_again(request, mailbox, status=error_status, exclusion_form=form)
+    dry_run = {"pattern": mailbox_access.clean_exclusion_pattern(pattern), "hits": hits}
+    return _settings_again(request, mailbox, status=200, exclusion_form=form, dry_run=dry_run)
+
+
+def _exclusions_done(request, mailbox: Mailbox, text: str):
+    if request.htmx:
+        return _settings_again(request, mailbox, status=200, exclusion_notice=text)
+    messages.success(request, text)
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#exclusions")
+
+
+@require_POST
+def mailbox_api_senders(request, pk: int):
+    """Email API senders (docs/product.md §2.7): add, remove, or give one a new secret, which
+    this answer shows once (never redirected through a cookie, never stored in clear)."""
+    mailbox = _shared_managed_or_404(request, pk)
+    action = request.POST.get("action")
+    if action == "add":
+        form = ApiSenderForm(request.POST)
+        if form.is_valid():
+            try:
+                sender = mailbox_access.api_sender_add(
+                    user=request.user, mailbox=mailbox, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                messages.success(request, f"{sender.address} may now send Email API documents.")
+                return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#api")
+        return _settings_again(request, mailbox, api_sender_form=form)
+    try:
+        if action == "secret":
+            sender, secret = mailbox_access.api_sender_new_secret(
+                user=request.user, mailbox=mailbox, sender_id=request.POST.get("sender_id")
+            )
+            response = _settings_again(
+                request, mailbox, status=200, new_secret={"sender": sender, "secret": secret}
+            )
+            response["Cache-Control"] = "no-store"
+            return response
+        if action == "remove":
+            address = mailbox_access.api_sender_remove(
+                user=request.user, mailbox=mailbox, sender_id=request.POST.get("sender_id")
+            )
+            messages.success(request, f"{address} may no longer send Email API documents.")
+            return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#api")
+    except ValidationError as exc:
+        raise Http404("No such sender.") from exc
+    raise Http404("No such action.")
+
+
+@require_POST
+def mailbox_precedence(request, pk: int):
+    """Lead or contact first (for every mailbox), from a shared mailbox's page."""
+    mailbox = _shared_managed_or_404(request, pk)
+    try:
+        row = mailbox_access.matching_precedence_set(
+            user=request.user, mailbox=mailbox, precedence=request.POST.get("precedence", "")
+        )
+    except ValidationError:
+        messages.error(request, "Pick contact first or lead first.")
+    else:
+        messages.success(request, f"Matching: {row.get_precedence_display()}, in every mailbox.")
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#precedence")

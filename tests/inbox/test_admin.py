@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from connector.outbound import outbox
 from connector.sync import mailbox as sync
-from inbox.models import EmailApiRequest, Mailbox
+from inbox.models import EmailApiRequest, Mailbox, PrimaryMailbox
 from inbox.services.composing import outbox_compose
 from tests import factories as f
 from tests.connector.synckit import make_mailbox
@@ -59,7 +59,8 @@ def test_admin_creates_shared_mailbox_with_grants(client, admin_user, teammate):
     assert response.status_code == 302, response.content.decode()[:3000]
     mailbox = Mailbox.objects.get()
     assert mailbox.email_address == "support@relay.test"
-    assert list(mailbox.granted_users.all()) == [teammate]
+    # Its creator reads it too (docs/product.md §2.7).
+    assert set(mailbox.granted_users.all()) == {teammate, admin_user}
     assert list(mailbox.granted_groups.all()) == [group]
     assert CANARY not in raw_column(mailbox.pk)
     assert mailbox.password.reveal() == CANARY
@@ -77,6 +78,28 @@ def test_admin_creates_shared_mailbox_with_grants(client, admin_user, teammate):
     assert response.status_code == 302
     mailbox.refresh_from_db()
     assert mailbox.password.reveal() == CANARY
+    assert list(mailbox.granted_users.all()) == [teammate]
+
+
+@pytest.mark.django_db
+def test_admin_revoking_a_grant_clears_that_users_primary_choice(
+    client, admin_user, teammate, owner, shared_mailbox
+):
+    """docs/product.md §2.7 item 2: a revoked grant also clears the user's primary choice; one who
+    still reads it through a group keeps it."""
+    group = f.GroupFactory(name="Support team")
+    owner.groups.add(group)
+    shared_mailbox.granted_groups.add(group)
+    PrimaryMailbox.objects.create(user=teammate, mailbox=shared_mailbox)
+    PrimaryMailbox.objects.create(user=owner, mailbox=shared_mailbox)
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("admin:inbox_mailbox_change", args=[shared_mailbox.pk]),
+        change_form(shared_mailbox, granted_groups=[group.pk]),
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert not shared_mailbox.granted_users.exists()
+    assert list(PrimaryMailbox.objects.values_list("user__username", flat=True)) == ["owner"]
 
 
 @pytest.mark.django_db

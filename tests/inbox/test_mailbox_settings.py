@@ -423,6 +423,10 @@ def test_admin_creates_a_shared_mailbox(client, admin_user, tester):
     mailbox = Mailbox.objects.get()
     assert mailbox.kind == Mailbox.Kind.SHARED and mailbox.owner is None
     assert not PrimaryMailbox.objects.exists()
+    # Its creator reads it from the start (docs/product.md §2.7) and the page says so.
+    assert list(mailbox.granted_users.all()) == [admin_user]
+    html = client.get(reverse("inbox:mailbox_settings", args=[mailbox.pk])).content.decode()
+    assert "Ada Admin" in html.split('id="grants"')[1].split("</ul>")[0]
 
 
 def test_a_user_cannot_create_a_shared_mailbox(client, owner, tester):

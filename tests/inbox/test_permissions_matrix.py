@@ -9,10 +9,14 @@ import pytest
 from django.urls import reverse
 
 from inbox.models import (
+    EmailApiSender,
+    ExclusionPattern,
     Filing,
+    MatchingSettings,
     Message,
     OutboxEntry,
     PendingChange,
+    PrimaryMailbox,
     Thread,
     ThreadEvent,
     ThreadRead,
@@ -319,3 +323,103 @@ def test_presence_is_gated_like_the_conversation(client, request, world):
         assert client.post(url, {"composing": "1"}, headers=HTMX).status_code == 404
     client = _login(client, _persona("owner", request, world))
     assert client.post(url, headers=HTMX).status_code == 200
+
+
+# --- a shared mailbox's administration on its settings page (docs/product.md §2.7) -----------
+
+
+def _admin_requests(world) -> list[tuple[str, dict]]:
+    """(url, data) of every administration action, each of which would change something."""
+    box = world["shared"]["mailbox"].pk
+    outsider = world["revoked"].pk
+    teammate = world["shared"]["mailbox"].granted_users.get().pk
+    saved = ExclusionPattern.objects.get_or_create(pattern="mailer-daemon@*")[0].pk
+    exclusions = reverse("inbox:mailbox_exclusions", args=[box])
+    sender = EmailApiSender.objects.get_or_create(
+        mailbox=world["shared"]["mailbox"], address="forms@web.example"
+    )[0].pk
+    senders = reverse("inbox:mailbox_api_senders", args=[box])
+    return [
+        (reverse("inbox:mailbox_precedence", args=[box]), {"precedence": "lead_first"}),
+        (senders, {"action": "add", "address": "new@web.example"}),
+        (senders, {"action": "secret", "sender_id": sender}),
+        (senders, {"action": "remove", "sender_id": sender}),
+        (exclusions, {"action": "dry_run", "pattern": "*@noreply.example"}),
+        (
+            exclusions,
+            {"action": "save", "pattern": "*@noreply.example", "checked": "*@noreply.example"},
+        ),
+        (exclusions, {"action": "remove", "pattern_id": saved}),
+        (reverse("inbox:mailbox_grant", args=[box]), {"user": outsider}),
+        (reverse("inbox:mailbox_revoke", args=[box]), {"user": teammate}),
+        (
+            reverse("inbox:mailbox_support", args=[box]),
+            {"create_tickets": "on", "forward_unplaced_to": "team@relay.test"},
+        ),
+    ]
+
+
+def _admin_state(mailbox):
+    mailbox.refresh_from_db()
+    return (
+        sorted(mailbox.granted_users.values_list("pk", flat=True)),
+        sorted(mailbox.granted_groups.values_list("pk", flat=True)),
+        mailbox.create_tickets,
+        mailbox.forward_unplaced_to,
+        list(PrimaryMailbox.objects.order_by("pk").values_list("pk", "mailbox")),
+        sorted(ExclusionPattern.objects.values_list("pattern", flat=True)),
+        sorted(EmailApiSender.objects.values_list("address", "secret_hash")),
+        MatchingSettings.load().precedence,
+    )
+
+
+@pytest.mark.parametrize("persona", ["outsider", "revoked", "owner", "teammate"])
+def test_only_admins_administer_a_shared_mailbox(client, request, world, persona):
+    """Everyone else gets the 404 of a missing mailbox and changes nothing, with or without
+    htmx; an admin's actions all work; nobody administers a personal mailbox this way."""
+    mailbox = world["shared"]["mailbox"]
+    client = _login(client, _persona(persona, request, world))
+    requests = _admin_requests(world)
+    before = _admin_state(mailbox)
+    for url, data in requests:
+        for headers in ({}, HTMX):
+            assert client.post(url, data, headers=headers).status_code == 404, (persona, url)
+            missing = url.replace(f"/{mailbox.pk}/", f"/{mailbox.pk + 1000}/")
+            assert client.post(missing, data, headers=headers).status_code == 404
+    assert _admin_state(mailbox) == before
+
+
+def test_anonymous_cannot_administer_a_shared_mailbox(client, world):
+    mailbox = world["shared"]["mailbox"]
+    requests = _admin_requests(world)
+    before = _admin_state(mailbox)
+    for url, data in requests:
+        response = client.post(url, data)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    assert _admin_state(mailbox) == before
+
+
+def test_admin_administers_shared_but_not_personal_mailboxes(client, admin_user, world):
+    mailbox = world["shared"]["mailbox"]
+    client = _login(client, admin_user)
+    requests = _admin_requests(world)
+    before = _admin_state(mailbox)
+    for url, data in requests:
+        # A dry run shows its result, a new secret is shown once: both on the page itself.
+        expected = 200 if data.get("action") in ("dry_run", "secret") else 302
+        assert client.post(url, data).status_code == expected, url
+    after = _admin_state(mailbox)
+    assert after[0] == [world["revoked"].pk] and after[2] is True
+    assert before[-3] == ["mailer-daemon@*"] and after[-3] == ["*@noreply.example"]
+    assert before[-2] == [("forms@web.example", "")] and after[-2] == [("new@web.example", "")]
+    assert before[-1] == "contact_first" and after[-1] == "lead_first"
+    personal = world["personal"]["mailbox"].pk
+    for url, data in _admin_requests(world):
+        url = url.replace(f"/{mailbox.pk}/", f"/{personal}/")
+        assert client.post(url, data).status_code == 404
+    # Its owner neither: a personal mailbox is never granted to anyone.
+    client = _login(client, world["personal"]["mailbox"].owner)
+    for url, data in _admin_requests(world):
+        url = url.replace(f"/{mailbox.pk}/", f"/{personal}/")
+        assert client.post(url, data).status_code == 404
+    assert not world["personal"]["mailbox"].granted_users.exists()

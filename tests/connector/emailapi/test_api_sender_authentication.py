@@ -296,6 +296,34 @@ def test_admin_says_which_senders_can_work_today(admin_client, world, settings):
     assert page.count("No: RELAY_AUTHSERV_IDS is not set, so no mail can be verified") == 3
 
 
+def test_settings_page_says_the_same_as_the_admin(admin_client, world, settings):
+    """The shared mailbox's settings page (docs/product.md §2.7) shows each sender's state
+    with the admin's words: the one selector decides (inbox/selectors/mailboxes.py)."""
+    mailbox, vera, ticket = world
+    EmailApiSender.objects.create(mailbox=mailbox, address="alerts@monitor.example")
+    receive(
+        mailbox,
+        arrived(document_mail("Hello, just a note."), VERIFIED),
+        arrived(
+            make_raw("Alert", sender="alerts@monitor.example", body="Disk full"),
+            ATTACKERS_OWN_PASS,
+        ),
+    )
+    page = admin_client.get(reverse("inbox:mailbox_settings", args=[mailbox.pk])).content.decode()
+    section = page.split('id="api-senders"', 1)[1].split("</ul>", 1)[0]
+    rows = {
+        a: section.split(f">{a}<", 1)[1].split("</li>", 1)[0]
+        for a in (FORMS, "alerts@monitor.example")
+    }
+    assert "Works today" in rows[FORMS] and "Yes: its last mail" in rows[FORMS]
+    assert "dkim=pass header.d=web.example" in rows[FORMS]
+    assert "Does not work" in rows["alerts@monitor.example"]
+    assert "nothing passed for monitor.example" in rows["alerts@monitor.example"]
+    settings.RELAY_AUTHSERV_IDS = []
+    page = admin_client.get(reverse("inbox:mailbox_settings", args=[mailbox.pk])).content.decode()
+    assert page.count("No: RELAY_AUTHSERV_IDS is not set, so no mail can be verified") == 2
+
+
 # --- through Dovecot and a real sync ------------------------------------------------------------
 
 
