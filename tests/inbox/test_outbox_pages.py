@@ -239,6 +239,30 @@ def test_presence_expires_without_a_refresh(owner, teammate, support):
     assert presence.presence_others(user=teammate, message=message, now=later) == []
 
 
+def test_sending_clears_writing_whatever_the_colleagues_refresh_and_a_late_compose_refresh(
+    owner, teammate, support
+):
+    """Tom's page refreshes while Olivia sends: his refresh must not put back her "writing";
+    nor may a refresh her compose page sent just before the reply went (it lands after)."""
+    message = support["message"]
+    now = timezone.now().timestamp()
+    presence.presence_touch(user=owner, message=message, composing=True, now=now)
+    presence.presence_touch(user=teammate, message=message, composing=False, now=now + 1)
+    presence.presence_done_writing(user=owner, message=message, now=now + 2)
+    presence.presence_touch(user=teammate, message=message, composing=False, now=now + 3)
+    presence.presence_touch(user=owner, message=message, composing=True, now=now + 3)  # late
+    presence.presence_touch(user=owner, message=message, composing=False, now=now + 4)
+    assert presence.presence_others(user=teammate, message=message, now=now + 5) == [
+        {"name": "Olivia Owner", "composing": False}
+    ]
+    # A new reply a while later is writing again.
+    later = now + 2 + presence.PRESENCE_REFRESH
+    presence.presence_touch(user=owner, message=message, composing=True, now=later)
+    assert presence.presence_others(user=teammate, message=message, now=later) == [
+        {"name": "Olivia Owner", "composing": True}
+    ]
+
+
 def test_presence_cache_is_shared_between_processes_by_default(settings):
     """`make run` runs runserver and the worker as separate processes, and gunicorn several:
     the default cache must not be per-process memory (crm/settings.py)."""

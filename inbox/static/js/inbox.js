@@ -96,6 +96,21 @@
     if (anyModalOpen()) {
       return; // the dialog owns the keyboard (Esc closes it: Bootstrap)
     }
+    if (document.body.classList.contains("modal-open")) {
+      // A dialog is still fading out: act once it is gone, or Bootstrap giving the focus back
+      // to what opened it would undo this key ("/" then Esc quickly: search loses the focus).
+      event.preventDefault();
+      document.addEventListener(
+        "hidden.bs.modal",
+        function () {
+          window.setTimeout(function () {
+            onKey(event);
+          }, 0);
+        },
+        { once: true }
+      );
+      return;
+    }
     var key = event.key;
     var handled = true;
     if (key === "j") {
