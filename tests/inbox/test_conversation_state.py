@@ -170,7 +170,15 @@ def test_views_count_each_users_conversations(team, teammate, sofia):
     conversation_set_status(actor=teammate, thread=done, status="done")
     assert nobodys.pk and binned.pk
 
-    expected = {"mine": 1, "unassigned": 1, "open": 3, "waiting": 1, "snoozed": 0, "done": 1}
+    expected = {
+        "mine": 1,
+        "unassigned": 1,
+        "open": 3,
+        "waiting": 1,
+        "snoozed": 0,
+        "done": 1,
+        "mentions": 0,
+    }
     assert view_counts(mailbox=team["mailbox"], user=teammate) == expected
     assert view_counts(mailbox=team["mailbox"], user=sofia)["mine"] == 1
 
