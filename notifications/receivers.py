@@ -98,6 +98,13 @@ def on_outbox_entry_stuck(sender, entry_id: int, state: str, **kwargs):
     _later(work)
 
 
+def _from_a_person_outside(prefix: str = "") -> dict:
+    """Incoming mail a person wrote: not ours, no auto-reply, bounce or list mail (the staff
+    addresses are left out by the caller)."""
+    flags = ("is_outgoing", "is_auto_reply", "is_bounce", "is_list")
+    return {f"{prefix}{flag}": False for flag in flags}
+
+
 @receiver(mail_filed)
 def on_mail_filed(sender, message_ids, initial: bool = False, retroactive: bool = False, **kw):
     """A customer's new mail filed on a ticket tells the ticket's assignee. History (a first
@@ -115,10 +122,7 @@ def on_mail_filed(sender, message_ids, initial: bool = False, retroactive: bool 
                 unlinked_at__isnull=True,
                 ticket__assignee__isnull=False,
                 ticket__assignee__is_active=True,
-                message__is_outgoing=False,
-                message__is_auto_reply=False,
-                message__is_bounce=False,
-                message__is_list=False,
+                **_from_a_person_outside("message__"),
             )
             .select_related("ticket__assignee", "message")
             .defer("message__text_body", "message__html_body", "message__headers")
@@ -128,10 +132,7 @@ def on_mail_filed(sender, message_ids, initial: bool = False, retroactive: bool 
         in_conversations = list(
             Message.objects.filter(
                 pk__in=ids,
-                is_outgoing=False,
-                is_auto_reply=False,
-                is_bounce=False,
-                is_list=False,
+                **_from_a_person_outside(),
                 thread__assignee__isnull=False,
                 thread__assignee__is_active=True,
             )

@@ -20,6 +20,7 @@ from inbox.models import Mailbox
 from inbox.permissions import get_mailbox_or_404, readable_mailboxes
 from inbox.selectors.reports import (
     WEEKDAYS,
+    Report,
     build_report,
     format_duration,
     latest_customer_message,
@@ -83,8 +84,9 @@ def _filters(request) -> dict:
     }
 
 
-@require_GET
-def reports_page(request):
+def _filtered_report(request) -> tuple[dict, Report]:
+    """The filters the request asks for (404 for a mailbox it may not read) and their report:
+    the page and the CSV show the same figures."""
     filters = _filters(request)
     report = build_report(
         mailbox_ids=filters["ids"],
@@ -92,6 +94,12 @@ def reports_page(request):
         end=filters["end"],
         person_id=filters["person_id"],
     )
+    return filters, report
+
+
+@require_GET
+def reports_page(request):
+    filters, report = _filtered_report(request)
     short = "%d %b"
     day_labels = [d.strftime(short) for d in report.days]
     per_day = charts.grouped_bars(
@@ -171,13 +179,7 @@ def _durations(report) -> list[dict]:
 @require_GET
 def reports_csv(request):
     """The page's figures as one CSV: a section column says which figure each row is of."""
-    filters = _filters(request)
-    report = build_report(
-        mailbox_ids=filters["ids"],
-        start=filters["start"],
-        end=filters["end"],
-        person_id=filters["person_id"],
-    )
+    filters, report = _filtered_report(request)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = (
         f'attachment; filename="relay-report-{report.start}-{report.end}.csv"'
