@@ -146,9 +146,21 @@ def open_all(page, urls: list[str], wait_until: str = "load") -> None:
         except Exception:
             # A payload that navigates away or never finishes loading still counted what it
             # did through the beacon; the next payload gets a fresh navigation.
-            page.goto("about:blank")
+            _blank(page)
     time.sleep(SETTLE_SECONDS)
-    page.goto("about:blank")
+    _blank(page)
+
+
+def _blank(page) -> None:
+    """Leave for about:blank; a payload that navigates at that moment interrupts the first try
+    ("interrupted by another navigation"), so leave again once it has."""
+    for attempt in range(3):
+        try:
+            page.goto("about:blank")
+            return
+        except Exception:
+            if attempt == 2:
+                raise
 
 
 def sign_in(page, live_server, user) -> None:
