@@ -34,6 +34,13 @@ def _who(user) -> str:
     return f"user={user.pk}" if user is not None else "an operator"
 
 
+def _audit_grant(mailbox: Mailbox, change: str, whom, user) -> None:
+    """One audit line per grant change: "mailbox=7 support@x granted to user=3 by ..."."""
+    audit.warning(
+        "mailbox=%s %s %s=%s by %s", mailbox.pk, mailbox.email_address, change, whom.pk, _who(user)
+    )
+
+
 def mailbox_grants(mailbox: Mailbox) -> dict:
     """Who reads the mailbox: the users and the groups it is granted to."""
     return {
@@ -52,22 +59,10 @@ def mailbox_grant(*, user, mailbox: Mailbox, grantee=None, group: Group | None =
         if not grantee.is_active:
             raise ValidationError("This account is deactivated.")
         mailbox.granted_users.add(grantee)
-        audit.warning(
-            "mailbox=%s %s granted to user=%s by %s",
-            mailbox.pk,
-            mailbox.email_address,
-            grantee.pk,
-            _who(user),
-        )
+        _audit_grant(mailbox, "granted to user", grantee, user)
     if group is not None:
         mailbox.granted_groups.add(group)
-        audit.warning(
-            "mailbox=%s %s granted to group=%s by %s",
-            mailbox.pk,
-            mailbox.email_address,
-            group.pk,
-            _who(user),
-        )
+        _audit_grant(mailbox, "granted to group", group, user)
 
 
 @transaction.atomic
@@ -77,22 +72,10 @@ def mailbox_revoke(*, user, mailbox: Mailbox, grantee=None, group: Group | None 
     _check(user, mailbox)
     if grantee is not None:
         mailbox.granted_users.remove(grantee)
-        audit.warning(
-            "mailbox=%s %s revoked from user=%s by %s",
-            mailbox.pk,
-            mailbox.email_address,
-            grantee.pk,
-            _who(user),
-        )
+        _audit_grant(mailbox, "revoked from user", grantee, user)
     if group is not None:
         mailbox.granted_groups.remove(group)
-        audit.warning(
-            "mailbox=%s %s revoked from group=%s by %s",
-            mailbox.pk,
-            mailbox.email_address,
-            group.pk,
-            _who(user),
-        )
+        _audit_grant(mailbox, "revoked from group", group, user)
     return mailbox_forget_lost_primaries(mailbox=mailbox)
 
 
