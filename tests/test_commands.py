@@ -210,18 +210,18 @@ def test_the_demo_outbox_holds_a_failed_send_and_one_whose_outcome_is_unknown(cl
 
 
 def test_the_demo_support_inbox_has_reports_to_show(client):
-    """The demo's mail is months old: the Reports page of the last 30 days points at the days
-    with mail, and there every figure has something in it (docs/product.md §7.11)."""
+    """The demo's mail runs up to the day before it is loaded, whatever the date: the first look
+    at Reports (the last 30 days) has something in every figure (docs/product.md §7.11)."""
     import re
 
     load()
+    newest = Message.objects.order_by("-date").values_list("date", flat=True).first()
+    assert newest.date() < demo.demo_start().date()
     client.force_login(get_user_model().objects.get(username="demo"))
     html = client.get("/inbox/reports/").content.decode()
-    assert "The newest customer message is from" in html
-    url = re.search(r'href="(/inbox/reports/\?range=custom[^"]*)"', html)[1].replace("&amp;", "&")
-    html = client.get(url).content.decode()
+    assert "The newest customer message is from" not in html
     figures = dict(re.findall(r'data-figure="(\w+)">(\d+)<', html))
-    assert all(int(figures[k]) >= 20 for k in ("received", "replied", "closed")), figures
+    assert all(int(figures[k]) >= 10 for k in ("received", "replied", "closed")), figures
     durations = re.search(r'id="table-durations".*?</table>', html, re.S)[0]
     assert durations.count(" min<") + durations.count(" h<") >= 4  # medians and p90s, no "—"
     assert "—" not in durations

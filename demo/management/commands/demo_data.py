@@ -300,9 +300,21 @@ OPPORTUNITIES = [
 ]
 
 
+def demo_start() -> dt.datetime:
+    """Midnight (UTC) of the day the demo is loaded: its mail runs up to yesterday, so the inbox,
+    the Reports page's default 30 days and the snoozes look like a working week, not a fixed
+    past. The same day always gives the same mail (demo/corpus.py is seeded)."""
+    return dt.datetime.combine(timezone.now().astimezone(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
+
+
 def demo_mail() -> list[corpus.GeneratedMessage]:
     return list(
-        corpus.generate(DEMO_MAIL_COUNT, seed=DEMO_MAIL_SEED, mailbox_address=SUPPORT_ADDRESS)
+        corpus.generate(
+            DEMO_MAIL_COUNT,
+            seed=DEMO_MAIL_SEED,
+            start=demo_start(),
+            mailbox_address=SUPPORT_ADDRESS,
+        )
     )
 
 
@@ -800,7 +812,7 @@ class Command(BaseCommand):
             # Paused: nothing must try to reach the placeholder host; resume it after pointing
             # it at a real server in the admin.
             state=Mailbox.State.PAUSED,
-            sync_from=corpus.DEFAULT_START.date() - dt.timedelta(days=180),
+            sync_from=demo_start().date() - dt.timedelta(days=180),
             **fields,
         )
         mailbox.full_clean()
