@@ -110,7 +110,6 @@ def triage_qualify(request):
             search=request.POST.get("q", "").strip(),
             checked={m.pk for m in chosen},
             page_number=request.POST.get("page"),
-            status=400,
         )
     for message in chosen:
         message_qualify(user=request.user, message=message, record=record)
@@ -140,7 +139,6 @@ def triage_dismiss_view(request):
             search=request.POST.get("q", "").strip(),
             checked=set(),
             page_number=request.POST.get("page"),
-            status=400,
         )
     flash.success(
         request,

@@ -88,7 +88,7 @@ def test_a_refused_bulk_action_keeps_the_ticked_messages(ada, support):
     one = _entry(support["inbox"], subject="First")
     two = _entry(support["inbox"], subject="Second")
     response = ada.post(reverse("inbox:triage_qualify"), {"message": [one.pk, two.pk], "q": "acme"})
-    assert response.status_code == 400
+    assert response.status_code == 200
     html = response.content.decode()
     assert "Pick the record" in html
     assert f'value="{one.pk}" id="t-' in html
