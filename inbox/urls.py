@@ -42,10 +42,13 @@ urlpatterns = [
     path("conversations/<int:pk>/qualify/search/", qualify.qualify_search, name="qualify_search"),
     path("conversations/<int:pk>/qualify/link/", qualify.qualify_link, name="qualify_link"),
     path("filings/<int:pk>/unlink/", qualify.filing_unlink, name="filing_unlink"),
+    path("filings/<int:pk>/relink/", qualify.filing_relink, name="filing_relink"),
     # Triage.
     path("triage/", triage.triage_page, name="triage"),
     path("triage/qualify/", triage.triage_qualify, name="triage_qualify"),
     path("triage/records/", triage.record_picker, name="record_picker"),
+    path("triage/dismiss/", triage.triage_dismiss_view, name="triage_dismiss"),
+    path("triage/<int:pk>/ignore/", triage.triage_ignore, name="triage_ignore"),
     # Reports (docs/product.md §7.11): the page and the same figures as CSV.
     path("reports/", reports.reports_page, name="reports"),
     path("reports.csv", reports.reports_csv, name="reports_csv"),

@@ -225,3 +225,18 @@ def test_the_demo_support_inbox_has_reports_to_show(client):
     durations = re.search(r'id="table-durations".*?</table>', html, re.S)[0]
     assert durations.count(" min<") + durations.count(" h<") >= 4  # medians and p90s, no "—"
     assert "—" not in durations
+
+
+def test_resuming_a_demo_mailbox_says_it_has_no_server_and_stays_paused(client):
+    """Resume on a demo mailbox (no server behind it) says so instead of "Syncing" for ever
+    while the worker fails (docs/reliability.md C-36)."""
+    from django.urls import reverse
+
+    load()
+    support = Mailbox.objects.get(email_address=demo.SUPPORT_ADDRESS)
+    assert client.login(username="demo", password="demo")
+    response = client.post(reverse("inbox:mailbox_resume", args=[support.pk]), follow=True)
+    html = response.content.decode()
+    assert "has no mail server behind it" in html and "syncs again" not in html
+    support.refresh_from_db()
+    assert support.state == Mailbox.State.PAUSED and support.sync_requested_at is None

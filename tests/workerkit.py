@@ -48,6 +48,7 @@ def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         RELAY_BEAT_INTERVAL="1",
         CELERY_TASK_ALWAYS_EAGER="false",
         LOG_LEVEL="INFO",
+        RELAY_WORKER_LOG_LEVEL="INFO",  # what the tests read in the workers' logs
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

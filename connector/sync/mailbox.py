@@ -30,6 +30,7 @@ from connector.sync.reports import FolderReport, SyncReport
 from connector.sync.writeback import push_pending_changes
 from connector.transport.errors import AuthenticationFailed, MailError, TemporaryFailure
 from connector.transport.imap import open_session
+from inbox.crypto import SecretUnreadable
 from inbox.models import Mailbox
 from inbox.signals import mailbox_needs_reconnect
 
@@ -64,6 +65,10 @@ def sync_mailbox(
         with connect(mailbox) as session:
             _sync(mailbox, session, lease, report, batch_size)
     except AuthenticationFailed as exc:
+        _record_failure(mailbox, report, exc, needs_reconnect=True)
+    except SecretUnreadable as exc:
+        # No usable password (none stored, or a key that no longer opens it): only a person can
+        # give one, so "needs reconnect", never "Syncing" for ever (docs/reliability.md C-36).
         _record_failure(mailbox, report, exc, needs_reconnect=True)
     except (MailError, leases.LeaseLost) as exc:
         _record_failure(mailbox, report, exc, needs_reconnect=False)

@@ -71,3 +71,12 @@ def user_label(user) -> str:
     if not user:
         return ""
     return user.get_full_name() or user.get_username()
+
+
+@register.filter
+def may_use_admin(user) -> bool:
+    """Whether the admin site would show this user anything: staff with at least one permission
+    (a superuser has all). Staff without any would only find an empty admin, so no Admin link."""
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        return False
+    return user.is_superuser or bool(user.get_all_permissions())

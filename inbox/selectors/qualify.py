@@ -58,6 +58,9 @@ class Candidate:
 class QualifyContext:
     filings: list[Filing] = field(default_factory=list)
     suggestions: list[Candidate] = field(default_factory=list)
+    # The contacts and leads that already have the sender's address: offered before "create"
+    # (docs/product.md §4.6), filed or not.
+    existing: list[Candidate] = field(default_factory=list)
 
 
 _TICKET_REF = re.compile(r"\b(TKT|OPP)-(\d{1,12})\b", re.IGNORECASE)
@@ -106,7 +109,8 @@ def qualify_context(*, message: Message, limit: int = 8) -> QualifyContext:
     ):
         wanted.append(("ticket", ticket_pk, f"Open ticket TKT-{ref} of this contact"))
     for email in LeadEmail.objects.filter(email__in=addresses):
-        wanted.append(("lead", email.lead_id, f"Lead with {email.email}"))
+        who = "Sender" if email.email == sender else "Lead with"
+        wanted.append(("lead", email.lead_id, f"{who} {email.email}"))
     domain = sender.rpartition("@")[2]
     if domain:
         for account_pk in AccountDomain.objects.filter(domain=domain).values_list(
@@ -131,9 +135,13 @@ def qualify_context(*, message: Message, limit: int = 8) -> QualifyContext:
         for key in keys
         if key in records
     ]
+    sender_keys = {(kind, pk) for kind, pk, why in wanted if sender and why == f"Sender {sender}"}
+    existing = [c for c in suggestions if (c.record_type, c.record.pk) in sender_keys]
+    for candidate in existing:
+        candidate.why = f"Already has {sender}"
     # Records it is already filed on are listed as filings, not suggested again.
-    suggestions = [c for c in suggestions if not c.filed][:limit]
-    return QualifyContext(filings=filings, suggestions=suggestions)
+    suggestions = [c for c in suggestions if not c.filed and c not in existing][:limit]
+    return QualifyContext(filings=filings, suggestions=suggestions, existing=existing)
 
 
 def _picker_queryset(record_type: str) -> QuerySet:

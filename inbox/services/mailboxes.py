@@ -51,7 +51,33 @@ def mailbox_pause(*, mailbox: Mailbox) -> None:
     Mailbox.objects.filter(pk=mailbox.pk).update(state=Mailbox.State.PAUSED)
 
 
+def mailbox_unsyncable(*, mailbox: Mailbox) -> str:
+    """Why this mailbox cannot sync at all, in the words its manager sees; "" when it can. A
+    demo mailbox points at a reserved `.invalid` host (RFC 2606) and has no password: resumed,
+    it would show "Syncing" while every attempt fails (docs/reliability.md C-36)."""
+    host = (mailbox.imap_host or "").strip().lower().rstrip(".")
+    if not host or host == "invalid" or host.endswith(".invalid"):
+        return (
+            f"{mailbox.email_address} has no mail server behind it (a demo mailbox: its mail was "
+            "loaded, not synced). Connect a real mailbox under Settings, or give this one a "
+            "real server and password, then resume it."
+        )
+    if mailbox.connection_type == Mailbox.ConnectionType.IMAP:
+        has_secret = bool(mailbox.password_encrypted)
+    else:
+        has_secret = bool(
+            mailbox.oauth_refresh_token_encrypted or mailbox.oauth_access_token_encrypted
+        )
+    if not has_secret:
+        return f"{mailbox.email_address} has no password or sign-in stored: reconnect it first."
+    return ""
+
+
 def mailbox_resume(*, mailbox: Mailbox) -> None:
+    """Resume a paused mailbox; refused, with the reason, when it cannot sync at all."""
+    reason = mailbox_unsyncable(mailbox=mailbox)
+    if reason:
+        raise ValidationError(reason)
     Mailbox.objects.filter(pk=mailbox.pk, state=Mailbox.State.PAUSED).update(
         state=Mailbox.State.ACTIVE, next_sync_at=None, consecutive_failures=0
     )

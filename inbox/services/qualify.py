@@ -63,6 +63,19 @@ def message_unlink(*, user, filing):
 
 
 @transaction.atomic
+def message_unlink_undo(*, user, filing):
+    """Undo an unlink: the filing is back as it was, with its rule and evidence (a person's
+    Link would make it theirs). Nothing happens to a filing that is not unlinked."""
+
+    filing = Filing.objects.select_for_update().get(pk=filing.pk)
+    if filing.unlinked_at is not None:
+        filing.unlinked_at = None
+        filing.unlinked_by = None
+        filing.save(update_fields=["unlinked_at", "unlinked_by"])
+    return filing
+
+
+@transaction.atomic
 def message_qualify(*, user, message, record=None, create: str = "", **fields):
     """Qualify: link `message` to `record`, or create a contact or lead from its sender
     (`create="contact"` / `"lead"`, with optional name fields and, for contacts, `account`)
@@ -72,6 +85,13 @@ def message_qualify(*, user, message, record=None, create: str = "", **fields):
     if record is None:
         if not message.from_address:
             raise ValidationError("This message has no sender address to create a record from.")
+        existing = _existing_with_address(create, message.from_address)
+        if existing is not None:
+            # A second contact with the same address would split its mail in two: file on the
+            # one there is, and say so (docs/product.md §4.6).
+            filing = message_link(user=user, message=message, record=existing)
+            filing.instead_of_creating = True
+            return filing
         name = (message.from_name or "").strip()
         first, _, last = name.rpartition(" ")
         fields.setdefault("first_name", (first or last)[:100])
@@ -83,3 +103,19 @@ def message_qualify(*, user, message, record=None, create: str = "", **fields):
         else:
             raise ValidationError("Pick a record, or create a contact or a lead.")
     return message_link(user=user, message=message, record=record)
+
+
+def _existing_with_address(create: str, address: str):
+    """The earliest contact (or lead) that already has this address, if any."""
+    from crm.models import Contact, Lead
+    from crm.normalize import normalize_email
+
+    try:
+        address = normalize_email(address)
+    except ValidationError:
+        return None  # creating will name the bad address
+    if create == "contact":
+        return Contact.objects.filter(emails__email=address).order_by("pk").first()
+    if create == "lead":
+        return Lead.objects.filter(emails__email=address).order_by("pk").first()
+    return None

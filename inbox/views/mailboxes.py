@@ -100,7 +100,15 @@ def mailbox_resume(request, pk: int):
     if needs_setup(mailbox):
         # Resuming now would sync every folder from the beginning of time: choose first.
         return redirect("inbox:mailbox_setup", pk=mailbox.pk)
-    mailbox_services.mailbox_resume(mailbox=mailbox)
+    try:
+        mailbox_services.mailbox_resume(mailbox=mailbox)
+    except ValidationError as exc:
+        # A demo mailbox has no server behind it: say so rather than "Syncing" for ever.
+        messages.warning(request, " ".join(exc.messages))
+        target = request.POST.get("next") or ""
+        if target in ("health", "settings"):
+            return redirect(f"inbox:mailbox_{target}", pk=mailbox.pk)
+        return redirect("inbox:mailbox_list")
     mailbox_request_sync(mailbox=mailbox)
     return _action_done(request, mailbox, f"{mailbox.email_address} syncs again.")
 

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages as flash
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from inbox.forms import QuickCreateForm
 from inbox.permissions import get_message_or_404, readable_messages
 from inbox.selectors.conversations import filing_reason, get_filing_or_404
 from inbox.selectors.qualify import get_record_or_none, qualify_context, record_search
-from inbox.services.qualify import message_link, message_qualify, message_unlink
+from inbox.services.qualify import (
+    message_link,
+    message_qualify,
+    message_unlink,
+    message_unlink_undo,
+)
 from inbox.views.htmx import CHANGED, FILED, _trigger
 
 
@@ -27,6 +35,7 @@ def _qualify_context(request, message, **extra) -> dict:
         "thread_size": message.thread.message_count if message.thread_id else 1,
         "filings": qualify.filings,
         "suggestions": qualify.suggestions,
+        "existing": qualify.existing,
         "create_form": extra.pop("create_form", None)
         or QuickCreateForm(
             initial={
@@ -42,7 +51,12 @@ def _qualify_context(request, message, **extra) -> dict:
 @require_GET
 def qualify_dialog(request, pk: int):
     message = get_message_or_404(request.user, pk)
-    context = _qualify_context(request, message)
+    extra = {}
+    undo = request.GET.get("undo", "")
+    if undo.isdigit():
+        # Just unlinked without JavaScript: offer its Undo (a filing of this message only).
+        extra["undo"] = message.filings.filter(pk=int(undo), unlinked_at__isnull=False).first()
+    context = _qualify_context(request, message, **extra)
     if request.htmx:
         return render(request, "inbox/_qualify.html", context)
     return render(request, "inbox/qualify_page.html", context)
@@ -94,6 +108,11 @@ def qualify_link(request, pk: int):
     except ValidationError as exc:
         error = " ".join(exc.messages)
     done = f"Filed on {filing.record}." if filing else ""
+    if getattr(filing, "instead_of_creating", False):
+        done = (
+            f"{filing.record} already has {message.from_address}: filed there instead of "
+            "creating a second one."
+        )
     if not request.htmx:
         if done:
             flash.success(request, done)
@@ -117,7 +136,33 @@ def filing_unlink(request, pk: int):
     automation never puts the message back there."""
     filing = get_filing_or_404(user=request.user, pk=pk)
     message_unlink(user=request.user, filing=filing)
+    text = f"Removed from {filing.record}."
+    undo_url = reverse("inbox:filing_relink", args=[filing.pk])
     if not request.htmx:
-        flash.success(request, f"Removed from {filing.record}.")
-        return redirect("inbox:conversation", pk=filing.message_id)
+        # Without JavaScript the Qualify page offers the Undo.
+        flash.success(request, text)
+        return redirect(reverse("inbox:qualify_dialog", args=[filing.message_id]) + f"?undo={pk}")
+    if request.htmx.target == "qualify-content":
+        context = _qualify_context(request, filing.message, done=text, undo=filing)
+        return _trigger(render(request, "inbox/_qualify.html", context), FILED, CHANGED)
+    # Elsewhere (a chip in the conversation) the page shows a toast with Undo (relay.js).
+    response = HttpResponse(status=200)
+    response["HX-Trigger"] = json.dumps(
+        {FILED: True, CHANGED: True, "relay:undo": {"text": text, "url": undo_url}}
+    )
+    return response
+
+
+@require_POST
+def filing_relink(request, pk: int):
+    """Undo of an unlink: the filing is back as the rules (or a person) made it."""
+    filing = get_filing_or_404(user=request.user, pk=pk)
+    message_unlink_undo(user=request.user, filing=filing)
+    text = f"Back on {filing.record}."
+    if not request.htmx:
+        flash.success(request, text)
+        return redirect("inbox:qualify_dialog", pk=filing.message_id)
+    if request.htmx.target == "qualify-content":
+        context = _qualify_context(request, filing.message, done=text)
+        return _trigger(render(request, "inbox/_qualify.html", context), FILED, CHANGED)
     return _trigger(HttpResponse(status=200), FILED, CHANGED)

@@ -23,10 +23,18 @@ from tests import factories as f
 pytestmark = pytest.mark.django_db
 
 
-def test_home_redirects_to_contacts(user_client):
+def test_home_and_signing_in_land_on_the_inbox(client, user_client):
     response = user_client.get("/")
     assert response.status_code == 302
-    assert response["Location"] == reverse("crm:contact_list")
+    assert response["Location"] == reverse("inbox:inbox_page")
+    f.UserFactory(username="newcomer", password="a long enough password")
+    client.logout()
+    response = client.post(
+        reverse("login"),
+        {"username": "newcomer", "password": "a long enough password"},
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == reverse("inbox:inbox_page")
 
 
 def test_navigation_links_every_record_list_and_the_user_menu(user_client):
@@ -501,3 +509,26 @@ def test_a_domain_claimed_by_two_accounts_is_flagged(user_client):
     detail = user_client.get(initech.get_absolute_url()).content.decode()
     assert "shared.example is also claimed by" in detail and "Initrode" in detail
     assert 'data-shared-domain="initech.example"' not in detail
+
+
+def test_admin_link_only_for_staff_the_admin_site_has_something_for(client):
+    from django.contrib.auth.models import Permission
+
+    url = reverse("crm:contact_list")
+    bare = f.UserFactory(username="bare-staff", is_staff=True)
+    client.force_login(bare)
+    assert 'href="/admin/"' not in client.get(url).content.decode()
+    bare.user_permissions.add(Permission.objects.get(codename="view_contact"))
+    client.force_login(type(bare).objects.get(pk=bare.pk))  # permissions are cached per object
+    assert 'href="/admin/"' in client.get(url).content.decode()
+    client.force_login(f.UserFactory(username="boss", is_staff=True, is_superuser=True))
+    assert 'href="/admin/"' in client.get(url).content.decode()
+
+
+def test_a_very_long_search_says_it_was_shortened(user_client):
+    f.ContactFactory(first_name="Ana", last_name="Lopez")
+    url = reverse("crm:contact_list")
+    html = user_client.get(url, {"q": "Ana " + "x" * 3000}).content.decode()
+    assert "Your search was shortened to its first 200 characters." in html
+    html = user_client.get(url, {"q": "Ana"}).content.decode()
+    assert "shortened" not in html

@@ -273,8 +273,11 @@ def test_qualify_suggests_the_senders_records_and_the_rules_alternatives(olivia,
     assert "Filed on" in html and "Ana Lopez" in html
     suggested = html.split("Suggested")[1].split("Find a record")[0]
     assert "Zed Alt" in suggested  # the rules' alternative
-    assert "Ana Lead" in suggested and "Globex" in suggested
+    assert "Globex" in suggested
     assert "Ana Lopez" not in suggested  # already filed there
+    # The sender's own lead is offered first, before the suggestions (docs/product.md §4.6).
+    existing = html.split("The sender is already in Relay")[1].split("Suggested")[0]
+    assert "Ana Lead" in existing and "Ana Lead" not in suggested
     assert 'value="Ana"' in html  # quick-create prefilled from the sender's name
     assert lead.pk
 

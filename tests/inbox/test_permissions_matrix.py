@@ -90,6 +90,8 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
         ("post", link, {"record": f"contact:{contact.pk}"}),
         ("post", link, {"create": "lead", "first_name": "Sneaky", "last_name": "Lead"}),
         ("post", reverse("inbox:filing_unlink", args=[target["filing"].pk]), {}),
+        ("post", reverse("inbox:filing_relink", args=[target["filing"].pk]), {}),
+        ("post", reverse("inbox:triage_dismiss"), {"only": m}),
         ("get", reverse("inbox:compose") + f"?reply_to={m}&mode=reply", {}),
         ("get", reverse("inbox:compose") + f"?mailbox={box}", {}),
         (

@@ -62,6 +62,135 @@
     target.replaceChildren(box);
   }
 
+  // "Are you sure?" in the app's own dialog, never the browser's confirm() (which looks foreign,
+  // blocks the page and is easy to click through). htmx asks through "htmx:confirm" for every
+  // hx-confirm; a plain form asks with data-confirm. The OK button says what will happen: the
+  // element's data-confirm-label, else the words of the button that was pressed.
+  var pending = null;
+
+  function confirmDialog() {
+    return document.getElementById("relay-confirm");
+  }
+
+  function ask(question, label, proceed) {
+    var dialog = confirmDialog();
+    if (!dialog || !window.bootstrap) {
+      proceed(); // no dialog on this page (a bare error page): the server still decides
+      return;
+    }
+    dialog.querySelector("[data-relay-confirm-text]").textContent = question;
+    var ok = dialog.querySelector("[data-relay-confirm-ok]");
+    ok.textContent = label || "Continue";
+    pending = proceed;
+    bootstrap.Modal.getOrCreateInstance(dialog).show();
+  }
+
+  function labelOf(element, submitter) {
+    var label = element.getAttribute("data-confirm-label");
+    if (label) {
+      return label;
+    }
+    var button =
+      submitter ||
+      (element.matches("button") ? element : element.querySelector("button[type=submit], button:not([type])"));
+    return button ? button.textContent.trim() : "";
+  }
+
+  document.body.addEventListener("htmx:confirm", function (event) {
+    var question = event.detail.question;
+    if (!question) {
+      return;
+    }
+    event.preventDefault();
+    ask(question, labelOf(event.detail.elt), function () {
+      event.detail.issueRequest(true);
+    });
+  });
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form.getAttribute && form.getAttribute("data-confirm");
+    if (!question || form.hasAttribute("hx-post") || form.dataset.relayConfirmed) {
+      return;
+    }
+    event.preventDefault();
+    var submitter = event.submitter || null;
+    ask(question, labelOf(form, submitter), function () {
+      form.dataset.relayConfirmed = "1";
+      form.requestSubmit(submitter);
+      delete form.dataset.relayConfirmed;
+    });
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var dialog = confirmDialog();
+    if (!dialog) {
+      return;
+    }
+    dialog.querySelector("[data-relay-confirm-ok]").addEventListener("click", function () {
+      var proceed = pending;
+      pending = null;
+      dialog.addEventListener(
+        "hidden.bs.modal",
+        function () {
+          if (proceed) {
+            proceed();
+          }
+        },
+        { once: true }
+      );
+      bootstrap.Modal.getOrCreateInstance(dialog).hide();
+    });
+    dialog.addEventListener("hidden.bs.modal", function () {
+      pending = null; // Cancel, Esc or the backdrop: nothing happens
+    });
+  });
+
+  // An action that can be taken back (unlinking a filing) answers with "relay:undo": a toast
+  // says what happened and offers Undo, which posts to the URL the server gave.
+  document.body.addEventListener("relay:undo", function (event) {
+    var detail = event.detail || {};
+    var container = document.getElementById("toasts");
+    if (!container) {
+      container = document.createElement("div");
+      container.id = "toasts";
+      container.className = "toast-container position-fixed bottom-0 end-0 p-3";
+      container.setAttribute("aria-live", "polite");
+      document.body.appendChild(container);
+    }
+    var toast = document.createElement("div");
+    toast.className = "toast align-items-center border-0 text-bg-success";
+    toast.setAttribute("role", "status");
+    toast.setAttribute("data-relay-undo-toast", "");
+    var row = document.createElement("div");
+    row.className = "d-flex align-items-center";
+    var body = document.createElement("div");
+    body.className = "toast-body";
+    body.textContent = detail.text || "Done.";
+    var undo = document.createElement("button");
+    undo.type = "button";
+    undo.className = "btn btn-sm btn-light ms-auto";
+    undo.textContent = "Undo";
+    undo.addEventListener("click", function () {
+      undo.disabled = true;
+      htmx.ajax("POST", detail.url, { swap: "none", source: document.body }).then(function () {
+        bootstrap.Toast.getOrCreateInstance(toast).hide();
+      });
+    });
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "btn-close btn-close-white me-2 ms-2";
+    close.setAttribute("data-bs-dismiss", "toast");
+    close.setAttribute("aria-label", "Close");
+    row.append(body, undo, close);
+    toast.appendChild(row);
+    container.appendChild(toast);
+    toast.addEventListener("hidden.bs.toast", function () {
+      toast.remove();
+    });
+    bootstrap.Toast.getOrCreateInstance(toast, { autohide: true, delay: 10000 }).show();
+  });
+
   document.body.addEventListener("htmx:responseError", showLoadError);
   document.body.addEventListener("htmx:sendError", showLoadError);
 

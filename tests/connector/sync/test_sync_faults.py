@@ -267,3 +267,18 @@ def test_two_workers_on_one_mailbox_at_once(imap_user):
     assert again.returncode == 0, out.decode() + err.decode()
     assert_in_step(mailbox, imap_user)
     assert Message.objects.filter(mailbox=mailbox).count() == 80
+
+
+def test_a_mailbox_without_a_usable_password_needs_reconnecting_instead_of_syncing_for_ever(db):
+    """docs/reliability.md C-36: no stored password (a demo mailbox switched on by hand in the
+    admin) fails the sync at once as "needs reconnect", never left showing "Syncing"."""
+    from connector.sync.mailbox import sync_mailbox
+    from inbox.models import Mailbox
+    from tests import factories
+
+    mailbox = factories.MailboxFactory(email_address="nobody@relay.test")
+    Mailbox.objects.filter(pk=mailbox.pk).update(password_encrypted="", state="active")
+    report = sync_mailbox(mailbox.pk)
+    mailbox.refresh_from_db()
+    assert report.outcome == "needs_reconnect"
+    assert mailbox.state == Mailbox.State.NEEDS_RECONNECT
