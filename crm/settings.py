@@ -342,6 +342,9 @@ RELAY_MESSAGE_ID_DOMAIN = env("RELAY_MESSAGE_ID_DOMAIN", default="")
 RELAY_AUTHSERV_IDS = [s.lower() for s in env.list("RELAY_AUTHSERV_IDS", default=[])]
 # The largest Email API document accepted, in bytes (connector/emailapi/document.py).
 RELAY_EMAIL_API_MAX_BYTES = env.int("RELAY_EMAIL_API_MAX_BYTES", default=256 * 1024)
+# Largest upload of .mbox/.eml files to import into a mailbox, all files together
+# (docs/product.md §3.10); streamed to disk, never held in memory.
+RELAY_IMPORT_MAX_BYTES = env.int("RELAY_IMPORT_MAX_BYTES", default=1024 * 1024 * 1024)
 
 # OAuth 2 providers (docs/product.md §2.3): authorisation code with PKCE, offline access, XOAUTH2
 # for IMAP and SMTP. The endpoints are settings so that the tests can point them at a local server.

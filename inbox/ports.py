@@ -131,6 +131,10 @@ class MailPort(Protocol):
         """Send this outbox entry as soon as the current transaction commits (the beat sends
         due entries anyway: a lost request delays, never drops)."""
 
+    def import_soon(self, job_id: int) -> None:
+        """Run this ImportJob (uploaded .mbox/.eml files) once the current transaction
+        commits (the beat enqueues a job left waiting: a lost request delays, never drops)."""
+
 
 _port: MailPort | None = None
 
