@@ -284,6 +284,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Completed job records and old ledger entries, after RELAY_PURGE_AFTER_DAYS (see
     # docs/product.md §8).
     "purge-completed-jobs": {"task": "relay.purge", "schedule": 24 * 3600.0},
+    # A week before a Google or Microsoft sign-in dies, whoever must reconnect it is told.
+    "warn-expiring-sign-ins": {"task": "relay.warn_expiring_grants", "schedule": 3600.0},
     # Notification mail: one mail per person per batch (notifications/services.py).
     "send-notification-digests": {"task": "relay.send_notification_digests", "schedule": 60.0},
     # Snoozed conversations whose time came back to Open (docs/product.md §7.8); the lists

@@ -32,6 +32,11 @@ class Security(models.TextChoices):
     NONE = "none", "None (plain text)"
 
 
+# The owner (or, for a shared mailbox, its admins) is warned this long before an OAuth sign-in
+# is known to die (docs/product.md §2.9).
+GRANT_WARNING = dt.timedelta(days=7)
+
+
 class Mailbox(models.Model):
     class Kind(models.TextChoices):
         SHARED = "shared", "Shared"
@@ -89,6 +94,15 @@ class Mailbox(models.Model):
     oauth_access_token_encrypted = EncryptedTextField()
     oauth_refresh_token_encrypted = EncryptedTextField()
     oauth_expires_at = models.DateTimeField(null=True, blank=True)
+    # Who signed in, when it is not the mailbox itself: a shared Microsoft 365 mailbox is opened
+    # with an admin's sign-in, XOAUTH2 naming the shared mailbox as the user (docs/product.md
+    # §2.9). Empty: the mailbox's own account.
+    oauth_account = models.CharField(max_length=320, blank=True)
+    # When the sign-in dies unless renewed: the refresh token's own expiry when the provider
+    # says it, else the provider's documented lifetime (connector/transport/oauth.py); and the
+    # expiry a warning was sent for, so each is told once (docs/product.md §2.9).
+    oauth_grant_expires_at = models.DateTimeField(null=True, blank=True)
+    oauth_expiry_warned_for = models.DateTimeField(null=True, blank=True)
 
     imap_host = models.CharField(max_length=253, blank=True)
     imap_port = models.PositiveIntegerField(default=993)
@@ -233,6 +247,14 @@ class Mailbox(models.Model):
         if refresh_token:
             self.oauth_refresh_token_encrypted = encrypt(refresh_token)
         self.oauth_expires_at = expires_at
+
+    @property
+    def grant_expiring_soon(self) -> bool:
+        """The OAuth sign-in dies within GRANT_WARNING (docs/product.md §2.9)."""
+        return bool(
+            self.oauth_grant_expires_at
+            and self.oauth_grant_expires_at <= timezone.now() + GRANT_WARNING
+        )
 
     @property
     def login_name(self) -> str:

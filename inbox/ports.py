@@ -70,6 +70,9 @@ class OAuthGrant:
     access_token: str = field(repr=False)
     refresh_token: str = field(repr=False)
     expires_at: dt.datetime | None = None
+    # When the grant itself dies unless renewed (the refresh token's expiry, told or documented:
+    # connector/transport/oauth.py grant_expires_at).
+    grant_expires_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

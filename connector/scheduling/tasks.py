@@ -20,6 +20,7 @@ from connector.sync import importer
 from connector.sync import mailbox as sync
 from connector.transport import oauth
 from inbox.services import conversations
+from inbox.services import mailboxes as mailbox_services
 
 from . import dispatch
 from . import purge as purging
@@ -115,3 +116,9 @@ def wake_snoozed() -> int:
     if woke:
         log.info("woke %s snoozed conversations", woke)
     return woke
+
+
+@shared_task(name="relay.warn_expiring_grants", ignore_result=True)
+def warn_expiring_grants() -> int:
+    # A week before a Google or Microsoft sign-in dies (docs/product.md §2.9).
+    return len(mailbox_services.warn_expiring_grants())
