@@ -297,3 +297,47 @@ def test_the_import_pages_cost_the_same_queries_however_many_imports_and_errors(
         count(reverse("inbox:mailbox_import", args=[personal_mailbox.pk, many_errors.pk])),
         count(reverse("inbox:mailbox_import_page", args=[personal_mailbox.pk])),
     ) == few
+
+
+HOSTILE_HTML = b"""From: Mallory <mallory@evil.example>
+To: olivia@relay.test
+Subject: Invoice attached
+Date: Mon, 03 Nov 2025 10:00:00 +0100
+Message-ID: <imported-xss@evil.example>
+MIME-Version: 1.0
+Content-Type: text/html; charset=utf-8
+
+<p>Pay now</p><script>alert(document.cookie)</script><img src=x onerror=alert(1)>
+<a href="javascript:alert(2)">open</a><img src="https://tracker.evil.example/p.gif">
+"""
+
+
+def test_hostile_mail_in_an_imported_file_is_as_inert_as_synced_mail(
+    client, owner, personal_mailbox, tmp_path, eager, django_capture_on_commit_callbacks
+):
+    """docs/reliability.md X-17, A-07: a file from elsewhere is mail from strangers; it goes
+    through the same store and the same reading views, so its HTML is sanitised and sandboxed,
+    remote images stay blocked and attachment names are made safe."""
+    hostile = Path(__file__).resolve().parents[1] / "fixtures" / "eml" / "hostile"
+    archive = write_mbox(
+        tmp_path / "from a stranger.mbox",
+        [HOSTILE_HTML, (hostile / "attachment_traversal.eml").read_bytes()],
+    )
+    client.force_login(owner)
+    upload(client, personal_mailbox, as_upload(archive), capture=django_capture_on_commit_callbacks)
+    assert ImportJob.objects.get().stored == 2
+
+    message = Message.objects.get(subject="Invoice attached")
+    body = client.get(reverse("inbox:message_body", args=[message.pk]))
+    html = body.content.decode()
+    assert "Pay now" in html
+    for bad in ("<script", "onerror", "javascript:", 'tracker.evil.example/p.gif"'):
+        assert bad not in html, bad
+    assert "sandbox" in body["Content-Security-Policy"]
+
+    with_file = Message.objects.get(subject="hostile attachment name")
+    attachment = with_file.attachments.get()
+    download = client.get(reverse("inbox:attachment_download", args=[with_file.pk, attachment.pk]))
+    disposition = download["Content-Disposition"]
+    assert disposition.startswith("attachment; ") and "/" not in disposition.split(";")[1]
+    assert ".." not in disposition and download["Content-Type"] == "application/octet-stream"
