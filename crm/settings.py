@@ -402,6 +402,26 @@ RELAY_OAUTH_PROVIDERS = {
     },
 }
 # Refresh an access token this long before it expires (never use one about to die mid-sync).
+
+
+def oauth_form_action(providers: dict) -> list[str]:
+    """CSP form-action for the sign-in buttons: "Continue with Google/Microsoft" posts to
+    inbox/views/oauth.py, which redirects to the provider, and Chromium holds a form's
+    redirect to form-action too (docs/product.md §2.9). Only the providers' authorisation
+    origins are added."""
+    from urllib.parse import urlsplit
+
+    origins = []
+    for provider in providers.values():
+        url = urlsplit(provider.get("authorize_url") or "")
+        if url.scheme in ("https", "http") and url.netloc:
+            origin = f"{url.scheme}://{url.netloc}"
+            if origin not in origins:
+                origins.append(origin)
+    return [CSP.SELF, *origins]
+
+
+SECURE_CSP["form-action"] = oauth_form_action(RELAY_OAUTH_PROVIDERS)
 RELAY_OAUTH_REFRESH_MARGIN = env.int("RELAY_OAUTH_REFRESH_MARGIN", default=300)
 RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
 # Seconds an SMTP server may stay silent; after the message's final "." the outcome is then

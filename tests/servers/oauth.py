@@ -437,6 +437,14 @@ def oauth_server(oauth_server_session, settings) -> FakeOAuthServer:
             saves_sent=False,
         ),
     }
+    # The sign-in buttons' redirect to the provider is allowed by form-action, as settings.py
+    # computes it for the real providers.
+    from crm.settings import oauth_form_action
+
+    settings.SECURE_CSP = {
+        **settings.SECURE_CSP,
+        "form-action": oauth_form_action(settings.RELAY_OAUTH_PROVIDERS),
+    }
     return oauth_server_session
 
 
