@@ -501,3 +501,21 @@ def test_who_manages_the_mailbox_imports_and_no_other_mailboxs_job_shows(
     # The other mailbox's import, asked for through this mailbox's URL: not found.
     mine, theirs = world[which]["mailbox"].pk, world[other]["mailbox"].pk
     assert client.get(other_job.replace(f"/{theirs}/", f"/{mine}/")).status_code == 404
+
+
+# --- a shared mailbox's Google/Microsoft sign-in (docs/product.md §2.9): admins only --------
+
+
+@pytest.mark.parametrize("persona", ["outsider", "revoked", "owner", "teammate", None])
+def test_only_an_admin_starts_a_shared_mailbox_sign_in(client, request, world, persona):
+    client = _login(client, _persona(persona, request, world) if persona else None)
+    for provider in ("google", "microsoft"):
+        response = client.post(
+            reverse("inbox:oauth_start", args=[provider]),
+            {"shared_address": "sales@relay.test"},
+        )
+        if persona is None:
+            assert response["Location"].startswith(reverse("login"))
+        else:
+            assert response.status_code == 404, (persona, provider)
+    assert "relay_oauth_flows" not in client.session
