@@ -75,3 +75,7 @@ class ConnectorPort:
     def send_soon(self, entry_id: int) -> None:
         # robust: a broker hiccup must not fail the person's save; the outbox tick sends it.
         transaction.on_commit(lambda: tasks.send_outbox_entry.delay(entry_id), robust=True)
+
+    def import_soon(self, job_id: int) -> None:
+        # robust: a broker hiccup must not fail the upload; the beat enqueues a waiting job.
+        transaction.on_commit(lambda: tasks.import_files.delay(job_id), robust=True)

@@ -284,6 +284,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Completed job records and old ledger entries, after RELAY_PURGE_AFTER_DAYS (see
     # docs/product.md §8).
     "purge-completed-jobs": {"task": "relay.purge", "schedule": 24 * 3600.0},
+    # A week before a Google or Microsoft sign-in dies, whoever must reconnect it is told.
+    "warn-expiring-sign-ins": {"task": "relay.warn_expiring_grants", "schedule": 3600.0},
     # Notification mail: one mail per person per batch (notifications/services.py).
     "send-notification-digests": {"task": "relay.send_notification_digests", "schedule": 60.0},
     # Snoozed conversations whose time came back to Open (docs/product.md §7.8); the lists
@@ -342,6 +344,9 @@ RELAY_MESSAGE_ID_DOMAIN = env("RELAY_MESSAGE_ID_DOMAIN", default="")
 RELAY_AUTHSERV_IDS = [s.lower() for s in env.list("RELAY_AUTHSERV_IDS", default=[])]
 # The largest Email API document accepted, in bytes (connector/emailapi/document.py).
 RELAY_EMAIL_API_MAX_BYTES = env.int("RELAY_EMAIL_API_MAX_BYTES", default=256 * 1024)
+# Largest upload of .mbox/.eml files to import into a mailbox, all files together
+# (docs/product.md §3.10); streamed to disk, never held in memory.
+RELAY_IMPORT_MAX_BYTES = env.int("RELAY_IMPORT_MAX_BYTES", default=1024 * 1024 * 1024)
 
 # OAuth 2 providers (docs/product.md §2.3): authorisation code with PKCE, offline access, XOAUTH2
 # for IMAP and SMTP. The endpoints are settings so that the tests can point them at a local server.
@@ -397,6 +402,26 @@ RELAY_OAUTH_PROVIDERS = {
     },
 }
 # Refresh an access token this long before it expires (never use one about to die mid-sync).
+
+
+def oauth_form_action(providers: dict) -> list[str]:
+    """CSP form-action for the sign-in buttons: "Continue with Google/Microsoft" posts to
+    inbox/views/oauth.py, which redirects to the provider, and Chromium holds a form's
+    redirect to form-action too (docs/product.md §2.9). Only the providers' authorisation
+    origins are added."""
+    from urllib.parse import urlsplit
+
+    origins = []
+    for provider in providers.values():
+        url = urlsplit(provider.get("authorize_url") or "")
+        if url.scheme in ("https", "http") and url.netloc:
+            origin = f"{url.scheme}://{url.netloc}"
+            if origin not in origins:
+                origins.append(origin)
+    return [CSP.SELF, *origins]
+
+
+SECURE_CSP["form-action"] = oauth_form_action(RELAY_OAUTH_PROVIDERS)
 RELAY_OAUTH_REFRESH_MARGIN = env.int("RELAY_OAUTH_REFRESH_MARGIN", default=300)
 RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
 # Seconds an SMTP server may stay silent; after the message's final "." the outcome is then

@@ -32,6 +32,11 @@ class Security(models.TextChoices):
     NONE = "none", "None (plain text)"
 
 
+# The owner (or, for a shared mailbox, its admins) is warned this long before an OAuth sign-in
+# is known to die (docs/product.md §2.9).
+GRANT_WARNING = dt.timedelta(days=7)
+
+
 class Mailbox(models.Model):
     class Kind(models.TextChoices):
         SHARED = "shared", "Shared"
@@ -89,6 +94,15 @@ class Mailbox(models.Model):
     oauth_access_token_encrypted = EncryptedTextField()
     oauth_refresh_token_encrypted = EncryptedTextField()
     oauth_expires_at = models.DateTimeField(null=True, blank=True)
+    # Who signed in, when it is not the mailbox itself: a shared Microsoft 365 mailbox is opened
+    # with an admin's sign-in, XOAUTH2 naming the shared mailbox as the user (docs/product.md
+    # §2.9). Empty: the mailbox's own account.
+    oauth_account = models.CharField(max_length=320, blank=True)
+    # When the sign-in dies unless renewed: the refresh token's own expiry when the provider
+    # says it, else the provider's documented lifetime (connector/transport/oauth.py); and the
+    # expiry a warning was sent for, so each is told once (docs/product.md §2.9).
+    oauth_grant_expires_at = models.DateTimeField(null=True, blank=True)
+    oauth_expiry_warned_for = models.DateTimeField(null=True, blank=True)
 
     imap_host = models.CharField(max_length=253, blank=True)
     imap_port = models.PositiveIntegerField(default=993)
@@ -233,6 +247,14 @@ class Mailbox(models.Model):
         if refresh_token:
             self.oauth_refresh_token_encrypted = encrypt(refresh_token)
         self.oauth_expires_at = expires_at
+
+    @property
+    def grant_expiring_soon(self) -> bool:
+        """The OAuth sign-in dies within GRANT_WARNING (docs/product.md §2.9)."""
+        return bool(
+            self.oauth_grant_expires_at
+            and self.oauth_grant_expires_at <= timezone.now() + GRANT_WARNING
+        )
 
     @property
     def login_name(self) -> str:
@@ -1066,3 +1088,77 @@ class EmailApiRequest(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "Email API request"
+
+
+class ImportJobManager(models.Manager):
+    def get_queryset(self):
+        # The pages name who uploaded each import: one query for the list, not one a row.
+        return super().get_queryset().select_related("created_by")
+
+
+class ImportJob(models.Model):
+    """One upload of .mbox/.eml files into a mailbox's "Imported" folder and its progress
+    (docs/product.md §3.10). The files wait under MEDIA_ROOT (`directory`) until a worker has
+    read them; the counts move after every batch, so the page can show them while it runs."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Waiting for a worker"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Stopped"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    file_names = models.JSONField(default=list, help_text="The names the files were uploaded as.")
+    directory = models.CharField(
+        max_length=300, blank=True, help_text="Where the uploaded files wait (under MEDIA_ROOT)."
+    )
+    size = models.PositiveBigIntegerField(default=0, help_text="Bytes uploaded.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    total = models.PositiveIntegerField(default=0, help_text="Messages found in the files.")
+    done = models.PositiveIntegerField(default=0, help_text="Messages read so far.")
+    stored = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(
+        default=0, help_text="Already in the mailbox (same bytes): nothing added."
+    )
+    failed = models.PositiveIntegerField(
+        default=0, help_text="Could not be read: kept with their raw source, on the health page."
+    )
+    errors = models.JSONField(
+        default=list, blank=True, help_text="What went wrong with which message, in plain words."
+    )
+    error = models.TextField(blank=True, help_text="Why the whole import stopped, if it did.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When its task was last enqueued, and when its worker last showed progress: a job is run
+    # by one worker at a time, and taken over only once that worker has gone quiet
+    # (connector/sync/importer.py).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ImportJobManager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["mailbox", "-created_at"], name="inbox_import_mailbox")]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} into {self.mailbox_id}"
+
+    @classmethod
+    def max_bytes(cls) -> int:
+        """The largest upload, all files together (RELAY_IMPORT_MAX_BYTES)."""
+        return settings.RELAY_IMPORT_MAX_BYTES
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+    @property
+    def percent(self) -> int:
+        if self.finished:
+            return 100
+        return min(99, self.done * 100 // self.total) if self.total else 0

@@ -70,6 +70,9 @@ class OAuthGrant:
     access_token: str = field(repr=False)
     refresh_token: str = field(repr=False)
     expires_at: dt.datetime | None = None
+    # When the grant itself dies unless renewed (the refresh token's expiry, told or documented:
+    # connector/transport/oauth.py grant_expires_at).
+    grant_expires_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,10 @@ class MailPort(Protocol):
     def send_soon(self, entry_id: int) -> None:
         """Send this outbox entry as soon as the current transaction commits (the beat sends
         due entries anyway: a lost request delays, never drops)."""
+
+    def import_soon(self, job_id: int) -> None:
+        """Run this ImportJob (uploaded .mbox/.eml files) once the current transaction
+        commits (the beat enqueues a job left waiting: a lost request delays, never drops)."""
 
 
 _port: MailPort | None = None

@@ -9,6 +9,10 @@ from django.dispatch import Signal
 # or someone changed where it connects (docs/product.md §2.5).
 mailbox_needs_reconnect = Signal()  # sender=Mailbox, mailbox_id, reason, actor_id=None
 
+# A mailbox's OAuth sign-in dies within a week unless someone reconnects it (docs/product.md
+# §2.9): told once per expiry to whoever must reconnect it.
+mailbox_grant_expiring = Signal()  # sender=Mailbox, mailbox_id, expires_at
+
 # An outbox entry that needs its author: refused for good ("failed"), or its outcome is
 # unknown and a person must decide ("verify") (docs/product.md §5.2).
 outbox_entry_stuck = Signal()  # sender=OutboxEntry, entry_id, state

@@ -9,6 +9,7 @@ from .views import (
     conversation_state,
     conversations,
     email_tab,
+    imports,
     inbox,
     mailboxes,
     oauth,
@@ -96,6 +97,10 @@ urlpatterns = [
         mailboxes.held_retry,
         name="mailbox_held_retry",
     ),
+    # Importing .mbox/.eml files (docs/product.md §3.10).
+    path("mailboxes/<int:pk>/import/", imports.import_page, name="mailbox_import_page"),
+    path("mailboxes/<int:pk>/import/upload/", imports.import_upload, name="mailbox_import_upload"),
+    path("mailboxes/<int:pk>/import/<int:job_pk>/", imports.import_progress, name="mailbox_import"),
     path("oauth/<str:provider>/start/", oauth.oauth_start, name="oauth_start"),
     path("oauth/callback/", oauth.oauth_callback, name="oauth_callback"),
     # Reading one message. Every URL the sandboxed frame loads starts with messages/<pk>/: the

@@ -11,12 +11,14 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.dispatch import receiver
 from django.urls import reverse
+from django.utils import timezone
 
 from crm.models import StaffEmail
 from inbox.models import Filing, Mailbox, Message, OutboxEntry, Thread
 from inbox.signals import (
     conversation_assigned,
     mail_filed,
+    mailbox_grant_expiring,
     mailbox_needs_reconnect,
     outbox_entry_stuck,
 )
@@ -59,6 +61,31 @@ def on_mailbox_needs_reconnect(sender, mailbox_id: int, reason: str = "", actor_
             # One notification per outage: a later one (after a good sync) is news again.
             key=f"mailbox:{mailbox.pk}:{since.isoformat()}",
             actor=actor,
+        )
+
+    _later(work)
+
+
+@receiver(mailbox_grant_expiring)
+def on_mailbox_grant_expiring(sender, mailbox_id: int, expires_at, **kwargs):
+    """A week before a Google or Microsoft sign-in dies (docs/product.md §2.9): told as a
+    "needs reconnecting", to the same people, once per expiry."""
+
+    def work() -> None:
+        mailbox = Mailbox.objects.select_related("owner").filter(pk=mailbox_id).first()
+        if mailbox is None:
+            return
+        when = timezone.localtime(expires_at)
+        notify_many(
+            recipients=mailbox_admins(mailbox),
+            kind=Kind.RECONNECT,
+            text=(
+                f"The {mailbox.get_connection_type_display()} sign-in of "
+                f"{mailbox.email_address} expires on {when:%-d %b %Y, %H:%M}: reconnect it "
+                "before then, or syncing and sending stop"
+            ),
+            url=reverse("inbox:mailbox_reconnect", args=[mailbox.pk]),
+            key=f"mailbox:{mailbox.pk}:expires:{expires_at.isoformat()}",
         )
 
     _later(work)

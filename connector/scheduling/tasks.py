@@ -8,6 +8,7 @@ redelivered, which is harmless because the lease and the ledger make a sync idem
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
@@ -15,9 +16,11 @@ from django.db import InterfaceError, OperationalError
 from connector.emailapi import intake
 from connector.filing import refile
 from connector.outbound import outbox
+from connector.sync import importer
 from connector.sync import mailbox as sync
 from connector.transport import oauth
 from inbox.services import conversations
+from inbox.services import mailboxes as mailbox_services
 
 from . import dispatch
 from . import purge as purging
@@ -36,6 +39,10 @@ def sync_mailbox(mailbox_id: int) -> str:
 @shared_task(name="relay.beat_tick", ignore_result=True)
 def beat_tick() -> int:
     dispatched = dispatch.dispatch_due(enqueue=lambda pk: sync_mailbox.delay(pk))
+    # An upload whose task was lost waits no longer than a minute (docs/product.md §3.10).
+    importer.dispatch_waiting(
+        enqueue=lambda pk: import_files.delay(pk), older_than=timedelta(minutes=1)
+    )
     if dispatched:
         log.info("beat dispatched %s mailboxes", len(dispatched))
     return len(dispatched)
@@ -62,6 +69,12 @@ def refile_for_addresses(emails: list[str] | None = None, domains: list[str] | N
     if report.filings:
         log.info("refiled for %s %s: %s", emails, domains, report.summary())
     return report.summary()
+
+
+@shared_task(name="relay.import_files", soft_time_limit=6 * 3600, time_limit=6 * 3600 + 60)
+def import_files(job_id: int) -> str:
+    job = importer.run_import_job(job_id)
+    return f"{job.get_state_display()}: {job.stored} stored, {job.failed} failed"
 
 
 @shared_task(name="relay.send_outbox_entry", soft_time_limit=300, time_limit=330)
@@ -103,3 +116,9 @@ def wake_snoozed() -> int:
     if woke:
         log.info("woke %s snoozed conversations", woke)
     return woke
+
+
+@shared_task(name="relay.warn_expiring_grants", ignore_result=True)
+def warn_expiring_grants() -> int:
+    # A week before a Google or Microsoft sign-in dies (docs/product.md §2.9).
+    return len(mailbox_services.warn_expiring_grants())

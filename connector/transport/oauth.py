@@ -115,6 +115,29 @@ def _expires_at(token: dict) -> dt.datetime | None:
     return None
 
 
+# How long a refresh token lives when the provider does not say (docs/product.md §2.9): Microsoft
+# identity platform, "Refresh token lifetime": 90 days, renewed by each use; Google, "Refresh
+# token expiration": revoked once unused for six months. Each refresh renews them.
+GRANT_LIFETIME = {
+    Mailbox.ConnectionType.MICROSOFT: dt.timedelta(days=90),
+    Mailbox.ConnectionType.GOOGLE: dt.timedelta(days=182),
+}
+
+
+def grant_expires_at(provider: str, token: dict) -> dt.datetime | None:
+    """When the grant dies unless renewed: the refresh token's own expiry when the provider
+    says it (`refresh_token_expires_in`: Google, for an app still in "testing", 7 days), else
+    its documented lifetime from now."""
+    told = token.get("refresh_token_expires_in")
+    if told is not None:
+        try:
+            return timezone.now() + dt.timedelta(seconds=int(told))
+        except (TypeError, ValueError):
+            pass
+    lifetime = GRANT_LIFETIME.get(provider)
+    return timezone.now() + lifetime if lifetime else None
+
+
 def _id_token_claims(id_token: str) -> dict:
     try:
         payload = id_token.split(".")[1]
@@ -201,6 +224,7 @@ def exchange_code(
         access_token=token["access_token"],
         refresh_token=token["refresh_token"],
         expires_at=_expires_at(token),
+        grant_expires_at=grant_expires_at(provider, token),
     )
 
 
@@ -256,11 +280,14 @@ def ensure_access_token(mailbox_id: int, *, rejected: str | None = None) -> str:
                     refresh_token=token.get("refresh_token"),
                     expires_at=_expires_at(token),
                 )
+                # Each use renews the grant (docs/product.md §2.9): its expiry moves on.
+                mailbox.oauth_grant_expires_at = grant_expires_at(mailbox.connection_type, token)
                 mailbox.save(
                     update_fields=[
                         "oauth_access_token_encrypted",
                         "oauth_refresh_token_encrypted",
                         "oauth_expires_at",
+                        "oauth_grant_expires_at",
                         "updated_at",
                     ]
                 )

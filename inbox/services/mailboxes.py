@@ -21,6 +21,8 @@ from ..permissions import can_manage_mailbox, readable_mailboxes
 from ..signals import mailbox_needs_reconnect
 from .composing import outbox_compose
 
+audit = logging.getLogger("relay.audit")
+
 
 @transaction.atomic
 def mailbox_set_primary(*, user, mailbox: Mailbox) -> PrimaryMailbox:
@@ -126,14 +128,36 @@ def mailbox_oauth_connected(
     refresh_token: str,
     expires_at,
     mailbox: Mailbox | None = None,
+    shared_address: str = "",
+    grant_expires_at=None,
 ) -> Mailbox:
     """Save what an OAuth sign-in returned. With `mailbox` (Reconnect) the account must be
     the same address: another one is refused and nothing changes. Without, a new personal
     mailbox is created paused, for the connect wizard to pick folders and the sync-from date
-    (or, if the user has one with that address, it is reconnected)."""
+    (or, if the user has one with that address, it is reconnected).
+
+    `shared_address`: an admin connects (or, with `mailbox`, reconnects) the shared mailbox of
+    that address (docs/product.md §2.9). With Microsoft the signed-in account may be another
+    one: its token opens the shared mailbox, XOAUTH2 naming the shared address as the user (the
+    server refuses a token without FullAccess at the first sync). Google opens no mailbox but
+    the account's own, so there the shared mailbox's account must be the one signing in."""
 
     config = _provider_settings(provider)
     email = normalize_email(email)
+    if mailbox is None and shared_address:
+        return _shared_oauth_connect(
+            user=user,
+            provider=provider,
+            config=config,
+            account=email,
+            address=shared_address,
+            tokens={
+                "access_token": access_token,
+                "refresh_token": refresh_token,
+                "expires_at": expires_at,
+            },
+            grant_expires_at=grant_expires_at,
+        )
     if mailbox is None:
         mailbox = (
             Mailbox.objects.filter(kind=Mailbox.Kind.PERSONAL, owner=user, email_address=email)
@@ -144,22 +168,31 @@ def mailbox_oauth_connected(
         mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
         if not can_manage_mailbox(user, mailbox):
             raise PermissionDenied("You may not reconnect this mailbox.")
-        if normalize_email(mailbox.email_address) != email:
-            raise ValidationError(
-                f"You signed in as {email}, but this mailbox is {mailbox.email_address}. "
-                f"Sign in with {mailbox.email_address} to reconnect it; nothing was changed."
-            )
         if mailbox.connection_type != provider:
             raise ValidationError(
                 f"This mailbox connects with {mailbox.get_connection_type_display()}, not "
                 f"{provider}; nothing was changed."
             )
+        delegated = (
+            mailbox.kind == Mailbox.Kind.SHARED
+            and provider == Mailbox.ConnectionType.MICROSOFT
+            and normalize_email(mailbox.email_address) != email
+        )
+        if normalize_email(mailbox.email_address) != email and not delegated:
+            raise ValidationError(
+                f"You signed in as {email}, but this mailbox is {mailbox.email_address}. "
+                f"Sign in with {mailbox.email_address} to reconnect it; nothing was changed."
+            )
         mailbox.set_oauth_tokens(
             access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
         )
         mailbox.reconnect_reason = ""
+        mailbox.oauth_account = email if delegated else ""
+        mailbox.oauth_grant_expires_at = grant_expires_at
+        mailbox.oauth_expiry_warned_for = None
         fields = ["oauth_access_token_encrypted", "oauth_refresh_token_encrypted"]
         fields += ["oauth_expires_at", "reconnect_reason", "updated_at"]
+        fields += ["oauth_account", "oauth_grant_expires_at", "oauth_expiry_warned_for"]
         if mailbox.state in (Mailbox.State.NEEDS_RECONNECT, Mailbox.State.ERROR):
             # Folder cursors are untouched: the next sync carries on where it stopped, so
             # nothing is imported twice (docs/product.md §2.5).
@@ -169,6 +202,14 @@ def mailbox_oauth_connected(
             mailbox.next_sync_at = None
             fields += ["state", "last_error", "consecutive_failures", "next_sync_at"]
         mailbox.save(update_fields=fields)
+        if delegated:
+            audit.warning(
+                "mailbox=%s %s reconnected with the sign-in of %s by user=%s",
+                mailbox.pk,
+                mailbox.email_address,
+                email,
+                user.pk,
+            )
         return mailbox
     mailbox = Mailbox(
         kind=Mailbox.Kind.PERSONAL,
@@ -182,11 +223,74 @@ def mailbox_oauth_connected(
         smtp_port=config.get("smtp_port", 465),
         smtp_security=config.get("smtp_security", "ssl"),
         state=Mailbox.State.PAUSED,
+        oauth_grant_expires_at=grant_expires_at,
     )
     mailbox.set_oauth_tokens(
         access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
     )
     mailbox.save()
+    return mailbox
+
+
+def clean_shared_address(address: str) -> str:
+    """The shared mailbox's address typed before an admin signs in for it."""
+    try:
+        return normalize_email((address or "").strip())
+    except ValidationError as exc:
+        raise ValidationError(
+            "Enter the shared mailbox's address, like support@example.com."
+        ) from exc
+
+
+def _shared_oauth_connect(
+    *,
+    user,
+    provider: str,
+    config: dict,
+    account: str,
+    address: str,
+    tokens: dict,
+    grant_expires_at,
+) -> Mailbox:
+    if user is None or not user.is_superuser:
+        # Only admins create shared mailboxes (docs/product.md §2.1).
+        raise PermissionDenied("Only an admin connects a shared mailbox.")
+    address = clean_shared_address(address)
+    if provider == Mailbox.ConnectionType.GOOGLE and account != address:
+        raise ValidationError(
+            f"You signed in to Google as {account}. Google opens only the mailbox of the "
+            f"account that signs in: sign in as {address} itself; nothing was connected."
+        )
+    if Mailbox.objects.filter(kind=Mailbox.Kind.SHARED, email_address=address).exists():
+        raise ValidationError(
+            f"A shared mailbox {address} exists already: reconnect it from its settings page."
+        )
+    mailbox = Mailbox(
+        kind=Mailbox.Kind.SHARED,
+        email_address=address,
+        connection_type=provider,
+        imap_host=config["imap_host"],
+        imap_port=config.get("imap_port", 993),
+        imap_security=config.get("imap_security", "ssl"),
+        smtp_host=config["smtp_host"],
+        smtp_port=config.get("smtp_port", 465),
+        smtp_security=config.get("smtp_security", "ssl"),
+        state=Mailbox.State.PAUSED,
+        oauth_account="" if account == address else account,
+        oauth_grant_expires_at=grant_expires_at,
+    )
+    mailbox.set_oauth_tokens(**tokens)
+    mailbox.save()
+    # Never readable by nobody (docs/product.md §2.7 item 1): its creator reads it at once.
+    mailbox.granted_users.add(user)
+    audit.warning(
+        "mailbox=%s %s (shared) connected with %s as %s by user=%s",
+        mailbox.pk,
+        address,
+        provider,
+        account,
+        user.pk,
+    )
     return mailbox
 
 
@@ -557,3 +661,31 @@ def mailbox_finish_setup(
         PrimaryMailbox.objects.create(user=user, mailbox=mailbox)
     mailbox_request_sync(mailbox=mailbox)
     return mailbox
+
+
+def warn_expiring_grants(*, now=None) -> list[int]:
+    """Mailboxes whose Google or Microsoft sign-in dies within GRANT_WARNING: each is announced
+    once per expiry (mailbox_grant_expiring, which notifications/receivers.py turns into a
+    notification to the owner, or to the admins of a shared mailbox). A renewed sign-in that
+    comes close to dying again is announced again. Returns the ids announced."""
+    from django.db.models import F, Q
+
+    from ..models import GRANT_WARNING
+    from ..signals import mailbox_grant_expiring
+
+    now = now or timezone.now()
+    due = Mailbox.objects.filter(
+        connection_type__in=(Mailbox.ConnectionType.GOOGLE, Mailbox.ConnectionType.MICROSOFT),
+        oauth_grant_expires_at__lte=now + GRANT_WARNING,
+    ).exclude(state=Mailbox.State.NEEDS_RECONNECT)
+    not_told = Q(oauth_expiry_warned_for__isnull=True) | Q(
+        oauth_expiry_warned_for__lt=F("oauth_grant_expires_at") - GRANT_WARNING
+    )
+    announced = []
+    for pk, expires in due.filter(not_told).values_list("pk", "oauth_grant_expires_at"):
+        with transaction.atomic():
+            # The conditional UPDATE claims it: two beats at once announce it once.
+            if Mailbox.objects.filter(not_told, pk=pk).update(oauth_expiry_warned_for=expires):
+                mailbox_grant_expiring.send(sender=Mailbox, mailbox_id=pk, expires_at=expires)
+                announced.append(pk)
+    return announced

@@ -28,7 +28,7 @@ from crm.debug import sensitive_get_parameters
 from inbox import ports
 from inbox.models import Mailbox
 from inbox.permissions import can_manage_mailbox
-from inbox.services.mailboxes import mailbox_oauth_connected
+from inbox.services.mailboxes import clean_shared_address, mailbox_oauth_connected
 
 SESSION_KEY = "relay_oauth_flows"
 FLOW_TTL = 15 * 60  # seconds a sign-in may take before its state is forgotten
@@ -65,6 +65,17 @@ def oauth_start(request, provider: str):
             raise Http404("No such mailbox.")
         if mailbox.connection_type != provider:
             return _error(request, "This mailbox does not connect with that provider.", mailbox)
+    shared = ""
+    if mailbox is None and "shared_address" in request.POST:
+        # An admin connects a shared mailbox (docs/product.md §2.9); anyone else gets the 404 of
+        # a page that is not there for them.
+        if not request.user.is_superuser:
+            raise Http404("No such page.")
+        try:
+            shared = clean_shared_address(request.POST["shared_address"])
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect(reverse("inbox:mailbox_connect") + "?kind=shared")
     try:
         request_ = ports.mail().oauth_authorization(
             provider,
@@ -86,6 +97,7 @@ def oauth_start(request, provider: str):
         "verifier": request_.code_verifier,
         "nonce": request_.nonce,
         "mailbox": mailbox.pk if mailbox else None,
+        "shared": shared,
         "started": now,
     }
     request.session[SESSION_KEY] = flows
@@ -128,9 +140,14 @@ def oauth_callback(request):
             access_token=grant.access_token,
             refresh_token=grant.refresh_token,
             expires_at=grant.expires_at,
+            grant_expires_at=grant.grant_expires_at,
             mailbox=mailbox,
+            shared_address=flow.get("shared", ""),
         )
     except ValidationError as exc:
+        if flow.get("shared") and flow["mailbox"] is None:
+            messages.error(request, " ".join(exc.messages))
+            return redirect(reverse("inbox:mailbox_connect") + "?kind=shared")
         return _error(request, " ".join(exc.messages), mailbox)
     except PermissionDenied as exc:
         raise Http404("No such mailbox.") from exc

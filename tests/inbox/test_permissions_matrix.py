@@ -425,3 +425,99 @@ def test_admin_administers_shared_but_not_personal_mailboxes(client, admin_user,
         url = url.replace(f"/{mailbox.pk}/", f"/{personal}/")
         assert client.post(url, data).status_code == 404
     assert not world["personal"]["mailbox"].granted_users.exists()
+
+
+# --- importing .mbox/.eml files (docs/product.md §3.10) --------------------------------------
+# Whoever manages the mailbox imports into it: the owner her personal one, an admin the shared
+# one (a grantee reads it but does not import). Everyone else gets the 404 of a missing mailbox.
+IMPORT_ALLOWED = {"personal": {"owner"}, "shared": {"admin_user"}}
+
+
+def _import_requests(world, which) -> list[tuple[str, str, dict]]:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from inbox.models import ImportJob
+    from tests.connector.synckit import make_raw
+
+    box = world[which]["mailbox"]
+    job = ImportJob.objects.get_or_create(mailbox=box, defaults={"file_names": ["old.mbox"]})[0]
+    return [
+        ("get", reverse("inbox:mailbox_import_page", args=[box.pk]), {}),
+        ("get", reverse("inbox:mailbox_import", args=[box.pk, job.pk]), {}),
+        (
+            "post",
+            reverse("inbox:mailbox_import_upload", args=[box.pk]),
+            {"files": [SimpleUploadedFile("x.eml", make_raw(f"{SECRET} imported"))]},
+        ),
+    ]
+
+
+def _import_state():
+    from inbox.models import ImportJob
+
+    return list(ImportJob.objects.order_by("pk").values_list("pk", "mailbox", "state"))
+
+
+@pytest.mark.parametrize(
+    "which,persona",
+    [
+        (which, persona)
+        for which in ("personal", "shared")
+        for persona in PERSONAS
+        if persona not in IMPORT_ALLOWED[which]
+    ],
+)
+def test_only_who_manages_a_mailbox_imports_into_it(client, request, world, which, persona):
+    client = _login(client, _persona(persona, request, world))
+    requests = _import_requests(world, which)
+    before = _import_state()
+    for method, url, data in requests:
+        for headers in ({}, HTMX):
+            response = getattr(client, method)(url, data, headers=headers)
+            assert response.status_code == 404, (persona, method, url)
+            assert SECRET not in response.content.decode()
+    assert _import_state() == before
+
+
+@pytest.mark.parametrize("which", ["personal", "shared"])
+def test_anonymous_cannot_import(client, world, which):
+    requests = _import_requests(world, which)
+    before = _import_state()
+    for method, url, data in requests:
+        response = getattr(client, method)(url, data)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    assert _import_state() == before
+
+
+@pytest.mark.parametrize("which", ["personal", "shared"])
+def test_who_manages_the_mailbox_imports_and_no_other_mailboxs_job_shows(
+    client, request, world, which
+):
+    (persona,) = IMPORT_ALLOWED[which]
+    client = _login(client, request.getfixturevalue(persona))
+    other = "shared" if which == "personal" else "personal"
+    other_job = _import_requests(world, other)[1][1]
+    for method, url, data in _import_requests(world, which):
+        response = getattr(client, method)(url, data)
+        assert response.status_code in (200, 302), (method, url, response.status_code)
+    # The other mailbox's import, asked for through this mailbox's URL: not found.
+    mine, theirs = world[which]["mailbox"].pk, world[other]["mailbox"].pk
+    assert client.get(other_job.replace(f"/{theirs}/", f"/{mine}/")).status_code == 404
+
+
+# --- a shared mailbox's Google/Microsoft sign-in (docs/product.md §2.9): admins only --------
+
+
+@pytest.mark.parametrize("persona", ["outsider", "revoked", "owner", "teammate", None])
+def test_only_an_admin_starts_a_shared_mailbox_sign_in(client, request, world, persona):
+    client = _login(client, _persona(persona, request, world) if persona else None)
+    for provider in ("google", "microsoft"):
+        response = client.post(
+            reverse("inbox:oauth_start", args=[provider]),
+            {"shared_address": "sales@relay.test"},
+        )
+        if persona is None:
+            assert response["Location"].startswith(reverse("login"))
+        else:
+            assert response.status_code == 404, (persona, provider)
+    assert "relay_oauth_flows" not in client.session

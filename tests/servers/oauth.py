@@ -84,6 +84,12 @@ class FakeOAuthServer:
     introspections: list[str] = field(default_factory=list)
     authorize_requests: list[dict] = field(default_factory=list)
     pkce_checked: int = 0
+    # Exchange's FullAccess on a shared mailbox: a token of this user opens that mailbox, and
+    # XOAUTH2 names the shared mailbox as the user (docs/product.md §2.9). Dovecot's
+    # introspection cannot say which mailbox a login names, so the answer names the shared one.
+    full_access: dict[str, str] = field(default_factory=dict)
+    # Seconds left of a refresh token, as Google says for an app in "testing" (None: not said).
+    refresh_token_expires_in: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _httpd: ThreadingHTTPServer | None = field(default=None, repr=False)
 
@@ -249,6 +255,7 @@ class FakeOAuthServer:
                     email = server.valid_access(token)
                     if email is None:
                         return self._send(200, {"active": False})
+                    email = server.full_access.get(email, email)
                     return self._send(200, {"active": True, "email": email, "scope": "mail"})
                 return self._send(404, {"error": "not_found"})
 
@@ -268,18 +275,16 @@ class FakeOAuthServer:
                     with server.lock:
                         server.pkce_checked += 1
                     access, refresh = server.issue(code["email"])
-                    return self._send(
-                        200,
-                        {
-                            "access_token": access,
-                            "refresh_token": refresh,
-                            "token_type": "Bearer",
-                            "expires_in": server.access_lifetime,
-                            "id_token": server._id_token(
-                                code["email"], code["nonce"], code["scope"]
-                            ),
-                        },
-                    )
+                    body = {
+                        "access_token": access,
+                        "refresh_token": refresh,
+                        "token_type": "Bearer",
+                        "expires_in": server.access_lifetime,
+                        "id_token": server._id_token(code["email"], code["nonce"], code["scope"]),
+                    }
+                    if server.refresh_token_expires_in is not None:
+                        body["refresh_token_expires_in"] = server.refresh_token_expires_in
+                    return self._send(200, body)
                 if form.get("grant_type") == "refresh_token":
                     return self._refresh(form.get("refresh_token", ""))
                 return self._send(400, {"error": "unsupported_grant_type"})
@@ -301,6 +306,8 @@ class FakeOAuthServer:
                         "token_type": "Bearer",
                         "expires_in": server.access_lifetime,
                     }
+                    if server.refresh_token_expires_in is not None:
+                        body["refresh_token_expires_in"] = server.refresh_token_expires_in
                     if server.rotate:
                         # Dict order is issue order: the rotated grant moves to the end only
                         # if it is the newest one anyway, so re-insert where it was.
@@ -333,6 +340,8 @@ class FakeOAuthServer:
             self.id_token_claims = {}
             self.refresh_calls = self.refreshes = self.rejected_refreshes = 0
             self.pkce_checked = 0
+            self.full_access = {}
+            self.refresh_token_expires_in = None
             self.grants.clear()
             self.access_tokens.clear()
             self.codes.clear()
@@ -427,6 +436,14 @@ def oauth_server(oauth_server_session, settings) -> FakeOAuthServer:
             userinfo_url="",
             saves_sent=False,
         ),
+    }
+    # The sign-in buttons' redirect to the provider is allowed by form-action, as settings.py
+    # computes it for the real providers.
+    from crm.settings import oauth_form_action
+
+    settings.SECURE_CSP = {
+        **settings.SECURE_CSP,
+        "form-action": oauth_form_action(settings.RELAY_OAUTH_PROVIDERS),
     }
     return oauth_server_session
 

@@ -240,8 +240,9 @@ class Command(BaseCommand):
         mailbox = self._mailbox(options["id"])
         for path in options["files"]:
             try:
+                # An archive, as an upload's (docs/product.md §3.10): filed, never answered.
                 result = import_messages(
-                    mailbox, read_messages(path), folder_name=options["folder"]
+                    mailbox, read_messages(path), folder_name=options["folder"], history=True
                 )
             except ImportFileError as exc:
                 raise CommandError(str(exc)) from exc
