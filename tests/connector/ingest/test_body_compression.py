@@ -14,6 +14,10 @@ pytestmark = pytest.mark.django_db
 
 def test_message_bodies_are_stored_with_lz4_and_read_back_whole():
     with connection.cursor() as cursor:
+        cursor.execute("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
+        row = cursor.fetchone()
+        if row is None or "lz4" not in row[0]:
+            pytest.skip("this PostgreSQL has no lz4: the migration leaves pglz, by design")
         cursor.execute(
             "SELECT attname, attcompression FROM pg_attribute "
             "WHERE attrelid = 'inbox_message'::regclass AND attname IN ('text_body', 'html_body')"
