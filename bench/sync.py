@@ -45,7 +45,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DB_NAME = "relay_bench"
+# Named after the run's process: two runs side by side (a before and an after) must not drop
+# each other's database. The worker processes get it through DATABASE_URL.
+DB_NAME = os.environ.get("RELAY_BENCH_DB") or f"relay_bench_{os.getpid()}"
 PG = "postgres://postgres@127.0.0.1:5432"
 FETCH_BATCH = 200
 TARGET_RATE = 2000
@@ -373,7 +375,7 @@ def baseline(server, user: str, *, parse: bool) -> dict:
 
 # --- django-mailbox, the usual Django answer, in a virtual environment of its own -------------
 
-DJM_DB = "relay_bench_djm"
+DJM_DB = f"relay_bench_djm_{os.getpid()}"
 DJM_REQUIREMENTS = ("django-mailbox==4.10.1", "Django>=4.2,<5.2", "psycopg[binary]")
 DJM_SETTINGS = """
 SECRET_KEY = "bench"
@@ -505,7 +507,7 @@ def main() -> None:
         return
 
     data_dir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    env = _environment(data_dir)
+    env = {**_environment(data_dir), "RELAY_BENCH_DB": DB_NAME}
     os.environ.update(env)
     _admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)", f"CREATE DATABASE {DB_NAME}")
     server = None
