@@ -1274,18 +1274,46 @@ def _stdlib_leaf(
 # Bodies and snippet
 
 
-def _snippet(text: str, length: int) -> str:
+def _snippet(text: str, length: int, *, whole_lines_only: bool = False) -> str | None:
+    """The first `length` characters of what the message says. With `whole_lines_only`, None
+    unless the line that completes the snippet is followed by another line of `text`: then
+    every line used is whole, whatever `text` was cut from (see _html_snippet)."""
     lines = []
     size = 0
-    for line in text[: length * 20].splitlines():
+    complete = False
+    for line in text[: length * 20].splitlines(keepends=whole_lines_only):
         stripped = line.strip()
         if not stripped or stripped.startswith(">"):  # quoted reply: not what this mail says
             continue
         lines.append(stripped)
         size += len(stripped)
         if size > length:
+            complete = line.endswith(("\n", "\r"))
             break
+    if whole_lines_only and not complete:
+        return None
     return clean_text(" ".join(lines), length)
+
+
+# An HTML-only message's snippet is read from the first 8 KB of its markup when that holds
+# enough text (most do): html_to_text of a newsletter's whole 20,000 characters cost more than
+# the rest of its parse (bench/sync.py, issue #17).
+_HTML_SNIPPET_PREFIX = 8192
+
+
+def _html_snippet(markup: str, length: int) -> str:
+    """_snippet(html_to_text(markup)), read from a prefix of the markup where that gives the
+    same answer. The prefix ends just after a tag's `>`, so no tag or entity is cut; html_to_text
+    of it is then the text of the whole markup up to the prefix's last line (a hidden element
+    still open there drops the rest, as a later closer would have resumed it). A snippet whose
+    last line is followed by another one used no line that could differ."""
+    if len(markup) > _HTML_SNIPPET_PREFIX:
+        cut = markup.rfind(">", 0, _HTML_SNIPPET_PREFIX) + 1
+        if cut > 0:
+            snippet = _snippet(html_to_text(markup[:cut], cut), length, whole_lines_only=True)
+            if snippet is not None:
+                return snippet
+    return _snippet(html_to_text(markup), length) or ""
 
 
 # C0 controls other than TAB, LF, FF and CR: NUL breaks PostgreSQL text, ESC and friends have
@@ -1293,13 +1321,30 @@ def _snippet(text: str, length: int) -> str:
 _BODY_CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 
+# The same controls as bytes: in UTF-8 they only ever occur as themselves (every byte of a
+# multi-byte sequence is >= 0x80), so one C-speed translate() of the encoded body finds them.
+_BODY_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
+
+
+def _needs_cleaning(text: str) -> bool:
+    """Whether the body holds a control character or a lone surrogate. A regex scan of a big
+    HTML body cost ~0.1 ms a message (bench/sync.py, issue #17); encoding to UTF-8 fails on
+    surrogates and is a copy, and bytes.translate() is a table lookup a byte."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return len(data.translate(None, _BODY_CONTROL_BYTES)) != len(data)
+
+
 def _body_text(text: str, limits: Limits, what: str, defects: list[str]) -> tuple[str, bool]:
-    if _BODY_CONTROLS.search(text):
+    dirty = _needs_cleaning(text)
+    if dirty and _BODY_CONTROLS.search(text):
         text = _BODY_CONTROLS.sub("", text)
         defects.append(f"control characters removed from the {what} body")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if _SURROGATES.search(text):  # PostgreSQL (and UTF-8 itself) cannot hold them
+    if dirty and _SURROGATES.search(text):  # PostgreSQL (and UTF-8 itself) cannot hold them
         text = _SURROGATES.sub("\ufffd", text)
     if len(text) > limits.max_body_chars:
         defects.append(f"{what} body cut to {limits.max_body_chars} characters")
@@ -1624,8 +1669,10 @@ def _fill_parts(
     message.text_body, message.html_body = text, markup
     message.truncated = message.truncated or cut_text or cut_html
     message.attachments = attachments
-    source = text if text.strip() else html_to_text(markup)
-    message.snippet = _snippet(source, limits.snippet_length)
+    if text.strip():
+        message.snippet = _snippet(text, limits.snippet_length) or ""
+    else:
+        message.snippet = _html_snippet(markup, limits.snippet_length)
 
 
 def _inner_subject(payload: bytes) -> str:
