@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 import socket
 import ssl
@@ -54,6 +55,13 @@ def limit_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
     """Make asyncio's per-connection TLS read buffer ``size`` bytes (from 256 KiB). Called by
     the gateway process only; it holds thousands of sessions that read a few bytes each."""
     sslproto.SSLProtocol.max_size = size
+
+
+@functools.cache
+def _shared_context(allow_insecure_cert: bool) -> ssl.SSLContext:
+    """One TLS context per kind for every session: each holds the system's CA store, about
+    600 KiB and a few milliseconds to load, far more than a session itself (P-19)."""
+    return tls_context(allow_insecure_cert)
 
 
 def _set_keepalive(sock: socket.socket | None, idle: int = 60, interval: int = 20) -> None:
@@ -99,7 +107,7 @@ class IdleClient:
         check_security(s.host, s.security)
         # getaddrinfo blocks: in a thread. One lookup, every address vetted (C-07).
         addresses = await asyncio.to_thread(net.resolve_allowed, s.host, s.port)
-        context = tls_context(s.allow_insecure_cert)
+        context = _shared_context(s.allow_insecure_cert)
         last: Exception | None = None
         for address in addresses:
             try:
