@@ -226,7 +226,8 @@ class Gateway:
             try:
                 plan = await self._db(self._plan, pk, rejected)
             except AuthenticationFailed as exc:
-                # No secret stored, or the OAuth grant is gone: as the sync does (S-28).
+                # No secret stored, or the OAuth grant is gone: as the sync does
+                # (docs/reliability.md S-28).
                 await self._refused(pk, exc)
                 return
             except MailError as exc:

@@ -60,7 +60,8 @@ def limit_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
 @functools.cache
 def _shared_context(allow_insecure_cert: bool) -> ssl.SSLContext:
     """One TLS context per kind for every session: each holds the system's CA store, about
-    600 KiB and a few milliseconds to load, far more than a session itself (P-19)."""
+    600 KiB and a few milliseconds to load, far more than a session itself
+    (docs/reliability.md P-19)."""
     return tls_context(allow_insecure_cert)
 
 
@@ -105,7 +106,8 @@ class IdleClient:
     @classmethod
     async def connect(cls, s: ImapSettings, *, timeout: float = 60.0) -> IdleClient:
         check_security(s.host, s.security)
-        # getaddrinfo blocks: in a thread. One lookup, every address vetted (C-07).
+        # getaddrinfo blocks: in a thread. One lookup, every address vetted
+        # (docs/reliability.md C-07).
         addresses = await asyncio.to_thread(net.resolve_allowed, s.host, s.port)
         context = _shared_context(s.allow_insecure_cert)
         last: Exception | None = None
