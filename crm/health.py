@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -55,6 +56,10 @@ def check_broker() -> None:
 
 
 CHECKS = {"database": check_database, "broker": check_broker}
+# What other apps add to the answer, for operators, without deciding 200 or 503: the push
+# gateways' heartbeats and the watches by state (inbox/apps.py registers "push"). crm imports
+# no app above it, so they register here.
+REPORTS: dict[str, Callable[[], object]] = {}
 
 
 @login_not_required
@@ -71,4 +76,11 @@ def healthz(request):
         else:
             results[name] = "ok"
     healthy = all(value == "ok" for value in results.values())
+    if results.get("database") == "ok":
+        for name, report in REPORTS.items():
+            try:
+                results[name] = report()
+            except Exception:
+                logger.exception("health report failed: %s", name)
+                results[name] = "failed"
     return JsonResponse(results, status=200 if healthy else 503)

@@ -274,6 +274,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# The push gateway's targeted syncs have a queue of their own, so they never wait behind first
+# syncs (docs/product.md §3.11); every worker consumes it unless told otherwise.
+CELERY_TASK_ROUTES = {"relay.push_sync": {"queue": "push"}}
 # Plain data: task names as strings (docs/architecture.md). One tick dispatches every due mailbox.
 RELAY_BEAT_INTERVAL = env.float("RELAY_BEAT_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE: dict = {
@@ -347,6 +350,32 @@ RELAY_EMAIL_API_MAX_BYTES = env.int("RELAY_EMAIL_API_MAX_BYTES", default=256 * 1
 # Largest upload of .mbox/.eml files to import into a mailbox, all files together
 # (docs/product.md §3.10); streamed to disk, never held in memory.
 RELAY_IMPORT_MAX_BYTES = env.int("RELAY_IMPORT_MAX_BYTES", default=1024 * 1024 * 1024)
+
+# --- The push gateway (`manage.py push_gateway`, docs/product.md §3.11) ----------------------
+# Seconds a gateway's lease lasts without renewal (renewed every third of it): a dead gateway's
+# mailboxes fall back to polling within this plus one beat tick (docs/reliability.md P-14).
+RELAY_PUSH_LEASE_TTL = env.float("RELAY_PUSH_LEASE_TTL", default=60.0)
+# Seconds between two polls of a mailbox whose watch is live: only a safety net.
+RELAY_PUSH_SAFETY_POLL = env.int("RELAY_PUSH_SAFETY_POLL", default=3600)
+# Seconds an IDLE lasts before it is renewed (RFC 2177 asks for less than 29 minutes), and per
+# host where a provider cuts sooner: "outlook.office365.com=300,imap.example.com=120".
+RELAY_PUSH_REIDLE = env.float("RELAY_PUSH_REIDLE", default=600.0)
+RELAY_PUSH_REIDLE_BY_HOST = {
+    k.lower(): float(v) for k, v in env.dict("RELAY_PUSH_REIDLE_BY_HOST", default={}).items()
+}
+# Seconds of silence after which a watched connection is declared dead (docs/reliability.md P-13).
+RELAY_PUSH_WATCHDOG = env.float("RELAY_PUSH_WATCHDOG", default=300.0)
+# Seconds between two STATUS sweeps of the other folders where the server has no NOTIFY.
+RELAY_PUSH_SWEEP = env.float("RELAY_PUSH_SWEEP", default=900.0)
+# Milliseconds events of one mailbox are gathered into one targeted sync.
+RELAY_PUSH_COALESCE_MS = env.int("RELAY_PUSH_COALESCE_MS", default=50)
+# New connections per second, per gateway and per mail host (a reconnect storm is spread out).
+RELAY_PUSH_CONNECT_RATE = env.float("RELAY_PUSH_CONNECT_RATE", default=50.0)
+RELAY_PUSH_CONNECT_RATE_PER_HOST = env.float("RELAY_PUSH_CONNECT_RATE_PER_HOST", default=10.0)
+# Seconds: the longest wait between two reconnection attempts (jittered exponential back-off).
+RELAY_PUSH_BACKOFF_MAX = env.float("RELAY_PUSH_BACKOFF_MAX", default=300.0)
+# Sessions one gateway holds at most; more mailboxes than that wait for another gateway.
+RELAY_PUSH_MAX_SESSIONS = env.int("RELAY_PUSH_MAX_SESSIONS", default=10000)
 
 # OAuth 2 providers (docs/product.md §2.3): authorisation code with PKCE, offline access, XOAUTH2
 # for IMAP and SMTP. The endpoints are settings so that the tests can point them at a local server.

@@ -6,4 +6,10 @@ class InboxConfig(AppConfig):
     verbose_name = "Inbox"
 
     def ready(self):
+        from crm import health
+
         from . import receivers  # noqa: F401  (connects the ticket signals)
+        from .selectors.mailboxes import push_summary
+
+        # /healthz shows the push gateways' heartbeats and the watches (docs/product.md §3.11).
+        health.REPORTS["push"] = push_summary

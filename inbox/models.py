@@ -35,6 +35,33 @@ class Security(models.TextChoices):
 # The owner (or, for a shared mailbox, its admins) is warned this long before an OAuth sign-in
 # is known to die (docs/product.md §2.9).
 GRANT_WARNING = dt.timedelta(days=7)
+class WatchState(models.TextChoices):
+    """How new mail reaches a mailbox (docs/product.md §3.11)."""
+
+    POLLING = "polling", "Polling"  # no gateway watches it: synced every refresh interval
+    CONNECTING = "connecting", "Connecting"  # a gateway claimed it and is logging in
+    LIVE = "live", "Live"  # a gateway holds IDLE/NOTIFY open: mail arrives within seconds
+    RECONNECTING = "reconnecting", "Reconnecting"  # the connection broke; polled meanwhile
+
+
+class PushGateway(models.Model):
+    """One running `manage.py push_gateway` process. Its id is the fencing number of every
+    watch it holds: a gateway declared dead (its lease expired) is deleted with its claims, and
+    a late write from it matches no row (connector/sync/watches.py,
+    docs/reliability.md P-15)."""
+
+    name = models.CharField(max_length=200)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    sessions = models.PositiveIntegerField(default=0)
+    live = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
 
 
 class Mailbox(models.Model):
@@ -185,6 +212,21 @@ class Mailbox(models.Model):
     lease_holder = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     lease_generation = models.PositiveBigIntegerField(default=0)
+    # The push gateway's watch (docs/product.md §3.11): which gateway holds an IMAP connection
+    # open on this mailbox, and how that connection is. Only the holder writes these
+    # (connector/sync/watches.py); a gateway that stops renewing loses them all at once.
+    watch_gateway = models.ForeignKey(
+        "PushGateway",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="mailboxes",
+    )
+    watch_state = models.CharField(
+        max_length=12, choices=WatchState.choices, default=WatchState.POLLING
+    )
+    watch_error = models.CharField(max_length=500, blank=True)
+    watch_changed_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -29,3 +29,8 @@ threads_merged = Signal()  # sender=Thread, moves={source_id: target_id}
 # A conversation was given to someone (not to nobody): the assignee is told
 # (docs/product.md §7.8, §7.10). Sent inside the assigning transaction.
 conversation_assigned = Signal()  # sender=Thread, thread_id, assignee_id, actor_id, event_id
+
+# A sync stored new mail or saw changes (flags, expunges) in some folders of a mailbox: sent once
+# per sync, after it committed, by connector/sync/mailbox.py publish_changed (the one place), for
+# pages that want to refresh without polling. Receivers must be quick and must not fail.
+mailbox_changed = Signal()  # sender=Mailbox, mailbox_id, folders=[names], stored=count

@@ -16,6 +16,11 @@ pytestmark = pytest.mark.django_db
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
+def checks(response) -> dict:
+    """The checks that decide 200 or 503 (the rest of the answer reports, e.g. "push")."""
+    return {k: v for k, v in response.json().items() if k in ("database", "broker")}
+
+
 def test_healthy_with_redis_broker(client, settings):
     settings.CELERY_BROKER_URL = REDIS_URL
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
@@ -23,7 +28,7 @@ def test_healthy_with_redis_broker(client, settings):
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "broker": "ok"}
+    assert checks(response) == {"database": "ok", "broker": "ok"}
     assert "no-cache" in response["Cache-Control"]
 
 
@@ -39,7 +44,7 @@ def test_healthy_with_embedded_filesystem_broker(client, settings, tmp_path):
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "broker": "ok"}
+    assert checks(response) == {"database": "ok", "broker": "ok"}
 
 
 def test_missing_filesystem_broker_folder_is_a_failure(client, settings, tmp_path):
@@ -53,7 +58,7 @@ def test_missing_filesystem_broker_folder_is_a_failure(client, settings, tmp_pat
     response = client.get("/healthz")
 
     assert response.status_code == 503
-    assert response.json() == {"database": "ok", "broker": "failed"}
+    assert checks(response) == {"database": "ok", "broker": "failed"}
 
 
 def test_broker_on_a_closed_port_gives_503_quickly(client, settings):
@@ -65,7 +70,7 @@ def test_broker_on_a_closed_port_gives_503_quickly(client, settings):
     elapsed = time.monotonic() - started
 
     assert response.status_code == 503
-    assert response.json() == {"database": "ok", "broker": "failed"}
+    assert checks(response) == {"database": "ok", "broker": "failed"}
     # A load balancer's probe times out after a few seconds; the check must answer first.
     assert elapsed < 2 * health.BROKER_TIMEOUT + 1
 
@@ -81,7 +86,7 @@ def test_database_failure_is_named(client, settings, monkeypatch):
     response = client.get("/healthz")
 
     assert response.status_code == 503
-    assert response.json() == {"database": "failed", "broker": "ok"}
+    assert checks(response) == {"database": "failed", "broker": "ok"}
 
 
 def test_open_to_anonymous_callers_but_read_only(client, settings):
@@ -89,3 +94,37 @@ def test_open_to_anonymous_callers_but_read_only(client, settings):
 
     assert client.get("/healthz").status_code == 200  # no redirect to the login page
     assert client.post("/healthz").status_code == 405
+
+
+def test_healthz_shows_the_push_gateways_heartbeat_and_the_watches_by_state(client, settings):
+    """docs/product.md §3.11: operators see whether mail is pushed or polled, and whether each
+    gateway is alive; no address or host name goes to an anonymous caller."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from connector.sync import watches
+    from inbox.models import PushGateway, WatchState
+    from tests import factories as f
+
+    settings.CELERY_BROKER_URL = REDIS_URL
+    live, reconnecting, polled = (f.MailboxFactory(first_sync_done=True) for _ in range(3))
+    gateway = watches.register("gateway-host-1:push")
+    watches.claim(gateway.pk, 2)
+    watches.set_state(gateway.pk, live.pk, WatchState.LIVE)
+    watches.set_state(gateway.pk, reconnecting.pk, WatchState.RECONNECTING, "lost")
+    dead = PushGateway.objects.create(
+        name="dead", heartbeat_at=timezone.now(), expires_at=timezone.now() - dt.timedelta(1)
+    )
+
+    body = client.get("/healthz").json()
+
+    assert body["push"]["watches"] == {
+        "polling": 1,
+        "connecting": 0,
+        "live": 1,
+        "reconnecting": 1,
+    }
+    alive = {g["id"]: g["alive"] for g in body["push"]["gateways"]}
+    assert alive == {gateway.pk: True, dead.pk: False}
+    assert "gateway-host-1" not in str(body) and live.email_address not in str(body)

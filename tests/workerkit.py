@@ -61,12 +61,14 @@ class Processes:
     env: dict[str, str]
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _start(
+        self, name: str, args: list[str], *, command: list[str] | None = None, env=None
+    ) -> subprocess.Popen:
         log = open(self.tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [CELERY, "-A", "crm", *args],
+            [*(command or [CELERY, "-A", "crm"]), *args],
             cwd=settings.BASE_DIR,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -84,7 +86,7 @@ class Processes:
                 "--concurrency",
                 "1",
                 "-Q",
-                "celery",
+                "celery,push",  # the push gateway's targeted syncs too (docs/product.md §3.11)
                 "-n",
                 f"{name}@%h",
                 "--without-gossip",
@@ -92,6 +94,13 @@ class Processes:
                 "--loglevel",
                 "INFO",
             ],
+        )
+
+    def gateway(self, name: str = "gateway", **env: str) -> subprocess.Popen:
+        """`manage.py push_gateway`, with settings such as RELAY_PUSH_WATCHDOG in ``env``."""
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        return self._start(
+            name, ["push_gateway", "--name", name], command=[sys.executable, manage], env=env
         )
 
     def beat(self, name: str = "beat") -> subprocess.Popen:

@@ -18,6 +18,7 @@ from connector.filing import refile
 from connector.outbound import outbox
 from connector.sync import importer
 from connector.sync import mailbox as sync
+from connector.sync import watches
 from connector.transport import oauth
 from inbox.services import conversations
 from inbox.services import mailboxes as mailbox_services
@@ -33,11 +34,34 @@ def sync_mailbox(mailbox_id: int) -> str:
     # oauth.connect_imap refreshes a Google/Microsoft access token before it expires
     # (docs/reliability.md C-10) and opens a plain session for every other mailbox.
     report = sync.sync_mailbox(mailbox_id, connect=oauth.connect_imap)
+    _run_requested_meanwhile(report)
     return report.summary()
+
+
+@shared_task(name="relay.push_sync", soft_time_limit=1800, time_limit=1900)
+def push_sync(mailbox_id: int, folders: list[str]) -> str:
+    """The push gateway's targeted sync of the folders a server said changed, on the `push`
+    queue (settings CELERY_TASK_ROUTES) so it never waits behind first syncs
+    (connector/scheduling/gateway.py, docs/product.md §3.11)."""
+    report = sync.sync_mailbox(mailbox_id, connect=oauth.connect_imap, folders=folders)
+    _run_requested_meanwhile(report)
+    return report.summary()
+
+
+def _run_requested_meanwhile(report) -> list[int]:
+    """A sync that found this one busy asked for another: claim and enqueue it now, through the
+    beat's own claim so it runs once (docs/reliability.md S-36)."""
+    if not report.requested_meanwhile:
+        return []
+    return dispatch.dispatch_due(enqueue=lambda pk: sync_mailbox.delay(pk), only=report.mailbox_id)
 
 
 @shared_task(name="relay.beat_tick", ignore_result=True)
 def beat_tick() -> int:
+    # Dead push gateways first: their mailboxes become due now (docs/reliability.md P-14).
+    released = watches.reap()
+    if released:
+        log.warning("push gateway lease expired: %s mailboxes back to polling", released)
     dispatched = dispatch.dispatch_due(enqueue=lambda pk: sync_mailbox.delay(pk))
     # An upload whose task was lost waits no longer than a minute (docs/product.md §3.10).
     importer.dispatch_waiting(

@@ -12,18 +12,27 @@
    needs-reconnect when the login was refused (S-28: no retry storm, nothing overwritten).
 A folder with nothing new costs a constant number of commands: EXAMINE, and with CONDSTORE
 nothing else (S-10).
+
+Two ways in besides the beat's full sync (docs/product.md §3.11):
+- ``folders=[...]``: the push gateway's targeted sync of the folders a server said changed
+  (connector/scheduling/gateway.py). Steps 3 and 4 run for those folders only; step 5 and the
+  next poll time are left to the next full sync. A first sync is always full.
+- a sync that finds the mailbox busy records the request (``sync_requested_at``), so another
+  sync runs right after the current one (connector/scheduling/tasks.py) rather than at the next
+  interval: mail that arrived while a sync ran is never left waiting (docs/reliability.md S-36).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
 from connector.sync import lease as leases
+from connector.sync import watches
 from connector.sync.folders import discover_folders, forget_vanished_folders
 from connector.sync.newmail import BATCH_SIZE, plan_new_uids, sync_folder
 from connector.sync.reports import FolderReport, SyncReport
@@ -32,7 +41,7 @@ from connector.transport.errors import AuthenticationFailed, MailError, Temporar
 from connector.transport.imap import open_session
 from inbox.crypto import SecretUnreadable
 from inbox.models import Mailbox
-from inbox.signals import mailbox_needs_reconnect
+from inbox.signals import mailbox_changed, mailbox_needs_reconnect
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
@@ -47,9 +56,13 @@ def sync_mailbox(
     *,
     connect: Callable = _connect,
     batch_size: int = BATCH_SIZE,
+    folders: Sequence[str] | None = None,
 ) -> SyncReport:
     report = SyncReport(mailbox_id=mailbox_id)
     mailbox = Mailbox.objects.get(pk=mailbox_id)
+    if folders is not None and not mailbox.first_sync_done:
+        folders = None  # the first sync is whole: its progress bar counts every folder
+    report.targeted = folders is not None
     if mailbox.state in (Mailbox.State.PAUSED, Mailbox.State.NEEDS_RECONNECT):
         report.outcome = "not_active"
         report.error = f"mailbox is {mailbox.get_state_display().lower()}"
@@ -57,13 +70,18 @@ def sync_mailbox(
     lease = leases.acquire(mailbox_id)
     if lease is None:
         report.outcome, report.error = "busy", "already syncing"
+        # Whatever made this sync start (new mail pushed, Sync now) may have come after the
+        # running sync looked: ask for one more once it ends (docs/reliability.md S-36).
+        Mailbox.objects.filter(pk=mailbox_id, sync_requested_at__isnull=True).update(
+            sync_requested_at=timezone.now()
+        )
         return report
     try:
         Mailbox.objects.filter(pk=mailbox_id).update(
             state=Mailbox.State.SYNCING, last_sync_at=timezone.now(), sync_requested_at=None
         )
         with connect(mailbox) as session:
-            _sync(mailbox, session, lease, report, batch_size)
+            _sync(mailbox, session, lease, report, batch_size, folders)
     except AuthenticationFailed as exc:
         _record_failure(mailbox, report, exc, needs_reconnect=True)
     except SecretUnreadable as exc:
@@ -76,18 +94,50 @@ def sync_mailbox(
         _record_failure(mailbox, report, TemporaryFailure(str(exc)), needs_reconnect=False)
     else:
         now = timezone.now()
-        Mailbox.objects.filter(pk=mailbox_id, lease_generation=lease.generation).update(
+        done = dict(
             state=Mailbox.State.ACTIVE,
             last_error="",
             consecutive_failures=0,
             last_success_at=now,
-            next_sync_at=now + timedelta(seconds=mailbox.refresh_interval),
             first_sync_done=True,
         )
+        if folders is None:
+            done["next_sync_at"] = now + poll_interval(mailbox)
+        Mailbox.objects.filter(pk=mailbox_id, lease_generation=lease.generation).update(**done)
     finally:
         lease.release()
+    report.requested_meanwhile = Mailbox.objects.filter(
+        pk=mailbox_id, sync_requested_at__isnull=False
+    ).exists()
     log.info("sync mailbox=%s %s", mailbox_id, report.summary())
+    if report.completed:
+        publish_changed(report)
     return report
+
+
+def poll_interval(mailbox: Mailbox) -> timedelta:
+    """Until the next poll: the mailbox's interval, or only the safety-net interval while a
+    push gateway watches it live (docs/product.md §3.1, §3.11). A watch that breaks brings the
+    poll back at once (connector/sync/watches.py)."""
+    interval = timedelta(seconds=mailbox.refresh_interval)
+    if Mailbox.objects.filter(pk=mailbox.pk).filter(watches.live_q()).exists():
+        return max(interval, timedelta(seconds=settings.RELAY_PUSH_SAFETY_POLL))
+    return interval
+
+
+def publish_changed(report: SyncReport) -> None:
+    """The one place that says "mailbox X, folders Y: N messages stored" once a sync ends, for
+    whoever wants to refresh a page without polling (inbox/signals.py mailbox_changed)."""
+    changed = [f.name for f in report.folders if f.stored or f.expunged or f.flags_changed]
+    if not changed:
+        return
+    # send_robust: a listener's failure is logged and never fails the sync that committed.
+    mailbox_changed.send_robust(
+        sender=Mailbox,
+        mailbox_id=report.mailbox_id,
+        folders=changed,
+        stored=report.total("stored"),
+    )
 
 
 def _record_failure(mailbox: Mailbox, report: SyncReport, exc: Exception, *, needs_reconnect):
@@ -95,19 +145,7 @@ def _record_failure(mailbox: Mailbox, report: SyncReport, exc: Exception, *, nee
     report.error = str(exc)[:2000]
     failures = mailbox.consecutive_failures + 1
     if needs_reconnect:
-        # The server refused the login: stop until a person reconnects (no retry storm that
-        # gets the account locked by the provider; the stored password is left as it was).
-        Mailbox.objects.filter(pk=mailbox.pk).update(
-            state=Mailbox.State.NEEDS_RECONNECT,
-            last_error=report.error,
-            consecutive_failures=failures,
-            next_sync_at=None,
-            refused_by="imap",
-        )
-        # Its owner (or the admins) are told (notifications/receivers.py, through inbox).
-        mailbox_needs_reconnect.send(
-            sender=Mailbox, mailbox_id=mailbox.pk, reason="the server refused the login"
-        )
+        record_refused_login(mailbox.pk, report.error, failures=failures)
     else:
         backoff = min(timedelta(seconds=30) * (2 ** min(failures - 1, 10)), MAX_BACKOFF)
         Mailbox.objects.filter(pk=mailbox.pk).update(
@@ -119,10 +157,45 @@ def _record_failure(mailbox: Mailbox, report: SyncReport, exc: Exception, *, nee
     log.warning("sync mailbox=%s failed (%s): %s", mailbox.pk, report.outcome, report.error)
 
 
-def _sync(mailbox: Mailbox, session, lease: leases.Lease, report: SyncReport, batch_size: int):
+def record_refused_login(mailbox_id: int, detail: str, *, failures: int | None = None) -> bool:
+    """The server refused the login (the sync's, or the push gateway's): stop until a person
+    reconnects (no retry storm that gets the account locked by the provider; the stored
+    password is left as it was; docs/reliability.md S-28). False if it already needed it."""
+    changes = dict(
+        state=Mailbox.State.NEEDS_RECONNECT,
+        last_error=detail[:2000],
+        next_sync_at=None,
+        refused_by="imap",
+    )
+    if failures is not None:
+        changes["consecutive_failures"] = failures
+    updated = (
+        Mailbox.objects.filter(pk=mailbox_id)
+        .exclude(state=Mailbox.State.NEEDS_RECONNECT)
+        .update(**changes)
+    )
+    if updated:
+        # Its owner (or the admins) are told (notifications/receivers.py, through inbox).
+        mailbox_needs_reconnect.send(
+            sender=Mailbox, mailbox_id=mailbox_id, reason="the server refused the login"
+        )
+    return bool(updated)
+
+
+def _sync(
+    mailbox: Mailbox,
+    session,
+    lease: leases.Lease,
+    report: SyncReport,
+    batch_size: int,
+    only: Sequence[str] | None = None,
+):
     folders = discover_folders(mailbox, session)
     report.changes_pushed = push_pending_changes(mailbox, session, folders)
     active = [f for f in folders if f.is_active and f.is_selectable and f.exists_on_server]
+    if only is not None:
+        wanted = set(only)
+        active = [f for f in active if f.name in wanted]
     initial = not mailbox.first_sync_done
     plans = {}
     if initial:
@@ -146,4 +219,5 @@ def _sync(mailbox: Mailbox, session, lease: leases.Lease, report: SyncReport, ba
             plan=plans.get(folder.pk),
         )
         lease.renew()
-    forget_vanished_folders(mailbox)
+    if only is None:
+        forget_vanished_folders(mailbox)

@@ -26,6 +26,9 @@ class SyncReport:
     error: str = ""
     changes_pushed: int = 0
     folders: list[FolderReport] = field(default_factory=list)
+    targeted: bool = False  # only the folders a push named (connector/sync/mailbox.py)
+    # Another sync was asked for while this one ran (it found us busy): run one more now.
+    requested_meanwhile: bool = False
 
     @property
     def completed(self) -> bool:

@@ -12,7 +12,15 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from ..models import Folder, LedgerEntry, Mailbox, PendingChange, PrimaryMailbox
+from ..models import (
+    Folder,
+    LedgerEntry,
+    Mailbox,
+    PendingChange,
+    PrimaryMailbox,
+    PushGateway,
+    WatchState,
+)
 from ..permissions import can_manage_mailbox, readable_mailbox_ids
 
 HELD_SHOWN = 50  # held messages listed on the health page (the count says if there are more)
@@ -157,7 +165,68 @@ def mailbox_health(mailbox: Mailbox) -> dict:
         "refresh_label": _every(mailbox.refresh_interval),
         # Poll while something moves: a sync under way, or a first sync still to come.
         "live": mailbox.state == Mailbox.State.SYNCING or first_sync_running,
+        "watch": mailbox_watch(mailbox, now=now),
     }
+
+
+WATCH_NOTES = {
+    WatchState.LIVE: "New mail arrives within seconds",
+    WatchState.CONNECTING: "The push gateway is connecting",
+    WatchState.RECONNECTING: "Connection lost; checked every interval meanwhile",
+    WatchState.POLLING: "Checked every interval",
+}
+
+
+def mailbox_watch(mailbox: Mailbox, *, now=None) -> dict:
+    """How new mail reaches the mailbox (docs/product.md §3.11): the push gateway's watch, shown
+    as polling whenever its gateway's lease ran out (it died) even before anyone cleaned up."""
+    now = now or timezone.now()
+    gateway = (
+        PushGateway.objects.filter(pk=mailbox.watch_gateway_id).first()
+        if mailbox.watch_gateway_id
+        else None
+    )
+    state = mailbox.watch_state if gateway is not None and gateway.expires_at > now else "polling"
+    if mailbox.state in (Mailbox.State.PAUSED, Mailbox.State.NEEDS_RECONNECT):
+        state = WatchState.POLLING
+    return {
+        "state": state,
+        "label": WatchState(state).label,
+        "note": WATCH_NOTES[state],
+        "heartbeat": gateway.heartbeat_at if gateway is not None else None,
+        "error": mailbox.watch_error if state == WatchState.RECONNECTING else "",
+    }
+
+
+def push_summary(*, now=None) -> dict:
+    """For /healthz: watches by state and each gateway's heartbeat, in a fixed number of
+    queries. No mailbox addresses and no host names: /healthz answers anyone."""
+    now = now or timezone.now()
+    watched = dict(
+        Mailbox.objects.filter(watch_gateway__expires_at__gt=now)
+        .order_by()
+        .values_list("watch_state")
+        .annotate(n=Count("pk"))
+        .values_list("watch_state", "n")
+    )
+    syncable = Mailbox.objects.filter(
+        state__in=(Mailbox.State.ACTIVE, Mailbox.State.SYNCING, Mailbox.State.ERROR)
+    ).count()
+    counts = {state: watched.get(state, 0) for state in WatchState.values}
+    counts[WatchState.POLLING] = max(
+        syncable - sum(n for state, n in watched.items() if state != WatchState.POLLING), 0
+    )
+    gateways = [
+        {
+            "id": g.pk,
+            "heartbeat": g.heartbeat_at.isoformat(),
+            "alive": g.expires_at > now,
+            "sessions": g.sessions,
+            "live": g.live,
+        }
+        for g in PushGateway.objects.order_by("pk")
+    ]
+    return {"watches": counts, "gateways": gateways}
 
 
 def _every(seconds: int) -> str:

@@ -42,6 +42,9 @@ class Behaviour:
     omit_list: bytes | None = None  # leave this folder (its name on the wire) out of LIST
     strip_starttls: bool = False
     inject_after: tuple[bytes, bytes] | None = None  # (marker, bytes sent right after it)
+    # After this marker from the server, forward nothing more from it, but keep the connection
+    # open: a server (or a middlebox) gone silent (docs/reliability.md P-13).
+    mute_after: bytes | None = None
 
 
 class FaultProxy:
@@ -96,6 +99,9 @@ class FaultProxy:
         segment: e.g. extra responses after the STARTTLS OK, the "STARTTLS command injection"
         of docs/reliability.md C-05."""
         self.behaviour = replace(self.behaviour, inject_after=(marker, payload))
+
+    def mute_after(self, marker: bytes) -> None:
+        self.behaviour = replace(self.behaviour, mute_after=marker)
 
     def cut_all(self) -> None:
         """Cut every live connection now."""
@@ -186,8 +192,14 @@ class FaultProxy:
         dropped = False
         tls_started = False
         injected = False
+        muted = False
         try:
             while data := upstream.recv(65536):
+                if muted:
+                    continue
+                if b.mute_after and b.mute_after in data:
+                    data = data[: data.index(b.mute_after) + len(b.mute_after)]
+                    muted = True
                 if b.strip_starttls and not tls_started:
                     # Only the clear-text phase can be rewritten; once the client sends
                     # STARTTLS the rest is ciphertext. Rewriting capabilities is exactly the
