@@ -103,12 +103,12 @@ def test_open_qualify_see_on_contact_mark_unread(
     assert not Message.objects.filter(pk__in=[m.pk for m in inbox_world["quote"]], seen=False)
     shot(page, shots, "02-conversation.png")
 
-    # Qualify: the sender's contact is suggested first; link it.
+    # Qualify: the sender's contact is offered first, before "create"; link it.
     conversation.get_by_role("button", name="Qualify").click()
     dialog = page.locator("#qualify-modal")
     expect(dialog.get_by_role("heading", name="Qualify")).to_be_visible()
     suggestion = dialog.locator(".inbox-candidate", has_text="Ana Lopez")
-    expect(suggestion).to_contain_text("Sender ana@globex.example")
+    expect(suggestion).to_contain_text("Already has ana@globex.example")
     shot(page, shots, "03-qualify.png")
     suggestion.get_by_role("button", name="File on Ana Lopez").click()
     expect(dialog.get_by_text("Filed on Ana Lopez.")).to_be_visible()
