@@ -549,7 +549,12 @@ def main() -> None:
         raw = baseline(server, full_user, parse=False)
         print(f"(b) raw fetch: {raw['messages'] / raw['seconds']:.0f} msg/s", flush=True)
         ours = _run_worker(full_id, env)
-        print(f"(a) our sync: {n / ours['seconds']:.0f} msg/s", flush=True)
+        print(
+            f"(a) our sync: {n / ours['seconds']:.0f} msg/s; CPU ms/msg worker "
+            f"{1000 * ours['cpu_self'] / n:.2f}, pool {1000 * ours['cpu_pool'] / n:.2f}, "
+            f"PostgreSQL {1000 * ours['cpu_postgres'] / n:.2f}",
+            flush=True,
+        )
         if "stages" in ours:
             print(f"    stages (s of {ours['seconds']:.1f}): {ours['stages']}", flush=True)
         stdlib = None
