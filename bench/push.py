@@ -19,8 +19,8 @@ made after the kill is stored by polling, with the beat ticking every RELAY_BEAT
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import asyncio
+import faulthandler
 import os
 import random
 import resource
@@ -272,9 +272,9 @@ def dovecot_mode(args) -> None:
                 f"From: ana@customer.example\r\nTo: {users[i]}\r\nSubject: {subject}\r\n"
                 f"Message-ID: <bench-{n}@customer.example>\r\n\r\nhello\r\n"
             ).encode()
-            at = time.time()
             dovecot.doveadm("save", "-u", users[i], "-m", "INBOX", input=raw)
-            sent[subject] = (boxes[i].pk, at)
+            # Delivered once doveadm returns (its own start-up is not the gateway's latency).
+            sent[subject] = (boxes[i].pk, time.time())
             time.sleep(random.expovariate(args.rate))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -276,17 +276,21 @@ class IdleClient:
         ``idle_folder`` and a STATUS sweep of the others every ``timing.sweep`` seconds."""
         folders = list(dict.fromkeys(folders))
         names = {_wire_name(f): f for f in folders}
+        self.mode = "idle"
+        others: list[str] = []
         if "NOTIFY" in self.capabilities and folders:
-            self.mode = "notify"
             boxes = " ".join(encode_folder(f).decode() for f in folders)
             events = "MessageNew MessageExpunge" + (
                 " FlagChange" if "CONDSTORE" in self.capabilities else ""
             )
-            # RFC 5465 5.1: one event group, "(mailboxes (<names>) (<events>))".
-            await self.command(f"NOTIFY SET (mailboxes ({boxes}) ({events}))")
-            others: list[str] = []
-        else:
-            self.mode = "idle"
+            # RFC 5465 5.1: one event group, "(mailboxes (<names>) (<events>))". A server that
+            # announces NOTIFY but refuses this is watched with IDLE instead.
+            status, _lines, _tagged = await self.command(
+                f"NOTIFY SET (mailboxes ({boxes}) ({events}))", check=False
+            )
+            if status == b"OK":
+                self.mode = "notify"
+        if self.mode == "idle":
             await self.command(f"EXAMINE {encode_folder(idle_folder).decode()}")
             others = [f for f in folders if f != idle_folder]
             for folder in others:

@@ -186,14 +186,15 @@ def mailbox_watch(mailbox: Mailbox, *, now=None) -> dict:
         if mailbox.watch_gateway_id
         else None
     )
-    state = mailbox.watch_state if gateway is not None and gateway.expires_at > now else "polling"
+    alive = gateway is not None and gateway.expires_at > now
+    state = mailbox.watch_state if alive else WatchState.POLLING
     if mailbox.state in (Mailbox.State.PAUSED, Mailbox.State.NEEDS_RECONNECT):
         state = WatchState.POLLING
     return {
         "state": state,
         "label": WatchState(state).label,
         "note": WATCH_NOTES[state],
-        "heartbeat": gateway.heartbeat_at if gateway is not None else None,
+        "heartbeat": gateway.heartbeat_at if alive else None,
         "error": mailbox.watch_error if state == WatchState.RECONNECTING else "",
     }
 
