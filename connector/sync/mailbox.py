@@ -30,11 +30,12 @@ from connector.sync.reports import FolderReport, SyncReport
 from connector.sync.writeback import push_pending_changes
 from connector.transport.errors import AuthenticationFailed, MailError, TemporaryFailure
 from connector.transport.imap import open_session
-from inbox.models import Mailbox
+from inbox.models import Folder, Mailbox
 from inbox.signals import mailbox_needs_reconnect
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
+FIRST_SYNC_SKIPS = (Folder.SpecialUse.TRASH, Folder.SpecialUse.JUNK)
 
 
 def _connect(mailbox: Mailbox):
@@ -119,6 +120,11 @@ def _sync(mailbox: Mailbox, session, lease: leases.Lease, report: SyncReport, ba
     report.changes_pushed = push_pending_changes(mailbox, session, folders)
     active = [f for f in folders if f.is_active and f.is_selectable and f.exists_on_server]
     initial = not mailbox.first_sync_done
+    if initial:
+        # The first sync leaves Trash and Junk out even when they are ticked: it brings the
+        # mail people kept first, and the next sync takes them, as history (docs/product.md
+        # §3.5; connector/sync/newmail.py sync_folder marks a folder's first enumeration).
+        active = [f for f in active if f.special_use not in FIRST_SYNC_SKIPS]
     plans = {}
     if initial:
         # First sync: count what each folder will bring so the progress bar has a total.
