@@ -229,6 +229,15 @@ class SiteSettingsInForce:
         return [self.purge_after_days, self.default_from_email, self.send_acknowledgements]
 
 
+def _environment() -> dict[str, object]:
+    """What crm/settings.py (the environment) says, by field."""
+    return {
+        "purge_after_days": settings.RELAY_PURGE_AFTER_DAYS,
+        "default_from_email": settings.RELAY_DEFAULT_FROM_EMAIL,
+        "send_acknowledgements": settings.RELAY_SEND_ACKNOWLEDGEMENTS,
+    }
+
+
 SITE_SETTINGS = (  # (field, label, the crm/settings.py name it overrides)
     ("purge_after_days", "Purge completed job records after (days)", "RELAY_PURGE_AFTER_DAYS"),
     ("default_from_email", "Default From address of system mail", "RELAY_DEFAULT_FROM_EMAIL"),
@@ -241,8 +250,9 @@ def site_settings() -> SiteSettingsInForce:
     there is one, else the environment's (crm/settings.py). One query."""
     row = SiteSettings.objects.select_related("updated_by").filter(pk=1).first()
     values = {}
+    environment_values = _environment()
     for name, label, variable in SITE_SETTINGS:
-        environment = getattr(settings, variable)
+        environment = environment_values[name]
         saved = getattr(row, name) if row is not None else None
         overridden = saved not in (None, "")
         values[name] = SiteSetting(

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox
+from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox, SmtpAuth
 from .permissions import can_manage_mailbox
 from .services import mailbox_access
 from .services import mailboxes as mailbox_services
@@ -52,6 +52,15 @@ class MailboxAdminForm(forms.ModelForm):
     class Meta:
         model = Mailbox
         fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "smtp_auth" in self.fields:
+            # A form that does not send it (a script, an older page) keeps what the mailbox had.
+            self.fields["smtp_auth"].required = False
+
+    def clean_smtp_auth(self):
+        return self.cleaned_data.get("smtp_auth") or self.instance.smtp_auth or SmtpAuth.SAME
 
     def clean(self):
         cleaned = super().clean()

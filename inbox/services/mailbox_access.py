@@ -136,12 +136,12 @@ def mailbox_update_support(
     changed = []
     if mailbox.create_tickets != bool(create_tickets):
         changed.append(f"create_tickets={bool(create_tickets)}")
-    if mailbox.forward_unplaced_to != forward:
-        changed.append(f"forward_unplaced_to={forward or '(none)'}")
     if send_acknowledgements is None:
         send_acknowledgements = mailbox.send_acknowledgements
     if mailbox.send_acknowledgements != bool(send_acknowledgements):
         changed.append(f"send_acknowledgements={bool(send_acknowledgements)}")
+    if mailbox.forward_unplaced_to != forward:
+        changed.append(f"forward_unplaced_to={forward or '(none)'}")
     mailbox.create_tickets = bool(create_tickets)
     mailbox.forward_unplaced_to = forward
     mailbox.send_acknowledgements = bool(send_acknowledgements)
