@@ -23,7 +23,7 @@ from .models import (
     Ticket,
 )
 from .normalize import normalize_domain, normalize_email
-from .services import next_number
+from .services import account_set_domains, contact_set_emails, lead_set_emails, next_number
 from .signin import AdminSignInForm
 
 # The admin's own sign-in page is throttled like the site's (docs/reliability.md C-26).
@@ -97,26 +97,62 @@ class StaffEmailInline(admin.TabularInline):
     )
 
 
+class AddressesThroughServiceMixin:
+    """The addresses (or domains) inline is saved by the same service as the web form, so an
+    address added here files past mail too (docs/product.md §4.5), instead of rows written
+    behind the service's back. The inline's forms only validate and normalise."""
+
+    address_inline: type[admin.TabularInline]
+    address_field = "email"
+
+    def save_address_list(self, record, values: list[str]) -> None:
+        raise NotImplementedError
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not self.address_inline.model:
+            return super().save_formset(request, form, formset, change)
+        values = [
+            row.cleaned_data[self.address_field]
+            for row in formset.forms
+            if row.cleaned_data
+            and not row.cleaned_data.get("DELETE")
+            and row.cleaned_data.get(self.address_field)
+        ]
+        self.save_address_list(form.instance, values)
+        # Nothing left for the formset to write; the change message lists no rows.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        return None
+
+
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(AddressesThroughServiceMixin, admin.ModelAdmin):
     list_display = ("name", "website", "phone", "owner", "created_at")
     search_fields = ("name", "domains__domain")
     list_select_related = ("owner",)
     autocomplete_fields = ("owner",)
     inlines = [AccountDomainInline]
+    address_inline = AccountDomainInline
+    address_field = "domain"
+
+    def save_address_list(self, record, values):
+        account_set_domains(account=record, domains=values)
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(AddressesThroughServiceMixin, admin.ModelAdmin):
     list_display = ("__str__", "title", "account", "phone", "created_at")
     search_fields = ("first_name", "last_name", "emails__email", "account__name")
     list_select_related = ("account",)
     autocomplete_fields = ("account",)
     inlines = [ContactEmailInline]
+    address_inline = ContactEmailInline
+
+    def save_address_list(self, record, values):
+        contact_set_emails(contact=record, emails=values)
 
 
 @admin.register(Lead)
-class LeadAdmin(admin.ModelAdmin):
+class LeadAdmin(AddressesThroughServiceMixin, admin.ModelAdmin):
     list_display = ("__str__", "company_name", "status", "owner", "created_at")
     list_filter = ("status",)
     search_fields = ("first_name", "last_name", "company_name", "emails__email")
@@ -124,6 +160,10 @@ class LeadAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner", "converted_contact", "converted_account")
     readonly_fields = ("converted_at",)
     inlines = [LeadEmailInline]
+    address_inline = LeadEmailInline
+
+    def save_address_list(self, record, values):
+        lead_set_emails(lead=record, emails=values)
 
 
 class NumberedAdmin(admin.ModelAdmin):

@@ -325,3 +325,47 @@ class StaffEmailsForm(forms.Form):
             self.add_error("emails", exc)
             return False
         return True
+
+
+class SiteSettingsForm(forms.Form):
+    """The Site settings page (docs/product.md §8.1): each field empty, or "As the environment
+    says", keeps the environment's value (crm/settings.py)."""
+
+    purge_after_days = forms.IntegerField(
+        label="Purge completed job records after (days)",
+        required=False,
+        min_value=0,
+        max_value=3650,
+        help_text="Sent mail records, done changes, resolved triage entries, answered Email API "
+        "requests and old ledger rows. 0 keeps everything. Empty: the environment's value.",
+    )
+    default_from_email = forms.CharField(
+        label="Default From address of system mail",
+        required=False,
+        max_length=320,
+        widget=forms.EmailInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+        help_text="Confirmation links, notification mail and mail no mailbox sends. Empty: the "
+        "environment's value.",
+    )
+    send_acknowledgements = forms.TypedChoiceField(
+        label="Ticket acknowledgements",
+        choices=[("", "As the environment says"), ("on", "On"), ("off", "Off")],
+        required=False,
+        coerce=lambda value: {"on": True, "off": False}.get(value),
+        empty_value=None,
+        help_text="Off: no mailbox acknowledges new tickets, whatever its own switch says. On: "
+        "each support mailbox's own switch decides.",
+    )
+
+    @classmethod
+    def for_row(cls, row, data=None):
+        initial = {}
+        if row is not None:
+            initial = {
+                "purge_after_days": row.purge_after_days,
+                "default_from_email": row.default_from_email,
+                "send_acknowledgements": {True: "on", False: "off"}.get(
+                    row.send_acknowledgements, ""
+                ),
+            }
+        return cls(data, initial=initial)

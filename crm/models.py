@@ -333,3 +333,39 @@ class SignInThrottle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.key}"
+
+
+class SiteSettings(models.Model):
+    """The one row (pk 1) of settings an administrator may override on the Site settings page
+    (docs/product.md §8.1). Empty (None, "") means "as the environment says": crm/settings.py
+    stays the default, and crm/selectors.py `site_settings` is the one reader of both."""
+
+    purge_after_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Overrides RELAY_PURGE_AFTER_DAYS (0 keeps everything). Empty: the environment.",
+    )
+    default_from_email = models.CharField(
+        max_length=320,
+        blank=True,
+        help_text="Overrides RELAY_DEFAULT_FROM_EMAIL. Empty: the environment.",
+    )
+    send_acknowledgements = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Overrides RELAY_SEND_ACKNOWLEDGEMENTS. Empty: the environment.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = verbose_name_plural = "site settings"
+
+    def __str__(self) -> str:
+        return "Site settings"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)

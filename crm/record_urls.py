@@ -17,6 +17,7 @@ SEGMENTS = {
 urlpatterns = [
     path("", views.home, name="home_page"),
     path("me/addresses/", views.my_addresses, name="my_addresses"),
+    path("site-settings/", views.site_settings_page, name="site_settings"),
     path("me/addresses/confirm/<str:token>/", views.my_address_confirm, name="my_address_confirm"),
     path("leads/<int:pk>/convert/", views.lead_convert, name="lead_convert"),
 ]

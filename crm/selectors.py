@@ -4,7 +4,9 @@ fetches what its page shows in a fixed number of queries, however many rows ther
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.shortcuts import get_object_or_404
@@ -17,6 +19,7 @@ from .models import (
     Lead,
     LeadEmail,
     Opportunity,
+    SiteSettings,
     StaffEmail,
     Ticket,
 )
@@ -250,3 +253,83 @@ def possible_duplicates(
             for record in same_name.filter(at_domain).distinct()[:limit]:
                 found.setdefault(record.pk, (record, "same name, same company domain"))
     return list(found.values())[:limit]
+
+
+# --- site settings (docs/product.md §8.1) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteSetting:
+    """One setting as it is in force: its value, and where that comes from."""
+
+    name: str
+    label: str
+    value: object
+    environment_value: object
+    variable: str
+    overridden: bool
+
+
+@dataclass(frozen=True)
+class SiteSettingsInForce:
+    purge_after_days: SiteSetting
+    default_from_email: SiteSetting
+    send_acknowledgements: SiteSetting
+    updated_at: object = None
+    updated_by: object = None
+
+    def rows(self) -> list[SiteSetting]:
+        return [self.purge_after_days, self.default_from_email, self.send_acknowledgements]
+
+
+def _environment() -> dict[str, object]:
+    """What crm/settings.py (the environment) says, by field."""
+    return {
+        "purge_after_days": settings.RELAY_PURGE_AFTER_DAYS,
+        "default_from_email": settings.RELAY_DEFAULT_FROM_EMAIL,
+        "send_acknowledgements": settings.RELAY_SEND_ACKNOWLEDGEMENTS,
+    }
+
+
+SITE_SETTINGS = (  # (field, label, the crm/settings.py name it overrides)
+    ("purge_after_days", "Purge completed job records after (days)", "RELAY_PURGE_AFTER_DAYS"),
+    ("default_from_email", "Default From address of system mail", "RELAY_DEFAULT_FROM_EMAIL"),
+    ("send_acknowledgements", "Ticket acknowledgements", "RELAY_SEND_ACKNOWLEDGEMENTS"),
+)
+
+
+def site_settings() -> SiteSettingsInForce:
+    """The one reader of the settings an administrator may override: the saved value where
+    there is one, else the environment's (crm/settings.py). One query."""
+    row = SiteSettings.objects.select_related("updated_by").filter(pk=1).first()
+    values = {}
+    environment_values = _environment()
+    for name, label, variable in SITE_SETTINGS:
+        environment = environment_values[name]
+        saved = getattr(row, name) if row is not None else None
+        overridden = saved not in (None, "")
+        values[name] = SiteSetting(
+            name=name,
+            label=label,
+            value=saved if overridden else environment,
+            environment_value=environment,
+            variable=variable,
+            overridden=overridden,
+        )
+    return SiteSettingsInForce(
+        **values,
+        updated_at=row.updated_at if row is not None else None,
+        updated_by=row.updated_by if row is not None else None,
+    )
+
+
+def default_from_email() -> str:
+    return site_settings().default_from_email.value
+
+
+def purge_after_days() -> int:
+    return site_settings().purge_after_days.value
+
+
+def acknowledgements_on() -> bool:
+    return bool(site_settings().send_acknowledgements.value)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from smtplib import SMTPException
 
-from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
@@ -14,6 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import selectors
 from .models import (
     Account,
     AccountDomain,
@@ -23,6 +23,7 @@ from .models import (
     Lead,
     LeadEmail,
     Opportunity,
+    SiteSettings,
     StaffEmail,
     Ticket,
 )
@@ -175,7 +176,7 @@ def _send_confirmation(user, row: StaffEmail, url: str) -> None:
         send_mail(
             "Confirm your address in Relay CRM",
             body,
-            settings.DEFAULT_FROM_EMAIL,
+            selectors.default_from_email(),  # the saved override, else the environment's
             [row.email],
             using="default",  # the system mailer (MAILERS in crm/settings.py)
         )
@@ -309,3 +310,56 @@ def lead_convert(
         ]
     )
     return contact
+
+
+# --- site settings (docs/product.md §8.1) ---------------------------------------------------
+
+SITE_SETTINGS_PERMISSION = "crm.change_sitesettings"
+
+
+def can_change_site_settings(user) -> bool:
+    return bool(user and user.is_active and user.has_perm(SITE_SETTINGS_PERMISSION))
+
+
+@transaction.atomic
+def site_settings_save(
+    *,
+    user,
+    purge_after_days: int | None,
+    default_from_email: str,
+    send_acknowledgements: bool | None,
+) -> SiteSettings:
+    """Save the overrides of the Site settings page. None or "" means "as the environment
+    says" (crm/settings.py). Bad input raises ValidationError and saves nothing."""
+    import logging
+
+    from django.core.exceptions import PermissionDenied
+
+    if not can_change_site_settings(user):
+        raise PermissionDenied("Only administrators change the site settings.")
+    errors = {}
+    if purge_after_days is not None and not 0 <= int(purge_after_days) <= 3650:
+        errors["purge_after_days"] = "Between 0 (keep everything) and 3650 days."
+    sender = (default_from_email or "").strip()
+    if sender:
+        try:
+            sender = normalize_email(sender)
+        except ValidationError:
+            errors["default_from_email"] = "Enter a valid email address, like crm@example.com."
+    if errors:
+        raise ValidationError(errors)
+    row = SiteSettings.objects.select_for_update().filter(pk=1).first() or SiteSettings()
+    row.purge_after_days = purge_after_days
+    row.default_from_email = sender
+    row.send_acknowledgements = send_acknowledgements
+    row.updated_by = user
+    row.save()
+    logging.getLogger("relay.audit").warning(
+        "site settings: purge_after_days=%s default_from_email=%s send_acknowledgements=%s "
+        "(empty: the environment) set by user=%s",
+        purge_after_days,
+        sender or "",
+        send_acknowledgements,
+        user.pk,
+    )
+    return row

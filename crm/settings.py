@@ -332,6 +332,10 @@ RELAY_NOTIFY_EMAIL_AFTER_MINUTES = env.int("RELAY_NOTIFY_EMAIL_AFTER_MINUTES", d
 # This site's address, for links in mail Relay sends as itself (notification mail).
 RELAY_SITE_URL = env("RELAY_SITE_URL", default="http://127.0.0.1:8000")
 RELAY_PURGE_AFTER_DAYS = env.int("RELAY_PURGE_AFTER_DAYS", default=30)
+# The global switch for ticket acknowledgements (docs/product.md §4.2): off, no mailbox sends
+# any, whatever its own switch says. These three are defaults an administrator may override on
+# the Site settings page (docs/product.md §8.1); read them through crm/selectors.py site_settings.
+RELAY_SEND_ACKNOWLEDGEMENTS = env.bool("RELAY_SEND_ACKNOWLEDGEMENTS", default=True)
 RELAY_PAGE_SIZE = 25
 # Seconds before a silent mail server counts as down (docs/reliability.md S-12, I-08).
 RELAY_IMAP_TIMEOUT = env.float("RELAY_IMAP_TIMEOUT", default=60.0)

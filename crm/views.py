@@ -347,3 +347,35 @@ def my_address_confirm(request, token: str):
         {"error": error},
         status=400 if error else 200,
     )
+
+
+@require_http_methods(["GET", "POST"])
+def site_settings_page(request):
+    """Site settings (docs/product.md §8.1): for administrators with the permission; anyone
+    else gets the same 404 as for a page that does not exist."""
+    from django.http import Http404
+
+    from .models import SiteSettings
+
+    if not services.can_change_site_settings(request.user):
+        raise Http404("No such page.")
+    row = SiteSettings.objects.filter(pk=1).first()
+    form = forms.SiteSettingsForm.for_row(row, request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                services.site_settings_save(user=request.user, **form.cleaned_data)
+            except ValidationError as exc:
+                for name, errors in exc.message_dict.items():
+                    form.add_error(name if name in form.fields else None, errors)
+            else:
+                messages.success(request, "Site settings saved. They apply from now on.")
+                return redirect("crm:site_settings")
+        status = 400
+    return render(
+        request,
+        "crm/site_settings.html",
+        {"form": form, "in_force": selectors.site_settings()},
+        status=status,
+    )

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox
+from .models import Folder, LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox, SmtpAuth
 from .permissions import can_manage_mailbox
 from .services import mailbox_access
 from .services import mailboxes as mailbox_services
@@ -40,10 +40,27 @@ class MailboxAdminForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Stored encrypted and never shown again. Leave empty to keep the current one.",
     )
+    new_smtp_password = forms.CharField(
+        label="SMTP password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Only with a separate SMTP login (docs/product.md §2.8). Stored encrypted and "
+        "never shown again. Leave empty to keep the current one.",
+    )
 
     class Meta:
         model = Mailbox
         fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "smtp_auth" in self.fields:
+            # A form that does not send it (a script, an older page) keeps what the mailbox had.
+            self.fields["smtp_auth"].required = False
+
+    def clean_smtp_auth(self):
+        return self.cleaned_data.get("smtp_auth") or self.instance.smtp_auth or SmtpAuth.SAME
 
     def clean(self):
         cleaned = super().clean()
@@ -60,7 +77,7 @@ class MailboxAdminForm(forms.ModelForm):
                 )
             if not cleaned.get("new_password"):
                 self.add_error("new_password", "Enter the mailbox's password.")
-        elif cleaned.get("new_password"):
+        elif cleaned.get("new_password") or cleaned.get("new_smtp_password"):
             edited = copy.copy(self.instance)
             for name in mailbox_services.SERVER_FIELDS:
                 if name in cleaned:
@@ -139,7 +156,19 @@ class MailboxAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Outgoing (SMTP)", {"fields": ("smtp_host", "smtp_port", "smtp_security")}),
+        (
+            "Outgoing (SMTP)",
+            {
+                "fields": (
+                    "smtp_host",
+                    "smtp_port",
+                    "smtp_security",
+                    "smtp_auth",
+                    "smtp_login",
+                    "new_smtp_password",
+                )
+            },
+        ),
         (
             "Sync",
             {
@@ -149,6 +178,7 @@ class MailboxAdmin(admin.ModelAdmin):
                     "refresh_interval",
                     "create_contacts",
                     "create_tickets",
+                    "send_acknowledgements",
                     "forward_unplaced_to",
                     "signature",
                     "privacy",
@@ -197,6 +227,8 @@ class MailboxAdmin(admin.ModelAdmin):
                 "smtp_host",
                 "smtp_port",
                 "smtp_security",
+                "smtp_auth",
+                "smtp_login",
                 "allow_insecure_cert",
             ]
         if obj is not None and obj.kind == Mailbox.Kind.PERSONAL:
@@ -209,7 +241,7 @@ class MailboxAdmin(admin.ModelAdmin):
                 fields.append("privacy")
         return fields
 
-    @method_decorator(sensitive_post_parameters("new_password"))
+    @method_decorator(sensitive_post_parameters("new_password", "new_smtp_password"))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         # The password typed here never reaches an error report (docs/reliability.md C-23).
         return super().changeform_view(request, object_id, form_url, extra_context)
@@ -427,7 +459,10 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
         if change:
             # The one service decides what a change means for the stored secret.
             mailbox_services.mailbox_admin_update(
-                user=request.user, mailbox=obj, new_password=form.cleaned_data["new_password"]
+                user=request.user,
+                mailbox=obj,
+                new_password=form.cleaned_data["new_password"],
+                new_smtp_password=form.cleaned_data["new_smtp_password"],
             )
             return
         # Adding: the one service every entry point creates mailboxes with (duplicate check,
@@ -441,6 +476,7 @@ class MailboxWithGrantsAdmin(MailboxAdmin):
             owner=obj.owner,
             email_address=obj.email_address,
             password=form.cleaned_data["new_password"],
+            smtp_password=form.cleaned_data["new_smtp_password"],
             active_folders=obj.active_folders or None,
             **{name: getattr(obj, name) for name in fields},
         )

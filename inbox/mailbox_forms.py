@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from crm.normalize import normalize_email
 
-from .models import Mailbox, Security
+from .models import Mailbox, Security, SmtpAuth
 
 # Settings of well-known providers, guessed from the address's domain. Everything else gets
 # imap.<domain> / smtp.<domain> with implicit TLS (RFC 8314 prefers it over STARTTLS).
@@ -357,6 +357,85 @@ class MailboxOptionsForm(forms.ModelForm):
             del self.fields["privacy"]  # shared mail is readable in full by every grantee
 
 
+class ServerSettingsForm(_ServerFields):
+    """A password mailbox's servers on its settings page (docs/product.md §2.8): the wizard's
+    fields, a separate SMTP login or none, and the password(s) again when a change needs them
+    (inbox/services/mailboxes.py mailbox_update_servers decides)."""
+
+    password = forms.CharField(
+        label="Password",
+        max_length=1000,
+        strip=False,
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "current-password"}),
+        help_text="Needed when you change a server, a port, the security or the login name: the "
+        "stored password is only ever sent to the settings it was entered for.",
+    )
+    smtp_auth = forms.ChoiceField(
+        label="Sign in to the SMTP server with",
+        choices=SmtpAuth.choices,
+        initial=SmtpAuth.SAME,
+        widget=forms.RadioSelect,
+    )
+    smtp_login = forms.CharField(
+        label="SMTP login name",
+        max_length=320,
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    smtp_password = forms.CharField(
+        label="SMTP password",
+        max_length=1000,
+        strip=False,
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Only for a separate SMTP login. Stored encrypted and never shown again.",
+    )
+
+    field_order = [
+        "imap_host",
+        "imap_port",
+        "imap_security",
+        "login",
+        "password",
+        "smtp_host",
+        "smtp_port",
+        "smtp_security",
+        "smtp_auth",
+        "smtp_login",
+        "smtp_password",
+        "allow_insecure_cert",
+    ]
+
+    @classmethod
+    def for_mailbox(cls, mailbox: Mailbox, data=None) -> ServerSettingsForm:
+        names = ("login", "imap_host", "imap_port", "imap_security", "allow_insecure_cert")
+        names += ("smtp_host", "smtp_port", "smtp_security", "smtp_auth", "smtp_login")
+        return cls(data, initial={n: getattr(mailbox, n) for n in names}, prefix="servers")
+
+    def clean_smtp_login(self):
+        login = (self.cleaned_data.get("smtp_login") or "").strip()
+        if any(ch in login for ch in "\r\n\x00"):
+            raise ValidationError("The login name may not contain line breaks.")
+        return login
+
+    def clean_smtp_password(self):
+        password = self.cleaned_data.get("smtp_password") or ""
+        if any(ch in password for ch in "\r\n\x00"):
+            raise ValidationError("The password may not contain line breaks.")
+        return password
+
+    def clean(self):
+        data = super().clean()
+        if data.get("smtp_auth") == SmtpAuth.SEPARATE and not data.get("smtp_login"):
+            self.add_error("smtp_login", "Enter the SMTP server's login name.")
+        return data
+
+    def server_fields(self) -> dict:
+        data = self.cleaned_data
+        return {n: data[n] for n in self.fields if n not in ("password", "smtp_password")}
+
+
 class SetupForm(forms.Form):
     """Finishing a mailbox connected by signing in with Google or Microsoft: the sign-in gave
     the address and the tokens; the folders, the sync-from date and the options come here."""
@@ -412,6 +491,12 @@ class SupportForm(forms.Form):
         label="New mail opens a ticket",
         required=False,
         help_text="A support mailbox: each new conversation from a customer becomes a ticket.",
+    )
+    send_acknowledgements = forms.BooleanField(
+        label="Acknowledge each new ticket to the customer",
+        required=False,
+        help_text="A short reply quoting the ticket's reference, at most a few per sender an "
+        "hour, never to automated mail or an unverified sender.",
     )
     forward_unplaced_to = forms.CharField(
         label="Forward mail the rules cannot place to",

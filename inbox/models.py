@@ -35,6 +35,8 @@ class Security(models.TextChoices):
 # The owner (or, for a shared mailbox, its admins) is warned this long before an OAuth sign-in
 # is known to die (docs/product.md §2.9).
 GRANT_WARNING = dt.timedelta(days=7)
+
+
 class WatchState(models.TextChoices):
     """How new mail reaches a mailbox (docs/product.md §3.11)."""
 
@@ -62,6 +64,12 @@ class PushGateway(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
+
+
+class SmtpAuth(models.TextChoices):
+    SAME = "same", "The mailbox's login and password"
+    SEPARATE = "separate", "A separate login and password"
+    NONE = "none", "No login (a relay that accepts mail from this server)"
 
 
 class Mailbox(models.Model):
@@ -137,6 +145,16 @@ class Mailbox(models.Model):
     smtp_host = models.CharField(max_length=253, blank=True)
     smtp_port = models.PositiveIntegerField(default=465)
     smtp_security = models.CharField(max_length=10, choices=Security.choices, default=Security.SSL)
+    # How the outgoing server is signed in to (docs/product.md §2.8): with the mailbox's own
+    # login and password, with a login of its own, or not at all (a relay that accepts this
+    # server's mail without one). OAuth mailboxes always use their tokens.
+    smtp_auth = models.CharField(
+        max_length=10, choices=SmtpAuth.choices, default=SmtpAuth.SAME, verbose_name="SMTP login"
+    )
+    smtp_login = models.CharField(
+        max_length=320, blank=True, help_text="The SMTP server's own login name (separate login)."
+    )
+    smtp_password_encrypted = EncryptedTextField()
     allow_insecure_cert = models.BooleanField(
         default=False,
         help_text="Allow a certificate not signed by a trusted authority (off: certificates are "
@@ -173,6 +191,12 @@ class Mailbox(models.Model):
         default=None,
         help_text="Write read/unread back to the mail server (\\Seen). Empty: off for shared "
         "mailboxes, on for personal ones.",
+    )
+    # docs/product.md §4.2: a support mailbox acknowledges each new ticket unless switched off.
+    send_acknowledgements = models.BooleanField(
+        default=True,
+        help_text="Support mailbox: a new ticket sends the customer an acknowledgement quoting "
+        "its reference.",
     )
     reply_sets_waiting = models.BooleanField(
         default=True,
@@ -282,6 +306,13 @@ class Mailbox(models.Model):
     def password(self) -> Secret:
         return Secret(self.password_encrypted)
 
+    def set_smtp_password(self, raw: str) -> None:
+        self.smtp_password_encrypted = encrypt(raw) if raw else ""
+
+    @property
+    def smtp_password(self) -> Secret:
+        return Secret(self.smtp_password_encrypted)
+
     def set_oauth_tokens(
         self, *, access_token: str, refresh_token: str | None, expires_at: dt.datetime | None
     ) -> None:
@@ -316,7 +347,12 @@ class Mailbox(models.Model):
 
 
 ENCRYPTED_FIELDS = {
-    Mailbox: ["password_encrypted", "oauth_access_token_encrypted", "oauth_refresh_token_encrypted"]
+    Mailbox: [
+        "password_encrypted",
+        "smtp_password_encrypted",
+        "oauth_access_token_encrypted",
+        "oauth_refresh_token_encrypted",
+    ]
 }
 
 

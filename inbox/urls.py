@@ -81,6 +81,7 @@ urlpatterns = [
     ),
     path("mailboxes/<int:pk>/setup/", connect.mailbox_setup, name="mailbox_setup"),
     path("mailboxes/<int:pk>/setup/test/", connect.mailbox_setup_test, name="mailbox_setup_test"),
+    path("mailboxes/<int:pk>/servers/", mailboxes.mailbox_servers, name="mailbox_servers"),
     path("mailboxes/<int:pk>/smtp-test/", mailboxes.mailbox_smtp_test, name="mailbox_smtp_test"),
     path("mailboxes/<int:pk>/send-test/", mailboxes.mailbox_send_test, name="mailbox_send_test"),
     path("mailboxes/<int:pk>/health/", mailboxes.mailbox_health_page, name="mailbox_health"),

@@ -27,6 +27,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from crm.selectors import default_from_email
+
 from .models import Digest, Kind, Notification, Preference
 
 log = logging.getLogger(__name__)
@@ -226,7 +228,7 @@ def _send(digest: Digest) -> bool:
         send_mail(
             digest.subject,
             digest.body,
-            settings.DEFAULT_FROM_EMAIL,
+            default_from_email(),  # docs/product.md §8.1: a saved override, else the environment
             [digest.to_address],
             using="default",  # the system mailer (MAILERS in crm/settings.py)
         )

@@ -60,6 +60,7 @@ from crm.models import (
     StaffEmail,
     Ticket,
 )
+from crm.selectors import acknowledgements_on
 from inbox.models import (
     ExclusionPattern,
     Filing,
@@ -153,6 +154,7 @@ class MailboxInfo:
     create_contacts: bool
     create_tickets: bool
     forward_unplaced_to: str
+    send_acknowledgements: bool = True
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class Lookups:
     mailboxes: dict[int, MailboxInfo] = field(default_factory=dict)
     precedence: str = MatchingSettings.Precedence.CONTACT_FIRST
     acknowledgements_per_hour: int = 3
+    acknowledgements_on: bool = True
     exclusions: list[str] = field(default_factory=list)
     staff: set[str] = field(default_factory=set)
     people: dict[str, list[Person]] = field(default_factory=dict)  # address -> contacts, leads
@@ -295,12 +298,20 @@ def load_lookups(facts: list[MessageFacts], *, now: datetime | None = None) -> L
     mailbox_ids = {f.mailbox_id for f in facts}
 
     for row in Mailbox.objects.filter(pk__in=mailbox_ids).values_list(
-        "pk", "email_address", "kind", "create_contacts", "create_tickets", "forward_unplaced_to"
+        "pk",
+        "email_address",
+        "kind",
+        "create_contacts",
+        "create_tickets",
+        "forward_unplaced_to",
+        "send_acknowledgements",
     ):
         lookups.mailboxes[row[0]] = MailboxInfo(*row)
     settings_row = MatchingSettings.load()
     lookups.precedence = settings_row.precedence
     lookups.acknowledgements_per_hour = settings_row.acknowledgements_per_hour
+    # The global switch (docs/product.md §8.1) before each mailbox's own (§4.2).
+    lookups.acknowledgements_on = acknowledgements_on()
     lookups.exclusions = list(ExclusionPattern.objects.values_list("pattern", flat=True))
 
     # Only confirmed addresses are staff: anyone may claim one on "My addresses", but it
@@ -928,6 +939,8 @@ def _support(f, decision, batch, mailbox, sender_is_staff, foreign, in_known_thr
     recipient = f.reply_address
     if decision.unverified:
         return  # a spoofed sender gets no mail from us: no backscatter to a forged address
+    if not (mailbox.send_acknowledgements and lookups.acknowledgements_on):
+        return  # switched off for the mailbox (docs/product.md §4.2) or for all (§8.1)
     if batch.acks.get(recipient, 0) < lookups.acknowledgements_per_hour:
         batch.acks[recipient] = batch.acks.get(recipient, 0) + 1
         decision.acknowledge_to = recipient

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from crm.selectors import default_from_email
+
 KIND_CODES = {"ticket": "t", "opportunity": "o", "contact": "c", "account": "a", "lead": "l"}
 CODE_KINDS = {code: kind for kind, code in KIND_CODES.items()}
 MAC_LENGTH = 20  # base32 characters: 100 bits, far beyond guessing over mail
@@ -44,7 +46,7 @@ def message_id_domain() -> str:
     configured = settings.RELAY_MESSAGE_ID_DOMAIN
     if configured:
         return configured
-    return settings.RELAY_DEFAULT_FROM_EMAIL.rpartition("@")[2] or "relay.invalid"
+    return default_from_email().rpartition("@")[2] or "relay.invalid"
 
 
 def make_message_id(record, *, nonce: str | None = None, domain: str | None = None) -> str:

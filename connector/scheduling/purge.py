@@ -26,11 +26,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from crm.selectors import purge_after_days
 from inbox.models import EmailApiRequest, LedgerEntry, OutboxEntry, PendingChange, TriageEntry
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class PurgeReport:
 
     def summary(self) -> str:
         if self.cutoff is None:
-            return "purging is off (RELAY_PURGE_AFTER_DAYS=0)"
+            return "purging is off (purge after 0 days)"
         parts = ", ".join(f"{name}={n}" for name, n in self.counts.items())
         return f"before {self.cutoff:%Y-%m-%d %H:%M} UTC: {parts}"
 
@@ -75,7 +75,8 @@ def purgeable(cutoff) -> dict[str, object]:
 
 
 def purge(*, days: int | None = None, now=None, batch: int = BATCH, dry_run=False) -> PurgeReport:
-    days = settings.RELAY_PURGE_AFTER_DAYS if days is None else days
+    # The Site settings page's value, else RELAY_PURGE_AFTER_DAYS (docs/product.md §8.1).
+    days = purge_after_days() if days is None else days
     if days <= 0:
         return PurgeReport()
     cutoff = (now or timezone.now()) - timedelta(days=days)

@@ -16,9 +16,8 @@ from django.db import InterfaceError, OperationalError
 from connector.emailapi import intake
 from connector.filing import refile
 from connector.outbound import outbox
-from connector.sync import importer
+from connector.sync import importer, watches
 from connector.sync import mailbox as sync
-from connector.sync import watches
 from connector.transport import oauth
 from inbox.services import conversations
 from inbox.services import mailboxes as mailbox_services

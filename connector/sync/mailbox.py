@@ -40,11 +40,12 @@ from connector.sync.writeback import push_pending_changes
 from connector.transport.errors import AuthenticationFailed, MailError, TemporaryFailure
 from connector.transport.imap import open_session
 from inbox.crypto import SecretUnreadable
-from inbox.models import Mailbox
+from inbox.models import Folder, Mailbox
 from inbox.signals import mailbox_changed, mailbox_needs_reconnect
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
+FIRST_SYNC_SKIPS = (Folder.SpecialUse.TRASH, Folder.SpecialUse.JUNK)
 
 
 def _connect(mailbox: Mailbox):
@@ -197,6 +198,11 @@ def _sync(
         wanted = set(only)
         active = [f for f in active if f.name in wanted]
     initial = not mailbox.first_sync_done
+    if initial:
+        # The first sync leaves Trash and Junk out even when they are ticked: it brings the
+        # mail people kept first, and the next sync takes them, as history (docs/product.md
+        # §3.5; connector/sync/newmail.py sync_folder marks a folder's first enumeration).
+        active = [f for f in active if f.special_use not in FIRST_SYNC_SKIPS]
     plans = {}
     if initial:
         # First sync: count what each folder will bring so the progress bar has a total.

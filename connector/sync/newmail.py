@@ -91,8 +91,17 @@ def sync_folder(
         report.uidvalidity_reset = True
         uids, skipped = _new_uids(mailbox, folder, session, status)
     elif folder.uidvalidity is None:
-        Folder.objects.filter(pk=folder.pk).update(uidvalidity=status.uidvalidity)
+        mark = {}
+        if not initial and mailbox.first_sync_done:
+            # A folder enumerated for the first time after the first sync (Trash and Junk,
+            # which the first sync leaves out, or a folder ticked later): what it holds now is
+            # history like the first sync's, filed but never opening a ticket or answered
+            # (docs/product.md §3.5). Only mail arriving from now on is new.
+            mark["history_below_uid"] = _history_mark(status, session)
+        Folder.objects.filter(pk=folder.pk).update(uidvalidity=status.uidvalidity, **mark)
         folder.uidvalidity = status.uidvalidity
+        if mark:
+            folder.history_below_uid = mark["history_below_uid"]
     uidvalidity = status.uidvalidity
 
     if skipped:
@@ -238,6 +247,14 @@ def _fetch(session, uids: Sequence[int]) -> list[Fetched]:
     return items
 
 
+def _history_mark(status, session) -> int:
+    """The first UID that is new mail: everything on the server now is below it."""
+    if status.uidnext is not None:
+        return status.uidnext
+    # RFC 3501 requires UIDNEXT; a server that omits it is asked.
+    return max(session.search_uids("ALL"), default=0) + 1
+
+
 def _reset_uidvalidity(folder: Folder, status, session, lease: leases.Lease) -> None:
     """docs/reliability.md S-01: the folder's UIDs mean nothing any more. Its locations go (the
     messages and their filings stay, and re-attach by content hash as the folder is enumerated
@@ -251,9 +268,7 @@ def _reset_uidvalidity(folder: Folder, status, session, lease: leases.Lease) -> 
         folder.uidvalidity,
         status.uidvalidity,
     )
-    history_below = status.uidnext
-    if history_below is None:  # RFC 3501 requires UIDNEXT; a server that omits it is asked
-        history_below = max(session.search_uids("ALL"), default=0) + 1
+    history_below = _history_mark(status, session)
     with transaction.atomic():
         lease.check()
         message_ids = list(folder.locations.values_list("message_id", flat=True))

@@ -21,12 +21,13 @@ USER_MESSAGES = {
     # not resolve and one that resolves to an internal address read the same, so Test
     # connection cannot map an internal network (docs/reliability.md C-25).
     "unreachable": "Could not connect to the mail server. Check the host name and port, or "
-    "try again later. A server on your own network must first be allowed by an administrator.",
+    "try again later. A server on your own network or on this machine must first be allowed "
+    "by an administrator, in the RELAY_ALLOWED_MAIL_HOSTS setting.",
     "tls": "The secure connection to the mail server failed: its certificate could not be "
     "verified or it does not offer the encryption chosen. Check the security setting, or "
     "allow an untrusted certificate if you trust this server.",
-    "plaintext": "An unencrypted connection is only allowed to servers on the allow list. "
-    "Choose SSL/TLS or STARTTLS.",
+    "plaintext": "An unencrypted connection is only allowed to servers an administrator "
+    "allowed in the RELAY_ALLOWED_MAIL_HOSTS setting. Choose SSL/TLS or STARTTLS.",
     "protocol": "The mail server gave an answer we could not use.",
     "no_secret": "No password or sign-in is stored for this mailbox: reconnect it.",
 }

@@ -52,18 +52,26 @@ class SmtpSettings:
     @classmethod
     def from_mailbox(cls, mailbox, *, timeout: float = DEFAULT_TIMEOUT) -> SmtpSettings:
         oauth = getattr(mailbox, "connection_type", "imap") in ("google", "microsoft")
+        # docs/product.md §2.8: the mailbox's own login, a separate SMTP login, or none at all.
+        auth = "same" if oauth else getattr(mailbox, "smtp_auth", "same") or "same"
         token = ""
         password = ""
+        login = mailbox.login_name
         if oauth:
             from inbox.crypto import Secret
 
             token = Secret(mailbox.oauth_access_token_encrypted)
             token = token.reveal() if token else ""
-        else:
-            secret = mailbox.password
+        elif auth != "none":
+            secret = mailbox.password if auth == "same" else mailbox.smtp_password
+            if auth == "separate":
+                login = mailbox.smtp_login
             if secret:  # an empty Secret has nothing to decrypt
                 password = secret.reveal() if hasattr(secret, "reveal") else str(secret)
-        if not (token or password):
+        if auth == "none":
+            # A relay that takes this server's mail without a login: nothing is sent to it.
+            login = ""
+        elif not (token or password):
             # Forgotten when the server settings changed (docs/reliability.md C-21): no
             # connection at all, not even an unauthenticated one that would hand the new server
             # the mail; a person reconnects.
@@ -73,7 +81,7 @@ class SmtpSettings:
             host=mailbox.smtp_host,
             port=int(mailbox.smtp_port),
             security=mailbox.smtp_security,
-            login=mailbox.login_name,
+            login=login,
             password=password,
             access_token=token,
             allow_insecure_cert=bool(mailbox.allow_insecure_cert),

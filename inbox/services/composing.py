@@ -10,9 +10,10 @@ import html
 import re
 import secrets
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+
+from crm.selectors import default_from_email
 
 from ..addresses import HEADER_FORBIDDEN, Recipient, check_header_value, parse_recipients
 from ..htmltext import html_to_text
@@ -105,7 +106,7 @@ def _new_message_id(mailbox: Mailbox) -> str:
     """128 random bits: nobody can guess it to thread a forged reply onto our mail
     (docs/reliability.md M-07). Mail sent from a record gets the record's signed token instead when
     it is first sent (connector/outbound/compose.py; the key lives there)."""
-    domain = (mailbox.email_address or settings.RELAY_DEFAULT_FROM_EMAIL).rpartition("@")[2]
+    domain = (mailbox.email_address or default_from_email()).rpartition("@")[2]
     return f"relay-{secrets.token_hex(16)}@{domain or 'relay.invalid'}"
 
 
@@ -154,7 +155,7 @@ def outbox_compose(
         created_by=user,
         state=OutboxEntry.State.QUEUED,
         message_id=_new_message_id(mailbox),
-        from_address=mailbox.email_address or settings.RELAY_DEFAULT_FROM_EMAIL,
+        from_address=mailbox.email_address or default_from_email(),
         to=[str(r) for r in to_list],
         cc=[str(r) for r in cc_list],
         bcc=[str(r) for r in bcc_list],

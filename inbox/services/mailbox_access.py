@@ -93,10 +93,16 @@ def mailbox_forget_lost_primaries(*, mailbox: Mailbox) -> int:
 
 @transaction.atomic
 def mailbox_update_support(
-    *, user, mailbox: Mailbox, create_tickets: bool, forward_unplaced_to: str
+    *,
+    user,
+    mailbox: Mailbox,
+    create_tickets: bool,
+    forward_unplaced_to: str,
+    send_acknowledgements: bool | None = None,
 ) -> Mailbox:
-    """Whether new mail opens tickets and the internal address mail the rules cannot place is
-    forwarded to (shared mailboxes only: docs/reliability.md C-22)."""
+    """Whether new mail opens tickets, whether a new ticket is acknowledged to its customer
+    (docs/product.md §4.2; None leaves it as it is) and the internal address mail the rules
+    cannot place is forwarded to (shared mailboxes only: docs/reliability.md C-22)."""
     _check(user, mailbox)
     forward = (forward_unplaced_to or "").strip()
     if forward:
@@ -113,11 +119,23 @@ def mailbox_update_support(
     changed = []
     if mailbox.create_tickets != bool(create_tickets):
         changed.append(f"create_tickets={bool(create_tickets)}")
+    if send_acknowledgements is None:
+        send_acknowledgements = mailbox.send_acknowledgements
+    if mailbox.send_acknowledgements != bool(send_acknowledgements):
+        changed.append(f"send_acknowledgements={bool(send_acknowledgements)}")
     if mailbox.forward_unplaced_to != forward:
         changed.append(f"forward_unplaced_to={forward or '(none)'}")
     mailbox.create_tickets = bool(create_tickets)
     mailbox.forward_unplaced_to = forward
-    mailbox.save(update_fields=["create_tickets", "forward_unplaced_to", "updated_at"])
+    mailbox.send_acknowledgements = bool(send_acknowledgements)
+    mailbox.save(
+        update_fields=[
+            "create_tickets",
+            "forward_unplaced_to",
+            "send_acknowledgements",
+            "updated_at",
+        ]
+    )
     if changed:
         audit.warning(
             "mailbox=%s %s: %s set by %s",

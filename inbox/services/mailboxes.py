@@ -16,7 +16,7 @@ from django.utils import dateformat, timezone
 from crm.normalize import normalize_email
 
 from .. import ports
-from ..models import LedgerEntry, Mailbox, PrimaryMailbox
+from ..models import LedgerEntry, Mailbox, PrimaryMailbox, SmtpAuth
 from ..permissions import can_manage_mailbox, readable_mailboxes
 from ..signals import mailbox_needs_reconnect
 from .composing import outbox_compose
@@ -305,6 +305,8 @@ CONNECT_FIELDS = (
     "smtp_host",
     "smtp_port",
     "smtp_security",
+    "smtp_auth",
+    "smtp_login",
     "allow_insecure_cert",
     "sync_from",
     "create_contacts",
@@ -313,7 +315,7 @@ CONNECT_FIELDS = (
     "privacy",
 )
 # ...and what only an admin sets, on a shared (support) mailbox.
-ADMIN_CONNECT_FIELDS = ("create_tickets", "forward_unplaced_to")
+ADMIN_CONNECT_FIELDS = ("create_tickets", "send_acknowledgements", "forward_unplaced_to")
 
 
 def mailbox_audit_insecure_cert(user, mailbox: Mailbox) -> None:
@@ -337,6 +339,7 @@ def mailbox_connect(
     password: str,
     active_folders: list[str] | None,
     owner=None,
+    smtp_password: str = "",
     **fields,
 ) -> Mailbox:
     """Create a password (IMAP) mailbox: the one way every entry point does it (the connect
@@ -391,7 +394,15 @@ def mailbox_connect(
         **fields,
     )
     mailbox.set_password(password)
-    mailbox.full_clean(exclude=["password_encrypted"])
+    if mailbox.smtp_auth == SmtpAuth.SEPARATE:
+        if not (mailbox.smtp_login and smtp_password):
+            raise ValidationError(
+                {"smtp_login": "A separate SMTP login needs its login name and password."}
+            )
+        mailbox.set_smtp_password(smtp_password)
+    else:
+        mailbox.smtp_login = ""
+    mailbox.full_clean(exclude=["password_encrypted", "smtp_password_encrypted"])
     mailbox.save()
     mailbox_audit_insecure_cert(user, mailbox)
     if owner is not None and not PrimaryMailbox.objects.filter(user=owner).exists():
@@ -466,8 +477,14 @@ SERVER_FIELDS = {
     "smtp_host": "SMTP server",
     "smtp_port": "SMTP port",
     "smtp_security": "SMTP security",
+    "smtp_auth": "SMTP sign-in",
+    "smtp_login": "SMTP login name",
     "allow_insecure_cert": "certificate check",
 }
+# The fields that decide where the SMTP login goes: a separate SMTP password is forgotten when
+# one of them changes, the mailbox's own password when anything else does too (it signs in to
+# the SMTP server as well unless the mailbox has a separate SMTP login or none).
+SMTP_SIDE = {"smtp_host", "smtp_port", "smtp_security", "smtp_auth", "smtp_login"}
 
 
 def server_changes(before: Mailbox, after: Mailbox) -> list[str]:
@@ -477,6 +494,20 @@ def server_changes(before: Mailbox, after: Mailbox) -> list[str]:
     if "allow_insecure_cert" in changed and not after.allow_insecure_cert:
         changed.remove("allow_insecure_cert")
     return changed
+
+
+def forgotten_secrets(before: Mailbox, after: Mailbox, changed: list[str]) -> tuple[bool, bool]:
+    """(the mailbox's password, its separate SMTP password): which one a change would carry to
+    a server, or as a login, it was not entered for (docs/reliability.md C-21)."""
+    if not changed:
+        return False, False
+    everywhere = {"email_address", "connection_type", "allow_insecure_cert"}
+    smtp_side = set(changed) & (SMTP_SIDE | everywhere)
+    imap_side = set(changed) - SMTP_SIDE
+    # The old SMTP server had it already: only where the new settings send it counts.
+    password_goes_to_smtp = after.smtp_auth == SmtpAuth.SAME
+    forgets_password = bool(imap_side) or (bool(smtp_side) and password_goes_to_smtp)
+    return forgets_password, bool(smtp_side)
 
 
 def _shown(mailbox: Mailbox, name: str) -> str:
@@ -508,7 +539,9 @@ def _name(user) -> str:
 
 
 @transaction.atomic
-def mailbox_admin_update(*, user, mailbox: Mailbox, new_password: str = "") -> list[str]:
+def mailbox_admin_update(
+    *, user, mailbox: Mailbox, new_password: str = "", new_smtp_password: str = ""
+) -> list[str]:
     """Save a mailbox edited in the admin site (`mailbox` carries the edited, unsaved values).
 
     A change to where it connects or as whom (SERVER_FIELDS) forgets its password and OAuth
@@ -516,8 +549,11 @@ def mailbox_admin_update(*, user, mailbox: Mailbox, new_password: str = "") -> l
     reconnect" with a notice saying who changed what, shown to the owner (and, for a shared
     mailbox, the admins) until someone who knows the password reconnects
     (docs/reliability.md C-21). Whoever may manage the mailbox (its owner; admins for a shared
-    one) may type the new password in the same form instead. A personal mailbox's kind, owner
-    and privacy are its owner's (docs/product.md §2.2). Returns the server fields changed."""
+    one) may type the new password in the same form instead. A separate SMTP password
+    (docs/product.md §2.8) is forgotten only when the SMTP side changes. The settings page, the
+    admin site and the wizard's later fixes all save server settings here. A personal mailbox's
+    kind, owner and privacy are its owner's (docs/product.md §2.2). Returns the server fields
+    changed."""
     before = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
     if before.kind == Mailbox.Kind.PERSONAL:
         if mailbox.kind != before.kind or mailbox.owner_id != before.owner_id:
@@ -525,26 +561,40 @@ def mailbox_admin_update(*, user, mailbox: Mailbox, new_password: str = "") -> l
         if mailbox.privacy != before.privacy and (user is None or user.pk != before.owner_id):
             raise PermissionDenied("Only the owner chooses what others see of their mail.")
     changed = server_changes(before, mailbox)
-    if new_password and changed and not can_manage_mailbox(user, before):
+    if (new_password or new_smtp_password) and changed and not can_manage_mailbox(user, before):
         raise ValidationError(
             {
                 "new_password": "Only the owner enters this mailbox's password after its "
                 "server settings change: leave it empty, they will be asked to reconnect."
             }
         )
+    forgets_password, forgets_smtp = forgotten_secrets(before, mailbox, changed)
     if changed:
-        mailbox.password_encrypted = ""
         mailbox.oauth_access_token_encrypted = ""
         mailbox.oauth_refresh_token_encrypted = ""
         mailbox.oauth_expires_at = None
+    if forgets_password or (changed and mailbox.connection_type != Mailbox.ConnectionType.IMAP):
+        mailbox.password_encrypted = ""
+    if forgets_smtp or mailbox.smtp_auth != SmtpAuth.SEPARATE:
+        mailbox.smtp_password_encrypted = ""
     if new_password:
         mailbox.set_password(new_password)
-    if changed and not new_password:
+    if new_smtp_password and mailbox.smtp_auth == SmtpAuth.SEPARATE:
+        mailbox.set_smtp_password(new_smtp_password)
+    missing = (forgets_password and not new_password) or (
+        mailbox.connection_type != Mailbox.ConnectionType.IMAP and changed
+    )
+    missing_smtp = (
+        mailbox.smtp_auth == SmtpAuth.SEPARATE
+        and bool(mailbox.smtp_host)
+        and not mailbox.smtp_password_encrypted
+    )
+    if changed and (missing or missing_smtp):
         mailbox.state = Mailbox.State.NEEDS_RECONNECT
         mailbox.next_sync_at = None
         mailbox.reconnect_reason = _reconnect_reason(user, before, mailbox, changed)
     mailbox.save()
-    if changed and not new_password:
+    if changed and (missing or missing_smtp):
         mailbox_needs_reconnect.send(
             sender=Mailbox,
             mailbox_id=mailbox.pk,
@@ -561,6 +611,116 @@ def mailbox_admin_update(*, user, mailbox: Mailbox, new_password: str = "") -> l
         )
     if "allow_insecure_cert" in changed:
         mailbox_audit_insecure_cert(user, mailbox)
+    return changed
+
+
+# What the settings page's "Server settings" may change (docs/product.md §2.8).
+EDITABLE_SERVER_FIELDS = (
+    "login",
+    "imap_host",
+    "imap_port",
+    "imap_security",
+    "allow_insecure_cert",
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "smtp_auth",
+    "smtp_login",
+)
+
+
+class ServerTestFailed(ValidationError):
+    """The new settings did not work against the server: nothing was saved."""
+
+
+def mailbox_update_servers(
+    *, user, mailbox: Mailbox, password: str = "", smtp_password: str = "", **fields
+) -> list[str]:
+    """Change where a password (IMAP) mailbox connects, from its settings page
+    (docs/product.md §2.8). The new settings are tested against the servers first (the
+    wizard's test, through inbox/ports.py), with the password typed again whenever a change
+    would otherwise carry the stored one somewhere it was not entered for; a failed test
+    saves nothing and says which server failed and why. The save itself is
+    mailbox_admin_update's, as in the admin site. A mailbox that was waiting for a reconnect
+    syncs again, since its settings were just seen to work. Returns the fields changed."""
+    unknown = set(fields) - set(EDITABLE_SERVER_FIELDS)
+    if unknown:
+        raise TypeError(f"These cannot be changed here: {sorted(unknown)}")
+    before = Mailbox.objects.get(pk=mailbox.pk)
+    if not can_manage_mailbox(user, before):
+        raise PermissionDenied("You may not change this mailbox.")
+    if before.connection_type != Mailbox.ConnectionType.IMAP:
+        raise ValidationError(
+            f"{before.get_connection_type_display()} sets this mailbox's servers: sign in again "
+            "with Reconnect instead."
+        )
+    edited = Mailbox.objects.get(pk=mailbox.pk)
+    for name, value in fields.items():
+        setattr(edited, name, value)
+    if edited.smtp_auth != SmtpAuth.SEPARATE:
+        edited.smtp_login = ""
+    if edited.smtp_auth == SmtpAuth.SEPARATE and not edited.smtp_login:
+        raise ValidationError({"smtp_login": "Enter the SMTP server's login name."})
+    edited.full_clean(exclude=["password_encrypted", "smtp_password_encrypted"])
+    changed = server_changes(before, edited)
+    if not changed:
+        return []
+    forgets_password, forgets_smtp = forgotten_secrets(before, edited, changed)
+    needs_smtp_password = (
+        edited.smtp_auth == SmtpAuth.SEPARATE
+        and bool(edited.smtp_host)
+        and (forgets_smtp or not before.smtp_password_encrypted)
+    )
+    errors = {}
+    if forgets_password and not password:
+        errors["password"] = (
+            "Enter the mailbox's password again: the stored one is only ever sent to the "
+            "settings it was entered for."
+        )
+    if needs_smtp_password and not smtp_password:
+        errors["smtp_password"] = "Enter the SMTP server's password."
+    if errors:
+        raise ValidationError(errors)
+    # The candidate carries the secrets the saved mailbox will have, never saved here.
+    candidate = Mailbox.objects.get(pk=mailbox.pk)
+    for name in EDITABLE_SERVER_FIELDS:
+        setattr(candidate, name, getattr(edited, name))
+    if password:
+        candidate.set_password(password)
+    if smtp_password and edited.smtp_auth == SmtpAuth.SEPARATE:
+        candidate.set_smtp_password(smtp_password)
+    report = ports.mail().test_connection(candidate)
+    if not report.ok:
+        raise ServerTestFailed(
+            f"The incoming server (IMAP) {edited.imap_host}:{edited.imap_port} did not work "
+            f"with these settings: {report.error} Nothing was saved."
+        )
+    if edited.smtp_host and not report.smtp_ok:
+        raise ServerTestFailed(
+            f"The outgoing server (SMTP) {edited.smtp_host}:{edited.smtp_port} did not work "
+            f"with these settings: {report.smtp_error} Nothing was saved."
+        )
+    with transaction.atomic():
+        changed = mailbox_admin_update(
+            user=user, mailbox=candidate, new_password=password, new_smtp_password=smtp_password
+        )
+        if changed:
+            # Just seen to work: a mailbox waiting for a reconnect (or retrying) syncs again,
+            # from where it stopped.
+            Mailbox.objects.filter(
+                pk=mailbox.pk,
+                state__in=[Mailbox.State.NEEDS_RECONNECT, Mailbox.State.ERROR],
+            ).update(
+                state=Mailbox.State.ACTIVE,
+                reconnect_reason="",
+                last_error="",
+                refused_by="",
+                consecutive_failures=0,
+                next_sync_at=None,
+            )
+    mailbox.refresh_from_db()
+    if mailbox.state == Mailbox.State.ACTIVE:
+        mailbox_request_sync(mailbox=mailbox)
     return changed
 
 

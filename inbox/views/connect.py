@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -216,6 +217,16 @@ def mailbox_connect(request):
             form.add_error(None, exc.messages)
         return _connect_page(request, form, result=result, status=400)
     messages.success(request, f"{mailbox.email_address} is connected. The first sync has started.")
+    if mailbox.smtp_host and report.smtp_ok is False:
+        # The wizard said "fix the outgoing settings later": this is where (docs/product.md §2.8).
+        messages.warning(
+            request,
+            format_html(
+                'Sending does not work yet. <a href="{}#servers">Fix the outgoing settings</a> '
+                "on the mailbox's settings page.",
+                reverse("inbox:mailbox_settings", args=[mailbox.pk]),
+            ),
+        )
     return redirect("inbox:mailbox_health", pk=mailbox.pk)
 
 

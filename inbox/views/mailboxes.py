@@ -15,13 +15,16 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
+from crm.services import can_change_site_settings
 from inbox.mailbox_forms import (
     ApiSenderForm,
     ExclusionForm,
     GrantForm,
     MailboxOptionsForm,
+    ServerSettingsForm,
     SupportForm,
 )
 from inbox.models import EmailApiSender, ExclusionPattern, LedgerEntry, Mailbox, MatchingSettings
@@ -55,7 +58,11 @@ def mailbox_list(request):
     return render(
         request,
         "inbox/mailboxes/list.html",
-        {"rows": rows, "can_create_shared": request.user.is_superuser},
+        {
+            "rows": rows,
+            "can_create_shared": request.user.is_superuser,
+            "can_change_site_settings": can_change_site_settings(request.user),
+        },
     )
 
 
@@ -156,10 +163,18 @@ def mailbox_settings(request, pk: int):
             "form": form,
             "can_manage": can_manage,
             "oauth_options": {o["value"]: o for o in oauth_options()},
+            "server_form": _server_form(mailbox, can_manage),
             **_admin_sections(mailbox, can_manage),
         },
         status=status,
     )
+
+
+def _server_form(mailbox: Mailbox, can_manage: bool, form=None):
+    """Server settings (docs/product.md §2.8): for whoever manages a password mailbox."""
+    if not can_manage or mailbox.connection_type != Mailbox.ConnectionType.IMAP:
+        return None
+    return form or ServerSettingsForm.for_mailbox(mailbox)
 
 
 def _admin_sections(mailbox: Mailbox, can_manage: bool, **forms) -> dict:
@@ -184,6 +199,7 @@ def _admin_sections(mailbox: Mailbox, can_manage: bool, **forms) -> dict:
             initial={
                 "create_tickets": mailbox.create_tickets,
                 "forward_unplaced_to": mailbox.forward_unplaced_to,
+                "send_acknowledgements": mailbox.send_acknowledgements,
             }
         ),
     }
@@ -199,10 +215,52 @@ def _settings_again(request, mailbox: Mailbox, status: int = 400, **forms):
             "form": MailboxOptionsForm(instance=mailbox),
             "can_manage": True,
             "oauth_options": {o["value"]: o for o in oauth_options()},
+            "server_form": _server_form(mailbox, True, forms.pop("server_form", None)),
             **_admin_sections(mailbox, True, **forms),
         },
         status=status,
     )
+
+
+# The passwords never reach an error report (docs/reliability.md C-23).
+@sensitive_post_parameters("servers-password", "servers-smtp_password")
+@require_POST
+def mailbox_servers(request, pk: int):
+    """Server settings (docs/product.md §2.8): tested against the servers, then saved; a failed
+    test saves nothing and the page says which server failed and why."""
+    mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if mailbox.connection_type != Mailbox.ConnectionType.IMAP:
+        raise Http404("No such page.")
+    form = ServerSettingsForm.for_mailbox(mailbox, request.POST)
+    if not form.is_valid():
+        return _settings_again(request, mailbox, server_form=form)
+    hosts = {form.cleaned_data["imap_host"], form.cleaned_data["smtp_host"]} - {""}
+    if not all(test_allowed(request.user, host) for host in sorted(hosts)):
+        form.add_error(None, TOO_MANY_TESTS)
+        return _settings_again(request, mailbox, status=429, server_form=form)
+    try:
+        changed = mailbox_services.mailbox_update_servers(
+            user=request.user,
+            mailbox=mailbox,
+            password=form.cleaned_data["password"],
+            smtp_password=form.cleaned_data["smtp_password"],
+            **form.server_fields(),
+        )
+    except ValidationError as exc:
+        if hasattr(exc, "error_dict"):
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            form.add_error(None, exc.messages)
+        mailbox.refresh_from_db()
+        return _settings_again(request, mailbox, server_form=form)
+    if changed:
+        messages.success(
+            request, "Server settings tested and saved: signing in to the servers works."
+        )
+    else:
+        messages.info(request, "Nothing changed in the server settings.")
+    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#servers")
 
 
 def _shared_managed_or_404(request, pk: int) -> Mailbox:

@@ -521,3 +521,83 @@ def test_only_an_admin_starts_a_shared_mailbox_sign_in(client, request, world, p
         else:
             assert response.status_code == 404, (persona, provider)
     assert "relay_oauth_flows" not in client.session
+
+
+# Who changes a mailbox's servers (docs/product.md §2.8): its owner for a personal mailbox (admins
+# included, nobody else), admins for a shared one.
+SERVER_MANAGERS = {"personal": {"owner"}, "shared": {"admin_user"}}
+
+
+@pytest.mark.parametrize("which", ["personal", "shared"])
+@pytest.mark.parametrize("persona", [*PERSONAS, "anonymous"])
+def test_server_settings_only_for_whoever_manages_the_mailbox(
+    client, request, world, which, persona
+):
+    mailbox = world[which]["mailbox"]
+    user = None if persona == "anonymous" else _persona(persona, request, world)
+    client = _login(client, user)
+    url = reverse("inbox:mailbox_servers", args=[mailbox.pk])
+    data = {
+        "servers-imap_host": "evil.example",
+        "servers-imap_port": "993",
+        "servers-imap_security": "ssl",
+        "servers-smtp_host": "evil.example",
+        "servers-smtp_port": "465",
+        "servers-smtp_security": "ssl",
+        "servers-smtp_auth": "same",
+        "servers-password": "guess",
+    }
+    before = (mailbox.imap_host, mailbox.smtp_host, mailbox.password_encrypted)
+    allowed = persona in SERVER_MANAGERS[which]
+    page = client.get(reverse("inbox:mailbox_settings", args=[mailbox.pk]))
+    if allowed:
+        assert 'id="servers"' in page.content.decode()
+        # Unchanged settings: nothing to test, nothing to save.
+        unchanged = {
+            **data,
+            "servers-imap_host": mailbox.imap_host,
+            "servers-imap_port": str(mailbox.imap_port),
+            "servers-imap_security": mailbox.imap_security,
+            "servers-smtp_host": mailbox.smtp_host,
+            "servers-smtp_port": str(mailbox.smtp_port),
+            "servers-smtp_security": mailbox.smtp_security,
+            "servers-login": mailbox.login,
+        }
+        assert client.post(url, unchanged).status_code == 302
+    elif page.status_code == 200:
+        assert 'id="servers"' not in page.content.decode()  # a grantee sees no server form
+    for headers in ({}, HTMX):
+        response = client.post(url, data, headers=headers)
+        if persona == "anonymous":
+            assert response.status_code == 302
+            assert response["Location"].startswith(reverse("login"))
+        elif not allowed:
+            assert response.status_code == 404, (persona, which)
+        missing = url.replace(f"/{mailbox.pk}/", f"/{mailbox.pk + 1000}/")
+        if persona != "anonymous":
+            assert client.post(missing, data, headers=headers).status_code == 404
+    if not allowed:
+        mailbox.refresh_from_db()
+        assert (mailbox.imap_host, mailbox.smtp_host, mailbox.password_encrypted) == before
+
+
+@pytest.mark.parametrize("persona", [*PERSONAS, "anonymous"])
+def test_site_settings_only_for_administrators(client, request, world, persona):
+    """docs/product.md §8.1: the Site settings page is for users with the permission
+    (superusers have it); everyone else gets the 404 of a missing page and changes nothing."""
+    from crm.models import SiteSettings
+
+    user = None if persona == "anonymous" else _persona(persona, request, world)
+    client = _login(client, user)
+    url = reverse("crm:site_settings")
+    data = {"purge_after_days": "1", "default_from_email": "x@evil.example"}
+    for method, payload in (("get", None), ("post", data)):
+        response = getattr(client, method)(url, payload)
+        if persona == "anonymous":
+            assert response.status_code == 302
+            assert response["Location"].startswith(reverse("login"))
+        elif persona == "admin_user":
+            assert response.status_code in (200, 302)
+        else:
+            assert response.status_code == 404, persona
+    assert SiteSettings.objects.exists() == (persona == "admin_user")

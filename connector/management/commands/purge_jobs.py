@@ -3,7 +3,6 @@ runs the same every day; see connector/scheduling/purge.py for what is and is ne
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from connector.scheduling import purge
@@ -17,8 +16,8 @@ class Command(BaseCommand):
             "--days",
             type=int,
             default=None,
-            help="Age in days (default: RELAY_PURGE_AFTER_DAYS, "
-            f"now {settings.RELAY_PURGE_AFTER_DAYS}).",
+            help="Age in days (default: the Site settings page's value, else "
+            "RELAY_PURGE_AFTER_DAYS).",
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."

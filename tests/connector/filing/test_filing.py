@@ -159,6 +159,38 @@ def test_at_most_three_acknowledgements_per_sender_per_hour(support, ana):
     assert acknowledgements(to=["ana@acme.example"]).count() == 3
 
 
+def test_acknowledgements_switched_off_on_the_settings_page_opens_tickets_and_answers_none(
+    support, ana, client, admin_user
+):
+    """docs/product.md §4.2: acknowledgements are a per-mailbox switch on its settings page
+    (the Tickets and forwarding section), and the filing code respects it."""
+    from django.urls import reverse
+
+    client.force_login(admin_user)
+    page = client.get(reverse("inbox:mailbox_settings", args=[support.pk])).content.decode()
+    assert 'name="send_acknowledgements"' in page and "Acknowledge each new ticket" in page
+    response = client.post(
+        reverse("inbox:mailbox_support", args=[support.pk]),
+        {"create_tickets": "on", "forward_unplaced_to": ""},
+        follow=True,
+    )
+    assert "Tickets and forwarding saved." in response.content.decode()
+    support.refresh_from_db()
+    assert support.create_tickets and not support.send_acknowledgements
+
+    file(mail(support, sender="ana@acme.example", subject="Printer on fire"))
+
+    assert Ticket.objects.get().subject == "Printer on fire"
+    assert not acknowledgements().exists()
+
+    client.post(
+        reverse("inbox:mailbox_support", args=[support.pk]),
+        {"create_tickets": "on", "send_acknowledgements": "on", "forward_unplaced_to": ""},
+    )
+    file(mail(support, sender="ana@acme.example", subject="Still on fire"))
+    assert acknowledgements().get().to == ["ana@acme.example"]
+
+
 def test_unplaceable_mail_goes_to_triage_and_is_forwarded(support):
     support.create_contacts = False
     support.create_tickets = False
@@ -245,6 +277,50 @@ def test_adding_an_address_files_past_mail_in_the_background(django_capture_on_c
         assert ("contact", bea.pk, "sender") in filed(message)
         assert not triage(message)  # the triage entry is resolved
     assert ("contact", bea.pk, "recipient") in filed(cc_only)
+
+
+@pytest.mark.usefixtures("eager_celery")
+@pytest.mark.parametrize("kind", ["contact", "lead", "account"])
+def test_an_address_or_domain_added_in_the_admin_site_files_past_mail(
+    kind, client, admin_user, django_capture_on_commit_callbacks
+):
+    """docs/product.md §4.5: the admin site's inline saves through the web form's service, so
+    past mail is filed there too; a removed address goes, an untouched one stays."""
+    from django.urls import reverse
+
+    mailbox = f.SharedMailboxFactory()
+    past = [mail(mailbox, sender="bea@later.example") for _ in range(2)]
+    file(*past)
+    client.force_login(admin_user)
+    if kind == "account":
+        record = f.AccountFactory(name="Later Inc", domains=["old.example"])
+        data = {"name": "Later Inc", "website": "", "phone": "", "owner": ""}
+        prefix, field, values = "domains", "domain", ["old.example", "Later.Example"]
+        rule = "domain"
+    else:
+        factory = f.ContactFactory if kind == "contact" else f.LeadFactory
+        record = factory(first_name="Bea", last_name="Later", emails=["old@later.example"])
+        data = {"first_name": "Bea", "last_name": "Later", "phone": "", "owner": ""}
+        data |= {"title": "", "account": ""} if kind == "contact" else {}
+        if kind == "lead":
+            data |= {"company_name": record.company_name, "status": record.status}
+            data |= {"converted_contact": "", "converted_account": ""}
+        prefix, field, values = "emails", "email", ["old@later.example", "Bea@Later.example"]
+        rule = "sender" if kind == "contact" else "lead"
+    existing = list(getattr(record, prefix).all())
+    data |= {f"{prefix}-TOTAL_FORMS": "2", f"{prefix}-INITIAL_FORMS": "1"}
+    data |= {f"{prefix}-0-id": existing[0].pk, f"{prefix}-0-{field}": values[0]}
+    data |= {f"{prefix}-0-{kind}": record.pk, f"{prefix}-1-{field}": values[1]}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse(f"admin:crm_{kind}_change", args=[record.pk]), data)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    stored = sorted(getattr(record, prefix).values_list(field, flat=True))
+    assert stored == sorted(v.lower() for v in values)
+    for message in past:
+        assert (kind, record.pk, rule) in filed(message)
+        assert not triage(message)
 
 
 @pytest.mark.usefixtures("eager_celery")

@@ -88,6 +88,47 @@ def test_inbox_and_sent_are_active_by_default_and_trash_and_junk_are_not(imap_us
     ]
 
 
+def test_first_sync_leaves_ticked_trash_and_junk_for_the_next_one_which_takes_them_as_history(
+    imap_user,
+):
+    """docs/product.md §3.5: the first sync skips Trash and Junk even when they are ticked; the
+    next sync brings them, and what they held is history (Done, like the first sync's mail),
+    while mail that lands there afterwards is new."""
+    from inbox.models import Thread
+
+    dovecot = imap_user.server
+    for name in ("Trash", "Junk"):
+        dovecot.create_folder(imap_user, name)
+    dovecot.deliver(imap_user, make_raw("kept"))
+    dovecot.deliver(imap_user, make_raw("binned"), folder="Trash")
+    dovecot.deliver(imap_user, make_raw("spam"), folder="Junk")
+    mailbox = make_mailbox(imap_user, active_folders=["INBOX", "Trash", "Junk"])
+
+    first = run(mailbox)
+    assert [r.name for r in first.folders] == ["INBOX"]
+    assert list(Message.objects.filter(mailbox=mailbox).values_list("subject", flat=True)) == [
+        "kept"
+    ]
+    mailbox.refresh_from_db()
+    assert mailbox.first_sync_done
+    assert sorted(mailbox.active_folders) == ["INBOX", "Junk", "Trash"]  # still ticked
+
+    second = run(mailbox)
+    assert second.total("stored") == 2
+    subjects = set(Message.objects.filter(mailbox=mailbox).values_list("subject", flat=True))
+    assert subjects == {"kept", "binned", "spam"}
+    for subject in ("binned", "spam"):
+        thread = Message.objects.get(mailbox=mailbox, subject=subject).thread
+        assert thread.status == Thread.Status.DONE, subject  # history, not work
+    assert_in_step(mailbox, imap_user)
+
+    dovecot.deliver(imap_user, make_raw("new spam"), folder="Junk")
+    assert run(mailbox).total("stored") == 1
+    fresh = Message.objects.get(mailbox=mailbox, subject="new spam").thread
+    assert fresh.status == Thread.Status.OPEN
+    assert_idempotent(mailbox, imap_user)
+
+
 def test_first_sync_brings_only_mail_since_the_sync_from_date(imap_user):
     dovecot = imap_user.server
     old = timezone.now() - dt.timedelta(days=60)
