@@ -251,8 +251,10 @@ def release_held(entry_id: int, *, now=None) -> bool:
             pk=entry_id, state=OutboxEntry.State.SCHEDULED, next_attempt_at__lte=now
         ).update(
             state=OutboxEntry.State.QUEUED,
-            # As the tick's dispatch claim: not enqueued a second time while its task waits.
-            next_attempt_at=now + DISPATCH_CLAIM,
+            # Due at once: if this worker's claim is skipped (Undo's losing UPDATE may still
+            # hold the row for a moment), the next tick sends it; a second enqueue finds it
+            # claimed (_claim).
+            next_attempt_at=None,
             updated_at=now,
         )
         if released:

@@ -364,11 +364,13 @@ def message_forward(
     attachments=(),
     include_attachments: bool = True,
     keep_attachments=None,
+    subject: str | None = None,
     record=None,
     mailbox: Mailbox | None = None,
     include_signature: bool = True,
     hold: bool = False,
     draft=None,
+    allow_empty_subject: bool = True,
 ):
     """Forward `message` with its attachments (stored blobs: nothing is downloaded again);
     `keep_attachments`, ids of the original's attachments, keeps only those (the person
@@ -417,7 +419,7 @@ def message_forward(
         to=to,
         cc=cc,
         bcc=bcc,
-        subject=f"Fwd: {base}" if base else "Fwd:",
+        subject=(f"Fwd: {base}" if base else "Fwd:") if subject is None else subject,
         text_body=text_body,
         html_body=html_body,
         attachments=rows,
@@ -426,4 +428,5 @@ def message_forward(
         include_signature=False,
         hold=hold,
         draft=draft,
+        allow_empty_subject=allow_empty_subject,
     )

@@ -358,7 +358,13 @@ def _send(request, form, *, original, mode: str, record) -> OutboxEntry:
     if mode == "forward":
         keep = [v for v in request.POST.getlist("forward_attachment") if v.isdigit()]
         return message_forward(
-            message=original, to=cleaned["to"], record=record, keep_attachments=keep, **common
+            message=original,
+            to=cleaned["to"],
+            subject=cleaned["subject"],
+            record=record,
+            keep_attachments=keep,
+            allow_empty_subject=cleaned["confirm_no_subject"],
+            **common,
         )
     return outbox_compose(
         to=cleaned["to"],

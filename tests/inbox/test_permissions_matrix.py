@@ -96,7 +96,13 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
         (
             "post",
             reverse("inbox:compose"),
-            {"reply_to": m, "mode": "forward", "mailbox": box, "to": "x@example.com"},
+            {
+                "reply_to": m,
+                "mode": "forward",
+                "mailbox": box,
+                "to": "x@example.com",
+                "subject": "F",
+            },
         ),
         (
             "post",

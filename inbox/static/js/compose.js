@@ -236,7 +236,8 @@
       });
       showStatus(files && files.length ? "Attaching…" : "Saving…");
       dirty = false;
-      saving = fetch(form.action, {
+      // form.getAttribute: form.action would be the "Save draft" button, named "action".
+      saving = fetch(form.getAttribute("action"), {
         method: "POST",
         body: data,
         credentials: "same-origin",
