@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import ports
-from ..models import Mailbox, OutboxEntry
+from ..models import Draft, Mailbox, OutboxEntry
 from ..permissions import readable_mailboxes
 from ..signals import outbox_entry_stuck
 
@@ -135,6 +135,9 @@ def outbox_cancel(*, user, entry) -> None:
         raise ValidationError(
             "Too late to cancel: the message is already being sent (or no longer waiting)."
         )
+    # A held message's draft (docs/product.md §5.5) goes with it: the cancelled entry keeps
+    # what was written.
+    Draft.objects.filter(sent_entry_id=entry.pk).delete()
 
 
 @transaction.atomic

@@ -161,3 +161,26 @@ def test_the_drafts_page_lists_only_ones_own_at_a_fixed_number_of_queries(
     with django_assert_max_num_queries(len(few.captured_queries)):
         html = olivia.get(reverse("inbox:drafts")).content.decode()
     assert html.count('class="relay-draft"') == 16
+
+
+@pytest.mark.django_db
+def test_cancelling_a_held_message_takes_its_draft_with_it(owner, personal_mailbox):
+    from inbox.services.composing import outbox_compose
+    from inbox.services.outbox import outbox_cancel
+
+    draft = draft_save(user=owner, mailbox=personal_mailbox, subject="Held", body_text="x")
+    entry = outbox_compose(
+        user=owner,
+        mailbox=personal_mailbox,
+        to="ana@acme.example",
+        subject="Held",
+        text_body="x",
+        hold=True,
+        draft=draft,
+    )
+    assert entry.state == OutboxEntry.State.SCHEDULED
+    assert Draft.objects.get().sent_entry_id == entry.pk
+    outbox_cancel(user=owner, entry=entry)
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.CANCELLED and entry.text_body == "x"
+    assert not Draft.objects.exists()
