@@ -72,9 +72,16 @@ class ConnectorPort:
             )
         )
 
-    def send_soon(self, entry_id: int) -> None:
+    def send_soon(self, entry_id: int, delay_seconds: float = 0) -> None:
         # robust: a broker hiccup must not fail the person's save; the outbox tick sends it.
-        transaction.on_commit(lambda: tasks.send_outbox_entry.delay(entry_id), robust=True)
+        # A countdown that fires early (or eager tasks, which ignore it) finds the entry still
+        # held and does nothing (connector/outbound/outbox.py process_entry).
+        transaction.on_commit(
+            lambda: tasks.send_outbox_entry.apply_async(
+                (entry_id,), countdown=delay_seconds or None
+            ),
+            robust=True,
+        )
 
     def import_soon(self, job_id: int) -> None:
         # robust: a broker hiccup must not fail the upload; the beat enqueues a waiting job.

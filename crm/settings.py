@@ -460,6 +460,9 @@ RELAY_OAUTH_TIMEOUT = env.float("RELAY_OAUTH_TIMEOUT", default=20.0)
 # Seconds an SMTP server may stay silent; after the message's final "." the outcome is then
 # unknown and the outbox entry goes to "verify", never re-sent by itself (docs/reliability.md M-05).
 RELAY_SMTP_TIMEOUT = env.float("RELAY_SMTP_TIMEOUT", default=60.0)
+# Seconds a message a person sent is held ("scheduled") so that Undo can take it back to the
+# editor; no worker sends it before (docs/product.md §5.5, docs/reliability.md M-12). 0: no undo.
+RELAY_UNDO_SEND_SECONDS = env.int("RELAY_UNDO_SEND_SECONDS", default=10)
 
 # --- Logging --------------------------------------------------------------------------------
 # One line per event (logfmt, or JSON with LOG_FORMAT=json) with mailbox and message ids; the

@@ -120,7 +120,13 @@ class ComposeForm(forms.Form):
     body = forms.CharField(
         label="Message", required=False, widget=forms.Textarea(attrs={"rows": 12})
     )
+    # The rich-text editor's HTML (sanitised by the services, docs/reliability.md X-20); empty
+    # without JavaScript, when the plain textarea is the message.
+    body_html = forms.CharField(required=False, widget=forms.HiddenInput)
     attachments = MultipleFileField(label="Attachments", required=False)
+    draft = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    # "Send without a subject?" answered yes (docs/product.md §5.5).
+    confirm_no_subject = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, mailboxes=(), forwarding: bool = False, **kwargs):
         super().__init__(*args, **kwargs)

@@ -878,6 +878,9 @@ class OutboxEntry(models.Model):
         VERIFY = "verify", "Outcome unknown: verifying"
         # A person cancelled it before any worker took it (docs/product.md §5.4).
         CANCELLED = "cancelled", "Cancelled"
+        # Held for RELAY_UNDO_SEND_SECONDS after Send so that Undo can take it back; no worker
+        # claims it until next_attempt_at (docs/product.md §5.5, docs/reliability.md M-12).
+        SCHEDULED = "scheduled", "Scheduled: can still be undone"
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="outbox")
     created_by = models.ForeignKey(
@@ -953,6 +956,60 @@ class OutboxEntry(models.Model):
         ordering = ["-created_at"]
         verbose_name_plural = "outbox entries"
         indexes = [models.Index(fields=["created_by", "state"], name="outbox_by_user_state")]
+
+
+class Draft(models.Model):
+    """What a person is writing, saved as they type (docs/product.md §5.5): at most one per
+    user and conversation, any number of new messages. Private to its author: every read and
+    write filters on `user` (inbox/selectors/drafts.py, inbox/services/drafts.py)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="drafts"
+    )
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.CASCADE, related_name="drafts"
+    )
+    thread = models.ForeignKey(
+        Thread, null=True, blank=True, on_delete=models.CASCADE, related_name="drafts"
+    )
+    # The message answered or forwarded (any message of the conversation, not only the last).
+    reply_to_message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="drafts"
+    )
+    mode = models.CharField(max_length=10, blank=True)  # "", reply, reply_all, forward
+    record_type = models.CharField(max_length=20, blank=True)
+    record_id = models.PositiveBigIntegerField(null=True, blank=True)
+    to = models.TextField(blank=True)
+    cc = models.TextField(blank=True)
+    bcc = models.TextField(blank=True)
+    subject = models.CharField(max_length=1000, blank=True)
+    # Already sanitised (inbox/services/drafts.py): never the browser's HTML as it came.
+    body_html = models.TextField(blank=True)
+    body_text = models.TextField(blank=True)
+    # The same references as OutboxEntry.attachments: uploads stored once by hash.
+    attachments = models.JSONField(default=list, blank=True)
+    # Sent and held for Undo (docs/product.md §5.5): hidden while the entry is "scheduled",
+    # deleted when it is released to the worker, back in the editor when it is undone (the
+    # entry is then deleted and this becomes null again).
+    sent_entry = models.OneToOneField(
+        "OutboxEntry", null=True, blank=True, on_delete=models.SET_NULL, related_name="draft"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "thread"],
+                condition=models.Q(thread__isnull=False, sent_entry__isnull=True),
+                name="inbox_draft_one_per_conversation",
+            )
+        ]
+        indexes = [models.Index(fields=["user", "-updated_at"], name="inbox_draft_user_recent")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
 
 
 class LedgerEntry(models.Model):

@@ -130,9 +130,10 @@ class MailPort(Protocol):
     def sync_soon(self, mailbox_id: int) -> None:
         """Sync this mailbox as soon as the current transaction commits ("Sync now")."""
 
-    def send_soon(self, entry_id: int) -> None:
-        """Send this outbox entry as soon as the current transaction commits (the beat sends
-        due entries anyway: a lost request delays, never drops)."""
+    def send_soon(self, entry_id: int, delay_seconds: float = 0) -> None:
+        """Send this outbox entry as soon as the current transaction commits, or
+        `delay_seconds` later (the beat sends due entries anyway: a lost request delays,
+        never drops)."""
 
     def import_soon(self, job_id: int) -> None:
         """Run this ImportJob (uploaded .mbox/.eml files) once the current transaction

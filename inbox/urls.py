@@ -56,6 +56,10 @@ urlpatterns = [
     # Writing, and preferences.
     path("preferences/", preferences.preferences_page, name="preferences"),
     path("compose/", composing.compose_page, name="compose"),
+    # Drafts and Undo send (docs/product.md §5.5).
+    path("compose/undo/<int:pk>/", composing.outbox_undo_send, name="undo_send"),
+    path("drafts/", composing.drafts_page, name="drafts"),
+    path("drafts/<int:pk>/delete/", composing.draft_delete, name="draft_delete"),
     # The Outbox (docs/product.md §5.4).
     path("outbox/", outbox.outbox_page, name="outbox"),
     path("outbox/<int:pk>/edit/", outbox.outbox_edit, name="outbox_edit"),

@@ -107,6 +107,7 @@ def build_message(entry: OutboxEntry, *, date: dt.datetime | None = None) -> byt
     msg.set_content(entry.text_body or "\n", cte="quoted-printable")
     if entry.html_body:
         msg.add_alternative(entry.html_body, subtype="html", cte="quoted-printable")
+    html_part = msg.get_body(("html",)) if entry.html_body else None
     for item in entry.attachments or []:
         blob = AttachmentBlob.objects.filter(sha256=item.get("blob", "")).first()
         if blob is None:
@@ -117,6 +118,23 @@ def build_message(entry: OutboxEntry, *, date: dt.datetime | None = None) -> byt
             "/"
         )
         filename = " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", item.get("filename") or "").split())
+        content_id = item.get("content_id") or ""
+        if html_part is not None and content_id and f"cid:{content_id}" in entry.html_body:
+            # An image pasted into the editor: a part of the HTML (multipart/related, RFC
+            # 2387) that its <img src="cid:..."> names (docs/product.md §5.5).
+            try:
+                check_header_value("Content-ID", content_id)
+            except Exception as exc:
+                raise SendError(f"cannot build the message: {exc}") from exc
+            html_part.add_related(
+                data,
+                maintype=maintype or "image",
+                subtype=subtype or "png",
+                cid=f"<{content_id}>",
+                disposition="inline",
+                filename=filename or "image",
+            )
+            continue
         msg.add_attachment(
             data,
             maintype=maintype or "application",

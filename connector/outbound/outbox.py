@@ -63,6 +63,7 @@ from connector.transport.smtp import (
 )
 from inbox.addresses import parse_recipient, parse_recipients
 from inbox.models import (
+    Draft,
     Mailbox,
     OutboxEntry,
 )
@@ -239,9 +240,36 @@ def _login_refused(entry: OutboxEntry, exc: AuthenticationFailed) -> SendResult:
     return SendResult(entry.pk, OutboxEntry.State.RETRYING, str(exc))
 
 
+def release_held(entry_id: int, *, now=None) -> bool:
+    """A held ("scheduled") entry whose hold is over becomes "queued": one conditional UPDATE
+    that also checks the time, so no worker ever sends it early and Undo (the same kind of
+    UPDATE, inbox/services/outbox.py outbox_undo) and this never both win
+    (docs/reliability.md M-12)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        released = OutboxEntry.objects.filter(
+            pk=entry_id, state=OutboxEntry.State.SCHEDULED, next_attempt_at__lte=now
+        ).update(
+            state=OutboxEntry.State.QUEUED,
+            # Due at once: if this worker's claim is skipped (Undo's losing UPDATE may still
+            # hold the row for a moment), the next tick sends it; a second enqueue finds it
+            # claimed (_claim).
+            next_attempt_at=None,
+            updated_at=now,
+        )
+        if released:
+            # The draft it was sent from is done with (docs/product.md §5.5).
+            Draft.objects.filter(sent_entry_id=entry_id).delete()
+    return bool(released)
+
+
 def process_entry(entry_id: int) -> SendResult:
     """The one function the task calls: whatever the entry needs next."""
     state = OutboxEntry.objects.filter(pk=entry_id).values_list("state", flat=True).first()
+    if state == OutboxEntry.State.SCHEDULED:
+        if not release_held(entry_id):
+            return SendResult(entry_id, state, "held: can still be undone")
+        state = OutboxEntry.State.QUEUED
     if state in (OutboxEntry.State.QUEUED, OutboxEntry.State.RETRYING):
         return send_entry(entry_id)
     if state in (OutboxEntry.State.SENDING, OutboxEntry.State.VERIFY):
@@ -261,6 +289,7 @@ def due_entries(now=None):
         | Q(state=OutboxEntry.State.SENDING, next_attempt_at__lte=now)
         | Q(state=OutboxEntry.State.VERIFY, next_attempt_at__lte=now)
         | Q(state=OutboxEntry.State.SENT, next_attempt_at__lte=now)
+        | Q(state=OutboxEntry.State.SCHEDULED, next_attempt_at__lte=now)
     )
 
 
@@ -289,6 +318,10 @@ def dispatch_due(*, enqueue: Callable[[int], None], now=None, limit: int = 500) 
             )
             if updated:
                 outbox_went_wrong(pk)
+        elif state == OutboxEntry.State.SCHEDULED:
+            # Its hold is over: released to "queued" by the same conditional UPDATE as the
+            # task's (release_held), so Undo and the tick never both win.
+            updated = int(release_held(pk, now=now))
         else:
             # For the other states the claim is only this: the entry is not enqueued again
             # while its task waits in the broker (_claim and the state checks do the rest).

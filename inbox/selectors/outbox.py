@@ -44,6 +44,7 @@ FILTERS = {
         "Waiting",
         Q(
             state__in=(
+                OutboxEntry.State.SCHEDULED,
                 OutboxEntry.State.QUEUED,
                 OutboxEntry.State.SENDING,
                 OutboxEntry.State.RETRYING,
@@ -127,6 +128,8 @@ def explain_send_error(state: str, text: str) -> Explanation:
         )
     if state == OutboxEntry.State.CANCELLED:
         return Explanation("Cancelled before it was sent.", "", raw)
+    if state == OutboxEntry.State.SCHEDULED:
+        return Explanation("Held for a few seconds so that it can be undone.", "", raw)
     if state in (OutboxEntry.State.QUEUED, OutboxEntry.State.SENDING) and not raw:
         return Explanation("Waiting to go out.", "", raw)
     if "waiting" in low and "reconnect" in low:

@@ -5,6 +5,7 @@ mailbox may send as it (inbox/permissions.py, docs/reliability.md M-06)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import html
 import re
@@ -12,13 +13,14 @@ import secrets
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from crm.selectors import default_from_email
 
 from ..addresses import HEADER_FORBIDDEN, Recipient, check_header_value, parse_recipients
-from ..htmltext import html_to_text
 from ..models import AttachmentBlob, Filing, Mailbox, OutboxEntry
 from ..permissions import may_send_as
+from ..richtext import clean_composed_html, html_from_text, inline_images, text_from_html
 from .outbox import outbox_queue
 
 # What the big providers accept per message (Gmail and Microsoft 365: 25 MB and 35 MB before
@@ -27,6 +29,11 @@ MAX_ATTACHMENT_BYTES = 18 * 1024 * 1024
 MAX_REFERENCES = 20  # RFC 5322 3.6.4 lets a client trim References; keep the first and the last
 _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|antw)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
 _FORWARD_PREFIX = re.compile(r"^\s*(?:(?:fwd?|wg|tr)\s*:\s*)+", re.I)
+
+
+class SubjectMissing(ValidationError):
+    """Everything else is right, but there is no subject: the person is asked first
+    (docs/product.md §5.5)."""
 
 
 def normalise_subject(value: str) -> str:
@@ -46,7 +53,7 @@ def _sent_from_reference(record, subject: str) -> str:
 
 
 def _html_from_text(text: str) -> str:
-    return "<div>" + html.escape(text).replace("\n", "<br>\n") + "</div>"
+    return html_from_text(text)
 
 
 def _with_signature(text: str, html_body: str, signature: str) -> tuple[str, str]:
@@ -73,8 +80,10 @@ def _attachment_rows(attachments) -> list[dict]:
         if isinstance(item, dict) and "blob" in item:
             rows.append(item)
             continue
+        content_id = ""
         if isinstance(item, tuple | list):
-            filename, content_type, data = item
+            filename, content_type, data, *rest = item
+            content_id = rest[0] if rest else ""
         else:
             filename, content_type = item.name, item.content_type
             data = item.read()
@@ -98,7 +107,10 @@ def _attachment_rows(attachments) -> list[dict]:
         AttachmentBlob.objects.get_or_create(
             sha256=digest, defaults={"size": len(data), "file": path}
         )
-        rows.append({"blob": digest, "filename": filename, "content_type": content_type})
+        row = {"blob": digest, "filename": filename, "content_type": content_type}
+        if content_id:
+            row["content_id"] = content_id
+        rows.append(row)
     return rows
 
 
@@ -128,32 +140,49 @@ def outbox_compose(
     references: str = "",
     purpose: str = "compose",
     include_signature: bool = True,
+    hold: bool = False,
+    draft=None,
+    allow_empty_subject: bool = True,
 ):
     """Queue a message from `mailbox`. `record` (a CRM record) is the record it is sent
     from: its reference goes into the subject, its token into the Message-ID, and the sent
-    message is filed there. Raises PermissionDenied or ValidationError before any row exists."""
+    message is filed there. Raises PermissionDenied or ValidationError before any row exists.
+
+    `html_body` is sanitised here whoever wrote it (docs/reliability.md X-20); images pasted
+    into it as `data:` URLs leave as inline `cid:` parts. `hold` (a person pressing Send) keeps
+    the entry "scheduled" for RELAY_UNDO_SEND_SECONDS so Undo can take it back
+    (docs/product.md §5.5); `draft`, the person's draft it came from, is deleted with it."""
 
     may_send_as(user, mailbox)
     to_list, cc_list, bcc_list = (parse_recipients(v) for v in (to, cc, bcc))
     if not (to_list or cc_list or bcc_list):
         raise ValidationError("Add at least one recipient.")
     subject = check_header_value("Subject", subject).strip()
+    if not subject and not allow_empty_subject:
+        raise SubjectMissing("Send without a subject?")
     check_header_value("The mailbox's display name", mailbox.display_name)
     subject = _sent_from_reference(record, subject)[:900]
     if len(subject) > 900:
         raise ValidationError("The subject is too long.")
+    html_body = clean_composed_html(html_body) if html_body else ""
+    domain = (mailbox.email_address or settings.RELAY_DEFAULT_FROM_EMAIL).rpartition("@")[2]
+    html_body, images = inline_images(html_body, domain=domain)
     if not text_body and html_body:
-        text_body = html_to_text(html_body, limit=len(html_body)) + "\n"
+        text_body = text_from_html(html_body)
     if include_signature:
         text_body, html_body = _with_signature(text_body, html_body, mailbox.signature)
     if not html_body:
         html_body = _html_from_text(text_body)
+    undo_seconds = settings.RELAY_UNDO_SEND_SECONDS if hold else 0
     for label, value in (("In-Reply-To", in_reply_to), ("References", references)):
         check_header_value(label, value)
     entry = OutboxEntry.objects.create(
         mailbox=mailbox,
         created_by=user,
-        state=OutboxEntry.State.QUEUED,
+        state=OutboxEntry.State.SCHEDULED if undo_seconds > 0 else OutboxEntry.State.QUEUED,
+        next_attempt_at=(
+            timezone.now() + dt.timedelta(seconds=undo_seconds) if undo_seconds > 0 else None
+        ),
         message_id=_new_message_id(mailbox),
         from_address=mailbox.email_address or default_from_email(),
         to=[str(r) for r in to_list],
@@ -168,8 +197,14 @@ def outbox_compose(
         record_type=getattr(record, "record_type", "") if record is not None else "",
         record_id=record.pk if record is not None else None,
         purpose=purpose,
-        attachments=_attachment_rows(attachments),
+        attachments=_attachment_rows([*attachments, *images]),
     )
+    if draft is not None:
+        drafts = type(draft).objects.filter(pk=draft.pk, user=user)
+        if entry.state == OutboxEntry.State.SCHEDULED:
+            drafts.update(sent_entry=entry)  # hidden until released (deleted) or undone
+        else:
+            drafts.delete()
     outbox_queue(entry)
     return entry
 
@@ -219,12 +254,31 @@ def _default_record(message):
     return None
 
 
-def _quote_text(message) -> str:
+def _attribution(message) -> str:
     when = message.date.strftime("%a, %d %b %Y %H:%M") if message.date else "an earlier date"
-    who = message.from_name or message.from_address or "someone"
-    original = (message.text_body or "")[:20000]
+    who = normalise_subject(message.from_name or message.from_address or "someone")
+    if message.from_name and message.from_address:
+        who = f"{who} <{message.from_address}>"
+    return f"On {when}, {who} wrote:"
+
+
+def _original_text(message) -> str:
+    return (message.text_body or "")[:20000]
+
+
+def _quote_text(message) -> str:
+    original = _original_text(message)
     quoted = "\n".join(f"> {line}" if line else ">" for line in original.splitlines())
-    return f"On {when}, {who} wrote:\n{quoted}\n"
+    return f"{_attribution(message)}\n{quoted}\n"
+
+
+def quote_html(message) -> str:
+    """The quoted original in HTML: the attribution line, then the original's text in a
+    blockquote, escaped (its HTML is never copied: docs/reliability.md X-15)."""
+    return (
+        f"<div>{html.escape(_attribution(message))}</div>\n"
+        f'<blockquote type="cite">{_html_from_text(_original_text(message))}</blockquote>'
+    )
 
 
 def _references_for(message) -> str:
@@ -250,6 +304,9 @@ def message_reply(
     record=None,
     mailbox: Mailbox | None = None,
     quote: bool = True,
+    include_signature: bool = True,
+    hold: bool = False,
+    draft=None,
 ):
     """Reply (or reply-all) to `message` from its mailbox (or `mailbox`). Recipients default
     to reply_recipients(); In-Reply-To and References thread it (RFC 5322 3.6.4)."""
@@ -264,12 +321,18 @@ def message_reply(
         subject = f"Re: {base}" if base else "Re:"
     if record is None:
         record = _default_record(message)
-    # The signature goes above the quoted original, where people look for it.
-    text_body, html_body = _with_signature(text_body, html_body, mailbox.signature)
+    # The signature goes above the quoted original, where people look for it (and the
+    # editor shows it there already when include_signature is False).
+    if include_signature:
+        text_body, html_body = _with_signature(text_body, html_body, mailbox.signature)
     if quote and message.text_body:
-        text_body = f"{text_body.rstrip()}\n\n{_quote_text(message)}"
         if html_body:
-            html_body += "\n<blockquote>" + _html_from_text(_quote_text(message)) + "</blockquote>"
+            html_body = clean_composed_html(html_body)
+            text_body = text_body or text_from_html(html_body)
+        else:
+            html_body = _html_from_text(text_body.rstrip())
+        text_body = f"{text_body.rstrip()}\n\n{_quote_text(message)}"
+        html_body += "\n<br>\n" + quote_html(message)
     return outbox_compose(
         user=user,
         mailbox=mailbox,
@@ -285,6 +348,8 @@ def message_reply(
         in_reply_to=message.message_id,
         references=_references_for(message),
         include_signature=False,
+        hold=hold,
+        draft=draft,
     )
 
 
@@ -299,10 +364,18 @@ def message_forward(
     html_body: str = "",
     attachments=(),
     include_attachments: bool = True,
+    keep_attachments=None,
+    subject: str | None = None,
     record=None,
     mailbox: Mailbox | None = None,
+    include_signature: bool = True,
+    hold: bool = False,
+    draft=None,
+    allow_empty_subject: bool = True,
 ):
-    """Forward `message` with its attachments (stored blobs: nothing is downloaded again)."""
+    """Forward `message` with its attachments (stored blobs: nothing is downloaded again);
+    `keep_attachments`, ids of the original's attachments, keeps only those (the person
+    removed the others in the form)."""
     from ..permissions import readable_messages
 
     if not readable_messages(user).filter(pk=message.pk).exists():
@@ -318,13 +391,21 @@ def message_forward(
     header += f"Subject: {normalise_subject(message.subject)}\nTo: {recipients}\n\n"
     forwarded = header + (message.text_body or "")
     mailbox = mailbox or message.mailbox
-    text_body, html_body = _with_signature(text_body, html_body, mailbox.signature)
-    text_body = f"{text_body.rstrip()}\n\n{forwarded}".lstrip("\n")
+    if include_signature:
+        text_body, html_body = _with_signature(text_body, html_body, mailbox.signature)
     if html_body:
-        html_body += "\n<blockquote>" + _html_from_text(forwarded) + "</blockquote>"
+        html_body = clean_composed_html(html_body)
+        text_body = text_body or text_from_html(html_body)
+    else:
+        html_body = _html_from_text(text_body.rstrip()) if text_body.strip() else ""
+    text_body = f"{text_body.rstrip()}\n\n{forwarded}".lstrip("\n")
+    html_body += '\n<blockquote type="cite">' + _html_from_text(forwarded) + "</blockquote>"
     rows = list(_attachment_rows(attachments))
     if include_attachments:
-        for attachment in message.attachments.select_related("blob").order_by("position"):
+        originals = message.attachments.select_related("blob").order_by("position")
+        if keep_attachments is not None:
+            originals = originals.filter(pk__in=[int(pk) for pk in keep_attachments])
+        for attachment in originals:
             rows.append(
                 {
                     "blob": attachment.blob.sha256,
@@ -339,11 +420,14 @@ def message_forward(
         to=to,
         cc=cc,
         bcc=bcc,
-        subject=f"Fwd: {base}" if base else "Fwd:",
+        subject=(f"Fwd: {base}" if base else "Fwd:") if subject is None else subject,
         text_body=text_body,
         html_body=html_body,
         attachments=rows,
         record=record,
         reply_to_message=message,
         include_signature=False,
+        hold=hold,
+        draft=draft,
+        allow_empty_subject=allow_empty_subject,
     )

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import ports
-from ..models import Mailbox, OutboxEntry
+from ..models import Draft, Mailbox, OutboxEntry
 from ..permissions import readable_mailboxes
 from ..signals import outbox_entry_stuck
 
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # What a person may still do something about (shown on the Outbox page and in the
 # conversation): waiting, under way, or gone wrong.
 OPEN_STATES = (
+    OutboxEntry.State.SCHEDULED,
     OutboxEntry.State.QUEUED,
     OutboxEntry.State.SENDING,
     OutboxEntry.State.RETRYING,
@@ -29,7 +30,11 @@ OPEN_STATES = (
     OutboxEntry.State.VERIFY,
 )
 PROBLEM_STATES = (OutboxEntry.State.FAILED, OutboxEntry.State.VERIFY)
-CANCELLABLE_STATES = (OutboxEntry.State.QUEUED, OutboxEntry.State.RETRYING)
+CANCELLABLE_STATES = (
+    OutboxEntry.State.SCHEDULED,
+    OutboxEntry.State.QUEUED,
+    OutboxEntry.State.RETRYING,
+)
 
 
 def may_act_on_outbox(user, mailbox: Mailbox) -> None:
@@ -46,7 +51,12 @@ def may_act_on_outbox(user, mailbox: Mailbox) -> None:
 
 def outbox_queue(entry) -> None:
     """Send the entry as soon as the transaction commits (the beat sends due entries anyway,
-    so a lost request delays the mail, never drops it)."""
+    so a lost request delays the mail, never drops it). A held ("scheduled") entry is asked
+    for once its hold is over; the worker checks the time again (connector/outbound/outbox.py)."""
+    if entry.state == OutboxEntry.State.SCHEDULED and entry.next_attempt_at is not None:
+        delay = (entry.next_attempt_at - timezone.now()).total_seconds()
+        ports.mail().send_soon(entry.pk, delay_seconds=max(delay, 0) + 0.5)
+        return
     ports.mail().send_soon(entry.pk)
 
 
@@ -125,6 +135,9 @@ def outbox_cancel(*, user, entry) -> None:
         raise ValidationError(
             "Too late to cancel: the message is already being sent (or no longer waiting)."
         )
+    # A held message's draft (docs/product.md §5.5) goes with it: the cancelled entry keeps
+    # what was written.
+    Draft.objects.filter(sent_entry_id=entry.pk).delete()
 
 
 @transaction.atomic
@@ -162,3 +175,32 @@ def outbox_edit_resend(*, user, entry, to, cc, bcc, subject: str, text_body: str
     entry.replaced_by = new
     entry.save(update_fields=["replaced_by", "updated_at"])
     return new
+
+
+@transaction.atomic
+def outbox_undo(*, user, entry):
+    """Undo send: a held ("scheduled") entry goes back to its author's editor as a draft and
+    is never sent. One conditional UPDATE against the worker's promotion (scheduled -> queued,
+    connector/outbound/outbox.py), so exactly one of the two wins: mail that went out is never
+    reported undone, and undone mail never goes out (docs/reliability.md M-12)."""
+    from .drafts import draft_from_entry
+
+    if entry.created_by_id != getattr(user, "pk", None):
+        raise PermissionDenied("Only its author can undo a message.")
+    updated = OutboxEntry.objects.filter(
+        pk=entry.pk, state=OutboxEntry.State.SCHEDULED, created_by=user
+    ).update(
+        state=OutboxEntry.State.CANCELLED,
+        cancelled_by=user,
+        next_attempt_at=None,
+        updated_at=timezone.now(),
+    )
+    if not updated:
+        raise ValidationError("Too late to undo: the message has gone out.")
+    entry.refresh_from_db()
+    draft = draft_from_entry(user=user, entry=entry)
+    # What was undone lives on as the draft (Draft.sent_entry becomes null with the delete);
+    # the outbox keeps no trace of it.
+    OutboxEntry.objects.filter(pk=entry.pk, state=OutboxEntry.State.CANCELLED).delete()
+    draft.refresh_from_db()
+    return draft

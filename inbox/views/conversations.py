@@ -28,6 +28,7 @@ from inbox.selectors.outbox import conversation_outbox
 from inbox.services.conversations import conversation_mark_read, conversation_mark_unread
 from inbox.services.messages import message_change_flag, message_delete, message_move
 from inbox.services.presence import PRESENCE_REFRESH
+from inbox.views.composing import inline_composer_html
 from inbox.views.conversation_state import snooze_choices
 from inbox.views.htmx import CHANGED, _compose_url, _trigger
 from inbox.views.outbox import annotate
@@ -87,6 +88,7 @@ def _conversation_context(request, message, *, opening: bool) -> dict:
         "move_targets": move_targets(message=message),
         "compose_url": _compose_url(),
         "reading": _reading_available(),
+        "composer_html": inline_composer_html(request, latest),
     }
 
 

@@ -23,6 +23,7 @@ from inbox.selectors.conversations import (
     view_counts,
     views_for,
 )
+from inbox.selectors.drafts import draft_count
 from inbox.selectors.preferences import primary_mailbox_id, user_preferences
 from inbox.services.mailboxes import mailboxes_for_user
 from inbox.views.conversation_state import snooze_choices
@@ -60,6 +61,7 @@ def _inbox_state(request) -> dict:
         "folder": folder,
         "view": view,
         "views": _views_with_counts(request, mailbox),
+        "draft_count": draft_count(user=request.user),
         "filter_form": form,
         "filters": form.filters(),
     }

@@ -9,6 +9,7 @@ import pytest
 from django.urls import reverse
 
 from inbox.models import (
+    Draft,
     EmailApiSender,
     ExclusionPattern,
     Filing,
@@ -97,9 +98,26 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
         (
             "post",
             reverse("inbox:compose"),
-            {"reply_to": m, "mode": "forward", "mailbox": box, "to": "x@example.com"},
+            {
+                "reply_to": m,
+                "mode": "forward",
+                "mailbox": box,
+                "to": "x@example.com",
+                "subject": "F",
+            },
         ),
-        ("post", reverse("inbox:compose"), {"mailbox": box, "to": "x@example.com", "body": "y"}),
+        (
+            "post",
+            reverse("inbox:compose"),
+            {"mailbox": box, "to": "x@example.com", "subject": "Hi", "body": "y"},
+        ),
+        # The inline composer of one message, and its draft saved (docs/product.md §5.5).
+        ("get", reverse("inbox:compose") + f"?reply_to={m}&mode=reply_all&inline=1", {}),
+        (
+            "post",
+            reverse("inbox:compose"),
+            {"reply_to": m, "mode": "reply", "mailbox": box, "action": "save_draft", "body": "z"},
+        ),
     ]
 
 
@@ -110,6 +128,7 @@ def _state():
         list(Filing.objects.order_by("pk").values_list("pk", "unlinked_at", "rule")),
         PendingChange.objects.count(),
         OutboxEntry.objects.count(),
+        Draft.objects.count(),
         list(TriageEntry.objects.order_by("pk").values_list("pk", "resolved_at")),
         list(Thread.objects.order_by("pk").values_list("pk", "status", "assignee")),
         ThreadEvent.objects.count(),
@@ -601,3 +620,58 @@ def test_site_settings_only_for_administrators(client, request, world, persona):
         else:
             assert response.status_code == 404, persona
     assert SiteSettings.objects.exists() == (persona == "admin_user")
+
+
+# --- Drafts and Undo send (docs/product.md §5.5) ---------------------------------------------
+# A draft is its author's alone, admins included; so is Undo of a held message.
+
+
+@pytest.mark.parametrize("persona", ["outsider", "admin_user", "owner"])
+def test_drafts_and_undo_are_their_authors_alone(client, request, world, teammate, persona):
+    from inbox.services.composing import outbox_compose
+    from inbox.services.drafts import draft_save
+
+    shared = world["shared"]
+    draft = draft_save(
+        user=teammate,
+        message=shared["message"],
+        mode="reply",
+        mailbox=shared["mailbox"],
+        subject=f"{SECRET} draft",
+        body_text="my words",
+    )
+    held = outbox_compose(
+        user=teammate,
+        mailbox=shared["mailbox"],
+        to="ana@example.com",
+        subject=f"{SECRET} held",
+        text_body="x",
+        hold=True,
+    )
+    assert held.state == OutboxEntry.State.SCHEDULED
+    client = _login(client, request.getfixturevalue(persona))
+    before = _state()
+    assert SECRET not in client.get(reverse("inbox:drafts")).content.decode()
+    for response in (
+        client.get(reverse("inbox:compose") + f"?draft={draft.pk}"),
+        client.post(reverse("inbox:draft_delete", args=[draft.pk])),
+        client.post(reverse("inbox:undo_send", args=[held.pk])),
+        client.post(
+            reverse("inbox:compose"),
+            {"draft": draft.pk, "mailbox": shared["mailbox"].pk, "action": "save_draft"},
+        ),
+    ):
+        assert response.status_code == 404
+        assert SECRET not in response.content.decode()
+    assert _state() == before
+    held.refresh_from_db()
+    assert held.state == OutboxEntry.State.SCHEDULED
+
+    # Its author sees both and may act.
+    client.force_login(teammate)
+    html = client.get(reverse("inbox:drafts")).content.decode()
+    assert f"{SECRET} draft" in html
+    assert client.get(reverse("inbox:compose") + f"?draft={draft.pk}").status_code == 200
+    response = client.post(reverse("inbox:undo_send", args=[held.pk]))
+    assert response.status_code == 302 and "?draft=" in response["Location"]
+    assert not OutboxEntry.objects.filter(pk=held.pk).exists()

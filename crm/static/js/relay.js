@@ -7,7 +7,8 @@
     root.querySelectorAll("[data-relay-toast]").forEach(function (element) {
       var toast = bootstrap.Toast.getOrCreateInstance(element, {
         autohide: element.getAttribute("data-relay-toast") === "fade",
-        delay: 5000,
+        // An Undo toast stays as long as Undo is possible (docs/product.md §5.5).
+        delay: parseInt(element.getAttribute("data-relay-toast-delay") || "5000", 10),
       });
       toast.show();
     });
