@@ -29,20 +29,31 @@ os.environ.setdefault("RELAY_ALLOWED_MAIL_HOSTS", "127.0.0.1,localhost")
 
 from tests import factories as f  # noqa: E402
 
-# Measured with `pytest -n 4 --durations=80` (seconds of one worker): the packaging test builds
-# and installs a wheel (~240 s in all), the browser files (~30-180 s each), the files starting
-# Celery workers or killing processes (~40-100 s). Everything else takes under 25 s per test.
+# Longest single tests first, so that none starts near the end of the run while the other
+# workers idle: a prefix is a file or one test (a node id). Ranked by
+# `pytest -n 4 --dist loadgroup --durations=80` on a shared, heavily loaded machine (seconds
+# there, several times the quiet figures): the packaging group (setup 137, calls 640 and 300),
+# the XSS corpus (519 inbox views, 299 protected), the kill steps (250), the command help
+# (240, before it ran in-process), sync faults (186), MIME trees (185, 133), round trips
+# (124), the 3-vs-300 page queries (122), scale-out (122), beats (115), the embedded run
+# (113); then the browser flows and the Celery-process files. Everything else: under 75 s.
 SLOW_FIRST = (
     "tests/test_packaging.py",
-    "tests/web/test_xss_corpus.py",
     "tests/web/test_xss_inbox_views.py",
-    "tests/test_beat_twice.py",
+    "tests/web/test_xss_corpus.py",
+    "tests/connector/sync/test_sync_kill_steps.py",
     "tests/connector/sync/test_sync_faults.py",
-    "tests/connector/outbound/test_sending_kill.py",
+    "tests/connector/ingest/test_mime.py",
+    "tests/connector/sync/test_sync_roundtrips.py",
+    "tests/inbox/test_inbox_pages.py::test_every_page_takes_the_same_queries_for_3_and_300",
     "tests/test_scale_out.py",
+    "tests/test_beat_twice.py",
+    "tests/test_embedded.py",
+    "tests/connector/outbound/test_sending_kill.py",
     "tests/test_commands.py",
     "tests/web/",
-    "tests/connector/sync/test_sync_kill_steps.py",
+    "tests/inbox/test_permissions_matrix.py",
+    "tests/inbox/test_reports.py",
     "tests/inbox/test_rendering.py",
     "tests/connector/scheduling/test_purge.py",
 )

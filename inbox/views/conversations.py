@@ -152,9 +152,10 @@ def message_action(request, pk: int):
         elif action in ("flag", "unflag"):
             message_change_flag(user=request.user, message=message, action=action)
         elif action == "move":
-            target = get_object_or_404(
-                Folder, pk=request.POST.get("folder") or 0, mailbox=message.mailbox_id
-            )
+            folder = request.POST.get("folder", "")
+            if not folder.isdigit():  # was a 500 (ValueError from the query)
+                return HttpResponse("Choose a folder to move to.", status=400)
+            target = get_object_or_404(Folder, pk=int(folder), mailbox=message.mailbox_id)
             message_move(user=request.user, message=message, target_folder=target)
             notice = f"Moving to {target.name}."
         else:

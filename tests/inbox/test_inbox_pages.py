@@ -202,6 +202,12 @@ def test_mark_unread_flag_move_delete_queue_server_writes(olivia, box):
     response = olivia.post(url, {"action": "unflag"})
     assert response.status_code == 302
     assert olivia.post(url, {"action": "explode"}).status_code == 400
+    # A folder that is not a number (a forged form) is bad input: a clear 400, not a 500.
+    for folder in ("abc", ""):
+        response = olivia.post(url, {"action": "move", "folder": folder})
+        assert response.status_code == 400
+        assert response.content.decode() == "Choose a folder to move to."
+    assert PendingChange.objects.filter(action="move").count() == 1  # nothing more queued
     other_box = f.FolderFactory(mailbox=f.MailboxFactory())
     response = olivia.post(url, {"action": "move", "folder": other_box.pk})
     assert response.status_code == 404
