@@ -11,6 +11,7 @@ import html
 import re
 import secrets
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -165,7 +166,7 @@ def outbox_compose(
     if len(subject) > 900:
         raise ValidationError("The subject is too long.")
     html_body = clean_composed_html(html_body) if html_body else ""
-    domain = (mailbox.email_address or settings.RELAY_DEFAULT_FROM_EMAIL).rpartition("@")[2]
+    domain = (mailbox.email_address or default_from_email()).rpartition("@")[2]
     html_body, images = inline_images(html_body, domain=domain)
     if not text_body and html_body:
         text_body = text_from_html(html_body)
