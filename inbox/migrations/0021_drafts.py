@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inbox', '0019_outbox_actions'),
+        ('inbox', '0020_mailbox_server_settings'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

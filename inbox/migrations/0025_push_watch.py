@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inbox', '0019_outbox_actions'),
+        ('inbox', '0024_shared_oauth_expiry'),
     ]
 
     operations = [

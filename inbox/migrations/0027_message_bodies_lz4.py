@@ -37,6 +37,6 @@ def _set(compression: str):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("inbox", "0019_outbox_actions")]
+    dependencies = [("inbox", "0025_push_watch")]
 
     operations = [migrations.RunPython(_set("lz4"), _set("pglz"))]

@@ -41,9 +41,12 @@ def month():
     box = f.SharedMailboxFactory(email_address="support@relay.test", display_name="Support")
     box.granted_users.add(tom, sofia)
     now = timezone.now()
+    # Two a day on each of the last 30 local days, at a time of day no later than now's: an
+    # hour subtracted from just after midnight would move a conversation to a day outside.
+    today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     for i in range(60):
         person = (tom, sofia)[i % 2]
-        asked = now - dt.timedelta(days=i // 2, hours=(i * 7) % 11)
+        asked = today - dt.timedelta(days=i // 2) + (now - today) * (((i * 7) % 11) / 11)
         thread = f.ThreadFactory(mailbox=box, assignee=person, status="done" if i % 4 else "open")
         f.MessageFactory(
             mailbox=box, thread=thread, date=asked, from_address=f"c{i}@customer.example"
