@@ -5,15 +5,14 @@ conversation page. Same beacon, same figures as tests/web/test_xss_corpus.py: 0 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from inbox.models import Folder, Message, Thread, UserPreferences
 from tests import factories as f
 from tests.web.test_xss_corpus import (  # noqa: F401  (beacon is a fixture)
     CORPUS,
-    SETTLE_SECONDS,
+    DRAIN,
+    InFlight,
     beacon,
     make_messages,
     open_all,
@@ -50,12 +49,14 @@ def test_search_results_and_conversations_run_nothing(
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     beacon.reset()
+    in_flight = InFlight(page.context)
 
     # Search results: every message matches its sender's address.
     page.goto(f"{live_server.url}/inbox/?q=x%40sender.example", wait_until="load")
     # Every message matched the search and is listed (the payloads sit in those rows).
     assert page.locator("li.inbox-thread").count() == len(CORPUS)
-    time.sleep(SETTLE_SECONDS)
+    page.evaluate(DRAIN)
+    in_flight.wait_until_none(page)
     open_all(page, [f"{live_server.url}/inbox/conversations/{m.pk}/" for m in messages.values()])
 
     seen = beacon.by_id()
