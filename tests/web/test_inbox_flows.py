@@ -257,7 +257,7 @@ def test_reply_from_a_conversation(page, live_server, shots, console_messages, i
     page.get_by_placeholder("Write your message").fill("Forty widgets, delivered Monday.")
     shot(page, shots, "13-reply.png")
     page.get_by_role("button", name="Send").click()
-    expect(page.get_by_text("Queued: it goes out in a moment")).to_be_visible()
+    expect(page.get_by_text("Sending in 10 seconds")).to_be_visible()
     expect(page.locator("#conversation")).to_be_visible()
     entry = OutboxEntry.objects.get()
     assert entry.to == ["ana@globex.example"]

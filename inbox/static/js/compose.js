@@ -58,6 +58,9 @@
       } else {
         textToEditor(editor, textarea.value);
       }
+      // The placeholder moves to the editor (shown while it is empty, inbox.css).
+      editor.setAttribute("placeholder", textarea.getAttribute("placeholder") || "");
+      textarea.removeAttribute("placeholder");
       editor.hidden = false;
       toolbar.hidden = false;
       textarea.hidden = true;
