@@ -63,6 +63,25 @@ def message_unlink(*, user, filing):
 
 
 @transaction.atomic
+def conversation_unlink(*, user, filing, messages) -> int:
+    """Take the messages of `messages` (a conversation's, those the caller checked `user` may
+    read) off `filing`'s record, as message_unlink does for one (docs/product.md §7.12).
+    Returns how many filings were unlinked."""
+
+    record_field = f"{filing.record_type}_id"
+    return (
+        Filing.objects.select_for_update()
+        .filter(
+            message__in=messages,
+            unlinked_at__isnull=True,
+            record_type=filing.record_type,
+            **{record_field: getattr(filing, record_field)},
+        )
+        .update(unlinked_at=timezone.now(), unlinked_by=user)
+    )
+
+
+@transaction.atomic
 def message_qualify(*, user, message, record=None, create: str = "", **fields):
     """Qualify: link `message` to `record`, or create a contact or lead from its sender
     (`create="contact"` / `"lead"`, with optional name fields and, for contacts, `account`)

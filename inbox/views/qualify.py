@@ -12,7 +12,12 @@ from inbox.forms import QuickCreateForm
 from inbox.permissions import get_message_or_404, readable_messages
 from inbox.selectors.conversations import filing_reason, get_filing_or_404
 from inbox.selectors.qualify import get_record_or_none, qualify_context, record_search
-from inbox.services.qualify import message_link, message_qualify, message_unlink
+from inbox.services.qualify import (
+    conversation_unlink,
+    message_link,
+    message_qualify,
+    message_unlink,
+)
 from inbox.views.htmx import CHANGED, FILED, _trigger
 
 
@@ -116,7 +121,17 @@ def filing_unlink(request, pk: int):
     """Take a message off a wrong record (a chip's x). The filing stays as history, so
     automation never puts the message back there."""
     filing = get_filing_or_404(user=request.user, pk=pk)
-    message_unlink(user=request.user, filing=filing)
+    if request.POST.get("whole") and filing.message.thread_id:
+        # The conversation's Filed on panel: the whole conversation (docs/product.md §7.12).
+        conversation_unlink(
+            user=request.user,
+            filing=filing,
+            messages=readable_messages(request.user).filter(
+                thread=filing.message.thread_id, mailbox=filing.message.mailbox_id
+            ),
+        )
+    else:
+        message_unlink(user=request.user, filing=filing)
     if not request.htmx:
         flash.success(request, f"Removed from {filing.record}.")
         return redirect("inbox:conversation", pk=filing.message_id)
