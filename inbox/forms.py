@@ -82,7 +82,17 @@ class PreferencesForm(forms.ModelForm):
 
     class Meta:
         model = UserPreferences
-        fields = ["emails_per_page"]
+        fields = ["emails_per_page", "density"]
+        labels = {"density": "Rows in the list"}
+        help_texts = {"density": "Compact: one line per conversation, more on the screen."}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Left out of a post (an older form, a script): the density stays as it was.
+        self.fields["density"].required = False
+
+    def clean_density(self) -> str:
+        return self.cleaned_data.get("density") or self.instance.density
 
 
 class MultipleFileInput(forms.ClearableFileInput):

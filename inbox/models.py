@@ -1147,6 +1147,19 @@ class UserPreferences(models.Model):
         help_text="How many conversations the inbox shows on one page.",
     )
 
+    class Density(models.TextChoices):
+        COMFORTABLE = "comfortable", "Comfortable"
+        COMPACT = "compact", "Compact"
+
+    # The conversation list's rows: two lines with the snippet, or one line each
+    # (docs/product.md §7.2).
+    density = models.CharField(
+        max_length=12,
+        choices=Density.choices,
+        default=Density.COMFORTABLE,
+        help_text="How tall the inbox's rows are.",
+    )
+
     EMAILS_PER_PAGE_CHOICES = (10, 25, 50, 100)
 
     class Meta:

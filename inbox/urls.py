@@ -29,8 +29,12 @@ urlpatterns = [
     # permission gate is per message.
     path("", inbox.inbox_page, name="inbox_page"),
     path("poll/", inbox.inbox_poll, name="inbox_poll"),
+    path("sync/<int:pk>/", inbox.inbox_sync_now, name="inbox_sync_now"),
+    path("density/", preferences.density_switch, name="density"),
     path("conversations/<int:pk>/", conversations.conversation, name="conversation"),
     path("conversations/<int:pk>/action/", conversations.message_action, name="message_action"),
+    # A change the mail server refused, tried again (docs/product.md §7.12).
+    path("changes/<int:pk>/retry/", conversations.server_write_retry, name="server_write_retry"),
     # A conversation's owner and state (docs/product.md §7.8), one or many at a time.
     path(
         "conversations/<int:pk>/state/",

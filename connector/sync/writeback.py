@@ -76,7 +76,13 @@ def push_pending_changes(mailbox: Mailbox, session, folders: list[Folder]) -> in
                         _finish([change], error=LEFT_FLAGGED)
                         done += 1
                         continue
-                    _drop_location(folder, change)
+                    # Moved (to its target or to Trash) it is still on the server, in a folder
+                    # that may not be synced; only an expunge takes it off (docs/reliability.md
+                    # S-35).
+                    moved = change.action == PendingChange.Action.MOVE or (
+                        trash is not None and trash.name != folder_name
+                    )
+                    _drop_location(folder, change, off_server=not moved)
             except TemporaryFailure:
                 raise
             except MailError as exc:
@@ -97,7 +103,7 @@ def _mark_deleted(folder: Folder, change: PendingChange) -> None:
             location.save(update_fields=["flags"])
 
 
-def _drop_location(folder: Folder, change: PendingChange) -> None:
+def _drop_location(folder: Folder, change: PendingChange, *, off_server: bool) -> None:
     with transaction.atomic():
         message_ids = list(
             Location.objects.filter(
@@ -107,7 +113,8 @@ def _drop_location(folder: Folder, change: PendingChange) -> None:
         Location.objects.filter(
             folder=folder, uidvalidity=change.uidvalidity, uid=change.uid
         ).delete()
-        mark_off_server(message_ids)
+        if off_server:
+            mark_off_server(message_ids)
 
 
 def _finish(changes: Sequence[PendingChange], *, error: str = "") -> None:

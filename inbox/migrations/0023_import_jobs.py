@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inbox', '0021_drafts'),
+        ('inbox', '0022_reading_density'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -41,6 +41,7 @@ from ..models import (
     Mailbox,
     Message,
     MessageAddress,
+    PendingChange,
     Thread,
     ThreadEvent,
     ThreadRead,
@@ -547,3 +548,99 @@ def get_filing_or_404(*, user, pk: int) -> Filing:
     if filing is None:
         raise Http404("No such filing.")
     return filing
+
+
+@dataclass
+class FiledRecord:
+    """One record a conversation is filed on, for the conversation's side panel: the record
+    once, however many of its messages are filed there, with every reason and its evidence."""
+
+    record: object
+    record_type: str
+    type_label: str
+    label: str
+    filing_id: int  # one of its filings: the panel's Remove takes the conversation off it
+    messages: int = 0
+    reasons: list[dict] = field(default_factory=list)
+    unverified: bool = False
+
+
+def conversation_filings(thread: list[Message]) -> list[FiledRecord]:
+    """The records `thread`'s messages are filed on (docs/product.md §7.12), each once, in the
+    order they were first filed, from the filings conversation_messages prefetched: no query.
+    Each reason is the rule in words ("Sender is a contact") with its evidence (the address,
+    header or reference that made it) and how many messages it filed."""
+    records: dict[tuple[str, int], FiledRecord] = {}
+    for message in thread:
+        for filing in getattr(message, "active_filings", []):
+            record = filing.record
+            key = (filing.record_type, record.pk)
+            item = records.get(key)
+            if item is None:
+                item = records[key] = FiledRecord(
+                    record=record,
+                    record_type=filing.record_type,
+                    type_label=RECORD_LABELS.get(filing.record_type, "Record"),
+                    label=record_short_label(record),
+                    filing_id=filing.pk,
+                )
+            item.messages += 1
+            item.unverified = item.unverified or filing.sender_unverified
+            # A person's filing says who and when; its evidence is only "Filed by hand".
+            evidence = "" if filing.by_person_id else (filing.evidence or "")[:300]
+            why = filing_reason(filing)
+            known = next(
+                (r for r in item.reasons if r["why"] == why and r["evidence"] == evidence), None
+            )
+            if known is None:
+                item.reasons.append({"why": why, "evidence": evidence, "messages": 1})
+            else:
+                known["messages"] += 1
+    return list(records.values())
+
+
+def pending_change_retryable(change: PendingChange) -> bool:
+    """Whether writing `change` again can still do what it said: its copy is where it was
+    (same folder, same UIDVALIDITY) and was not left flagged for deletion by a server that
+    cannot expunge one message (a second move would copy it twice, docs/reliability.md S-30)."""
+    location = change.location
+    return (
+        bool(change.error)
+        and change.done_at is not None
+        and location is not None
+        and location.uidvalidity == change.uidvalidity
+        and "\\Deleted" not in location.flags
+    )
+
+
+def failed_server_writes(*, message_ids: list[int]) -> list[PendingChange]:
+    """The changes made in the CRM to these messages that the server refused (docs/product.md
+    §7.12, docs/reliability.md X-19), newest first, each once: one a later change of the same
+    kind to the same copy replaced is left out, and so is one that can no longer be retried
+    (the copy moved, or was left flagged for deletion: the health page lists those). Two
+    queries."""
+    later = PendingChange.objects.filter(
+        location=OuterRef("location"), action=OuterRef("action"), pk__gt=OuterRef("pk")
+    )
+    changes = (
+        PendingChange.objects.filter(location__message__in=message_ids, done_at__isnull=False)
+        .exclude(error="")
+        .filter(~Exists(later))
+        .select_related("location")
+        .order_by("-done_at", "-pk")
+    )
+    return [c for c in changes if pending_change_retryable(c)]
+
+
+def get_pending_change_or_404(*, user, pk: int) -> PendingChange:
+    """A change to a message the user may read (the same 404 as a missing one otherwise)."""
+    from django.http import Http404
+
+    change = (
+        PendingChange.objects.filter(pk=pk, location__message__in=readable_messages(user))
+        .select_related("location", "location__message")
+        .first()
+    )
+    if change is None:
+        raise Http404("No such change.")
+    return change

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from ..models import Location, Message, PendingChange
+from ..selectors.conversations import pending_change_retryable
 from .mailboxes import mailbox_request_sync
 
 _FLAG_EFFECT = {
@@ -100,3 +101,22 @@ def message_delete(*, user, message) -> int:
         locations=_server_locations(message),
         action=PendingChange.Action.DELETE,
     )
+
+
+@transaction.atomic
+def pending_change_retry(*, user, change: PendingChange) -> None:
+    """Retry a server write that failed (docs/reliability.md X-19): the same change is queued
+    again, once however often Retry is pressed (a conditional UPDATE), and a sync asked for."""
+
+    change = PendingChange.objects.select_related("location", "mailbox").get(pk=change.pk)
+    if change.done_at is None:
+        return  # queued already (Retry pressed twice)
+    if not pending_change_retryable(change):
+        raise ValidationError("This change can no longer be written: the message has moved.")
+    queued = (
+        PendingChange.objects.filter(pk=change.pk, done_at__isnull=False)
+        .exclude(error="")
+        .update(done_at=None, error="", created_by=user)
+    )
+    if queued:
+        mailbox_request_sync(mailbox=change.mailbox)

@@ -75,6 +75,24 @@ def message_unlink_undo(*, user, filing):
     return filing
 
 
+def conversation_unlink(*, user, filing, messages) -> int:
+    """Take the messages of `messages` (a conversation's, those the caller checked `user` may
+    read) off `filing`'s record, as message_unlink does for one (docs/product.md §7.12).
+    Returns how many filings were unlinked."""
+
+    record_field = f"{filing.record_type}_id"
+    return (
+        Filing.objects.select_for_update()
+        .filter(
+            message__in=messages,
+            unlinked_at__isnull=True,
+            record_type=filing.record_type,
+            **{record_field: getattr(filing, record_field)},
+        )
+        .update(unlinked_at=timezone.now(), unlinked_by=user)
+    )
+
+
 @transaction.atomic
 def message_qualify(*, user, message, record=None, create: str = "", **fields):
     """Qualify: link `message` to `record`, or create a contact or lead from its sender

@@ -15,22 +15,29 @@ from inbox.models import Folder, Message, Thread
 from inbox.permissions import get_message_or_404
 from inbox.selectors.conversations import (
     assignable_users,
+    conversation_filings,
     conversation_messages,
     effective_status,
     event_text,
-    filing_reason,
+    failed_server_writes,
+    get_pending_change_or_404,
     move_targets,
-    record_short_label,
     timeline_events,
     unread_messages,
 )
 from inbox.selectors.outbox import conversation_outbox
 from inbox.services.conversations import conversation_mark_read, conversation_mark_unread
-from inbox.services.messages import message_change_flag, message_delete, message_move
+from inbox.services.messages import (
+    message_change_flag,
+    message_delete,
+    message_move,
+    pending_change_retry,
+)
 from inbox.services.presence import PRESENCE_REFRESH
 from inbox.views.composing import inline_composer_html
 from inbox.views.conversation_state import snooze_choices
 from inbox.views.htmx import CHANGED, _compose_url, _trigger
+from inbox.views.inbox import inbox_state, list_context, list_url
 from inbox.views.outbox import annotate
 
 
@@ -39,10 +46,6 @@ def _conversation_context(request, message, *, opening: bool) -> dict:
     §7.7). A conversation shown again after an action on it (Mark unread above all) or re-loaded
     because a filing changed does not: it would undo a Mark unread 400 ms after the click."""
     thread = conversation_messages(user=request.user, message=message)
-    for item in thread:
-        for filing in item.active_filings:
-            filing.reason = filing_reason(filing)
-            filing.label = record_short_label(filing.record)
     latest = thread[-1] if thread else message
     mailbox = message.mailbox
     unread_ids = set(
@@ -70,6 +73,7 @@ def _conversation_context(request, message, *, opening: bool) -> dict:
         conversation_outbox(request.user, thread_message_ids=[m.pk for m in thread]),
     )
     return {
+        "list_url": list_url(request),
         "pending_replies": pending,
         "back_to": reverse("inbox:conversation", args=[message.pk]),
         "opened": int(time.time()),
@@ -78,6 +82,8 @@ def _conversation_context(request, message, *, opening: bool) -> dict:
         "latest": latest,
         "thread": thread,
         "timeline": _timeline(thread, events),
+        "filed_records": conversation_filings(thread),
+        "failed_writes": failed_server_writes(message_ids=[m.pk for m in thread]),
         "conversation": conversation,
         "status": effective_status(conversation) if conversation else "",
         "assignable": list(assignable_users(mailbox=mailbox)) if conversation else [],
@@ -117,9 +123,14 @@ def conversation(request, pk: int):
     # ?reload=1: the conversation pane re-loading itself (a filing changed), or the page after
     # an action without htmx; only an opening reads the conversation.
     context = _conversation_context(request, message, opening=not request.GET.get("reload"))
-    if request.htmx:
+    if request.htmx and not request.htmx.history_restore_request:
         return render(request, "inbox/_conversation.html", context)
-    return render(request, "inbox/conversation_page.html", context)
+    # Opened by its address (a reload, a shared link, Back or Forward, no JavaScript): the
+    # inbox itself, with the list the URL names and this conversation open beside it
+    # (docs/product.md §7.12).
+    state = inbox_state(request, mailbox_hint=message.mailbox)
+    page = list_context(request, state)
+    return render(request, "inbox/inbox.html", {**page, **context, "open_conversation": True})
 
 
 ACTIONS = {"mark_read", "mark_unread", "flag", "unflag", "move", "delete"}
@@ -168,6 +179,25 @@ def message_action(request, pk: int):
             flash.success(request, notice)
         return redirect(reverse("inbox:conversation", args=[message.pk]) + "?reload=1")
     message = get_message_or_404(request.user, pk)
+    context = _conversation_context(request, message, opening=False)
+    context["notice"] = notice
+    return _trigger(render(request, "inbox/_conversation.html", context), CHANGED)
+
+
+@require_POST
+def server_write_retry(request, pk: int):
+    """Retry a change the mail server refused (docs/product.md §7.12, docs/reliability.md
+    X-19): queued again through the same service, the conversation shown again."""
+    change = get_pending_change_or_404(user=request.user, pk=pk)
+    message = get_message_or_404(request.user, change.location.message_id)
+    try:
+        pending_change_retry(user=request.user, change=change)
+        notice = "Trying again."
+    except ValidationError as exc:
+        return HttpResponse(" ".join(exc.messages), status=422)
+    if not request.htmx:
+        flash.success(request, f"{notice} The server follows on the next sync.")
+        return redirect(reverse("inbox:conversation", args=[message.pk]) + "?reload=1")
     context = _conversation_context(request, message, opening=False)
     context["notice"] = notice
     return _trigger(render(request, "inbox/_conversation.html", context), CHANGED)

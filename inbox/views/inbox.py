@@ -4,12 +4,15 @@ that refreshes the list when something changed.
 
 from __future__ import annotations
 
+from django.contrib import messages as flash
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
 from inbox.forms import FilterForm
+from inbox.models import Mailbox
 from inbox.permissions import get_mailbox_or_404
 from inbox.selectors.conversations import (
     assignable_users,
@@ -25,19 +28,24 @@ from inbox.selectors.conversations import (
 )
 from inbox.selectors.drafts import draft_count
 from inbox.selectors.preferences import primary_mailbox_id, user_preferences
-from inbox.services.mailboxes import mailboxes_for_user
+from inbox.services.mailboxes import mailbox_request_sync, mailboxes_for_user
 from inbox.views.conversation_state import snooze_choices
 from inbox.views.htmx import _compose_url
+from inbox.views.outbox import _back
 
 
-def _inbox_state(request) -> dict:
-    """Mailbox, folder and filters from the query string, through the permission gate."""
+def inbox_state(request, *, mailbox_hint=None) -> dict:
+    """Mailbox, folder and filters from the query string, through the permission gate.
+    `mailbox_hint`: the mailbox of a conversation opened by its URL, when the query string
+    names none (docs/product.md §7.12)."""
     mailboxes = mailboxes_for_user(user=request.user)
     mailbox = None
     wanted = request.GET.get("mailbox", "")
     if wanted.isdigit():
         # Not in the user's list -> 404, the same as a mailbox that does not exist.
         mailbox = get_mailbox_or_404(request.user, int(wanted))
+    elif mailbox_hint is not None:
+        mailbox = mailbox_hint
     elif mailboxes:
         mailbox = mailboxes[0]  # the primary one comes first
     folders = folders_with_unread(mailbox=mailbox, user=request.user) if mailbox else []
@@ -64,7 +72,25 @@ def _inbox_state(request) -> dict:
         "draft_count": draft_count(user=request.user),
         "filter_form": form,
         "filters": form.filters(),
+        "list_url": list_url(request),
     }
+
+
+def list_url(request) -> str:
+    """The list this page shows (mailbox, folder or view, search, page), as a URL: where a
+    conversation's Back leads, and what a conversation's URL carries so that a reload or a
+    shared link shows the same list beside it (docs/product.md §7.12)."""
+    query = request.GET.copy()
+    for transient in ("since", "reload", "images"):
+        query.pop(transient, None)
+    encoded = query.urlencode()
+    return reverse("inbox:inbox_page") + (f"?{encoded}" if encoded else "")
+
+
+def list_query(request) -> str:
+    """The list's query string ("?mailbox=3&q=..."), for the conversation links in it."""
+    url = list_url(request)
+    return url[url.index("?") :] if "?" in url else ""
 
 
 def _views_with_counts(request, mailbox) -> list[dict]:
@@ -75,7 +101,7 @@ def _views_with_counts(request, mailbox) -> list[dict]:
     return [{"view": v, "count": counts.get(v.slug, 0)} for v in views_for(mailbox)]
 
 
-def _list_context(request, state: dict) -> dict:
+def list_context(request, state: dict) -> dict:
     mailbox, folder = state["mailbox"], state["folder"]
     if mailbox is None:
         return {**state, "page": None}
@@ -86,7 +112,8 @@ def _list_context(request, state: dict) -> dict:
         user=request.user,
         view=state["view"],
     )
-    per_page = user_preferences(user=request.user).emails_per_page
+    prefs = user_preferences(user=request.user)
+    per_page = prefs.emails_per_page
     page = Paginator(threads, per_page).get_page(request.GET.get("page"))
     attach_latest(page.object_list)
     for thread in page.object_list:
@@ -98,12 +125,14 @@ def _list_context(request, state: dict) -> dict:
         "snooze_choices": snooze_choices(),
         "fingerprint": list_fingerprint(mailbox=mailbox, folder=folder, user=request.user),
         "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
+        "list_query": list_query(request),
+        "density": prefs.density,
     }
 
 
 @require_GET
 def inbox_page(request):
-    context = _list_context(request, _inbox_state(request))
+    context = list_context(request, inbox_state(request))
     context["compose_url"] = _compose_url()
     template = "inbox/inbox.html"
     # Search and filters swap only the list; a plain GET (no JavaScript) gets the page.
@@ -116,7 +145,7 @@ def inbox_page(request):
 def inbox_poll(request):
     """New mail without a reload: the list polls here every few seconds with the fingerprint
     it shows. Nothing changed -> 204 (htmx leaves the page alone); else the fresh list."""
-    state = _inbox_state(request)
+    state = inbox_state(request)
     if state["mailbox"] is None:
         return HttpResponse(status=204)
     fingerprint = list_fingerprint(
@@ -124,5 +153,23 @@ def inbox_poll(request):
     )
     if request.GET.get("since") == fingerprint:
         return HttpResponse(status=204)
-    context = _list_context(request, state)
+    context = list_context(request, state)
     return render(request, "inbox/inbox.html#thread_list", context)
+
+
+@require_POST
+def inbox_sync_now(request, pk: int):
+    """The inbox's Sync now (docs/product.md §7.2): anyone who may read the mailbox asks for a
+    sync, through the same service as the settings page's button (mailbox_request_sync)."""
+    mailbox = get_mailbox_or_404(request.user, pk)
+    if mailbox.state in (Mailbox.State.PAUSED, Mailbox.State.NEEDS_RECONNECT):
+        text = f"{mailbox.email_address} is {mailbox.get_state_display().lower()}: nothing to sync."
+        level = flash.WARNING
+    else:
+        mailbox_request_sync(mailbox=mailbox)
+        text = "Checking the server for new mail…"
+        level = flash.INFO
+    if request.htmx:
+        return render(request, "inbox/inbox.html#sync_status", {"sync_text": text})
+    flash.add_message(request, level, text)
+    return _back(request, "inbox:inbox_page")

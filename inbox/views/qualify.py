@@ -16,6 +16,7 @@ from inbox.permissions import get_message_or_404, readable_messages
 from inbox.selectors.conversations import filing_reason, get_filing_or_404
 from inbox.selectors.qualify import get_record_or_none, qualify_context, record_search
 from inbox.services.qualify import (
+    conversation_unlink,
     message_link,
     message_qualify,
     message_unlink,
@@ -135,8 +136,22 @@ def filing_unlink(request, pk: int):
     """Take a message off a wrong record (a chip's x). The filing stays as history, so
     automation never puts the message back there."""
     filing = get_filing_or_404(user=request.user, pk=pk)
-    message_unlink(user=request.user, filing=filing)
     text = f"Removed from {filing.record}."
+    if request.POST.get("whole") and filing.message.thread_id:
+        # The conversation's Filed on panel: the whole conversation (docs/product.md §7.12).
+        # Its undo is "File on a record…" in the same panel, not the one-message relink.
+        conversation_unlink(
+            user=request.user,
+            filing=filing,
+            messages=readable_messages(request.user).filter(
+                thread=filing.message.thread_id, mailbox=filing.message.mailbox_id
+            ),
+        )
+        if not request.htmx:
+            flash.success(request, text)
+            return redirect("inbox:conversation", pk=filing.message_id)
+        return _trigger(HttpResponse(status=200), FILED, CHANGED)
+    message_unlink(user=request.user, filing=filing)
     undo_url = reverse("inbox:filing_relink", args=[filing.pk])
     if not request.htmx:
         # Without JavaScript the Qualify page offers the Undo.

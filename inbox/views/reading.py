@@ -16,6 +16,7 @@ another (X-12).
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from django.contrib.auth import get_user_model
@@ -51,6 +52,16 @@ PROXY_SALT = "inbox.reading.image-proxy"
 # frame URL does not stay useful (and the gate re-checks the grant anyway).
 TOKEN_MAX_AGE = 12 * 3600
 FRAME_SANDBOX = "allow-popups allow-popups-to-escape-sandbox"
+# The frame's height, worked out here from the sanitised body: the frame runs no script and has
+# an opaque origin, so neither it nor the page can measure it (docs/product.md §7.3, §7.12). A
+# body longer than the estimate scrolls inside the frame; a short one no longer sits in 560px.
+FRAME_MIN_HEIGHT = 96
+FRAME_MAX_HEIGHT = 2400
+_FRAME_LINE = 21  # FRAME_STYLE: 14px text, line-height 1.5
+_FRAME_CHARS_PER_LINE = 72
+_BLOCK_TAG = re.compile(r"<(?:br|p|div|tr|li|h[1-6]|blockquote|hr|table)\b", re.IGNORECASE)
+_IMG_TAG = re.compile(r"<img\b", re.IGNORECASE)
+_ANY_TAG = re.compile(r"<[^>]*>")
 STREAM_CHUNK = 64 * 1024
 
 
@@ -168,6 +179,16 @@ def render_body(*, user, message: Message, images: bool) -> RenderedBody:
     )
 
 
+def frame_height(html: str) -> int:
+    """Pixels the frame needs for `html` (a body from render_html_body/render_text_body) at
+    the reading pane's width: its lines of text, its blocks and its images."""
+    text = _ANY_TAG.sub("", html)
+    lines = sum(1 + len(line) // _FRAME_CHARS_PER_LINE for line in text.splitlines())
+    lines += len(_BLOCK_TAG.findall(html)) // 2
+    height = 24 + _FRAME_LINE * lines + 160 * len(_IMG_TAG.findall(html))
+    return max(FRAME_MIN_HEIGHT, min(FRAME_MAX_HEIGHT, height))
+
+
 def frame_policy(request, *, message_pk: int, images: bool) -> str:
     """The frame's own CSP: stops scripts, forms, base tags, fonts, CSS imports and every
     remote fetch even if the sanitiser missed something (docs/product.md §7.3: either layer alone).
@@ -261,6 +282,7 @@ def message_context(request, message: Message, *, images: bool, compact: bool = 
         "body_url": body_url + ("?images=1" if images else ""),
         "raw_url": reverse("inbox:message_raw", args=[message.pk]) if message.raw_file else "",
         "frame_sandbox": FRAME_SANDBOX,
+        "frame_height": frame_height(rendered.html),
     }
 
 

@@ -160,11 +160,21 @@ def test_unknown_record_type_or_missing_record_is_404(user_client):
     assert user_client.get(url, headers=HTMX).status_code == 404
 
 
-def test_opening_the_fragment_directly_goes_to_the_record(user_client):
-    contact = f.ContactFactory()
-    response = user_client.get(reverse("inbox:email_tab", args=["contact", contact.pk]))
-    assert response.status_code == 302
-    assert response["Location"] == f"{contact.get_absolute_url()}#email"
+def test_without_javascript_the_tab_is_a_page_with_qualify_on_each_entry(
+    client, teammate, shared_mailbox
+):
+    """docs/product.md §7.4: the record page's Email tab is a link; opened as a page it shows
+    the record, its mail, and Qualify on each message the viewer may read."""
+    contact = f.ContactFactory(first_name="Ana", last_name="Lopez")
+    message = f.MessageFactory(mailbox=shared_mailbox, subject="Quote please")
+    f.FilingFactory(message=message, contact=contact)
+    client.force_login(teammate)
+    record_page = client.get(contact.get_absolute_url()).content.decode()
+    url = reverse("inbox:email_tab", args=["contact", contact.pk])
+    assert f'href="{url}"' in record_page
+    page = client.get(url).content.decode()
+    assert "<html" in page and "Ana Lopez" in page and "Quote please" in page
+    assert f'href="{reverse("inbox:qualify_dialog", args=[message.pk])}"' in page
 
 
 def test_subjects_are_escaped(client, teammate, shared_mailbox):

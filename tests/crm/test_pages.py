@@ -151,7 +151,7 @@ def test_htmx_search_returns_only_the_results(user_client):
 
 
 def _assert_email_tab(html, record_type, pk):
-    assert ">Details</button>" in html and ">Email</button>" in html
+    assert ">Details</button>" in html and ">Email</a>" in html
     assert f'hx-get="{reverse("inbox:email_tab", args=[record_type, pk])}"' in html
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from inbox.models import (
     Draft,
     EmailApiSender,
     ExclusionPattern,
     Filing,
+    Mailbox,
     MatchingSettings,
     Message,
     OutboxEntry,
@@ -46,12 +48,24 @@ def world(owner, teammate, outsider, admin_user, personal_mailbox, shared_mailbo
         (message,) = mailkit.conversation(folders["inbox"], subject=f"{SECRET} {name}", seen=False)
         filing = f.FilingFactory(message=message, contact=contact)
         f.TriageEntryFactory(message=message)
+        location = message.locations.get()
+        refused = PendingChange.objects.create(
+            mailbox=mailbox,
+            location=location,
+            folder_name=location.folder.name,
+            uidvalidity=location.uidvalidity,
+            uid=location.uid,
+            action=PendingChange.Action.FLAG,
+            done_at=timezone.now(),
+            error="NO [CANNOT] refused",
+        )
         data[name] = {
             "mailbox": mailbox,
             "folder": folders["inbox"],
             "archive": folders["archive"],
             "message": message,
             "filing": filing,
+            "refused": refused,
         }
     return data
 
@@ -93,6 +107,12 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
         ("post", reverse("inbox:filing_unlink", args=[target["filing"].pk]), {}),
         ("post", reverse("inbox:filing_relink", args=[target["filing"].pk]), {}),
         ("post", reverse("inbox:triage_dismiss"), {"only": m}),
+        # docs/product.md §7.12: the conversation's own address (with its list), the Filed on
+        # panel's remove (the whole conversation); §7.2: the inbox's Sync now.
+        ("get", reverse("inbox:conversation", args=[m]) + f"?mailbox={box}&view=open", {}),
+        ("post", reverse("inbox:filing_unlink", args=[target["filing"].pk]), {"whole": "1"}),
+        ("post", reverse("inbox:inbox_sync_now", args=[box]), {}),
+        ("post", reverse("inbox:server_write_retry", args=[target["refused"].pk]), {}),
         ("get", reverse("inbox:compose") + f"?reply_to={m}&mode=reply", {}),
         ("get", reverse("inbox:compose") + f"?mailbox={box}", {}),
         (
@@ -127,12 +147,14 @@ def _state():
         list(Message.objects.order_by("pk").values_list("pk", "seen", "flagged")),
         list(Filing.objects.order_by("pk").values_list("pk", "unlinked_at", "rule")),
         PendingChange.objects.count(),
+        list(PendingChange.objects.order_by("pk").values_list("pk", "done_at", "error")),
         OutboxEntry.objects.count(),
         Draft.objects.count(),
         list(TriageEntry.objects.order_by("pk").values_list("pk", "resolved_at")),
         list(Thread.objects.order_by("pk").values_list("pk", "status", "assignee")),
         ThreadEvent.objects.count(),
         ThreadRead.objects.count(),
+        list(Mailbox.objects.order_by("pk").values_list("pk", "sync_requested_at")),
     )
 
 
@@ -195,6 +217,8 @@ def test_anonymous_is_sent_to_sign_in_and_changes_nothing(client, world, which):
         assert response["Location"].startswith(reverse("login"))
     for url in (reverse("inbox:triage"), reverse("inbox:preferences")):
         assert client.get(url)["Location"].startswith(reverse("login"))
+    density = client.post(reverse("inbox:density"), {"density": "compact"})
+    assert density["Location"].startswith(reverse("login"))
     response = client.post(
         reverse("inbox:triage_qualify"),
         {"message": [world[which]["message"].pk], "record": f"contact:{world['contact'].pk}"},

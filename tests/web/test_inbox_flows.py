@@ -98,7 +98,7 @@ def test_open_qualify_see_on_contact_mark_unread(
     conversation = page.locator("#conversation")
     expect(conversation.get_by_role("heading", name="Quote for 40 widgets")).to_be_visible()
     expect(conversation.locator(".inbox-msg")).to_have_count(2)
-    expect(conversation.locator(".inbox-chip.is-unfiled").first).to_be_visible()
+    expect(conversation.locator("[data-filed-panel] .inbox-filed-none")).to_be_visible()
     expect(_row(page, "Quote for 40 widgets")).not_to_have_class(re.compile(r"\bis-unread\b"))
     assert not Message.objects.filter(pk__in=[m.pk for m in inbox_world["quote"]], seen=False)
     shot(page, shots, "02-conversation.png")
@@ -117,8 +117,11 @@ def test_open_qualify_see_on_contact_mark_unread(
     dialog.get_by_role("button", name="Done").click()
     expect(dialog).to_be_hidden()
     # The conversation shows the new filing with why, and the list shows it filed.
-    latest = conversation.locator(".inbox-msg").last
-    expect(latest.locator(".inbox-chip", has_text="Ana Lopez")).to_contain_text("Filed by Olivia")
+    # Once for the conversation, in its Filed on panel (docs/product.md §7.12).
+    panel = conversation.locator("[data-filed-panel]")
+    expect(panel.locator(".inbox-filed-item", has_text="Ana Lopez")).to_contain_text(
+        "Filed by Olivia"
+    )
     expect(_row(page, "Quote for 40 widgets").locator(".inbox-record-tag")).to_have_text(
         "Ana Lopez"
     )
@@ -160,7 +163,7 @@ def test_keyboard_shortcuts(page, live_server, shots, console_messages, inbox_wo
     expect(
         page.locator("#conversation").get_by_role("heading", name=re.compile("Printer still jams"))
     ).to_be_visible()
-    expect(page.locator("#conversation .inbox-chip").first).to_contain_text(
+    expect(page.locator("#conversation .inbox-filed-item").first).to_contain_text(
         "Ticket reference in subject"
     )
 
@@ -216,7 +219,7 @@ def test_phone_inbox_conversation_and_triage(
     expect(frame).to_be_visible()
     expect(frame.content_frame.get_by_text("Body of message 1")).to_be_visible()
     shot(page, shots, "10-phone-conversation.png")
-    page.get_by_role("button", name="Back to the list").click()
+    page.get_by_role("link", name="Back to the list").click()
     expect(page.locator("#thread-list")).to_be_visible()
 
     page.goto(f"{live_server.url}/inbox/triage/")

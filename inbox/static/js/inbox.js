@@ -8,8 +8,16 @@
   // transitions are classes, so settling class, width and height is all the inbox needs.
   htmx.config.attributesToSettle = ["class", "width", "height"];
 
+  // The panes are the history element (inbox.html hx-history-elt): Back and Forward swap what
+  // is inside #inbox, never #inbox itself, so it is looked up once.
   var layout = document.getElementById("inbox");
   var selectedThread = null; // data-thread of the highlighted row; survives list refreshes
+  var openedFromList = false; // a conversation was opened from the list in this page
+
+  var initial = document.querySelector("#thread-list .inbox-thread.is-selected");
+  if (initial) {
+    selectedThread = initial.getAttribute("data-thread");
+  }
 
   function rows() {
     return Array.prototype.slice.call(document.querySelectorAll("#thread-list .inbox-thread"));
@@ -129,7 +137,10 @@
     } else if (key === "?") {
       showModal("shortcuts-modal");
     } else if (key === "Escape" && layout && layout.classList.contains("is-reading")) {
-      layout.classList.remove("is-reading");
+      var back = document.querySelector("#conversation [data-inbox-back]");
+      if (back) {
+        back.click();
+      }
     } else if (["q", "r", "a", "f", "u", "s", "e", "i", "h", "#"].indexOf(key) !== -1) {
       handled = clickShortcut(key);
     } else {
@@ -140,36 +151,90 @@
     }
   }
 
-  // A row clicked (or opened with the keyboard) becomes the selected one, and on a phone the
-  // reading pane takes the screen.
+  // A row clicked (or opened with the keyboard) becomes the selected one. The pane changes
+  // only when the conversation arrives: htmx keeps a copy of the page as it was for Back
+  // (docs/product.md §7.12), so the list must still be the list when it does.
   document.addEventListener("click", function (event) {
     var link = event.target.closest(".inbox-thread-link");
     if (link) {
       highlight(link.closest(".inbox-thread"), false);
-      if (layout) {
-        layout.classList.add("is-reading");
-      }
-      // Say it is coming (on a phone the pane replaces the list at once).
-      var pane = document.getElementById("conversation-pane");
-      if (pane && !pane.querySelector(".relay-loading")) {
-        var loading = document.createElement("div");
-        loading.className = "relay-loading";
-        loading.setAttribute("role", "status");
-        loading.textContent = "Opening…";
-        pane.replaceChildren(loading);
-      }
+      openedFromList = true;
     }
-    if (event.target.closest("[data-inbox-back]") && layout) {
-      layout.classList.remove("is-reading");
-      var row = rows()[currentIndex()];
-      if (row) {
-        row.scrollIntoView({ block: "nearest" });
-      }
+    // The conversation's Back: the list as it was (scroll included), through the history when
+    // the conversation was opened from it; else the list's own URL (the link's href).
+    var back = event.target.closest("[data-inbox-back]");
+    if (back && openedFromList && layout) {
+      event.preventDefault();
+      window.history.back();
     }
-    // An older message of a conversation opens (and loads its body) when its header is clicked.
-    var head = event.target.closest("[data-inbox-toggle]");
-    if (head && !event.target.closest("a, button")) {
-      head.closest(".inbox-msg").classList.toggle("is-open");
+  });
+
+  // The conversation opened at its newest message (docs/product.md §7.12): the pane scrolls
+  // itself on a laptop, the page on a phone.
+  function showNewest() {
+    var pane = document.getElementById("conversation-pane");
+    var newest = document.querySelector("#conversation .inbox-msg.is-latest");
+    if (!pane || !newest) {
+      return;
+    }
+    var scrolls = pane.scrollHeight > pane.clientHeight && getComputedStyle(pane).overflowY === "auto";
+    var several = document.querySelectorAll("#conversation .inbox-msg").length > 1;
+    if (scrolls) {
+      pane.scrollTop = several
+        ? pane.scrollTop + newest.getBoundingClientRect().top - pane.getBoundingClientRect().top - 8
+        : 0;
+    } else {
+      var top = several ? newest.getBoundingClientRect().top + window.scrollY - 72 : 0;
+      window.scrollTo(0, Math.max(top, 0));
+    }
+  }
+
+  function reading(open) {
+    if (layout) {
+      layout.classList.toggle("is-reading", open);
+    }
+  }
+
+  // Back and Forward (docs/product.md §7.12, docs/reliability.md X-18). htmx keeps no copy of these pages: its history
+  // cache is localStorage, which outlives signing out, and mail must not. Back asks the
+  // server again (inbox.html's hx-history-elt: only the panes are swapped); what this tab
+  // keeps is where the list was scrolled, two numbers per address, for as long as the tab.
+  htmx.config.historyCacheSize = 0;
+  var SCROLLS = "relay.inbox.scroll";
+  function scrolls() {
+    try {
+      return JSON.parse(window.sessionStorage.getItem(SCROLLS) || "{}");
+    } catch (error) {
+      return {};
+    }
+  }
+  document.body.addEventListener("htmx:beforeHistorySave", function (event) {
+    var list = document.querySelector(".inbox-list-pane");
+    var saved = scrolls();
+    saved[event.detail.path] = [list ? Math.round(list.scrollTop) : 0, Math.round(window.scrollY)];
+    try {
+      window.sessionStorage.setItem(SCROLLS, JSON.stringify(saved));
+    } catch (error) {
+      // Storage full or refused: Back still works, at the top of the list.
+    }
+  });
+  document.body.addEventListener("htmx:historyRestore", function (event) {
+    var open = document.getElementById("conversation") !== null;
+    reading(open);
+    var row = document.querySelector("#thread-list .inbox-thread.is-selected");
+    selectedThread = row ? row.getAttribute("data-thread") : null;
+    var where = scrolls()[event.detail.path];
+    if (open) {
+      showNewest();
+    } else if (where) {
+      var list = document.querySelector(".inbox-list-pane");
+      if (list) {
+        list.scrollTop = where[0];
+      }
+      // After htmx's own scroll to the top of a page it fetched again.
+      window.setTimeout(function () {
+        window.scrollTo(0, where[1]);
+      }, 0);
     }
   });
 
@@ -194,7 +259,8 @@
       if (heading) {
         heading.setAttribute("tabindex", "-1");
       }
-      target.scrollTop = 0;
+      reading(true);
+      showNewest();
     }
   });
 
@@ -312,4 +378,16 @@
   syncBulk();
 
   document.addEventListener("keydown", onKey);
+
+  // Opened by its address (a reload, a shared link): the newest message in view, and the
+  // list's selected row too.
+  if (document.getElementById("conversation")) {
+    showNewest();
+    if (initial && document.querySelector(".inbox-list-pane")) {
+      var listPane = document.querySelector(".inbox-list-pane");
+      if (listPane.scrollHeight > listPane.clientHeight) {
+        listPane.scrollTop = initial.offsetTop - listPane.clientHeight / 3;
+      }
+    }
+  }
 })();

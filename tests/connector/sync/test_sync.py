@@ -213,6 +213,31 @@ def test_read_flag_and_move_and_delete_made_in_the_crm_reach_the_server(imap_use
     assert dovecot.flags(imap_user, "INBOX", uids[0]) == {"\\Flagged"}
 
 
+def test_moved_to_a_folder_that_is_not_synced_is_still_on_the_server(imap_user, owner, client):
+    """docs/reliability.md S-35: a message moved in the CRM to a folder the mailbox does not
+    sync leaves its synced folder, but it is on the server (in that folder): never "No longer
+    on the server", which says every copy was expunged."""
+    dovecot = imap_user.server
+    dovecot.create_folder(imap_user, "Projects")
+    dovecot.deliver(imap_user, make_raw("moved away"))
+    mailbox = make_mailbox(imap_user, owner=owner, active_folders=["INBOX"])
+    run(mailbox)
+    message = Message.objects.get(mailbox=mailbox, subject="moved away")
+    projects = Folder.objects.get(mailbox=mailbox, name="Projects")
+    assert not projects.is_active
+    message_move(user=owner, message=message, target_folder=projects)
+    run(mailbox)
+
+    assert len(dovecot.uids(imap_user, "Projects")) == 1
+    assert dovecot.uids(imap_user, "INBOX") == []
+    assert PendingChange.objects.get(mailbox=mailbox).error == ""
+    message.refresh_from_db()
+    assert message.on_server and not message.locations.exists()
+    client.force_login(owner)
+    page = client.get(reverse("inbox:conversation", args=[message.pk])).content.decode()
+    assert "No longer on the server" not in page
+
+
 LEFT_FLAGGED = "flagged for deletion; the server lacks UIDPLUS, so it was not expunged"
 
 
