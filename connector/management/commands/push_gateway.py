@@ -6,9 +6,11 @@ SIGTERM or Ctrl-C stops it cleanly, handing every mailbox back to polling at onc
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from connector.scheduling.gateway import Gateway
@@ -31,6 +33,12 @@ class Command(BaseCommand):
     def handle(self, *args, name="", max_sessions=0, **options):
         if max_sessions < 0:
             raise CommandError("--max-sessions must be 0 (the setting) or more.")
+        # A background process like the workers: it logs at RELAY_WORKER_LOG_LEVEL (WARNING by
+        # default, crm/celery.py), so that what reaches the screen of `make run` is what someone
+        # must read and the address bin/run prints stays the last lines.
+        level = logging.getLevelName(settings.RELAY_WORKER_LOG_LEVEL)
+        if isinstance(level, int):
+            logging.getLogger().setLevel(level)
         gateway = Gateway(name=name or f"{socket.gethostname()}:push", max_sessions=max_sessions)
         asyncio.run(self._run(gateway))
 
@@ -39,6 +47,5 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        self.stdout.write(f"push gateway {gateway.name} running; Ctrl-C stops it")
-        self.stdout.flush()
+        logging.getLogger(__name__).info("push gateway %s running; Ctrl-C stops it", gateway.name)
         await gateway.run(stop)
