@@ -24,7 +24,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from connector.ingest import bulk
-from inbox.models import Message, Thread, ThreadEvent, ThreadRead
+from inbox.models import Draft, Message, Thread, ThreadEvent, ThreadRead
 from inbox.signals import threads_merged
 
 _PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|tr|antw|rif|r)\s*(\[\d+\])?\s*:\s*)+", re.I)
@@ -163,15 +163,24 @@ def _move_messages(resolved: dict[int, int]) -> None:
 
 
 def _delete_emptied(thread_ids: list[int], resolved: dict[int, int] | None = None) -> None:
-    """Delete threads whose messages all moved away. Their timeline events follow their
-    messages to the thread they joined; read states are dropped (the joined conversation has
+    """Delete threads whose messages all moved away. Their timeline events and drafts follow
+    their messages to the thread they joined; read states are dropped (the joined conversation has
     news for everyone). Then no row refers to them, so no cascade is needed: a plain DELETE,
     without the collector's SELECT of the rows and UPDATE of their (absent) messages."""
     for source, target in (resolved or {}).items():
         ThreadEvent.objects.filter(thread_id=source).update(thread_id=target)
+        # Drafts follow too (docs/product.md §5.5); one its author already has in the joined
+        # conversation keeps the other's place, and this one stays a draft of its own, listed
+        # under Drafts: nothing typed is lost.
+        writing = Draft.objects.filter(thread_id=target, sent_entry__isnull=True)
+        Draft.objects.filter(
+            thread_id=source, sent_entry__isnull=True, user_id__in=writing.values("user_id")
+        ).update(thread=None)
+        Draft.objects.filter(thread_id=source).update(thread_id=target)
     if resolved:
         threads_merged.send(sender=Thread, moves=dict(resolved))
     ThreadRead.objects.filter(thread_id__in=thread_ids).delete()
+    Draft.objects.filter(thread_id__in=thread_ids).update(thread=None)
     Thread.objects.filter(pk__in=thread_ids)._raw_delete(connection.alias)
 
 

@@ -702,7 +702,7 @@ def test_conversation_by_its_address_is_the_inbox_with_it_open(olivia, box):
     assert page.count('class="inbox-filed-item') == 1
     assert "Sender is a contact" in page and "ana@globex.example" in page
     assert "2 of 2" in page
-    assert 'id="composer-slot"' in page
+    assert 'id="inline-reply-slot"' in page  # the reply box under the thread (§5.1)
     # The list's links carry the list with them; Back leads to it.
     assert f'href="{reverse("inbox:inbox_page")}?mailbox={box["mailbox"].pk}"' in page
     # htmx gets the pane alone, except when it restores history (Back, Forward).

@@ -205,10 +205,11 @@ def test_only_known_rows_refer_to_threads():
     """threader._delete_emptied removes merged threads with a plain DELETE, no cascade: it moves
     their timeline events to the thread they joined and drops their read states first, and is
     right only while nothing else points at a thread. A new reference must change it."""
-    from inbox.models import ThreadEvent, ThreadRead
+    from inbox.models import Draft, ThreadEvent, ThreadRead
     from notes.models import Note  # moved by notes/receivers.py on inbox/signals.py threads_merged
 
     assert {r.related_model for r in Thread._meta.related_objects} == {
+        Draft,
         Message,
         ThreadEvent,
         ThreadRead,
@@ -218,8 +219,9 @@ def test_only_known_rows_refer_to_threads():
 
 def test_a_merged_thread_brings_its_timeline_and_drops_read_states(owner):
     """A reply stored before its parent had a conversation of its own, with a state someone
-    gave it: when the parent comes the two are one, and the timeline comes along."""
-    from inbox.models import ThreadEvent, ThreadRead
+    gave it: when the parent comes the two are one, and the timeline and the reply being
+    written come along."""
+    from inbox.models import Draft, ThreadEvent, ThreadRead
     from inbox.services.conversations import conversation_assign
     from notes.access import Target
     from notes.services import note_create
@@ -235,6 +237,9 @@ def test_a_merged_thread_brings_its_timeline_and_drops_read_states(owner):
     conversation_assign(actor=owner, thread=early, assignee=owner)
     ThreadRead.objects.create(user=owner, thread=early, read_up_to=reply.pk)
     note = note_create(author=owner, target=Target("thread", early), body="Call her back")
+    draft = Draft.objects.create(
+        user=owner, mailbox=mailbox, thread=early, reply_to_message=reply, body_text="Dear Olivia"
+    )
     (offer,) = filingkit.receive(
         mailbox,
         make_raw("Our offer", message_id="<offer@relay.test>", sender="olivia@relay.test"),
@@ -249,3 +254,5 @@ def test_a_merged_thread_brings_its_timeline_and_drops_read_states(owner):
     assert not ThreadRead.objects.exists()
     note.refresh_from_db()
     assert note.thread_id == offer.thread_id  # the team's note stays with the conversation
+    draft.refresh_from_db()
+    assert (draft.thread_id, draft.body_text) == (offer.thread_id, "Dear Olivia")

@@ -6,6 +6,7 @@ and every way a connection dies (docs/reliability.md P-11..P-13). Timings are sh
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -20,6 +21,25 @@ NO_NOTIFY_CAPABILITY = " ".join(
     c for c in (NO_CONDSTORE_CAPABILITY + " CONDSTORE").split() if c != "NOTIFY"
 )
 WAIT = 30.0  # generous: a loaded machine; nothing here asserts a duration
+
+
+def run_loop(coro):
+    """asyncio.run in a thread of its own: a Playwright test that ran earlier on this xdist
+    worker leaves its event loop set on the main thread, where asyncio.run refuses to start."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as exc:  # handed to the test's own thread below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +113,7 @@ def test_notify_reports_new_mail_in_any_watched_folder_on_one_connection(imap_us
         client.abort()
         return changed
 
-    assert set(asyncio.run(main())) == {"Archive"}
+    assert set(run_loop(main())) == {"Archive"}
 
 
 def test_without_notify_idle_watches_the_inbox(dovecot_no_notify):
@@ -114,7 +134,7 @@ def test_without_notify_idle_watches_the_inbox(dovecot_no_notify):
         client.abort()
         return changed
 
-    assert set(asyncio.run(main())) == {"INBOX"}
+    assert set(run_loop(main())) == {"INBOX"}
 
 
 def test_without_notify_a_status_sweep_finds_mail_in_the_other_folders(dovecot_no_notify):
@@ -133,7 +153,7 @@ def test_without_notify_a_status_sweep_finds_mail_in_the_other_folders(dovecot_n
         client.abort()
         return changed
 
-    assert set(asyncio.run(main())) == {"Archive"}
+    assert set(run_loop(main())) == {"Archive"}
 
 
 @pytest.mark.parametrize("fault", ["cut", "bye", "silent"])
@@ -153,7 +173,7 @@ def test_a_connection_that_dies_is_detected(imap_user, fault_proxy, fault):
         # A watchdog of 1 s: a connection silent that long is dead (production: 5 minutes).
         return await watch_until(client, ["INBOX"], timing=Timing(watchdog=1.0), until=until)
 
-    outcome = asyncio.run(main())
+    outcome = run_loop(main())
     assert isinstance(outcome, TemporaryFailure), outcome
     expected = {"cut": "closed", "bye": "BYE", "silent": "silent"}[fault]
     assert expected in str(outcome)
@@ -164,7 +184,7 @@ def test_a_refused_login_is_authentication_failed(imap_user):
         await IdleClient.connect(settings_for(imap_user, password="not the password"))
 
     with pytest.raises(AuthenticationFailed):
-        asyncio.run(main())
+        run_loop(main())
 
 
 def test_tls_and_starttls_verify_the_certificate_like_the_sync(imap_user):
@@ -176,10 +196,10 @@ def test_tls_and_starttls_verify_the_certificate_like_the_sync(imap_user):
         client = await IdleClient.connect(s)
         client.abort()
 
-    asyncio.run(main("ssl", server.tls_port, True))
-    asyncio.run(main("starttls", server.port, True))
+    run_loop(main("ssl", server.tls_port, True))
+    run_loop(main("starttls", server.port, True))
     from connector.transport.errors import PermanentFailure
 
     with pytest.raises(PermanentFailure) as refused:
-        asyncio.run(main("ssl", server.tls_port, False))  # self-signed: not trusted
+        run_loop(main("ssl", server.tls_port, False))  # self-signed: not trusted
     assert refused.value.category == "tls"
