@@ -180,7 +180,9 @@ def test_connect_sync_break_and_reconnect(
     page.get_by_role("link", name="Settings", exact=True).last.click()
     expect(page.get_by_role("heading", name="Options")).to_be_visible()
     page.get_by_label("Signature").fill("Olivia Owner\nSales, Relay")
-    page.get_by_role("button", name="Save").click()
+    page.locator("form", has=page.get_by_label("Signature")).get_by_role(
+        "button", name="Save", exact=True
+    ).click()
     expect(page.get_by_text("Mailbox settings saved.")).to_be_visible()
     shot(page, shots, "09b-settings.png")
 

@@ -219,6 +219,8 @@ def test_forward_an_older_message_without_one_attachment_and_the_no_subject_prom
 
     # Forward the first message (not the newest) from its own actions: the inline composer
     # shows the original and its attachments, each removable.
+    # An older message is one line until it is opened (docs/product.md §7.12).
+    page.locator(f"#msg-{first.pk} > summary").click()
     page.locator(f"#msg-{first.pk}").get_by_role("link", name="Forward").click()
     reply = page.locator("#inline-reply")
     expect(reply.locator(".relay-composer-forwarded")).to_contain_text("It smokes.")
