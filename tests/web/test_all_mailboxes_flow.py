@@ -1,8 +1,8 @@
-"""All mailboxes in headless Chromium at a laptop (1440x900): pick All mailboxes in the
-sidebar, search, see results from both of the user's mailboxes (each naming its mailbox, an
-archived one included) and none from a colleague's personal mailbox, open one
-(docs/product.md §7.2). Screenshots go to RELAY_SHOTS (or a temporary folder); the console
-must stay clean."""
+"""All mailboxes in headless Chromium at a laptop (1440x900) and a phone (390x844): pick
+All mailboxes in the sidebar, search, see results from both of the user's mailboxes (each
+naming its mailbox, an archived one included) and none from a colleague's personal mailbox,
+open one (docs/product.md §7.2). Screenshots go to RELAY_SHOTS (or a temporary folder); the
+console must stay clean."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.web.helpers import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-LAPTOP = {"width": 1440, "height": 900}
+SCREENS = {"1440": {"width": 1440, "height": 900}, "390": {"width": 390, "height": 844}}
 
 
 @pytest.fixture
@@ -63,8 +63,11 @@ def world():
     return {"archived": archived[-1]}
 
 
-def test_search_all_mailboxes_and_open_a_result(page, live_server, shots, console_messages, world):
-    page.set_viewport_size(LAPTOP)
+@pytest.mark.parametrize("screen", SCREENS)
+def test_search_all_mailboxes_and_open_a_result(
+    page, live_server, shots, console_messages, world, screen
+):
+    page.set_viewport_size(SCREENS[screen])
     page.goto(f"{live_server.url}/inbox/")
     page.get_by_label("Username").fill("olivia")
     page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
@@ -84,13 +87,13 @@ def test_search_all_mailboxes_and_open_a_result(page, live_server, shots, consol
     expect(rows.nth(1).locator(".inbox-mailbox-tag")).to_have_text("Olivia")
     expect(page.locator("#thread-list")).not_to_contain_text("salary")
     expect(page).to_have_url(re.compile(r"mailbox=all.*q=globex"))
-    shot(page, shots, "all-mailboxes-search-1440.png")
+    shot(page, shots, f"all-mailboxes-search-{screen}.png")
 
     rows.nth(0).locator(".inbox-thread-link").click()
     expect(page).to_have_url(re.compile(rf"/inbox/conversations/{world['archived'].pk}/"))
     expect(page.locator(".inbox-conversation-head h2")).to_have_text("Globex printer broken")
     expect(rows).to_have_count(2)  # the search's list stays beside it
-    shot(page, shots, "all-mailboxes-open-1440.png")
+    shot(page, shots, f"all-mailboxes-open-{screen}.png")
 
     page.reload()
     expect(page.locator(".inbox-conversation-head h2")).to_have_text("Globex printer broken")
