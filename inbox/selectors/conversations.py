@@ -46,26 +46,43 @@ from ..models import (
     ThreadEvent,
     ThreadRead,
 )
-from ..permissions import readable_messages
+from ..permissions import readable_mailbox_ids, readable_messages
 from .qualify import RECORD_LABELS
 
 # The Inbox's folder order: the folders people live in first, then the rest by name.
 _SPECIAL_ORDER = ["inbox", "sent", "drafts", "archive", "flagged", "all", "junk", "trash"]
 
 
-def unread_messages(messages: QuerySet[Message], *, user, mailbox: Mailbox) -> QuerySet[Message]:
-    """The messages of `messages` (all of `mailbox`) that are unread for `user`.
+def unread_messages(
+    messages: QuerySet[Message], *, user, mailbox: Mailbox | None
+) -> QuerySet[Message]:
+    """The messages of `messages` (all of `mailbox`) that are unread for `user`; with no
+    `mailbox` (All mailboxes, docs/product.md §7.2) each message by its own mailbox's rule.
 
     On a shared mailbox reading is personal (docs/product.md §7.8): once a person has opened a
     conversation, their ThreadRead row decides (every message stored after it is unread for
     them); before that, the server's \\Seen does (history, mail read in another client). Our
     own mail is never unread. A personal mailbox has one reader: \\Seen alone."""
-    if not mailbox.reads_per_user:
+    if mailbox is not None and not mailbox.reads_per_user:
         return messages.filter(seen=False)
     mine = ThreadRead.objects.filter(user=user, thread=OuterRef("thread")).values("read_up_to")
-    return messages.annotate(my_read=Subquery(mine[:1])).filter(
-        Q(my_read__isnull=True, seen=False) | Q(pk__gt=F("my_read")), is_outgoing=False
+    per_reader = (Q(my_read__isnull=True, seen=False) | Q(pk__gt=F("my_read"))) & Q(
+        is_outgoing=False
     )
+    if mailbox is None:
+        per_reader = Q(mailbox__kind=Mailbox.Kind.PERSONAL, seen=False) | (
+            Q(mailbox__kind=Mailbox.Kind.SHARED) & per_reader
+        )
+    return messages.annotate(my_read=Subquery(mine[:1])).filter(per_reader)
+
+
+def in_scope(*, mailbox: Mailbox | None, user, through: str = "") -> Q:
+    """The rows of one mailbox (which came from the permission gate), or with no `mailbox` of
+    every mailbox `user` may read (All mailboxes, docs/product.md §7.2): the list's one access
+    check. `through` is the path to the mailbox ("thread__" for a ThreadEvent)."""
+    if mailbox is not None:
+        return Q(**{f"{through}mailbox": mailbox})
+    return Q(**{f"{through}mailbox__in": readable_mailbox_ids(user)})
 
 
 def folders_with_unread(*, mailbox: Mailbox, user) -> list[Folder]:
@@ -183,7 +200,7 @@ def _search_messages(messages: QuerySet[Message], search: str) -> QuerySet[Messa
 
 
 def _filtered_messages(
-    messages: QuerySet[Message], filters: MessageFilters, *, user, mailbox: Mailbox
+    messages: QuerySet[Message], filters: MessageFilters, *, user, mailbox: Mailbox | None
 ) -> QuerySet:
     if filters.unread:
         messages = unread_messages(messages, user=user, mailbox=mailbox)
@@ -284,7 +301,7 @@ def view_counts(*, mailbox: Mailbox, user, now: dt.datetime | None = None) -> di
 
 def conversations(
     *,
-    mailbox: Mailbox,
+    mailbox: Mailbox | None,
     folder: Folder | None,
     filters: MessageFilters,
     user,
@@ -297,16 +314,20 @@ def conversations(
     date, its unread count for `user`, whether any message is flagged or has attachments, and
     its assignee; `attach_latest` then fetches those newest messages in one query.
 
-    The mailbox must come from the permission gate (get_mailbox_or_404)."""
+    The mailbox must come from the permission gate (get_mailbox_or_404). With no mailbox:
+    every folder of every mailbox `user` may read (All mailboxes, docs/product.md §7.2)."""
     now = now or timezone.now()
-    matching = Message.objects.filter(mailbox=mailbox, thread=OuterRef("pk"))
+    scope = in_scope(mailbox=mailbox, user=user)
+    matching = Message.objects.filter(scope, thread=OuterRef("pk"))
+    if mailbox is None:
+        folder = view = None
     if folder is not None and view is None:
         matching = matching.filter(locations__folder=folder)
     matching = _filtered_messages(matching, filters, user=user, mailbox=mailbox)
     newest = matching.order_by(F("date").desc(nulls_last=True), "-pk")
     in_thread = Message.objects.filter(thread=OuterRef("pk"))
     unread = unread_messages(in_thread, user=user, mailbox=mailbox).order_by().values("thread")
-    threads = Thread.objects.filter(mailbox=mailbox)
+    threads = Thread.objects.filter(scope)
     if view is not None:
         threads = live_threads(mailbox=mailbox).filter(view.condition(user, now))
     return (
@@ -465,17 +486,17 @@ def record_short_label(record) -> str:
     return str(record)
 
 
-def list_fingerprint(*, mailbox: Mailbox, folder: Folder | None, user) -> str:
+def list_fingerprint(*, mailbox: Mailbox | None, folder: Folder | None, user) -> str:
     """Changes when the folder's mail changes in a way the list shows (new mail, read or
     unread, a message leaving, a conversation assigned or closed by anyone): the inbox polls
-    with it and gets nothing back while it holds. Three aggregate queries."""
-    messages = Message.objects.filter(mailbox=mailbox)
+    with it and gets nothing back while it holds. Three aggregate queries. No mailbox: every
+    mailbox `user` may read (All mailboxes)."""
+    messages = Message.objects.filter(in_scope(mailbox=mailbox, user=user))
     if folder is not None:
         messages = messages.filter(locations__folder=folder)
-    events = ThreadEvent.objects.filter(thread__mailbox=mailbox).aggregate(n=Max("pk"))["n"]
-    reads = ThreadRead.objects.filter(thread__mailbox=mailbox, user=user).aggregate(
-        n=Max("read_at")
-    )["n"]
+    thread_scope = in_scope(mailbox=mailbox, user=user, through="thread__")
+    events = ThreadEvent.objects.filter(thread_scope).aggregate(n=Max("pk"))["n"]
+    reads = ThreadRead.objects.filter(thread_scope, user=user).aggregate(n=Max("read_at"))["n"]
     state = f"{events or 0}-{reads.timestamp() if reads else 0}-"
     figures = messages.aggregate(
         newest=Max("pk"),

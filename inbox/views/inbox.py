@@ -41,6 +41,8 @@ def inbox_state(request, *, mailbox_hint=None) -> dict:
     mailboxes = mailboxes_for_user(user=request.user)
     mailbox = None
     wanted = request.GET.get("mailbox", "")
+    if wanted == ALL_MAILBOXES and mailboxes:
+        return _all_mailboxes_state(request, mailboxes)
     if wanted.isdigit():
         # Not in the user's list -> 404, the same as a mailbox that does not exist.
         mailbox = get_mailbox_or_404(request.user, int(wanted))
@@ -73,7 +75,38 @@ def inbox_state(request, *, mailbox_hint=None) -> dict:
         "filter_form": form,
         "filters": form.filters(),
         "list_url": list_url(request),
+        "all_mailboxes": False,
     }
+
+
+# ?mailbox=all: the All mailboxes view (docs/product.md §7.2).
+ALL_MAILBOXES = "all"
+
+
+def _all_mailboxes_state(request, mailboxes: list) -> dict:
+    """All mailboxes: every folder of every mailbox the user may read, in one list (no folder,
+    no view, which belong to one mailbox). `mailbox` stays the primary one for Compose; the
+    list itself is scoped by the permission gate in the selector (in_scope)."""
+    form = FilterForm(request.GET)
+    return {
+        "mailboxes": mailboxes,
+        "primary_id": primary_mailbox_id(user=request.user),
+        "mailbox": mailboxes[0],
+        "folders": [],
+        "folder": None,
+        "view": None,
+        "views": [],
+        "draft_count": draft_count(user=request.user),
+        "filter_form": form,
+        "filters": form.filters(),
+        "list_url": list_url(request),
+        "all_mailboxes": True,
+    }
+
+
+def _list_mailbox(state: dict):
+    """The mailbox the list shows, or None for All mailboxes."""
+    return None if state["all_mailboxes"] else state["mailbox"]
 
 
 def list_url(request) -> str:
@@ -105,8 +138,9 @@ def list_context(request, state: dict) -> dict:
     mailbox, folder = state["mailbox"], state["folder"]
     if mailbox is None:
         return {**state, "page": None}
+    scope = _list_mailbox(state)
     threads = conversations(
-        mailbox=mailbox,
+        mailbox=scope,
         folder=folder,
         filters=state["filters"],
         user=request.user,
@@ -116,14 +150,17 @@ def list_context(request, state: dict) -> dict:
     per_page = prefs.emails_per_page
     page = Paginator(threads, per_page).get_page(request.GET.get("page"))
     attach_latest(page.object_list)
+    names = {box.pk: box.display_name or box.email_address for box in state["mailboxes"]}
     for thread in page.object_list:
         thread.shown_status = effective_status(thread)
+        thread.mailbox_name = names.get(thread.mailbox_id, "")
     return {
         **state,
         "page": page,
-        "assignable": list(assignable_users(mailbox=mailbox)),
+        # Bulk actions act on one mailbox's conversations: not offered on All mailboxes.
+        "assignable": list(assignable_users(mailbox=mailbox)) if scope else [],
         "snooze_choices": snooze_choices(),
-        "fingerprint": list_fingerprint(mailbox=mailbox, folder=folder, user=request.user),
+        "fingerprint": list_fingerprint(mailbox=scope, folder=folder, user=request.user),
         "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
         "list_query": list_query(request),
         "density": prefs.density,
@@ -149,7 +186,7 @@ def inbox_poll(request):
     if state["mailbox"] is None:
         return HttpResponse(status=204)
     fingerprint = list_fingerprint(
-        mailbox=state["mailbox"], folder=state["folder"], user=request.user
+        mailbox=_list_mailbox(state), folder=state["folder"], user=request.user
     )
     if request.GET.get("since") == fingerprint:
         return HttpResponse(status=204)

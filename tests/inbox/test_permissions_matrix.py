@@ -173,6 +173,26 @@ def _persona(name, request, world):
     return world["revoked"] if name == "revoked" else request.getfixturevalue(name)
 
 
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_all_mailboxes_lists_and_searches_only_readable_mail(client, request, world, persona):
+    """docs/product.md §7.2 All mailboxes: each persona sees exactly the mail they may read
+    (an admin without a grant: none), in the list, its search, its poll and a result opened."""
+    client = _login(client, _persona(persona, request, world))
+    before = _state()
+    page = reverse("inbox:inbox_page")
+    for url in (
+        page + "?mailbox=all",
+        page + "?mailbox=all&q=quarterly",
+        reverse("inbox:inbox_poll") + "?mailbox=all&since=x",
+    ):
+        for headers in ({}, HTMX):
+            response = client.get(url, headers=headers)
+            html = response.content.decode()
+            for which in ("personal", "shared"):
+                assert (f"{SECRET} {which}" in html) is (persona in ALLOWED[which]), (url, which)
+    assert _state() == before
+
+
 @pytest.mark.parametrize(
     "which,persona",
     [
