@@ -4,6 +4,7 @@ centre, the fields beside it on a laptop and above it on a phone (docs/product.m
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,17 @@ def test_contact_page_timeline(page, live_server, console_messages, settings, na
     expect(timeline.get_by_role("link", name="Show older")).to_have_count(0)
     shot(page, str(SHOTS), f"{name}-2-older.png")
 
-    # A message opens as its conversation.
+    # A note added in the notes panel goes to the top of the timeline at once.
     timeline.get_by_role("link", name="Newest").click()
-    entries.nth(1).get_by_role("link", name="Signed order").click()
-    expect(page).to_have_url(__import__("re").compile(r"/inbox/conversations/\d+/"))
+    panel = page.locator(".notes-panel")
+    panel.get_by_label(re.compile("Add a note")).fill("Ana asked for a call on Friday")
+    panel.get_by_role("button", name="Add note").click()
+    expect(entries.nth(0)).to_contain_text("Ana asked for a call on Friday")
+    expect(entries).to_have_count(4)
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the shot
+    shot(page, str(SHOTS), f"{name}-3-note-added.png")
+
+    # A message opens as its conversation.
+    timeline.get_by_role("link", name="Signed order").click()
+    expect(page).to_have_url(re.compile(r"/inbox/conversations/\d+/"))
     assert [m for m in console_messages if m.startswith(("error", "pageerror"))] == []
