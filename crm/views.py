@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from . import forms, selectors, services
 from .models import Lead, Opportunity, Ticket
+from .timeline import Cursor, timeline_for
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,15 @@ def _list_page(request, kind: RecordKind):
 
 def _detail_page(request, kind: RecordKind, pk: int):
     record = kind.detail(pk=pk)
-    context = {"kind": kind, "record": record}
+    # The timeline at the centre: mail and notes, newest first (docs/product.md §7.4).
+    timeline = timeline_for(
+        user=request.user,
+        record_type=kind.name,
+        record_id=record.pk,
+        before=Cursor.parse(request.GET.get("before")),
+        limit=settings.RELAY_PAGE_SIZE,
+    )
+    context = {"kind": kind, "record": record, "timeline": timeline}
     if kind.related:
         context.update(kind.related(record))
     return render(request, f"crm/{kind.name}_detail.html", context)

@@ -42,6 +42,13 @@ def _panel(request, target, *, body: str = "", errors=(), status: int = 200):
     )
 
 
+def _changed(response):
+    """Tells the page a note was added or deleted: a record page's timeline reloads itself
+    (crm/templates/crm/_timeline.html, docs/product.md §7.4)."""
+    response["HX-Trigger"] = "relay-notes-changed"
+    return response
+
+
 @require_http_methods(["GET", "POST"])
 def notes_panel(request, target_type: str, pk: int):
     target = get_target_or_404(request.user, target_type, pk)
@@ -66,7 +73,7 @@ def notes_panel(request, target_type: str, pk: int):
             messages.error(request, text)
         return redirect(reverse("notes:panel", args=[target.type, target.pk]))
     if request.htmx:
-        return _panel(request, target)
+        return _changed(_panel(request, target))
     messages.success(request, "Note added.")
     return redirect(f"{target.url}#note-{note.pk}")
 
@@ -81,7 +88,7 @@ def note_delete(request, pk: int):
     except PermissionDenied:
         return HttpResponse("Only its author may delete a note.", status=403)
     if request.htmx:
-        return _panel(request, target)
+        return _changed(_panel(request, target))
     messages.success(request, "Note deleted.")
     return redirect(f"{target.url}#notes")
 

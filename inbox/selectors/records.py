@@ -103,3 +103,18 @@ def attach_recipients(messages) -> None:
         by_message.setdefault(address.message_id, []).append(address)
     for message in messages:
         message.recipients = by_message.get(message.pk, [])
+
+
+def annotate_for_display(messages) -> None:
+    """What an Email tab or timeline row may show of each message (docs/product.md §2.2):
+    `full` (text and attachments), `readable` (opens), `show_subject`, whether it is another
+    user's personal mail, and the filing rule's label. No query."""
+    rule_labels = dict(Filing.Rule.choices)
+    for message in messages:
+        message.filing_rule_label = rule_labels.get(message.filing_rule, message.filing_rule)
+        message.full = message.visibility <= FULL_BY_PRIVACY
+        message.readable = message.visibility == FULL
+        message.show_subject = message.visibility <= SUBJECT
+        message.is_personal_of_other = (
+            not message.readable and message.mailbox.kind == Mailbox.Kind.PERSONAL
+        )

@@ -11,12 +11,9 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from crm.models import RECORD_MODELS
-from inbox.models import Filing, Mailbox
 from inbox.permissions import readable_mailboxes
 from inbox.selectors.records import (
-    FULL,
-    FULL_BY_PRIVACY,
-    SUBJECT,
+    annotate_for_display,
     attach_recipients,
     messages_for_record,
 )
@@ -33,15 +30,7 @@ def email_tab(request, record_type: str, pk: int):
     messages = messages_for_record(user=request.user, record_type=record_type, record_id=pk)
     page = Paginator(messages, settings.RELAY_PAGE_SIZE).get_page(request.GET.get("page"))
     attach_recipients(page.object_list)
-    rule_labels = dict(Filing.Rule.choices)
-    for message in page.object_list:
-        message.filing_rule_label = rule_labels.get(message.filing_rule, message.filing_rule)
-        message.full = message.visibility <= FULL_BY_PRIVACY
-        message.readable = message.visibility == FULL
-        message.show_subject = message.visibility <= SUBJECT
-        message.is_personal_of_other = (
-            not message.readable and message.mailbox.kind == Mailbox.Kind.PERSONAL
-        )
+    annotate_for_display(page.object_list)
     # Compose only for someone with a mailbox to send from.
     compose_url = _compose_url() if readable_mailboxes(request.user).exists() else None
     # htmx loads the tab into the record page; without JavaScript the tab's link opens it as

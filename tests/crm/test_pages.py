@@ -151,7 +151,9 @@ def test_htmx_search_returns_only_the_results(user_client):
 
 
 def _assert_email_tab(html, record_type, pk):
-    assert ">Details</button>" in html and ">Email</a>" in html
+    # The Timeline (mail and notes, docs/product.md §7.4) is the first tab, Email the second.
+    assert ">Timeline</button>" in html and ">Email</a>" in html
+    assert 'id="timeline"' in html
     assert f'hx-get="{reverse("inbox:email_tab", args=[record_type, pk])}"' in html
 
 

@@ -291,6 +291,31 @@ def test_email_tab_never_leaks_shared_mail_or_links_to_unreadable_mail(
         assert (conversation in html) is (persona in ALLOWED[which])
 
 
+@pytest.mark.parametrize("persona", ["outsider", "revoked", "admin_user", "owner", "teammate"])
+def test_record_timeline_never_leaks_shared_mail_or_links_to_unreadable_mail(
+    client, request, world, persona
+):
+    """The record page's timeline (docs/product.md §7.4) follows the Email tab's rules, on its
+    first page and on every "Show older" page."""
+    client = _login(client, _persona(persona, request, world))
+    url = reverse("crm:contact_detail", args=[world["contact"].pk])
+    for params in ({}, {"before": "2999-01-01T00:00:00+00:00~note~1"}):
+        response = client.get(url, params)
+        assert response.status_code == 200
+        html = response.content.decode()
+        timeline = html[html.index('id="timeline"') :]
+        assert (f"{SECRET} shared" in timeline) is (persona == "teammate")
+        for which in ("personal", "shared"):
+            conversation = reverse("inbox:conversation", args=[world[which]["message"].pk])
+            assert (conversation in timeline) is (persona in ALLOWED[which])
+
+
+def test_record_timeline_sends_anonymous_to_sign_in(client, world):
+    url = reverse("crm:contact_detail", args=[world["contact"].pk])
+    response = client.get(url, {"before": "2999-01-01T00:00:00+00:00~note~1"})
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
 # --- the Outbox (docs/product.md §5.4) ---------------------------------------------------------
 # Who may see and act on an outbox entry: its author in a mailbox they may send from, the owner
 # of a personal mailbox; admins every entry of a shared mailbox, never one of someone else's
