@@ -359,6 +359,16 @@
       var isSend = !submitter || submitter === sendButton;
       if (isSend && subject && !subject.value.trim() && !confirmField.value && dialog) {
         event.preventDefault();
+        // Shown from <body>: inside the conversation pane (a stacking context of its own) the
+        // dialog would sit under its backdrop. One left there by an earlier composer goes.
+        if (dialogElement.parentElement !== document.body) {
+          document.body.querySelectorAll(":scope > .modal").forEach(function (other) {
+            if (other.id === dialogElement.id) {
+              other.remove();
+            }
+          });
+          document.body.appendChild(dialogElement);
+        }
         dialog.show();
       }
     });
