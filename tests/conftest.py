@@ -22,12 +22,15 @@ from __future__ import annotations
 import os
 
 import pytest
+from pytest_django import fixtures as django_fixtures
 
 pytest_plugins = ["tests.servers.fixtures"]
 
 os.environ.setdefault("RELAY_ALLOWED_MAIL_HOSTS", "127.0.0.1,localhost")
 
 from tests import factories as f  # noqa: E402
+
+_pytest_django_db_setup = django_fixtures.django_db_setup.__wrapped__
 
 # Longest single tests first, so that none starts near the end of the run while the other
 # workers idle: a prefix is a file or one test (a node id). Ranked by
@@ -84,6 +87,43 @@ def _no_parse_pool_outlives_its_test():
     if running is not None:
         parse_pool._drop_pool()
         running.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(
+    request,
+    django_test_environment,
+    django_db_blocker,
+    django_db_use_migrations,
+    django_db_keepdb,
+    django_db_createdb,
+    django_db_modify_db_settings,
+):
+    """Each worker's PostgreSQL test database is a copy of one migrated template, built once per
+    set of migrations (tests/testdb.py). SQLite, --nomigrations and --reuse-db keep
+    pytest-django's own set-up."""
+    from django.db import connections
+
+    connection = connections["default"]
+    if connection.vendor != "postgresql" or not django_db_use_migrations or django_db_keepdb:
+        yield from _pytest_django_db_setup(
+            request,
+            django_test_environment,
+            django_db_blocker,
+            django_db_use_migrations,
+            django_db_keepdb,
+            django_db_createdb,
+            django_db_modify_db_settings,
+        )
+        return
+    from tests import testdb
+
+    original_name = connection.settings_dict["NAME"]
+    with django_db_blocker.unblock():
+        test_name = testdb.setup()
+    yield
+    with django_db_blocker.unblock():
+        testdb.teardown(test_name, original_name)
 
 
 @pytest.fixture(scope="session", autouse=True)
