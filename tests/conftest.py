@@ -90,30 +90,25 @@ def _no_parse_pool_outlives_its_test():
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(
-    request,
-    django_test_environment,
-    django_db_blocker,
-    django_db_use_migrations,
-    django_db_keepdb,
-    django_db_createdb,
-    django_db_modify_db_settings,
-):
+def django_db_setup(request, django_db_blocker, django_db_use_migrations, django_db_keepdb):
     """Each worker's PostgreSQL test database is a copy of one migrated template, built once per
     set of migrations (tests/testdb.py). SQLite, --nomigrations and --reuse-db keep
     pytest-django's own set-up."""
     from django.db import connections
 
+    # What pytest-django's own fixture sets up first (the test environment, the xdist suffix).
+    for name in ("django_test_environment", "django_db_createdb", "django_db_modify_db_settings"):
+        request.getfixturevalue(name)
     connection = connections["default"]
     if connection.vendor != "postgresql" or not django_db_use_migrations or django_db_keepdb:
         yield from _pytest_django_db_setup(
             request,
-            django_test_environment,
+            None,
             django_db_blocker,
             django_db_use_migrations,
             django_db_keepdb,
-            django_db_createdb,
-            django_db_modify_db_settings,
+            request.getfixturevalue("django_db_createdb"),
+            None,
         )
         return
     from tests import testdb
