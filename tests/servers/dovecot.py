@@ -127,11 +127,12 @@ service imap-login {{
   }}
 }}
 service imap {{
-  process_limit = 64
+  process_limit = {imap_processes}
 }}
+{login_service}
 service anvil {{
   # The tests log in hundreds of times from 127.0.0.1 within seconds.
-  client_limit = 1000
+  client_limit = {anvil_clients}
   # No auth penalty (2-15 s per login after failures from one IP): the wrong-password tests
   # would pay it. Dovecot's documented way to turn it off.
   unix_listener anvil-auth-penalty {{
@@ -171,8 +172,12 @@ class Dovecot:
         *,
         condstore: bool = True,
         capability: str | None = None,
+        connections: int = 64,
     ):
         self.root = root
+        # How many IMAP sessions it holds at once (one imap process each): the suite's 64, or a
+        # thousand and more for bench/push.py's watched mailboxes.
+        self.connections = connections
         self.certificate = certificate
         self.condstore = condstore
         # The announced capabilities (Dovecot's imap_capability) when not its own list.
@@ -219,6 +224,9 @@ class Dovecot:
                     port=self.port,
                     tls_port=self.tls_port,
                     capability=capability,
+                    imap_processes=self.connections,
+                    login_service=_login_service(self.connections),
+                    anvil_clients=max(1000, self.connections + 100),
                 )
             )
             self.process = subprocess.Popen(
@@ -572,14 +580,33 @@ def _decode_utf7(name: bytes) -> str:
     return utf7_decode(name)
 
 
+def _login_service(connections: int) -> str:
+    """Above the suite's 64 sessions, imap-login in Dovecot's high-performance mode: a few
+    processes each proxying many TLS sessions, instead of one process per session up to
+    default_process_limit (100)."""
+    if connections <= 64:
+        return ""
+    return (
+        "service imap-login {\n  service_count = 0\n  process_min_avail = 2\n"
+        f"  client_limit = {connections + 100}\n}}\n"
+        f"default_client_limit = {connections + 100}\n"
+    )
+
+
 def start_dovecot(
-    certificate: Certificate, *, condstore: bool = True, capability: str | None = None
+    certificate: Certificate,
+    *,
+    condstore: bool = True,
+    capability: str | None = None,
+    connections: int = 64,
 ) -> Dovecot:
     # Not under pytest's tmp dir: that is mode 0700 and the unprivileged mail user must reach
     # its maildirs.
     root = Path(tempfile.mkdtemp(prefix="relay-dovecot-"))
     root.chmod(0o755)
-    server = Dovecot(root, certificate, condstore=condstore, capability=capability)
+    server = Dovecot(
+        root, certificate, condstore=condstore, capability=capability, connections=connections
+    )
     atexit.register(lambda: server.process is not None and stop_dovecot(server))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     try:
