@@ -256,6 +256,9 @@ else:
     for _sub in ("", "in", "processed", "control"):
         private_dir(_broker / _sub)
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's filesystem transport, writing each message whole before a worker can see it
+    # (crm/broker.py).
+    CELERY_BROKER_TRANSPORT = "crm.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # kombu's filesystem transport needs its folders made first; "in" and "out" are the
         # same folder so one machine's producer and consumer meet.
