@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.utils.functional import SimpleLazyObject
 
+from . import live
 from .selectors.mailboxes import reconnect_banner_mailboxes
 from .selectors.outbox import problem_count
 
@@ -16,8 +17,11 @@ def reconnect_banner(request) -> dict:
     page costs one."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"reconnect_banner": [], "outbox_problems": 0}
+        return {"reconnect_banner": [], "outbox_problems": 0, "live_events": False}
     return {
+        # The page opens the live-update stream only where there is one (docs/product.md
+        # §7.14); otherwise it polls, and no request is wasted finding that out.
+        "live_events": live.enabled(),
         "reconnect_banner": SimpleLazyObject(lambda: reconnect_banner_mailboxes(user)),
         # A count, one query on a full page; the Outbox page itself needs no banner.
         "outbox_problems": SimpleLazyObject(lambda: problem_count(user)),
