@@ -42,9 +42,39 @@
     return element.querySelector("form.dirty, [data-relay-busy]") !== null;
   }
 
+  // The list refreshes once at a time: a second event while its request runs (mail stored,
+  // then filed a moment later) asks again once it is back, instead of aborting it (hx-sync).
+  var listBusy = false;
+  var listAgain = false;
+  var listTimer = null;
+
   function refreshList() {
-    htmx.trigger(document.body, "inbox:changed");
+    if (listBusy) {
+      listAgain = true;
+      return;
+    }
+    if (listTimer === null) {
+      listTimer = window.setTimeout(function () {
+        listTimer = null;
+        htmx.trigger(document.body, "inbox:changed");
+      }, 50);
+    }
   }
+
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt.id === "thread-list") {
+      listBusy = true;
+    }
+  });
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.elt.id === "thread-list") {
+      listBusy = false;
+      if (listAgain) {
+        listAgain = false;
+        refreshList();
+      }
+    }
+  });
 
   function refreshConversation(threads) {
     var conversation = document.getElementById("conversation");
