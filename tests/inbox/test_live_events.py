@@ -327,3 +327,40 @@ def test_without_redis_there_is_no_stream_and_pages_do_not_ask(
     changed(personal_mailbox)  # publishing without Redis: nothing, no error
 
     assert Client().get("/inbox/events/").status_code == 204  # signed out: no redirect loop
+
+
+# Who hears what: the permission matrix of tests/inbox/test_reading_views.py, for the stream.
+ALLOWED = {("owner", "personal"), ("teammate", "shared"), ("grouped", "shared")}
+
+
+def test_permission_matrix_of_the_stream(
+    asgi_server, streams, owner, teammate, outsider, admin_user, personal_mailbox, shared_mailbox
+):
+    """Owner, grantee (direct and by group) hear a mailbox's events; a teammate without grant,
+    a revoked grantee and an admin without grant hear nothing of it (docs/product.md §2.2)."""
+    revoked = f.UserFactory(username="revoked")
+    shared_mailbox.granted_users.add(revoked)
+    shared_mailbox.granted_users.remove(revoked)
+    group = f.GroupFactory()
+    grouped = f.UserFactory(username="grouped")
+    grouped.groups.add(group)
+    shared_mailbox.granted_groups.add(group)
+    users = {
+        "owner": owner,
+        "teammate": teammate,
+        "outsider": outsider,
+        "admin": admin_user,
+        "revoked": revoked,
+        "grouped": grouped,
+    }
+    opened = {who: streams(asgi_server, user) for who, user in users.items()}
+    assert {stream.status for stream in opened.values()} == {200}
+    time.sleep(0.3)
+    boxes = {"personal": personal_mailbox, "shared": shared_mailbox}
+    for mailbox in boxes.values():
+        changed(mailbox)
+    time.sleep(1.0)
+    for who, stream in opened.items():
+        heard = {data["mailbox"] for kind, data in stream.events_within(0) if kind == "mail"}
+        expected = {boxes[which].pk for (person, which) in ALLOWED if person == who}
+        assert heard == expected, who
