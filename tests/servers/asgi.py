@@ -50,10 +50,14 @@ class AsgiServer:
             self.server.force_exit = True
             self._thread.join(5)
         self._socket.close()
-        # Django's sync code under this server ran in asgiref's one sync thread (views,
-        # middleware, the stream's access checks): its database connections are closed there,
-        # or the test database could not be dropped.
-        from asgiref.sync import SyncToAsync
-        from django.db import connections
+        # Django's sync code under this server ran in threads of asgiref's, one per request
+        # (ThreadSensitiveContext), gone now with their connections still open (CONN_MAX_AGE):
+        # end those sessions, or the test database could not be dropped at the end.
+        from django.db import connection
 
-        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )

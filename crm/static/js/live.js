@@ -81,7 +81,7 @@
     if (!conversation || busy(conversation)) {
       return;
     }
-    var thread = parseInt(conversation.getAttribute("data-thread") || "", 10);
+    var thread = parseInt(conversation.getAttribute("data-relay-thread") || "", 10);
     if (threads === null || threads.indexOf(thread) !== -1) {
       htmx.trigger(conversation, "relay:live");
     }
