@@ -108,7 +108,12 @@ async def events(request):
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(
-        settings.RELAY_LIVE_URL, socket_connect_timeout=2, health_check_interval=30
+        # A Redis that accepts and then says nothing must not hold a request (or a heartbeat's
+        # renewal) forever; pub/sub reads below wait with their own timeout.
+        settings.RELAY_LIVE_URL,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
     )
     slots = _Slots(client, user.pk)
     try:

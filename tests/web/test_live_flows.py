@@ -154,3 +154,30 @@ def test_without_redis_the_inbox_polls_as_before(
     assert time.monotonic() - loaded >= POLL_SECONDS - 1  # it was the poll
     shot(page, shots, "live-off-polled-laptop.png")
     no_errors(console_messages)
+
+
+def test_redis_lost_under_an_open_page_brings_the_polls_back(
+    page, asgi_server, settings, olivia_mailbox, imap_user, fault_proxy_factory, console_messages
+):
+    """docs/reliability.md P-21 in the browser: the stream dies with its Redis, the page is
+    refused a new one (204) and its list polls again, so new mail still comes."""
+    from urllib.parse import urlsplit
+
+    target = urlsplit(settings.RELAY_LIVE_URL)
+    proxy = fault_proxy_factory(target.hostname, target.port or 6379)
+    settings.RELAY_LIVE_URL = f"redis://127.0.0.1:{proxy.port}{target.path}"
+    live.reset()
+    page.set_viewport_size({"width": 1440, "height": 900})
+    sign_in(page, asgi_server, "/inbox/")
+    body = page.locator("body")
+    expect(body).to_have_attribute("data-relay-live", "open")
+
+    proxy.cut_all()
+    proxy.stop()
+    expect(body).to_have_attribute("data-relay-live", "closed", timeout=10000)
+    deliver_and_sync(olivia_mailbox, imap_user, "Polled after Redis went away")
+    expect(page.get_by_text("Polled after Redis went away").first).to_be_visible(
+        timeout=(POLL_SECONDS + 5) * 1000
+    )
+    assert body.get_attribute("data-relay-events-seen") is None  # it was the poll
+    no_errors(console_messages)
