@@ -62,7 +62,10 @@ def _still_signed_in(user_id: int, session_key: str | None, session) -> bool:
 
 def _frame(event: dict) -> str:
     data = json.dumps(event, separators=(",", ":"))
-    return f"id: {event.get('id', '')}\nevent: {event.get('kind', 'message')}\ndata: {data}\n\n"
+    # No id line for the stream's own events (resync, access, end): an empty one would clear the
+    # browser's Last-Event-ID, and its next reconnection would not be resynced.
+    head = f"id: {event['id']}\n" if event.get("id") else ""
+    return f"{head}event: {event.get('kind', 'message')}\ndata: {data}\n\n"
 
 
 class _Slots:
