@@ -1,4 +1,4 @@
-# Relay CRM: one image for web (gunicorn), worker and beat (celery). See docker-compose.yml.
+# Relay CRM: one image for web (gunicorn with uvicorn workers), worker and beat (celery). See docker-compose.yml.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -35,4 +35,6 @@ RUN DJANGO_SECRET_KEY=collectstatic-only \
 USER relay
 EXPOSE 8000
 # The web health check lives in docker-compose.yml: worker and beat run this image too.
-CMD ["gunicorn", "crm.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]
+# Uvicorn workers under gunicorn: ASGI, so the live-update stream (an async view, docs/product.md
+# §7.14) holds its connections without a process or thread each.
+CMD ["gunicorn", "crm.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

@@ -11,8 +11,10 @@ buffer, for comparison.
 ``dovecot``: N users on a Dovecot of tests/servers/, N mailboxes in a PostgreSQL database of its
 own (relay_bench_push, dropped first), one gateway and two Celery workers (Redis at $REDIS_URL
 or 127.0.0.1:6379/14); deliveries at random (doveadm) to random mailboxes; prints p50/p99 from
-delivery to stored (Message.created_at) and to filed (Message.filed_at), the gateway's RSS per
-session, its idle CPU, and the fall-back time after SIGKILL of the gateway (until a delivery
+delivery to stored (Message.created_at), to filed (Message.filed_at) and to the browser's event
+(a subscriber on the live-update stream, docs/product.md §7.14, of Relay served by uvicorn as
+`make run` serves it, signed in as the mailboxes' owner), the gateway's RSS per session,
+its idle CPU, and the fall-back time after SIGKILL of the gateway (until a delivery
 made after the kill is stored by polling, with the beat ticking every RELAY_BEAT_INTERVAL).
 """
 
@@ -151,6 +153,44 @@ def sessions_mode(args) -> None:
         server.terminate()
 
 
+# --- the browser's side: a subscriber on the live-update stream ---------------------------------
+
+
+class StreamListener:
+    """What an open page's EventSource receives (inbox/views/events.py), read line by line over
+    HTTP: the arrival time of every "mail" event, by mailbox id."""
+
+    def __init__(self, port: int, cookie: str):
+        import http.client
+        import threading
+
+        self.arrivals: dict[int, list[float]] = {}
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        self.conn.request("GET", "/inbox/events/", headers={"Cookie": f"sessionid={cookie}"})
+        self.response = self.conn.getresponse()
+        if self.response.status != 200:
+            raise SystemExit(f"the live-update stream answered {self.response.status}")
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        import json
+
+        kind = ""
+        try:
+            while line := self.response.readline():
+                line = line.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:") and kind == "mail":
+                    mailbox = json.loads(line[5:])["mailbox"]
+                    self.arrivals.setdefault(mailbox, []).append(time.time())
+        except Exception:  # noqa: BLE001 - the bench ended and closed the connection
+            return
+
+    def first_after(self, mailbox: int, at: float) -> float | None:
+        return next((t for t in self.arrivals.get(mailbox, []) if t >= at), None)
+
+
 # --- dovecot mode -------------------------------------------------------------------------------
 
 
@@ -246,7 +286,30 @@ def dovecot_mode(args) -> None:
             ],
         )
     start("gateway", [*manage, "push_gateway", "--name", "bench"])
+    # Relay's web server as `make run` starts it (bin/run), and one open page of the owner's.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        web_port = probe.getsockname()[1]
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    start(
+        "web", [uvicorn, "crm.asgi:application", "--port", str(web_port), "--log-level", "warning"]
+    )
+    from django.test import Client
+
+    client = Client()
+    client.force_login(owner)
+    cookie = client.cookies["sessionid"].value
     try:
+        for _ in range(100):
+            try:
+                listener = StreamListener(web_port, cookie)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise SystemExit("the web server did not start")
         started = time.monotonic()
         while Mailbox.objects.filter(watch_state=WatchState.LIVE).count() < len(boxes):
             if time.monotonic() - started > 900:
@@ -287,14 +350,26 @@ def dovecot_mode(args) -> None:
         rows = Message.objects.filter(subject__startswith="bench push ").values_list(
             "subject", "created_at", "filed_at"
         )
-        to_stored, to_filed = [], []
+        to_stored, to_filed, to_browser = [], [], []
         for subject, created, filed in rows:
             at = sent[subject][1]
             to_stored.append(created.timestamp() - at)
             if filed:
                 to_filed.append(filed.timestamp() - at)
-        print(f"{len(sent)} deliveries, {len(to_stored)} stored, {len(to_filed)} filed")
-        for label, values in (("stored", to_stored), ("filed", to_filed)):
+        time.sleep(2)  # the last events on their way to the page
+        for mailbox_pk, at in sent.values():
+            arrived = listener.first_after(mailbox_pk, at)
+            if arrived is not None:
+                to_browser.append(arrived - at)
+        print(
+            f"{len(sent)} deliveries, {len(to_stored)} stored, {len(to_filed)} filed, "
+            f"{len(to_browser)} announced to the open page"
+        )
+        for label, values in (
+            ("stored", to_stored),
+            ("filed", to_filed),
+            ("browser event", to_browser),
+        ):
             if values:
                 print(
                     f"delivery -> {label}: p50 {statistics.median(values):.2f} s, "

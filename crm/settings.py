@@ -270,6 +270,18 @@ else:
         "store_processed": False,
         "polling_interval": 0.1,
     }
+# --- Live updates (docs/product.md §7.14) -----------------------------------------------------
+# Open pages hear of new mail, team changes and notifications through a stream of server-sent
+# events fed by Redis pub/sub (inbox/live.py, inbox/views/events.py). Without Redis (the embedded
+# default) there is no stream and the pages poll as before; RELAY_LIVE_URL="" turns it off too.
+RELAY_LIVE_URL = env("RELAY_LIVE_URL", default=REDIS_URL)
+# Seconds between heartbeats of a stream; access is checked again at each one, so a revoked
+# grant stops a mailbox's events within this (docs/reliability.md P-23).
+RELAY_LIVE_HEARTBEAT = env.float("RELAY_LIVE_HEARTBEAT", default=15.0)
+# Streams one person may hold open at once (tabs, devices); the next one is refused with 429
+# and that page polls (docs/reliability.md P-25).
+RELAY_LIVE_MAX_STREAMS = env.int("RELAY_LIVE_MAX_STREAMS", default=8)
+
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

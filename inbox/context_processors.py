@@ -4,8 +4,10 @@ stops arriving" and "your mail did not leave" are different problems."""
 
 from __future__ import annotations
 
+from django.core.handlers.asgi import ASGIRequest
 from django.utils.functional import SimpleLazyObject
 
+from . import live
 from .selectors.mailboxes import reconnect_banner_mailboxes
 from .selectors.outbox import problem_count
 
@@ -16,8 +18,12 @@ def reconnect_banner(request) -> dict:
     page costs one."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"reconnect_banner": [], "outbox_problems": 0}
+        return {"reconnect_banner": [], "outbox_problems": 0, "live_events": False}
     return {
+        # The page opens the live-update stream only where there is one: Redis, and an ASGI
+        # server to hold it (docs/product.md §7.14); otherwise it polls, and no request is
+        # wasted finding that out.
+        "live_events": live.enabled() and isinstance(request, ASGIRequest),
         "reconnect_banner": SimpleLazyObject(lambda: reconnect_banner_mailboxes(user)),
         # A count, one query on a full page; the Outbox page itself needs no banner.
         "outbox_problems": SimpleLazyObject(lambda: problem_count(user)),

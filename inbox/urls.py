@@ -9,6 +9,7 @@ from .views import (
     conversation_state,
     conversations,
     email_tab,
+    events,
     imports,
     inbox,
     mailboxes,
@@ -28,6 +29,8 @@ urlpatterns = [
     # The Inbox, and conversations. A conversation is addressed by one of its messages: the
     # permission gate is per message.
     path("", inbox.inbox_page, name="inbox_page"),
+    # Live updates of every open page: a server-sent event stream (docs/product.md §7.14).
+    path("events/", events.events, name="events"),
     path("poll/", inbox.inbox_poll, name="inbox_poll"),
     path("sync/<int:pk>/", inbox.inbox_sync_now, name="inbox_sync_now"),
     path("density/", preferences.density_switch, name="density"),

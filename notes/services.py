@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
 
+from inbox import live
 from notifications.models import Kind
 from notifications.services import notify
 
@@ -83,6 +84,7 @@ def note_create(*, author, target: Target, body: str) -> Note:
                 key=f"note:{note.pk}",
                 actor=author,
             )
+        _live(target)
     return note
 
 
@@ -90,4 +92,14 @@ def note_delete(*, user, note: Note) -> None:
     """Only a note's author removes it."""
     if note.author_id != user.pk:
         raise PermissionDenied("Only its author may delete a note.")
+    thread = note.thread if note.thread_id else None
     note.delete()
+    if thread is not None:
+        _live(Target(type="thread", obj=thread))
+
+
+def _live(target: Target) -> None:
+    """A conversation's notes are part of its team state: its readers' open pages hear of a
+    new one (docs/product.md §7.14). Notes on records are not announced."""
+    if target.type == "thread":
+        live.mailbox_event(live.CONVERSATION, mailbox_id=target.obj.mailbox_id, threads=[target.pk])

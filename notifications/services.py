@@ -28,6 +28,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from crm.selectors import default_from_email
+from inbox import live
 
 from .models import Digest, Kind, Notification, Preference
 
@@ -68,7 +69,7 @@ def notify(
         return None
     if key and Notification.objects.filter(recipient=recipient, kind=kind, key=key).exists():
         return None
-    return Notification.objects.create(
+    notification = Notification.objects.create(
         recipient=recipient,
         kind=kind,
         actor=actor,
@@ -78,6 +79,10 @@ def notify(
         in_app=in_app,
         email_pending=email,
     )
+    if in_app:
+        # The bell of every open page of theirs rings now, not at its next poll (§7.14).
+        live.user_event(live.NOTIFICATION, user_id=recipient.pk)
+    return notification
 
 
 def notify_many(*, recipients: Iterable, **kwargs) -> list[Notification]:

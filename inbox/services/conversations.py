@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from crm.models import Ticket
 
+from .. import live
 from ..models import Filing, Mailbox, Message, Thread, ThreadEvent, ThreadRead
 from ..permissions import readable_mailboxes
 from ..signals import conversation_assigned
@@ -100,6 +101,7 @@ def conversation_assign(*, actor, thread: Thread, assignee) -> bool:
             actor_id=actor.pk if actor else None,
             event_id=event.pk,
         )
+    live.mailbox_event(live.CONVERSATION, mailbox_id=thread.mailbox_id, threads=[thread.pk])
     return True
 
 
@@ -133,6 +135,7 @@ def conversation_set_status(
     _event(thread, actor=actor, kind=ThreadEvent.Kind.STATUS, now=now, **data).save()
     if not from_ticket:
         _tickets_follow(thread, status)
+    live.mailbox_event(live.CONVERSATION, mailbox_id=thread.mailbox_id, threads=[thread.pk])
     return True
 
 
@@ -183,6 +186,11 @@ def wake_snoozed(*, now: dt.datetime | None = None) -> int:
         ThreadEvent.objects.bulk_create(
             [_event(t, actor=None, kind=ThreadEvent.Kind.WOKE, now=now, status="open") for t in due]
         )
+        woken: dict[int, list[int]] = {}
+        for thread in due:
+            woken.setdefault(thread.mailbox_id, []).append(thread.pk)
+        for mailbox_id, threads in woken.items():
+            live.mailbox_event(live.CONVERSATION, mailbox_id=mailbox_id, threads=threads)
     return len(due)
 
 

@@ -86,8 +86,9 @@ def test_pages_carry_a_strict_csp_and_no_inline_styles(user_client):
     assert " style=" not in html and "<style" not in html
     # Every script is a file from our origin, carrying the nonce of this response.
     nonce = policy.split("'nonce-")[1].split("'")[0]
-    # Bootstrap, htmx, relay.js and notes/static/notes/notes.js (the mention picker).
-    assert html.count("<script") == html.count(f'nonce="{nonce}"') == 4
+    # Bootstrap, htmx, relay.js, live.js (crm/static/js/live.js) and notes/static/notes/notes.js
+    # (the mention picker).
+    assert html.count("<script") == html.count(f'nonce="{nonce}"') == 5
     # htmx neither injects a <style> element nor settles style attributes (both refused).
     config = html.split('<meta name="htmx-config" content=\'')[1].split("'>")[0]
     assert json.loads(config) == {

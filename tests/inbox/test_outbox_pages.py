@@ -264,8 +264,8 @@ def test_sending_clears_writing_whatever_the_colleagues_refresh_and_a_late_compo
 
 
 def test_presence_cache_is_shared_between_processes_by_default(settings):
-    """`make run` runs runserver and the worker as separate processes, and gunicorn several:
-    the default cache must not be per-process memory (crm/settings.py)."""
+    """`make run` runs the web server (uvicorn) and the worker as separate processes, and
+    gunicorn several: the default cache must not be per-process memory (crm/settings.py)."""
     import subprocess
     import sys
 

@@ -4,7 +4,8 @@ Session scope: ``test_certificate``, ``dovecot``, ``dovecot_no_condstore``,
 ``dovecot_no_uidplus`` (each Dovecot starts in well under a second and is stopped by PID at the
 end; every worker of pytest-xdist gets its own). Function scope: ``imap_user`` (a fresh user, so
 tests never share mail; ``imap_user_no_condstore`` and ``imap_user_no_uidplus`` on the other
-servers), ``smtp_server``, ``smtp_server_starttls``, ``smtp_server_tls``, ``fault_proxy`` (in
+servers), ``asgi_server`` (Relay under uvicorn, for the live-update stream),
+``smtp_server``, ``smtp_server_starttls``, ``smtp_server_tls``, ``fault_proxy`` (in
 front of the plain Dovecot port), ``fault_proxy_factory`` (in front of any port) and
 ``internet`` (public names for loopback web servers, tests/servers/internet.py).
 """
@@ -16,6 +17,7 @@ import shutil
 
 import pytest
 
+from .asgi import AsgiServer
 from .certs import Certificate
 from .dovecot import (
     NO_UIDPLUS_CAPABILITY,
@@ -129,6 +131,15 @@ def smtp_server_tls(test_certificate) -> SmtpServer:
     controller, server = start_smtp(test_certificate, implicit_tls=True)
     yield server
     controller.stop()
+
+
+@pytest.fixture
+def asgi_server(transactional_db):
+    """Relay under uvicorn in this process (tests/servers/asgi.py); needs a transactional
+    database, as live_server does, since its threads use their own connections."""
+    server = AsgiServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

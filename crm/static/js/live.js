@@ -1,0 +1,215 @@
+/* Live updates (docs/product.md §7.14): one EventSource per page on the stream the server names
+   in <body data-relay-events>, turned into the htmx refreshes the page already has. Events carry
+   only ids; every refresh goes through the ordinary, access-checked views.
+
+   While the stream is open, the periodic polls of elements marked data-relay-poll (the inbox
+   list, the bell) are skipped; whenever it is not open (no Redis, the server said 204 or 429,
+   the connection dropped) they run as before. Loaded as a file (CSP script-src 'self'). */
+(function () {
+  "use strict";
+
+  var url = document.body.getAttribute("data-relay-events");
+  if (!url || !window.EventSource || !window.htmx) {
+    return; // no stream here: the page polls
+  }
+
+  var source = null;
+  var retryTimer = null;
+  var RETRY_AFTER_CLOSE_MS = 60000; // a refused or dropped stream is tried again this late
+
+  function state(value) {
+    document.body.setAttribute("data-relay-live", value);
+  }
+
+  function isOpen() {
+    return source !== null && source.readyState === EventSource.OPEN;
+  }
+
+  function parse(event) {
+    try {
+      return JSON.parse(event.data || "{}");
+    } catch (error) {
+      return {};
+    }
+  }
+
+  // A person typing in a conversation or a record must never lose it to a refresh.
+  function busy(element) {
+    var active = document.activeElement;
+    if (active && element.contains(active) && active.matches("input, textarea, select, [contenteditable]")) {
+      return true;
+    }
+    return element.querySelector("form.dirty, [data-relay-busy]") !== null;
+  }
+
+  // The list refreshes once at a time: a second event while its request runs (mail stored,
+  // then filed a moment later) asks again once it is back, instead of aborting it (hx-sync).
+  var listBusy = false;
+  var listAgain = false;
+  var listTimer = null;
+
+  function refreshList() {
+    if (listBusy) {
+      listAgain = true;
+      return;
+    }
+    if (listTimer === null) {
+      listTimer = window.setTimeout(function () {
+        listTimer = null;
+        htmx.trigger(document.body, "inbox:changed");
+      }, 50);
+    }
+  }
+
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt.id === "thread-list") {
+      listBusy = true;
+    }
+  });
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.elt.id === "thread-list") {
+      listBusy = false;
+      if (listAgain) {
+        listAgain = false;
+        refreshList();
+      }
+    }
+  });
+
+  function refreshConversation(threads) {
+    var conversation = document.getElementById("conversation");
+    if (!conversation || busy(conversation)) {
+      return;
+    }
+    var thread = parseInt(conversation.getAttribute("data-relay-thread") || "", 10);
+    if (threads === null || threads.indexOf(thread) !== -1) {
+      htmx.trigger(conversation, "relay:live");
+    }
+  }
+
+  function refreshRecord(records) {
+    document.querySelectorAll("[data-relay-record]").forEach(function (element) {
+      var ref = element.getAttribute("data-relay-record");
+      if (records !== null && records.indexOf(ref) === -1) {
+        return;
+      }
+      if (element.id === "email-pane") {
+        // The Email tab loads the first time it is opened; until then there is nothing to refresh.
+        if (element.childElementCount > 0 && !busy(element)) {
+          htmx.ajax("GET", element.getAttribute("data-relay-url"), { target: element, swap: "innerHTML" });
+        }
+      } else if (!busy(element)) {
+        htmx.trigger(element, "relay:live");
+      }
+    });
+  }
+
+  function ringBell() {
+    var bell = document.getElementById("relay-bell");
+    if (bell) {
+      htmx.trigger(bell, "relay:live");
+    }
+  }
+
+  function everything() {
+    refreshList();
+    refreshConversation(null);
+    refreshRecord(null);
+    ringBell();
+  }
+
+  function count(kind) {
+    // What arrived, for people debugging and for the browser tests (data-relay-events-seen).
+    var seen = parseInt(document.body.getAttribute("data-relay-events-seen") || "0", 10) + 1;
+    document.body.setAttribute("data-relay-events-seen", String(seen));
+    document.body.setAttribute("data-relay-last-event", kind);
+  }
+
+  function connect() {
+    retryTimer = null;
+    state("connecting");
+    source = new EventSource(url);
+    source.addEventListener("open", function () {
+      state("open");
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused (204: no stream here now; 429: too many pages open) or broken: poll, and
+        // try again later. (CONNECTING means the browser retries by itself.)
+        state("closed");
+        if (retryTimer === null) {
+          retryTimer = window.setTimeout(connect, RETRY_AFTER_CLOSE_MS);
+        }
+      } else {
+        state("connecting");
+      }
+    });
+    source.addEventListener("mail", function () {
+      count("mail");
+      refreshList();
+    });
+    source.addEventListener("filed", function (event) {
+      var data = parse(event);
+      count("filed");
+      refreshList();
+      refreshConversation(data.threads || []);
+      refreshRecord(data.records || []);
+    });
+    source.addEventListener("conversation", function (event) {
+      var data = parse(event);
+      count("conversation");
+      refreshList();
+      refreshConversation(data.threads || []);
+    });
+    source.addEventListener("notification", function () {
+      count("notification");
+      ringBell();
+    });
+    // Reconnected after a gap, or what this person may read changed: refresh what is shown.
+    source.addEventListener("resync", function () {
+      count("resync");
+      everything();
+    });
+    source.addEventListener("access", function () {
+      count("access");
+      everything();
+    });
+    // Signed out or deactivated: no more stream on this page.
+    source.addEventListener("end", function () {
+      count("end");
+      source.close();
+      state("closed");
+    });
+  }
+
+  // htmx fires htmx:trigger before a request caused by "load" or an event, never before a
+  // periodic poll ("every"): a request without it, from a data-relay-poll element, while the
+  // stream is open, is a poll the stream makes useless.
+  document.body.addEventListener("htmx:trigger", function (event) {
+    event.target.relayTriggered = true;
+  });
+  document.body.addEventListener("htmx:confirm", function (event) {
+    var element = event.detail.elt;
+    if (element.relayTriggered) {
+      element.relayTriggered = false;
+      return;
+    }
+    if (isOpen() && !event.detail.triggeringEvent && element.hasAttribute("data-relay-poll")) {
+      event.preventDefault();
+    }
+  });
+
+  window.addEventListener("pagehide", function () {
+    if (source) {
+      source.close(); // frees the server's slot at once instead of at the next heartbeat
+    }
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted && source && source.readyState === EventSource.CLOSED && retryTimer === null) {
+      connect(); // back from the back/forward cache: a fresh stream, then a resync
+      everything();
+    }
+  });
+
+  connect();
+})();
