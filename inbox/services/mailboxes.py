@@ -755,13 +755,24 @@ def ledger_retry(*, user, entry) -> None:
     """Try a held message again: it goes back to "failed" with its attempts reset, so the next
     sync fetches it once more (connector.sync retries failed UIDs), and a sync is requested."""
 
-    entry = LedgerEntry.objects.select_for_update().select_related("mailbox").get(pk=entry.pk)
+    entry = (
+        LedgerEntry.objects.select_for_update().select_related("mailbox", "folder").get(pk=entry.pk)
+    )
     if not can_manage_mailbox(user, entry.mailbox):
         raise PermissionDenied("You may not retry messages of this mailbox.")
     if entry.outcome != LedgerEntry.Outcome.HELD or entry.message_id is not None:
         # A held entry with a message was stored as unreadable: fetching it again changes
         # nothing. Only a message that was never stored can be retried.
         raise ValidationError("Only a message that could not be stored can be tried again.")
+    if entry.folder.is_local:
+        # Imported (docs/product.md §3.10): no server to fetch it from, so its kept raw
+        # source is imported again, now, by a worker.
+        if not entry.raw_file:
+            raise ValidationError("Its raw source is not kept: there is nothing to import again.")
+        entry.reason = "being imported again"
+        entry.save(update_fields=["reason", "updated_at"])
+        ports.mail().import_again(entry.pk)
+        return
     entry.outcome = LedgerEntry.Outcome.FAILED
     entry.reason = "retry requested"
     entry.attempts = entry.parse_failures = 0
