@@ -16,7 +16,7 @@ from django.utils import dateformat, timezone
 from crm.normalize import normalize_email
 
 from .. import ports
-from ..models import LedgerEntry, Mailbox, PrimaryMailbox, SmtpAuth
+from ..models import LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox, SmtpAuth
 from ..permissions import can_manage_mailbox, readable_mailboxes
 from ..signals import mailbox_needs_reconnect
 from .composing import outbox_compose
@@ -462,6 +462,64 @@ def mailbox_reconnect(
     mailbox.save(update_fields=fields)
     if mailbox.state == Mailbox.State.ACTIVE:
         mailbox_request_sync(mailbox=mailbox)
+    return mailbox
+
+
+def smtp_reconnect_needed(mailbox: Mailbox) -> bool:
+    """The outgoing server refused the mailbox's separate SMTP login while IMAP works: what
+    needs typing again is that password, not the mailbox's own (docs/product.md §2.5)."""
+    return (
+        mailbox.state == Mailbox.State.NEEDS_RECONNECT
+        and mailbox.refused_by == "smtp"
+        and mailbox.connection_type == Mailbox.ConnectionType.IMAP
+        and mailbox.smtp_auth == SmtpAuth.SEPARATE
+    )
+
+
+@transaction.atomic
+def mailbox_reconnect_smtp(*, user, mailbox: Mailbox, smtp_password: str) -> Mailbox:
+    """Reconnect with a new separate SMTP password (tested by the caller against the SMTP
+    server): syncing resumes, and the mail that waited for it goes out now."""
+    mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+    if not can_manage_mailbox(user, mailbox):
+        raise PermissionDenied("You may not reconnect this mailbox.")
+    if not smtp_reconnect_needed(mailbox):
+        raise ValidationError("The outgoing server's login does not need reconnecting.")
+    if not smtp_password:
+        raise ValidationError({"smtp_password": "Enter the SMTP password."})
+    mailbox.set_smtp_password(smtp_password)
+    mailbox.state = Mailbox.State.ACTIVE
+    mailbox.next_sync_at = None
+    mailbox.refused_by = ""
+    mailbox.last_error = ""
+    mailbox.reconnect_reason = ""
+    mailbox.consecutive_failures = 0
+    mailbox.save(
+        update_fields=[
+            "smtp_password_encrypted",
+            "state",
+            "next_sync_at",
+            "refused_by",
+            "last_error",
+            "reconnect_reason",
+            "consecutive_failures",
+            "updated_at",
+        ]
+    )
+    audit.warning(
+        "mailbox=%s %s: SMTP password re-entered by user=%s",
+        mailbox.pk,
+        mailbox.email_address,
+        user.pk,
+    )
+    mailbox_request_sync(mailbox=mailbox)
+    # The entries that waited for the reconnect (connector/outbound/outbox.py): at once,
+    # not at the beat's next tick.
+    waiting = OutboxEntry.objects.filter(
+        mailbox=mailbox, state=OutboxEntry.State.RETRYING, next_attempt_at__isnull=True
+    ).values_list("pk", flat=True)
+    for entry_id in waiting:
+        ports.mail().send_soon(entry_id)
     return mailbox
 
 
