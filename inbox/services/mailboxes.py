@@ -144,6 +144,7 @@ def mailbox_oauth_connected(
 
     config = _provider_settings(provider)
     email = normalize_email(email)
+    tokens = dict(access_token=access_token, refresh_token=refresh_token, expires_at=expires_at)
     if mailbox is None and shared_address:
         return _shared_oauth_connect(
             user=user,
@@ -151,11 +152,7 @@ def mailbox_oauth_connected(
             config=config,
             account=email,
             address=shared_address,
-            tokens={
-                "access_token": access_token,
-                "refresh_token": refresh_token,
-                "expires_at": expires_at,
-            },
+            tokens=tokens,
             grant_expires_at=grant_expires_at,
         )
     if mailbox is None:
@@ -183,9 +180,7 @@ def mailbox_oauth_connected(
                 f"You signed in as {email}, but this mailbox is {mailbox.email_address}. "
                 f"Sign in with {mailbox.email_address} to reconnect it; nothing was changed."
             )
-        mailbox.set_oauth_tokens(
-            access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
-        )
+        mailbox.set_oauth_tokens(**tokens)
         mailbox.reconnect_reason = ""
         mailbox.oauth_account = email if delegated else ""
         mailbox.oauth_grant_expires_at = grant_expires_at
@@ -211,10 +206,24 @@ def mailbox_oauth_connected(
                 user.pk,
             )
         return mailbox
-    mailbox = Mailbox(
+    return _new_oauth_mailbox(
+        provider=provider,
+        config=config,
+        tokens=tokens,
+        grant_expires_at=grant_expires_at,
         kind=Mailbox.Kind.PERSONAL,
         owner=user,
         email_address=email,
+    )
+
+
+def _new_oauth_mailbox(
+    *, provider: str, config: dict, tokens: dict, grant_expires_at, **fields
+) -> Mailbox:
+    """A mailbox a Google or Microsoft sign-in creates, personal or shared (`fields`): the
+    provider's servers, its tokens, paused until its folders and sync-from date are picked
+    (docs/product.md §2.4)."""
+    mailbox = Mailbox(
         connection_type=provider,
         imap_host=config["imap_host"],
         imap_port=config.get("imap_port", 993),
@@ -224,10 +233,9 @@ def mailbox_oauth_connected(
         smtp_security=config.get("smtp_security", "ssl"),
         state=Mailbox.State.PAUSED,
         oauth_grant_expires_at=grant_expires_at,
+        **fields,
     )
-    mailbox.set_oauth_tokens(
-        access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
-    )
+    mailbox.set_oauth_tokens(**tokens)
     mailbox.save()
     return mailbox
 
@@ -265,22 +273,15 @@ def _shared_oauth_connect(
         raise ValidationError(
             f"A shared mailbox {address} exists already: reconnect it from its settings page."
         )
-    mailbox = Mailbox(
+    mailbox = _new_oauth_mailbox(
+        provider=provider,
+        config=config,
+        tokens=tokens,
+        grant_expires_at=grant_expires_at,
         kind=Mailbox.Kind.SHARED,
         email_address=address,
-        connection_type=provider,
-        imap_host=config["imap_host"],
-        imap_port=config.get("imap_port", 993),
-        imap_security=config.get("imap_security", "ssl"),
-        smtp_host=config["smtp_host"],
-        smtp_port=config.get("smtp_port", 465),
-        smtp_security=config.get("smtp_security", "ssl"),
-        state=Mailbox.State.PAUSED,
         oauth_account="" if account == address else account,
-        oauth_grant_expires_at=grant_expires_at,
     )
-    mailbox.set_oauth_tokens(**tokens)
-    mailbox.save()
     # Never readable by nobody (docs/product.md §2.7 item 1): its creator reads it at once.
     mailbox.granted_users.add(user)
     audit.warning(
