@@ -9,7 +9,6 @@ a note's Delete (menus that need JavaScript to open) are asked without it throug
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -28,13 +27,6 @@ from tests.web.helpers import shot, sign_in
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
 _FORM = re.compile(r"<form\b[^>]*>", re.S)
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
 
 
 def test_every_form_that_asks_first_asks_without_javascript_too():

@@ -6,9 +6,6 @@ each value comes from. Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from django.core.cache import cache
 from playwright.sync_api import expect
@@ -18,25 +15,11 @@ from inbox.models import Mailbox, SmtpAuth
 from tests import factories as f
 from tests.connector.synckit import make_mailbox
 from tests.servers.smtp import SMTP_PASSWORD, SMTP_USER
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
-
-
-def sign_in(page, live_server, path: str, username: str) -> None:
-    page.goto(f"{live_server.url}{path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def errors(console_messages) -> list[str]:
@@ -65,7 +48,7 @@ def test_owner_changes_the_servers_tested_before_saved(
         smtp_security="none",
         smtp_auth="none",
     )
-    sign_in(page, live_server, f"/inbox/mailboxes/{mailbox.pk}/", "olivia")
+    sign_in(page, live_server, "olivia", f"/inbox/mailboxes/{mailbox.pk}/")
     servers = page.locator("#servers")
     servers.scroll_into_view_if_needed()
     expect(servers.get_by_label("IMAP server")).to_have_value(mailbox.imap_host)
@@ -122,7 +105,7 @@ def test_admin_overrides_the_environment_on_the_site_settings_page(
     f.UserFactory(
         username="ada", first_name="Ada", last_name="Admin", is_staff=True, is_superuser=True
     )
-    sign_in(page, live_server, "/inbox/mailboxes/", "ada")
+    sign_in(page, live_server, "ada", "/inbox/mailboxes/")
     page.locator("#site-settings-link").click()
     table = page.locator("#in-force")
     expect(page.get_by_role("heading", name="Site settings")).to_be_visible()
