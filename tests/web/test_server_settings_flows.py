@@ -32,22 +32,28 @@ def errors(console_messages) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_owner_changes_the_servers_tested_before_saved(
-    page, live_server, shots, console_messages, viewport, imap_user, smtp_server
-):
+def olivias_mailbox(page, viewport, imap_user, smtp_server, **smtp) -> Mailbox:
+    """Olivia's mailbox on the test Dovecot, sending through the aiosmtpd server as `smtp`
+    says, with the page at the viewport's size and no connection test counted yet."""
     cache.clear()  # the connection tests' rate limits
     width, height = VIEWPORTS[viewport]
     page.set_viewport_size({"width": width, "height": height})
     olivia = f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
-    mailbox = make_mailbox(
+    return make_mailbox(
         imap_user,
         owner=olivia,
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
         smtp_security="none",
-        smtp_auth="none",
+        **smtp,
     )
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_owner_changes_the_servers_tested_before_saved(
+    page, live_server, shots, console_messages, viewport, imap_user, smtp_server
+):
+    mailbox = olivias_mailbox(page, viewport, imap_user, smtp_server, smtp_auth="none")
     sign_in(page, live_server, "olivia", f"/inbox/mailboxes/{mailbox.pk}/")
     servers = page.locator("#servers")
     servers.scroll_into_view_if_needed()
@@ -101,18 +107,8 @@ def test_a_refused_smtp_login_is_reconnected_with_its_own_password(
     """docs/product.md §2.5, docs/reliability.md C-37: the real aiosmtpd refuses the separate
     SMTP login; Reconnect names that server and login, asks for the SMTP password only, refuses
     a wrong one and resumes the mailbox with the right one."""
-    cache.clear()  # the connection tests' rate limits
-    width, height = VIEWPORTS[viewport]
-    page.set_viewport_size({"width": width, "height": height})
-    olivia = f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
-    mailbox = make_mailbox(
-        imap_user,
-        owner=olivia,
-        smtp_host=smtp_server.host,
-        smtp_port=smtp_server.port,
-        smtp_security="none",
-        smtp_auth="separate",
-        smtp_login=SMTP_USER,
+    mailbox = olivias_mailbox(
+        page, viewport, imap_user, smtp_server, smtp_auth="separate", smtp_login=SMTP_USER
     )
     mailbox.set_smtp_password("changed-at-the-provider-since")
     mailbox.state, mailbox.refused_by = Mailbox.State.NEEDS_RECONNECT, "smtp"
