@@ -86,3 +86,6 @@ class ConnectorPort:
     def import_soon(self, job_id: int) -> None:
         # robust: a broker hiccup must not fail the upload; the beat enqueues a waiting job.
         transaction.on_commit(lambda: tasks.import_files.delay(job_id), robust=True)
+
+    def import_again(self, entry_id: int) -> None:
+        transaction.on_commit(lambda: tasks.import_retry.delay(entry_id))

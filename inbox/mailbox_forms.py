@@ -306,6 +306,26 @@ class ReconnectForm(forms.Form):
         return password
 
 
+class SmtpReconnectForm(forms.Form):
+    """Reconnect of a mailbox whose separate SMTP login was refused while IMAP still works
+    (docs/product.md §2.5): only that password, only ever sent to the SMTP server."""
+
+    smtp_password = forms.CharField(
+        label="SMTP password",
+        max_length=1000,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "current-password"}),
+        help_text="The password the outgoing server accepts now. Stored encrypted, never shown "
+        "again.",
+    )
+
+    def clean_smtp_password(self):
+        password = self.cleaned_data.get("smtp_password") or ""
+        if any(ch in password for ch in "\r\n\x00"):
+            raise ValidationError("The password may not contain line breaks.")
+        return password
+
+
 class MailboxOptionsForm(forms.ModelForm):
     """What can change after connecting (the sync-from date and the address cannot)."""
 

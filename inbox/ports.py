@@ -139,6 +139,10 @@ class MailPort(Protocol):
         """Run this ImportJob (uploaded .mbox/.eml files) once the current transaction
         commits (the beat enqueues a job left waiting: a lost request delays, never drops)."""
 
+    def import_again(self, entry_id: int) -> None:
+        """Import a held message of a local (imported) folder again from its kept raw source,
+        once the current transaction commits."""
+
 
 _port: MailPort | None = None
 

@@ -13,8 +13,9 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
+from crm.confirm import confirm_page
 from inbox.models import Message
 from inbox.permissions import readable_mailbox_ids
 
@@ -78,11 +79,23 @@ def notes_panel(request, target_type: str, pk: int):
     return redirect(f"{target.url}#note-{note.pk}")
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def note_delete(request, pk: int):
+    """Delete one's own note; a GET (no JavaScript) asks first (crm/confirm.py)."""
     note = get_object_or_404(visible_notes(request.user), pk=pk)
     target_id = getattr(note, f"{note.target_type}_id")
     target = get_target_or_404(request.user, note.target_type, target_id)
+    if request.method == "GET":
+        if note.author_id != request.user.pk:
+            return HttpResponse("Only its author may delete a note.", status=403)
+        return confirm_page(
+            request,
+            question="Delete this note?",
+            detail=f"“{note.body[:200]}” on {target.label}. This cannot be undone.",
+            confirm_label="Delete",
+            fields={},
+            cancel_url=f"{target.url}#note-{note.pk}",
+        )
     try:
         services.note_delete(user=request.user, note=note)
     except PermissionDenied:

@@ -6,14 +6,16 @@ After RELAY_PURGE_AFTER_DAYS days (0 turns purging off) these rows are deleted:
 - pending changes the sync wrote to the server (done);
 - triage entries a person or a later filing resolved;
 - Email API requests answered (the reply is an outbox entry of its own);
-- ledger entries that say a UID was stored, was a duplicate or was skipped.
+- ledger entries that say a UID was stored, was a duplicate or was skipped;
+- finished imports (done or stopped), with whatever of their uploaded files is still on disk
+  (a worker removes them when it finishes; a job it never reached the end of may keep them).
 
 Never purged: failed and held ledger entries (the health page lists them and the sync retries
-them), outbox entries queued, retrying, failed or being verified, open triage entries, and the
-mail itself. The ledger is an account of what the sync did, not its memory: which UIDs it has
-seen is in Location rows and the folder cursor, so a purged ledger never makes a sync fetch or
-store anything again. Raw files are left alone: a sent entry's bytes are also the stored
-message's (content-addressed, shared).
+them), imports waiting or running, outbox entries queued, retrying, failed or being verified,
+open triage entries, and the mail itself. The ledger is an account of what the sync did, not
+its memory: which UIDs it has seen is in Location rows and the folder cursor, so a purged
+ledger never makes a sync fetch or store anything again. Raw files are left alone: a sent
+entry's bytes are also the stored message's (content-addressed, shared).
 
 Deletes run in batches of BATCH ids, each its own short transaction, so a purge of millions
 of rows never holds long locks against the sync, and two purges at once (a second beat) only
@@ -23,15 +25,25 @@ find less to do.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from crm.selectors import purge_after_days
-from inbox.models import EmailApiRequest, LedgerEntry, OutboxEntry, PendingChange, TriageEntry
+from inbox.models import (
+    EmailApiRequest,
+    ImportJob,
+    LedgerEntry,
+    OutboxEntry,
+    PendingChange,
+    TriageEntry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +83,20 @@ def purgeable(cutoff) -> dict[str, object]:
         "triage_resolved": TriageEntry.objects.filter(resolved_at__lt=cutoff),
         "email_api_requests": EmailApiRequest.objects.filter(created_at__lt=cutoff),
         "ledger": LedgerEntry.objects.filter(outcome__in=PURGEABLE_LEDGER, updated_at__lt=cutoff),
+        "import_jobs": ImportJob.objects.filter(
+            state__in=(ImportJob.State.DONE, ImportJob.State.FAILED), finished_at__lt=cutoff
+        ),
     }
+
+
+def _remove_import_files(query) -> None:
+    """The uploaded files of the imports about to be deleted, if any are left: the row is the
+    only thing that says where they are."""
+    media = Path(settings.MEDIA_ROOT).resolve()
+    for directory in query.exclude(directory="").values_list("directory", flat=True):
+        path = (media / directory).resolve()
+        if path.is_relative_to(media) and path != media:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def purge(*, days: int | None = None, now=None, batch: int = BATCH, dry_run=False) -> PurgeReport:
@@ -91,6 +116,8 @@ def purge(*, days: int | None = None, now=None, batch: int = BATCH, dry_run=Fals
             if not ids:
                 break
             with transaction.atomic():
+                if query.model is ImportJob:
+                    _remove_import_files(query.filter(pk__in=ids))
                 # Filter again by the same conditions: a row that changed since (an entry
                 # queued again, a ledger entry that failed anew) is no longer purgeable.
                 _, per_model = query.filter(pk__in=ids).delete()

@@ -100,6 +100,11 @@ def import_files(job_id: int) -> str:
     return f"{job.get_state_display()}: {job.stored} stored, {job.failed} failed"
 
 
+@shared_task(name="relay.import_retry", soft_time_limit=300, time_limit=330)
+def import_retry(entry_id: int) -> str:
+    return importer.retry_held(entry_id).outcome
+
+
 @shared_task(name="relay.send_outbox_entry", soft_time_limit=300, time_limit=330)
 def send_outbox_entry(entry_id: int) -> str:
     # No Celery retries: the entry's state and next_attempt_at are the retry schedule, and a

@@ -233,6 +233,38 @@ def _troubles(folder: Folder, items: list[Fetched], wheres: list[str]) -> list[T
     return [Trouble(where=by_uid[e.uid], error=_plain(e)) for e in entries]
 
 
+def retry_held(entry_id: int) -> LedgerEntry:
+    """Import one held message of a local folder again from its kept raw source (the health
+    page's Retry, docs/product.md §3.10): a local folder is never fetched, so "fetch it on the
+    next sync" would never come. Stored now, or held again with the new reason."""
+    entry = LedgerEntry.objects.select_related("folder").get(pk=entry_id)
+    if not entry.folder.is_local or entry.message_id is not None or not entry.raw_file:
+        return entry
+    try:
+        raw = storage.read_raw(entry.raw_file)
+    except OSError as exc:
+        LedgerEntry.objects.filter(pk=entry.pk).update(
+            outcome=LedgerEntry.Outcome.HELD,
+            reason="its raw source could not be read",
+            error=str(exc),
+        )
+    else:
+        with transaction.atomic():
+            result = store_batch(
+                folder=entry.folder,
+                uidvalidity=entry.uidvalidity,
+                items=[Fetched(uid=entry.uid, raw=raw, flags=("\\Seen",))],
+                lease=None,
+                advance_cursor=False,
+                initial=True,
+            )
+            if result.failed or result.held:
+                _troubles(entry.folder, [Fetched(uid=entry.uid, raw=b"")], [""])
+    entry.refresh_from_db()
+    log.info("imported message retried entry=%s outcome=%s", entry.pk, entry.outcome)
+    return entry
+
+
 # --- an uploaded import (inbox/services/imports.py starts it) ---------------------------------
 
 

@@ -16,7 +16,7 @@ from django.utils import dateformat, timezone
 from crm.normalize import normalize_email
 
 from .. import ports
-from ..models import LedgerEntry, Mailbox, PrimaryMailbox, SmtpAuth
+from ..models import LedgerEntry, Mailbox, OutboxEntry, PrimaryMailbox, SmtpAuth
 from ..permissions import can_manage_mailbox, readable_mailboxes
 from ..signals import mailbox_needs_reconnect
 from .composing import outbox_compose
@@ -144,6 +144,7 @@ def mailbox_oauth_connected(
 
     config = _provider_settings(provider)
     email = normalize_email(email)
+    tokens = dict(access_token=access_token, refresh_token=refresh_token, expires_at=expires_at)
     if mailbox is None and shared_address:
         return _shared_oauth_connect(
             user=user,
@@ -151,11 +152,7 @@ def mailbox_oauth_connected(
             config=config,
             account=email,
             address=shared_address,
-            tokens={
-                "access_token": access_token,
-                "refresh_token": refresh_token,
-                "expires_at": expires_at,
-            },
+            tokens=tokens,
             grant_expires_at=grant_expires_at,
         )
     if mailbox is None:
@@ -183,9 +180,7 @@ def mailbox_oauth_connected(
                 f"You signed in as {email}, but this mailbox is {mailbox.email_address}. "
                 f"Sign in with {mailbox.email_address} to reconnect it; nothing was changed."
             )
-        mailbox.set_oauth_tokens(
-            access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
-        )
+        mailbox.set_oauth_tokens(**tokens)
         mailbox.reconnect_reason = ""
         mailbox.oauth_account = email if delegated else ""
         mailbox.oauth_grant_expires_at = grant_expires_at
@@ -211,10 +206,24 @@ def mailbox_oauth_connected(
                 user.pk,
             )
         return mailbox
-    mailbox = Mailbox(
+    return _new_oauth_mailbox(
+        provider=provider,
+        config=config,
+        tokens=tokens,
+        grant_expires_at=grant_expires_at,
         kind=Mailbox.Kind.PERSONAL,
         owner=user,
         email_address=email,
+    )
+
+
+def _new_oauth_mailbox(
+    *, provider: str, config: dict, tokens: dict, grant_expires_at, **fields
+) -> Mailbox:
+    """A mailbox a Google or Microsoft sign-in creates, personal or shared (`fields`): the
+    provider's servers, its tokens, paused until its folders and sync-from date are picked
+    (docs/product.md §2.4)."""
+    mailbox = Mailbox(
         connection_type=provider,
         imap_host=config["imap_host"],
         imap_port=config.get("imap_port", 993),
@@ -224,10 +233,9 @@ def mailbox_oauth_connected(
         smtp_security=config.get("smtp_security", "ssl"),
         state=Mailbox.State.PAUSED,
         oauth_grant_expires_at=grant_expires_at,
+        **fields,
     )
-    mailbox.set_oauth_tokens(
-        access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
-    )
+    mailbox.set_oauth_tokens(**tokens)
     mailbox.save()
     return mailbox
 
@@ -265,22 +273,15 @@ def _shared_oauth_connect(
         raise ValidationError(
             f"A shared mailbox {address} exists already: reconnect it from its settings page."
         )
-    mailbox = Mailbox(
+    mailbox = _new_oauth_mailbox(
+        provider=provider,
+        config=config,
+        tokens=tokens,
+        grant_expires_at=grant_expires_at,
         kind=Mailbox.Kind.SHARED,
         email_address=address,
-        connection_type=provider,
-        imap_host=config["imap_host"],
-        imap_port=config.get("imap_port", 993),
-        imap_security=config.get("imap_security", "ssl"),
-        smtp_host=config["smtp_host"],
-        smtp_port=config.get("smtp_port", 465),
-        smtp_security=config.get("smtp_security", "ssl"),
-        state=Mailbox.State.PAUSED,
         oauth_account="" if account == address else account,
-        oauth_grant_expires_at=grant_expires_at,
     )
-    mailbox.set_oauth_tokens(**tokens)
-    mailbox.save()
     # Never readable by nobody (docs/product.md §2.7 item 1): its creator reads it at once.
     mailbox.granted_users.add(user)
     audit.warning(
@@ -462,6 +463,64 @@ def mailbox_reconnect(
     mailbox.save(update_fields=fields)
     if mailbox.state == Mailbox.State.ACTIVE:
         mailbox_request_sync(mailbox=mailbox)
+    return mailbox
+
+
+def smtp_reconnect_needed(mailbox: Mailbox) -> bool:
+    """The outgoing server refused the mailbox's separate SMTP login while IMAP works: what
+    needs typing again is that password, not the mailbox's own (docs/product.md §2.5)."""
+    return (
+        mailbox.state == Mailbox.State.NEEDS_RECONNECT
+        and mailbox.refused_by == "smtp"
+        and mailbox.connection_type == Mailbox.ConnectionType.IMAP
+        and mailbox.smtp_auth == SmtpAuth.SEPARATE
+    )
+
+
+@transaction.atomic
+def mailbox_reconnect_smtp(*, user, mailbox: Mailbox, smtp_password: str) -> Mailbox:
+    """Reconnect with a new separate SMTP password (tested by the caller against the SMTP
+    server): syncing resumes, and the mail that waited for it goes out now."""
+    mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+    if not can_manage_mailbox(user, mailbox):
+        raise PermissionDenied("You may not reconnect this mailbox.")
+    if not smtp_reconnect_needed(mailbox):
+        raise ValidationError("The outgoing server's login does not need reconnecting.")
+    if not smtp_password:
+        raise ValidationError({"smtp_password": "Enter the SMTP password."})
+    mailbox.set_smtp_password(smtp_password)
+    mailbox.state = Mailbox.State.ACTIVE
+    mailbox.next_sync_at = None
+    mailbox.refused_by = ""
+    mailbox.last_error = ""
+    mailbox.reconnect_reason = ""
+    mailbox.consecutive_failures = 0
+    mailbox.save(
+        update_fields=[
+            "smtp_password_encrypted",
+            "state",
+            "next_sync_at",
+            "refused_by",
+            "last_error",
+            "reconnect_reason",
+            "consecutive_failures",
+            "updated_at",
+        ]
+    )
+    audit.warning(
+        "mailbox=%s %s: SMTP password re-entered by user=%s",
+        mailbox.pk,
+        mailbox.email_address,
+        user.pk,
+    )
+    mailbox_request_sync(mailbox=mailbox)
+    # The entries that waited for the reconnect (connector/outbound/outbox.py): at once,
+    # not at the beat's next tick.
+    waiting = OutboxEntry.objects.filter(
+        mailbox=mailbox, state=OutboxEntry.State.RETRYING, next_attempt_at__isnull=True
+    ).values_list("pk", flat=True)
+    for entry_id in waiting:
+        ports.mail().send_soon(entry_id)
     return mailbox
 
 
@@ -755,13 +814,24 @@ def ledger_retry(*, user, entry) -> None:
     """Try a held message again: it goes back to "failed" with its attempts reset, so the next
     sync fetches it once more (connector.sync retries failed UIDs), and a sync is requested."""
 
-    entry = LedgerEntry.objects.select_for_update().select_related("mailbox").get(pk=entry.pk)
+    entry = (
+        LedgerEntry.objects.select_for_update().select_related("mailbox", "folder").get(pk=entry.pk)
+    )
     if not can_manage_mailbox(user, entry.mailbox):
         raise PermissionDenied("You may not retry messages of this mailbox.")
     if entry.outcome != LedgerEntry.Outcome.HELD or entry.message_id is not None:
         # A held entry with a message was stored as unreadable: fetching it again changes
         # nothing. Only a message that was never stored can be retried.
         raise ValidationError("Only a message that could not be stored can be tried again.")
+    if entry.folder.is_local:
+        # Imported (docs/product.md §3.10): no server to fetch it from, so its kept raw
+        # source is imported again, now, by a worker.
+        if not entry.raw_file:
+            raise ValidationError("Its raw source is not kept: there is nothing to import again.")
+        entry.reason = "being imported again"
+        entry.save(update_fields=["reason", "updated_at"])
+        ports.mail().import_again(entry.pk)
+        return
     entry.outcome = LedgerEntry.Outcome.FAILED
     entry.reason = "retry requested"
     entry.attempts = entry.parse_failures = 0

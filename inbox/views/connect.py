@@ -21,7 +21,14 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from inbox import ports
-from inbox.mailbox_forms import OAUTH_HINT, ConnectForm, ReconnectForm, SetupForm, provider_table
+from inbox.mailbox_forms import (
+    OAUTH_HINT,
+    ConnectForm,
+    ReconnectForm,
+    SetupForm,
+    SmtpReconnectForm,
+    provider_table,
+)
 from inbox.models import Mailbox
 from inbox.ratelimit import (
     RECONNECT_AUTH_FAILURES,
@@ -33,7 +40,7 @@ from inbox.ratelimit import (
 )
 from inbox.selectors.mailboxes import get_managed_mailbox_or_404
 from inbox.services import mailboxes as mailbox_services
-from inbox.services.mailboxes import mailbox_finish_setup
+from inbox.services.mailboxes import mailbox_finish_setup, smtp_reconnect_needed
 
 log = logging.getLogger(__name__)
 OPTION_FIELDS = ("create_contacts", "refresh_interval", "signature", "privacy")
@@ -259,7 +266,7 @@ def mailbox_connect_test(request):
     return render(request, "inbox/mailboxes/_test_result.html", context)
 
 
-def _reconnect_page(request, mailbox, form, *, result=None, status=200, error=""):
+def _reconnect_page(request, mailbox, form, *, result=None, status=200, error="", smtp_only=False):
     return render(
         request,
         "inbox/mailboxes/reconnect.html",
@@ -267,6 +274,7 @@ def _reconnect_page(request, mailbox, form, *, result=None, status=200, error=""
             "mailbox": mailbox,
             "form": form,
             "error": error,
+            "smtp_only": smtp_only,
             "oauth_option": next(
                 (o for o in oauth_options() if o["value"] == mailbox.connection_type), None
             ),
@@ -280,7 +288,7 @@ def _reconnect_key(request, mailbox) -> str:
     return f"relay:reconnect:{request.user.pk}:{mailbox.pk}"
 
 
-def _reconnect_blocked(request, mailbox) -> str:
+def _reconnect_blocked(request, mailbox, *, host: str = "") -> str:
     """Why another attempt is refused now, or "" (docs/reliability.md C-09)."""
     if over(f"{_reconnect_key(request, mailbox)}:auth", RECONNECT_AUTH_FAILURES[0]):
         return (
@@ -289,7 +297,7 @@ def _reconnect_blocked(request, mailbox) -> str:
         )
     if not hit(_reconnect_key(request, mailbox), *RECONNECT_LIMIT):
         return "Too many reconnect attempts. Wait 15 minutes and try again."
-    if not test_allowed(request.user, mailbox.imap_host):
+    if not test_allowed(request.user, host or mailbox.imap_host):
         return TOO_MANY_TESTS
     return ""
 
@@ -310,13 +318,52 @@ def _reconnect_chosen(request, mailbox) -> list[str] | None:
     return list(mailbox.active_folders or []) if chosen is None else chosen
 
 
+def _reconnect_smtp(request, mailbox):
+    """The outgoing server refused the separate SMTP login while IMAP works: Reconnect asks
+    for that password, names the server that refused it, tests it against that server only
+    and resumes (docs/product.md §2.5)."""
+    if request.method == "GET":
+        return _reconnect_page(request, mailbox, SmtpReconnectForm(), smtp_only=True)
+    form = SmtpReconnectForm(request.POST)
+    if not form.is_valid():
+        return _reconnect_page(request, mailbox, form, status=400, smtp_only=True)
+    blocked = _reconnect_blocked(request, mailbox, host=mailbox.smtp_host)
+    if blocked:
+        return _reconnect_page(request, mailbox, form, status=429, error=blocked, smtp_only=True)
+    candidate = Mailbox.objects.get(pk=mailbox.pk)  # a copy: never saved here
+    candidate.set_smtp_password(form.cleaned_data["smtp_password"])
+    refused = ports.mail().test_smtp(candidate)
+    if refused:
+        # Counted like a refused IMAP password: the provider must not lock the account.
+        hit(f"{_reconnect_key(request, mailbox)}:auth", *RECONNECT_AUTH_FAILURES)
+        error = f"{mailbox.smtp_host} did not accept it: {refused} Nothing was changed."
+        return _reconnect_page(request, mailbox, form, status=400, error=error, smtp_only=True)
+    try:
+        mailbox_services.mailbox_reconnect_smtp(
+            user=request.user, mailbox=mailbox, smtp_password=form.cleaned_data["smtp_password"]
+        )
+    except ValidationError as exc:
+        return _reconnect_page(
+            request, mailbox, form, status=400, error=" ".join(exc.messages), smtp_only=True
+        )
+    cache.delete(f"{_reconnect_key(request, mailbox)}:auth")
+    messages.success(
+        request,
+        f"{mailbox.smtp_host} accepts the new SMTP password: {mailbox.email_address} sends and "
+        "syncs again.",
+    )
+    return redirect("inbox:mailbox_health", pk=mailbox.pk)
+
+
 # The password never reaches an error report (docs/reliability.md C-23).
-@sensitive_post_parameters("password")
+@sensitive_post_parameters("password", "smtp_password")
 @require_http_methods(["GET", "POST"])
 def mailbox_reconnect(request, pk: int):
     """IMAP: re-enter the password, re-test, re-pick folders, Connect. Google and Microsoft:
     the page offers their sign-in again (the OAuth views check it is the same account)."""
     mailbox = get_managed_mailbox_or_404(request.user, pk)
+    if smtp_reconnect_needed(mailbox):
+        return _reconnect_smtp(request, mailbox)
     if request.method == "GET" or mailbox.connection_type != Mailbox.ConnectionType.IMAP:
         return _reconnect_page(request, mailbox, ReconnectForm())
     chosen = _reconnect_chosen(request, mailbox)

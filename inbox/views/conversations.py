@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from crm.confirm import confirm_page
 from inbox.models import Folder, Message, Thread
 from inbox.permissions import get_message_or_404
 from inbox.selectors.conversations import (
@@ -136,11 +137,26 @@ def conversation(request, pk: int):
 ACTIONS = {"mark_read", "mark_unread", "flag", "unflag", "move", "delete"}
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def message_action(request, pk: int):
     """Mark read/unread, flag, move, delete. The CRM shows the change at once; the server
-    copies change on the next sync (inbox/services/messages.py queues them)."""
+    copies change on the next sync (inbox/services/messages.py queues them). Delete asked by
+    a GET (no JavaScript) asks first (crm/confirm.py)."""
     message = get_message_or_404(request.user, pk)
+    if request.method == "GET":
+        if request.GET.get("action") != "delete":
+            return HttpResponse("Unknown action.", status=400)
+        return confirm_page(
+            request,
+            question="Move this message to Trash?",
+            detail=(
+                f"“{message.subject or '(no subject)'}” from {message.from_address}. It stays "
+                "filed on its records."
+            ),
+            confirm_label="Move to Trash",
+            fields={"action": "delete"},
+            cancel_url=reverse("inbox:conversation", args=[message.pk]) + "?reload=1",
+        )
     action = request.POST.get("action", "")
     if action not in ACTIONS:
         return HttpResponse("Unknown action.", status=400)

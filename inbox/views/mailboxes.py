@@ -13,11 +13,13 @@ import logging
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.text import capfirst
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
+from crm.confirm import confirm_page, done
 from crm.services import can_change_site_settings
 from inbox.mailbox_forms import (
     ApiSenderForm,
@@ -290,17 +292,42 @@ def mailbox_grant(request, pk: int):
     return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#access")
 
 
-@require_POST
+def _section(mailbox: Mailbox, anchor: str) -> str:
+    return reverse("inbox:mailbox_settings", args=[mailbox.pk]) + f"#{anchor}"
+
+
+@require_http_methods(["GET", "POST"])
 def mailbox_revoke(request, pk: int):
+    """Remove a person's or a group's grant; a GET asks first (crm/confirm.py)."""
     mailbox = _shared_managed_or_404(request, pk)
-    person = mailbox.granted_users.filter(pk=request.POST.get("user") or 0).first()
-    group = mailbox.granted_groups.filter(pk=request.POST.get("group") or 0).first()
+    data = request.POST if request.method == "POST" else request.GET
+    person = mailbox.granted_users.filter(pk=_int(data.get("user"))).first()
+    group = mailbox.granted_groups.filter(pk=_int(data.get("group"))).first()
     if person is None and group is None:
         raise Http404("No such grant.")
+    name = person.get_full_name() or person.get_username() if person else f"the group {group.name}"
+    if request.method == "GET":
+        return confirm_page(
+            request,
+            question=f"Remove {name} from {mailbox.email_address}?",
+            detail=f"{capfirst(name)} will no longer read its mail or reply from it.",
+            confirm_label="Remove",
+            fields={"user": person and person.pk, "group": group and group.pk},
+            cancel_url=_section(mailbox, "access"),
+        )
     mailbox_access.mailbox_revoke(user=request.user, mailbox=mailbox, grantee=person, group=group)
-    name = person.get_full_name() or person.get_username() if person else f"The group {group.name}"
-    messages.success(request, f"{name} no longer reads {mailbox.email_address}.")
-    return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#access")
+    messages.success(
+        request, f"{name[0].upper()}{name[1:]} no longer reads {mailbox.email_address}."
+    )
+    return done(request, _section(mailbox, "access"))
+
+
+def _int(value) -> int:
+    """An id from a form, 0 (nothing) when it is not a number."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 @require_POST
@@ -338,7 +365,7 @@ def mailbox_health_page(request, pk: int):
 def held_retry(request, pk: int, entry_pk: int):
     mailbox = get_managed_mailbox_or_404(request.user, pk)
     try:
-        entry = LedgerEntry.objects.get(pk=entry_pk, mailbox=mailbox)
+        entry = LedgerEntry.objects.select_related("folder").get(pk=entry_pk, mailbox=mailbox)
     except LedgerEntry.DoesNotExist as exc:
         raise Http404("No such message.") from exc
     try:
@@ -346,7 +373,14 @@ def held_retry(request, pk: int, entry_pk: int):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, f"UID {entry.uid} will be fetched again on the next sync.")
+        if entry.folder.is_local:
+            messages.success(
+                request,
+                f"UID {entry.uid} of {entry.folder.name} is being imported again from its raw "
+                "source. Reload to see the outcome.",
+            )
+        else:
+            messages.success(request, f"UID {entry.uid} will be fetched again on the next sync.")
     return redirect("inbox:mailbox_health", pk=mailbox.pk)
 
 
@@ -386,13 +420,26 @@ def mailbox_send_test(request, pk: int):
     return redirect("inbox:mailbox_settings", pk=mailbox.pk)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def mailbox_exclusions(request, pk: int):
     """Exclusion patterns (docs/product.md §2.7): a new pattern is first tried on the mailbox's
     last 100 messages ("dry_run"), and only the pattern that dry run showed can be saved; or a
-    pattern is removed. With htmx only the section is swapped (the page answers 200 with errors
-    shown in place); without JavaScript the whole page comes back."""
+    pattern is removed (a GET asks first, crm/confirm.py). With htmx only the section is
+    swapped (the page answers 200 with errors shown in place); without JavaScript the whole
+    page comes back."""
     mailbox = _shared_managed_or_404(request, pk)
+    if request.method == "GET":
+        if request.GET.get("action") != "remove":
+            raise Http404("No such action.")
+        pattern = get_object_or_404(ExclusionPattern, pk=_int(request.GET.get("pattern_id")))
+        return confirm_page(
+            request,
+            question=f"Remove {pattern.pattern} from the exclusion patterns?",
+            detail="Its senders can become contacts and tickets again, in every mailbox.",
+            confirm_label="Remove",
+            fields={"action": "remove", "pattern_id": pattern.pk},
+            cancel_url=_section(mailbox, "exclusions"),
+        )
     action = request.POST.get("action")
     error_status = 200 if request.htmx else 400
     if action == "remove":
@@ -435,11 +482,28 @@ def _exclusions_done(request, mailbox: Mailbox, text: str):
     return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#exclusions")
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def mailbox_api_senders(request, pk: int):
-    """Email API senders (docs/product.md §2.7): add, remove, or give one a new secret, which
-    this answer shows once (never redirected through a cookie, never stored in clear)."""
+    """Email API senders (docs/product.md §2.7): add, remove (a GET asks first,
+    crm/confirm.py), or give one a new secret, which this answer shows once (never redirected
+    through a cookie, never stored in clear)."""
     mailbox = _shared_managed_or_404(request, pk)
+    if request.method == "GET":
+        if request.GET.get("action") != "remove":
+            raise Http404("No such action.")
+        sender = get_object_or_404(
+            EmailApiSender, pk=_int(request.GET.get("sender_id")), mailbox=mailbox
+        )
+        return confirm_page(
+            request,
+            question=(
+                f"Remove {sender.address} from the Email API senders of {mailbox.email_address}?"
+            ),
+            detail="Documents it sends are no longer acted on.",
+            confirm_label="Remove",
+            fields={"action": "remove", "sender_id": sender.pk},
+            cancel_url=_section(mailbox, "api"),
+        )
     action = request.POST.get("action")
     if action == "add":
         form = ApiSenderForm(request.POST)
@@ -470,7 +534,7 @@ def mailbox_api_senders(request, pk: int):
                 user=request.user, mailbox=mailbox, sender_id=request.POST.get("sender_id")
             )
             messages.success(request, f"{address} may no longer send Email API documents.")
-            return redirect(reverse("inbox:mailbox_settings", args=[mailbox.pk]) + "#api")
+            return done(request, _section(mailbox, "api"))
     except ValidationError as exc:
         raise Http404("No such sender.") from exc
     raise Http404("No such action.")

@@ -343,3 +343,51 @@ def test_hostile_mail_in_an_imported_file_is_as_inert_as_synced_mail(
     disposition = download["Content-Disposition"]
     assert disposition.startswith("attachment; ") and "/" not in disposition.split(";")[1]
     assert ".." not in disposition and download["Content-Type"] == "application/octet-stream"
+
+
+def test_retry_imports_a_held_imported_message_again_from_its_raw_source(
+    client, owner, personal_mailbox, eager, django_capture_on_commit_callbacks
+):
+    """docs/product.md §3.10: an imported message is never fetched from a server, so the
+    health page's Retry imports it again from its kept raw source, at once. Here the parser
+    failed on it when it was imported (as an older Relay's might have) and reads it now; a
+    held entry whose raw source is not kept offers no Retry, since nothing could be retried."""
+    from connector.ingest import storage
+
+    folder = importer.local_folder(personal_mailbox, "Imported")
+    raw = make_raw("Imported again")
+    held = dict(
+        mailbox=personal_mailbox,
+        folder=folder,
+        uidvalidity=importer.LOCAL_UIDVALIDITY,
+        outcome="held",
+        reason="could not be read (imported file)",
+        error="ParseError: the parser gave up",
+        attempts=1,
+        parse_failures=1,
+    )
+    entry = LedgerEntry.objects.create(
+        uid=1,
+        raw_file=storage.save_raw(
+            mailbox_id=personal_mailbox.pk, digest=storage.sha256(raw), raw=raw
+        ),
+        **held,
+    )
+    LedgerEntry.objects.create(uid=2, raw_file="", **held)
+    client.force_login(owner)
+    health = reverse("inbox:mailbox_health", args=[personal_mailbox.pk])
+    html = client.get(health).content.decode()
+    assert 'aria-label="Retry UID 1 of Imported"' in html
+    assert "Retry UID 2" not in html and "Its raw source is not kept" in html
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("inbox:mailbox_held_retry", args=[personal_mailbox.pk, entry.pk]), follow=True
+        )
+    assert "UID 1 of Imported is being imported again" in response.content.decode()
+    entry.refresh_from_db()
+    assert entry.outcome == "stored" and entry.message.subject == "Imported again"
+    assert list(Message.objects.filter(mailbox=personal_mailbox)) == [entry.message]
+    assert entry.message.locations.get().folder == folder
+    html = client.get(health).content.decode()
+    assert "Retry UID 1" not in html and 'id="held-count">1<' in html

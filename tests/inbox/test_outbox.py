@@ -258,3 +258,51 @@ def test_a_refused_smtp_login_has_its_own_banner_not_the_incoming_one(
     assert "Reconnect the mailbox; the message then goes out by itself." in outbox
     entry.refresh_from_db()
     assert entry.state == OutboxEntry.State.RETRYING
+
+
+def test_a_refused_separate_smtp_login_is_reconnected_with_the_smtp_password(
+    client, imap_user, smtp_server, acme
+):
+    """docs/product.md §2.5, §2.8: the mailbox signs in to SMTP with a login of its own, which
+    the real aiosmtpd server stops accepting while IMAP still works. Reconnect asks for that
+    SMTP password (not the mailbox's own), names the server that refused it, tests a new one
+    against that server only, and once accepted the mailbox resumes and the waiting mail goes."""
+    mailbox, staff = support_mailbox(
+        imap_user, smtp_server, smtp_auth="separate", smtp_login="relay-smtp"
+    )
+    mailbox.set_smtp_password("old-smtp-password")
+    mailbox.save(update_fields=["smtp_password_encrypted"])
+    smtp_server.user, smtp_server.password = "relay-smtp", "changed-at-the-provider"
+    entry = outbox_compose(user=staff, mailbox=mailbox, to="ana@acme.example", subject="Waiting")
+    mailbox.refresh_from_db()
+    assert mailbox.state == Mailbox.State.NEEDS_RECONNECT and mailbox.refused_by == "smtp"
+    admin = f.UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    url = reverse("inbox:mailbox_reconnect", args=[mailbox.pk])
+
+    html = page(client, url)
+    assert f"the outgoing server <strong>{smtp_server.host}:{smtp_server.port}</strong>" in html
+    assert "refused the separate SMTP login <strong>relay-smtp</strong>" in html
+    assert 'name="smtp_password"' in html and 'name="password"' not in html
+
+    logins = len(smtp_server.logins)
+    response = client.post(url, {"smtp_password": "still-wrong"})
+    assert response.status_code == 400
+    assert f"{smtp_server.host} did not accept it" in response.content.decode()
+    mailbox.refresh_from_db()
+    assert mailbox.state == Mailbox.State.NEEDS_RECONNECT
+    assert mailbox.smtp_password.reveal() == "old-smtp-password"
+    assert mailbox.password.reveal() == imap_user.password  # the IMAP password is untouched
+
+    response = client.post(url, {"smtp_password": "changed-at-the-provider"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("inbox:mailbox_health", args=[mailbox.pk])
+    mailbox.refresh_from_db()
+    assert mailbox.state == Mailbox.State.ACTIVE and mailbox.refused_by == ""
+    assert mailbox.smtp_password.reveal() == "changed-at-the-provider"
+    assert mailbox.password.reveal() == imap_user.password
+    assert smtp_server.logins[logins:].count("relay-smtp") >= 2  # the test, then the send
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.SENT
+    (delivered,) = smtp_server.received
+    assert b"Subject: Waiting" in delivered.raw

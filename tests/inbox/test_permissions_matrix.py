@@ -96,6 +96,8 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
         ("post", action, {"action": "unflag"}),
         ("post", action, {"action": "move", "folder": target["archive"].pk}),
         ("post", action, {"action": "delete"}),
+        # Delete without JavaScript asks first on a page of its own (crm/confirm.py).
+        ("get", action + "?action=delete", {}),
         ("post", state, {"action": "assign_me"}),
         ("post", state, {"action": "done"}),
         ("post", state, {"action": "snooze", "until": "tomorrow"}),
@@ -449,6 +451,11 @@ def _admin_requests(world) -> list[tuple[str, dict]]:
     ]
 
 
+def _removal(url: str, data: dict) -> bool:
+    """A removal (a grant, a pattern, a sender): asked first by a GET (crm/confirm.py)."""
+    return data.get("action") == "remove" or "/revoke/" in url
+
+
 def _admin_state(mailbox):
     mailbox.refresh_from_db()
     return (
@@ -476,6 +483,9 @@ def test_only_admins_administer_a_shared_mailbox(client, request, world, persona
             assert client.post(url, data, headers=headers).status_code == 404, (persona, url)
             missing = url.replace(f"/{mailbox.pk}/", f"/{mailbox.pk + 1000}/")
             assert client.post(missing, data, headers=headers).status_code == 404
+        if _removal(url, data):
+            # A removal's question, asked without JavaScript (crm/confirm.py): the same 404.
+            assert client.get(url, data).status_code == 404, (persona, url)
     assert _admin_state(mailbox) == before
 
 
@@ -494,6 +504,12 @@ def test_admin_administers_shared_but_not_personal_mailboxes(client, admin_user,
     client = _login(client, admin_user)
     requests = _admin_requests(world)
     before = _admin_state(mailbox)
+    removals = [(url, data) for url, data in requests if _removal(url, data)]
+    for url, data in removals:
+        # Asked first without JavaScript: a page with the question, and nothing changes.
+        page = client.get(url, data)
+        assert page.status_code == 200 and "Remove " in page.content.decode(), url
+    assert len(removals) == 3 and _admin_state(mailbox) == before
     for url, data in requests:
         # A dry run shows its result, a new secret is shown once: both on the page itself.
         expected = 200 if data.get("action") in ("dry_run", "secret") else 302

@@ -4,6 +4,7 @@ live_server."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,12 @@ def console_messages(page):
     page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
     page.on("pageerror", lambda error: messages.append(f"pageerror: {error}"))
     return messages
+
+
+@pytest.fixture
+def shots(tmp_path) -> str:
+    """Where a browser test writes its screenshots: $RELAY_SCREENSHOTS (to look at them after
+    a run), else the test's own temporary folder."""
+    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(directory)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
+from tests import factories as f
+
 # Bootstrap fades a tab pane in after marking it active; until "show" is added it is
 # transparent, and a screenshot (or a person) would see an empty page. (A locator, not
 # page.wait_for_function: its polling evaluates a string, which our CSP rightly refuses.)
@@ -18,3 +20,13 @@ def shot(page, output_path: str, name: str) -> None:
 
 def csp_violations(console_messages: list[str]) -> list[str]:
     return [m for m in console_messages if "Content Security Policy" in m]
+
+
+def sign_in(page, live_server, username: str, path: str = "/accounts/login/") -> None:
+    """Open `path` (a page that wants a signed-in user shows the sign-in form and comes back
+    to it) and sign in as `username` with the factories' password, through the form as a
+    person does. What to wait for afterwards is the caller's: the page it expects."""
+    page.goto(f"{live_server.url}{path}")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()

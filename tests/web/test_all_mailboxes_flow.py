@@ -1,32 +1,23 @@
 """All mailboxes in headless Chromium at a laptop (1440x900) and a phone (390x844): pick
 All mailboxes in the sidebar, search, see results from both of the user's mailboxes (each
 naming its mailbox, an archived one included) and none from a colleague's personal mailbox,
-open one (docs/product.md §7.2). Screenshots go to RELAY_SHOTS (or a temporary folder); the
+open one (docs/product.md §7.2). Screenshots go to RELAY_SCREENSHOTS (or a temporary folder); the
 console must stay clean."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from tests import factories as f
 from tests.inbox import mailkit
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCREENS = {"1440": {"width": 1440, "height": 900}, "390": {"width": 390, "height": 844}}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
 
 
 @pytest.fixture
@@ -68,10 +59,7 @@ def test_search_all_mailboxes_and_open_a_result(
     page, live_server, shots, console_messages, world, screen
 ):
     page.set_viewport_size(SCREENS[screen])
-    page.goto(f"{live_server.url}/inbox/")
-    page.get_by_label("Username").fill("olivia")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "olivia", "/inbox/")
     page.wait_for_load_state("load")
 
     page.locator("[data-all-mailboxes]").click()

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from crm.models import Contact
 from tests import factories as f
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -21,11 +21,7 @@ def _no_csp_violations(console_messages):
 
 def _sign_in(page, live_server):
     f.UserFactory(username="tom", first_name="Tom", last_name="Teammate")
-    page.goto(f"{live_server.url}/contacts/")
-    expect(page).to_have_url(f"{live_server.url}/accounts/login/?next=/contacts/")
-    page.get_by_label("Username").fill("tom")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "tom", "/contacts/")  # a page that wants a signed-in user
     expect(page.get_by_role("heading", name="Contacts")).to_be_visible()
     # Visible is not ready: the deferred scripts (keyboard shortcuts, htmx handlers) run
     # just before the load event, which a loaded machine can delay past the next key.

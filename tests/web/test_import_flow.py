@@ -8,7 +8,6 @@ $RELAY_SCREENSHOTS (default: tmp_path)."""
 from __future__ import annotations
 
 import mailbox as mbox_lib
-import os
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,12 @@ from connector.sync import importer
 from inbox.models import ImportJob, Message
 from tests import factories as f
 from tests.connector.ingest.fidelity import messages as corpus_messages
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus" / "django-mailbox.tar.xz"
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
@@ -51,10 +43,7 @@ def test_owner_imports_an_mbox_and_watches_it_finish(
     wrong = tmp_path / "notes.txt"
     wrong.write_text("From: nobody\n\njust notes")
 
-    page.goto(f"{live_server.url}/inbox/mailboxes/{mailbox.pk}/")
-    page.get_by_label("Username").fill("olivia")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "olivia", f"/inbox/mailboxes/{mailbox.pk}/")
     section = page.locator("#import")
     expect(section.get_by_role("heading", name="Import mail")).to_be_visible()
 

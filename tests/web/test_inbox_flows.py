@@ -1,14 +1,12 @@
 """The inbox in headless Chromium, as a person uses it: open the inbox, open a conversation,
 qualify it onto a contact, see it on the contact's Email tab, mark it unread, drive it from the
 keyboard, see new mail arrive without a reload, triage; on a laptop and on a phone. Every step
-saves a screenshot (RELAY_SHOTS or a temporary folder) and the console must show no CSP
+saves a screenshot (RELAY_SCREENSHOTS or a temporary folder) and the console must show no CSP
 violation."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -16,16 +14,9 @@ from playwright.sync_api import expect
 from inbox.models import Filing, Message
 from tests import factories as f
 from tests.inbox import mailkit
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
 
 
 @pytest.fixture
@@ -68,10 +59,7 @@ def inbox_world():
 
 
 def _sign_in(page, live_server, username="olivia"):
-    page.goto(f"{live_server.url}/inbox/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, username, "/inbox/")
     expect(page.locator("#thread-list")).to_be_visible()
     # Visible is not ready: the deferred scripts (keyboard shortcuts, htmx handlers) run
     # just before the load event, which a loaded machine can delay past the next key.
@@ -280,10 +268,7 @@ def test_email_tab_privacy_and_compose(page, live_server, shots, console_message
     tom = f.UserFactory(username="tom", first_name="Tom", last_name="Teammate")
     f.MailboxFactory(owner=tom, email_address="tom@relay.test")
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill("tom")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "tom")
     page.goto(f"{live_server.url}{ana.get_absolute_url()}#email")
     pane = page.locator("#email-pane")
     expect(pane.get_by_text("Re: Quote for 40 widgets")).to_be_visible()

@@ -6,8 +6,6 @@ Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -16,18 +14,11 @@ from playwright.sync_api import expect
 from inbox.models import EmailApiSender, ExclusionPattern
 from tests import factories as f
 from tests.connector import filingkit
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
@@ -54,10 +45,7 @@ def test_admin_grants_excludes_and_adds_a_sender(
             support, sender=sender, subject=f"Mail {i + 1}", date=now - dt.timedelta(hours=i)
         )
 
-    page.goto(f"{live_server.url}/inbox/mailboxes/{support.pk}/")
-    page.get_by_label("Username").fill("ada")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "ada", f"/inbox/mailboxes/{support.pk}/")
     access = page.locator("#access")
     expect(access.get_by_text("Nobody reads this mailbox yet.")).to_be_visible()
 

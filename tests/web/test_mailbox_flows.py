@@ -4,25 +4,16 @@ and find nothing imported twice. Screenshots go to $RELAY_SCREENSHOTS (default: 
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from inbox.models import LedgerEntry, Mailbox, Message
 from tests import factories as f
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
 
 
 @pytest.fixture
@@ -46,10 +37,7 @@ def _mail(n: int) -> bytes:
 
 def _sign_in(page, live_server, username="olivia"):
     f.UserFactory(username=username, first_name="Olivia", last_name="Owner")
-    page.goto(f"{live_server.url}/inbox/mailboxes/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, username, "/inbox/mailboxes/")
     expect(page.get_by_role("heading", name="Mailboxes")).to_be_visible()
     # Visible is not ready: the deferred scripts (keyboard shortcuts, htmx handlers) run
     # just before the load event, which a loaded machine can delay past the next key.

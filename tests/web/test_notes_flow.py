@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from notes.models import Note
 from tests import factories as f
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -19,10 +19,7 @@ SIZES = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "heig
 
 
 def _sign_in(page, live_server, username: str) -> None:
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, username)
     expect(page).to_have_url(re.compile(r"/inbox/"))  # signing in lands on the Inbox
 
 

@@ -3,12 +3,9 @@
 the conversation and on the Outbox page, is sent again, edited and resent; one whose outcome is
 unknown is marked as sent; a queued one is cancelled. Two users on one conversation see each
 other, and the one who answers second is asked first. Every step saves a screenshot
-(RELAY_SHOTS or a temporary folder); the console must show no CSP violation."""
+(RELAY_SCREENSHOTS or a temporary folder); the console must show no CSP violation."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -19,7 +16,7 @@ from tests import factories as f
 from tests.connector.filingkit import eager_celery  # noqa: F401
 from tests.connector.outbound.test_sending import a_request, run, support_mailbox
 from tests.inbox import mailkit
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -29,23 +26,9 @@ PLAIN_UNKNOWN = "The address ana@acme.example does not exist"
 
 
 @pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
-
-
-@pytest.fixture
 def acme(db):
     account = f.AccountFactory(name="Acme", domains=["acme.example"])
     return f.ContactFactory(first_name="Ana", emails=["ana@acme.example"], account=account)
-
-
-def sign_in(page, live_server, username: str, path: str) -> None:
-    page.goto(f"{live_server.url}{path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
 
 
 @pytest.mark.usefixtures("eager_celery")

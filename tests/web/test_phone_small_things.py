@@ -5,9 +5,7 @@ $RELAY_SCREENSHOTS (default: tmp_path)."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -15,18 +13,11 @@ from playwright.sync_api import expect
 from inbox.models import UserPreferences
 from tests import factories as f
 from tests.inbox import mailkit
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
 
 
 def _overlap(a: dict, b: dict) -> bool:
@@ -51,10 +42,7 @@ def test_compose_reply_qualify_up_front_and_the_pager_reachable(
     mailkit.conversation(folders["inbox"], subject="Quote for 40 widgets", day=400)
     UserPreferences.objects.update_or_create(user=owner, defaults={"emails_per_page": 10})
 
-    page.goto(f"{live_server.url}/")
-    page.get_by_label("Username").fill("olivia")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "olivia", "/")
     expect(page).to_have_url(re.compile(r"/inbox/$"))
 
     compose = page.get_by_role("link", name="Compose", exact=True)

@@ -5,8 +5,6 @@ Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -15,16 +13,9 @@ from playwright.sync_api import expect
 from connector.sync import watches
 from inbox.models import PushGateway, WatchState
 from tests import factories as f
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
 
 
 @pytest.mark.parametrize(
@@ -41,10 +32,7 @@ def test_health_shows_live_then_polling_when_the_gateway_dies(
     watches.set_state(gateway.pk, mailbox.pk, WatchState.LIVE, "watching with notify")
 
     page.set_viewport_size({"width": size[0], "height": size[1]})
-    page.goto(f"{live_server.url}/inbox/mailboxes/{mailbox.pk}/health/")
-    page.get_by_label("Username").fill("olivia")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "olivia", f"/inbox/mailboxes/{mailbox.pk}/health/")
     card = page.locator("#watch-state")
     expect(card).to_contain_text("Live")
     expect(card).to_contain_text("New mail arrives within seconds")

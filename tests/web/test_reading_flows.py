@@ -4,13 +4,11 @@ open, a shared link shows a colleague without access the product's "not found");
 message open and the older ones one line each; the records the conversation is filed on once,
 with why; the denser list and its Compact switch; Sync now (docs/product.md §7.2, §7.12).
 
-Screenshots go to RELAY_SHOTS (or a temporary folder); the console must stay clean."""
+Screenshots go to RELAY_SCREENSHOTS (or a temporary folder); the console must stay clean."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -18,20 +16,13 @@ from playwright.sync_api import expect
 from inbox.models import Filing, UserPreferences
 from tests import factories as f
 from tests.inbox import mailkit
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 LAPTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 SUBJECT = "Re: Quote for 40 widgets"
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
 
 
 @pytest.fixture
@@ -71,10 +62,7 @@ def world():
 
 
 def _sign_in(page, live_server, username="olivia", path="/inbox/"):
-    page.goto(f"{live_server.url}{path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, username, path)
     page.wait_for_load_state("load")
 
 

@@ -1,6 +1,6 @@
 """The Reports page in headless Chromium (docs/product.md §7.11): the charts and their tables
 for a month of a support inbox, the filters, the CSV download; on a laptop (1440x900) and a
-phone (390x844). Every step saves a screenshot (RELAY_SHOTS or a temporary folder) and the
+phone (390x844). Every step saves a screenshot (RELAY_SCREENSHOTS or a temporary folder) and the
 console must show no CSP violation."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from playwright.sync_api import expect
 
 from inbox.models import ThreadEvent
 from tests import factories as f
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -26,9 +25,10 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots") / "reports"
-    folder.mkdir(parents=True, exist_ok=True)
+def shots(shots) -> str:
+    """The shared screenshot folder (tests/web/conftest.py), in a folder of its own."""
+    folder = Path(shots) / "reports"
+    folder.mkdir(exist_ok=True)
     return str(folder)
 
 
@@ -71,10 +71,7 @@ def month():
 
 
 def _sign_in(page, live_server):
-    page.goto(f"{live_server.url}/inbox/reports/")
-    page.get_by_label("Username").fill("tom")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "tom", "/inbox/reports/")
     expect(page.get_by_role("heading", name="Reports", exact=True)).to_be_visible()
 
 

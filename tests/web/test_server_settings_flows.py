@@ -6,9 +6,6 @@ each value comes from. Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from django.core.cache import cache
 from playwright.sync_api import expect
@@ -18,25 +15,11 @@ from inbox.models import Mailbox, SmtpAuth
 from tests import factories as f
 from tests.connector.synckit import make_mailbox
 from tests.servers.smtp import SMTP_PASSWORD, SMTP_USER
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
-
-
-def sign_in(page, live_server, path: str, username: str) -> None:
-    page.goto(f"{live_server.url}{path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def errors(console_messages) -> list[str]:
@@ -49,23 +32,29 @@ def errors(console_messages) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_owner_changes_the_servers_tested_before_saved(
-    page, live_server, shots, console_messages, viewport, imap_user, smtp_server
-):
+def olivias_mailbox(page, viewport, imap_user, smtp_server, **smtp) -> Mailbox:
+    """Olivia's mailbox on the test Dovecot, sending through the aiosmtpd server as `smtp`
+    says, with the page at the viewport's size and no connection test counted yet."""
     cache.clear()  # the connection tests' rate limits
     width, height = VIEWPORTS[viewport]
     page.set_viewport_size({"width": width, "height": height})
     olivia = f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
-    mailbox = make_mailbox(
+    return make_mailbox(
         imap_user,
         owner=olivia,
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
         smtp_security="none",
-        smtp_auth="none",
+        **smtp,
     )
-    sign_in(page, live_server, f"/inbox/mailboxes/{mailbox.pk}/", "olivia")
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_owner_changes_the_servers_tested_before_saved(
+    page, live_server, shots, console_messages, viewport, imap_user, smtp_server
+):
+    mailbox = olivias_mailbox(page, viewport, imap_user, smtp_server, smtp_auth="none")
+    sign_in(page, live_server, "olivia", f"/inbox/mailboxes/{mailbox.pk}/")
     servers = page.locator("#servers")
     servers.scroll_into_view_if_needed()
     expect(servers.get_by_label("IMAP server")).to_have_value(mailbox.imap_host)
@@ -112,6 +101,50 @@ def test_owner_changes_the_servers_tested_before_saved(
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_a_refused_smtp_login_is_reconnected_with_its_own_password(
+    page, live_server, shots, console_messages, viewport, imap_user, smtp_server
+):
+    """docs/product.md §2.5, docs/reliability.md C-37: the real aiosmtpd refuses the separate
+    SMTP login; Reconnect names that server and login, asks for the SMTP password only, refuses
+    a wrong one and resumes the mailbox with the right one."""
+    mailbox = olivias_mailbox(
+        page, viewport, imap_user, smtp_server, smtp_auth="separate", smtp_login=SMTP_USER
+    )
+    mailbox.set_smtp_password("changed-at-the-provider-since")
+    mailbox.state, mailbox.refused_by = Mailbox.State.NEEDS_RECONNECT, "smtp"
+    mailbox.last_error = "(535, b'5.7.8 Authentication credentials invalid')"
+    mailbox.save()
+    sign_in(page, live_server, "olivia", f"/inbox/mailboxes/{mailbox.pk}/")
+    page.locator("#reconnect-reason").get_by_role("link", name="Reconnect").click()
+    why = page.locator("#reconnect-why")
+    expect(why).to_contain_text(
+        f"the outgoing server {smtp_server.host}:{smtp_server.port} refused the separate SMTP "
+        f"login {SMTP_USER}"
+    )
+    expect(page.get_by_label("Password", exact=True)).to_have_count(0)
+    shot(page, shots, f"smtp-reconnect-{viewport}-1-asked.png")
+
+    page.get_by_label("SMTP password").fill("still-wrong")
+    page.get_by_role("button", name="Test and reconnect").click()
+    expect(page.locator("#reconnect-error")).to_contain_text(
+        f"{smtp_server.host} did not accept it"
+    )
+    assert Mailbox.objects.get(pk=mailbox.pk).state == Mailbox.State.NEEDS_RECONNECT
+    shot(page, shots, f"smtp-reconnect-{viewport}-2-refused.png")
+
+    page.get_by_label("SMTP password").fill(SMTP_PASSWORD)
+    page.get_by_role("button", name="Test and reconnect").click()
+    expect(page.get_by_text("accepts the new SMTP password")).to_be_visible()
+    row = Mailbox.objects.get(pk=mailbox.pk)
+    assert row.state == Mailbox.State.ACTIVE and row.refused_by == ""
+    assert row.smtp_password.reveal() == SMTP_PASSWORD and SMTP_USER in smtp_server.logins
+    shot(page, shots, f"smtp-reconnect-{viewport}-3-resumed.png")
+    overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+    assert not overflow
+    assert not csp_violations(console_messages) and not errors(console_messages)
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_admin_overrides_the_environment_on_the_site_settings_page(
     page, live_server, shots, console_messages, viewport, settings
 ):
@@ -122,7 +155,7 @@ def test_admin_overrides_the_environment_on_the_site_settings_page(
     f.UserFactory(
         username="ada", first_name="Ada", last_name="Admin", is_staff=True, is_superuser=True
     )
-    sign_in(page, live_server, "/inbox/mailboxes/", "ada")
+    sign_in(page, live_server, "ada", "/inbox/mailboxes/")
     page.locator("#site-settings-link").click()
     table = page.locator("#in-force")
     expect(page.get_by_role("heading", name="Site settings")).to_be_visible()

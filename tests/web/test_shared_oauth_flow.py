@@ -7,27 +7,17 @@ mailbox's page with its sign-in's expiry warning. Screenshots go to $RELAY_SCREE
 # ruff: noqa: F811
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
 from inbox.models import Mailbox
 from tests import factories as f
 from tests.servers.oauth import oauth_server, oauth_server_session  # noqa: F401
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
@@ -43,10 +33,7 @@ def test_admin_connects_a_shared_microsoft_mailbox(
     # Microsoft's sign-in of an app whose refresh tokens live 5 days (a tenant policy).
     oauth_server.refresh_token_expires_in = 5 * 24 * 3600
 
-    page.goto(f"{live_server.url}/inbox/mailboxes/connect/?kind=shared")
-    page.get_by_label("Username").fill("ada")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "ada", "/inbox/mailboxes/connect/?kind=shared")
     step = page.locator("#shared-oauth")
     expect(step).to_contain_text("Full access")
     step.get_by_label("Shared mailbox address").fill("support@contoso.example")

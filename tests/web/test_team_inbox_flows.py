@@ -1,12 +1,11 @@
 """A shared inbox run by a team, in headless Chromium (docs/product.md §7.8): assign to me,
 Done, snooze, assign to someone else, the views and their live counts, bulk actions from the
 list, the keyboard shortcuts, and reading that is personal (two users side by side); on a
-laptop (1440x900) and a phone (390x844). Every step saves a screenshot (RELAY_SHOTS or a
+laptop (1440x900) and a phone (390x844). Every step saves a screenshot (RELAY_SCREENSHOTS or a
 temporary folder) and the console must show no CSP violation."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from playwright.sync_api import expect
 from inbox.models import Thread, ThreadEvent
 from tests import factories as f
 from tests.inbox import mailkit
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -25,9 +24,10 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots") / "team"
-    folder.mkdir(parents=True, exist_ok=True)
+def shots(shots) -> str:
+    """The shared screenshot folder (tests/web/conftest.py), in a folder of its own."""
+    folder = Path(shots) / "team"
+    folder.mkdir(exist_ok=True)
     return str(folder)
 
 
@@ -53,10 +53,7 @@ def team_world():
 
 
 def _sign_in(page, live_server, username="tom"):
-    page.goto(f"{live_server.url}/inbox/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, username, "/inbox/")
     expect(page.locator("#thread-list")).to_be_visible()
 
 

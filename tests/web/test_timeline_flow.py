@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from notes.models import Note
 from tests import factories as f
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -55,10 +55,7 @@ def test_contact_page_timeline(page, live_server, console_messages, settings, na
         Note.objects.filter(pk=note.pk).update(created_at=_at(day))
 
     page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill("tom")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "tom")
     page.wait_for_load_state("load")
     page.goto(f"{live_server.url}{contact.get_absolute_url()}")
     page.wait_for_load_state("load")

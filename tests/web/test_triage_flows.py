@@ -7,9 +7,7 @@ $RELAY_SCREENSHOTS (default: tmp_path)."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -17,26 +15,12 @@ from playwright.sync_api import expect
 from inbox.models import ExclusionPattern, Filing, PendingChange, TriageEntry
 from tests import factories as f
 from tests.inbox import mailkit
-from tests.web.helpers import csp_violations, shot
+from tests.web.helpers import csp_violations, shot, sign_in
 from tests.workerkit import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory)
-
-
-def _sign_in(page, live_server, username: str):
-    page.goto(f"{live_server.url}/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def _world():
@@ -72,7 +56,7 @@ def test_triage_dismiss_ignore_and_qualify_with_undo(
     page.on("dialog", lambda dialog: (native_dialogs.append(dialog.message), dialog.dismiss()))
     _ada, ana, rows = _world()
 
-    _sign_in(page, live_server, "ada")
+    sign_in(page, live_server, "ada", "/")
     expect(page).to_have_url(re.compile(r"/inbox/$"))  # signing in lands on the Inbox
 
     page.goto(f"{live_server.url}/inbox/triage/")
@@ -147,7 +131,7 @@ def test_deleting_asks_in_the_apps_dialog_not_confirm(
     page.on("dialog", lambda dialog: (native_dialogs.append(dialog.message), dialog.accept()))
     _ada, _ana, rows = _world()
     message = rows["Invoice 2291 is wrong"]
-    _sign_in(page, live_server, "ada")
+    sign_in(page, live_server, "ada", "/")
     page.goto(f"{live_server.url}/inbox/conversations/{message.pk}/")
 
     def ask():

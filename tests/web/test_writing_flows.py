@@ -4,14 +4,12 @@ signature in it, the draft saved as one types and restored on reopening, a file 
 the composer, Send held for Undo and Undo taking it back to the editor, the held message then
 sent through the real SMTP server (aiosmtpd) as HTML and text; forwarding an older message
 with one of its attachments removed; "Send without a subject?" in the app's dialog. Every step
-saves a screenshot (RELAY_SHOTS or a temporary folder); the console must show no error."""
+saves a screenshot (RELAY_SCREENSHOTS or a temporary folder); the console must show no error."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -22,7 +20,7 @@ from inbox.models import Draft, Mailbox, Message, OutboxEntry
 from tests import factories as f
 from tests.connector.filingkit import eager_celery  # noqa: F401
 from tests.connector.outbound.test_sending import parsed, run, support_mailbox
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -30,23 +28,9 @@ SIZES = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "heig
 
 
 @pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
-
-
-@pytest.fixture
 def acme(db):
     account = f.AccountFactory(name="Acme", domains=["acme.example"])
     return f.ContactFactory(first_name="Ana", emails=["ana@acme.example"], account=account)
-
-
-def sign_in(page, live_server, username: str, path: str) -> None:
-    page.goto(f"{live_server.url}{path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def errors(console_messages: list[str]) -> list[str]:

@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.test import Client
 from playwright.sync_api import expect
 
 from connector.transport.images import USER_AGENT as PROXY_AGENT
@@ -35,7 +34,7 @@ from inbox.rendering import RenderedBody, frame_document, render_html_body, rend
 from inbox.views import reading as reading_views
 from tests import factories as f
 from tests.inbox.test_reading_views import PNG
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -229,14 +228,6 @@ def _blank(page) -> None:
                 raise
 
 
-def sign_in(page, live_server, user) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.add_cookies(
-        [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
-    )
-
-
 def make_messages(owner, mailbox, base: str, entries: list[dict]) -> dict[str, object]:
     messages = {}
     for entry in entries:
@@ -347,7 +338,7 @@ def test_sandboxed_frame_and_csp_alone_stop_every_payload(
 
     monkeypatch.setattr(reading_views, "render_body", raw_body)
     messages = make_messages(owner, personal_mailbox, beacon.url, BODIES)
-    sign_in(page, live_server, owner)
+    sign_in(page, live_server, owner.get_username())
     elsewhere = remote_requests(page, live_server)
     beacon.reset()
     first = next(iter(messages.values()))
@@ -374,7 +365,7 @@ def test_protected_message_view_and_email_tab(
     contact = f.ContactFactory(first_name="Xss", last_name="Corpus")
     for message in messages.values():
         f.FilingFactory(message=message, contact=contact)
-    sign_in(page, live_server, owner)
+    sign_in(page, live_server, owner.get_username())
     elsewhere = remote_requests(page, live_server)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -411,7 +402,7 @@ def test_after_consent_remote_images_come_only_through_the_proxy(
     origin = internet.publish("pixels.sender.test", beacon.server.server_port)
     pixels = [e for e in CORPUS if e["field"] == "html_body" and e["vector"] == "X-11"]
     messages = make_messages(owner, personal_mailbox, origin, pixels)
-    sign_in(page, live_server, owner)
+    sign_in(page, live_server, owner.get_username())
     elsewhere = remote_requests(page, live_server)
     attempts: list[str] = []
     page.on("request", lambda r: attempts.append(r.url) if "sender.test" in r.url else None)
@@ -460,7 +451,7 @@ def test_show_images_button_and_cid_image(
     f.AttachmentFactory(
         message=message, blob=blob, filename="logo.png", content_id="<logo@x>", is_inline=True
     )
-    sign_in(page, live_server, owner)
+    sign_in(page, live_server, owner.get_username())
     inline_ok: list[str] = []
     page.on(
         "response",

@@ -9,6 +9,7 @@ import pytest
 
 from inbox.models import Folder, Message, Thread, UserPreferences
 from tests import factories as f
+from tests.web.helpers import sign_in
 from tests.web.test_xss_corpus import (  # noqa: F401  (beacon is a fixture)
     CORPUS,
     DRAIN,
@@ -17,7 +18,6 @@ from tests.web.test_xss_corpus import (  # noqa: F401  (beacon is a fixture)
     make_messages,
     open_all,
     remote_requests,
-    sign_in,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -44,7 +44,7 @@ def test_search_results_and_conversations_run_nothing(
     assert Folder.objects.filter(mailbox=personal_mailbox).count() > 5  # hostile names too
     UserPreferences.objects.update_or_create(user=owner, defaults={"emails_per_page": 200})
 
-    sign_in(page, live_server, owner)
+    sign_in(page, live_server, owner.get_username())
     elsewhere = remote_requests(page, live_server)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 from io import StringIO
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -14,6 +16,7 @@ from connector.scheduling import purge, tasks
 from connector.sync import mailbox as sync
 from inbox.models import (
     EmailApiRequest,
+    ImportJob,
     LedgerEntry,
     Location,
     Message,
@@ -108,7 +111,38 @@ def test_old_completed_records_go_and_everything_still_needed_stays(settings):
         "triage_resolved": 1,
         "email_api_requests": 1,
         "ledger": 3,
+        "import_jobs": 0,
     }
+
+
+def import_job(state, *, finished_at=None) -> tuple[ImportJob, Path]:
+    """An import with an uploaded file still in its folder under MEDIA_ROOT."""
+    job = ImportJob.objects.create(mailbox=f.MailboxFactory(), state=state, file_names=["a.eml"])
+    job.directory = f"imports/purge-test-{job.pk}"
+    job.finished_at = finished_at
+    job.save(update_fields=["directory", "finished_at"])
+    folder = Path(django_settings.MEDIA_ROOT) / job.directory
+    folder.mkdir(parents=True)
+    (folder / "0-a.eml").write_bytes(b"Subject: kept until purged\r\n\r\nBody\r\n")
+    return job, folder
+
+
+def test_finished_imports_and_their_files_go_after_the_purge_days(settings):
+    settings.RELAY_PURGE_AFTER_DAYS = 30
+    done_old, done_old_files = import_job("done", finished_at=OLD)
+    stopped_old, stopped_old_files = import_job("failed", finished_at=OLD)
+    done_recent, done_recent_files = import_job("done", finished_at=RECENT)
+    waiting, waiting_files = import_job("queued")
+    running, running_files = import_job("running")
+    ImportJob.objects.filter(pk__in=[waiting.pk, running.pk]).update(created_at=OLD)
+
+    report = purge.purge(now=NOW)
+
+    assert report.counts["import_jobs"] == 2
+    assert alive(done_old, stopped_old) == [False, False]
+    assert not done_old_files.exists() and not stopped_old_files.exists()
+    assert alive(done_recent, waiting, running) == [True, True, True]
+    assert done_recent_files.exists() and waiting_files.exists() and running_files.exists()
 
 
 def test_the_number_of_days_is_a_setting_and_zero_turns_purging_off(settings):

@@ -135,6 +135,16 @@ def test_only_an_admin_starts_a_shared_sign_in_and_a_bad_address_is_named(
     assert not oauth_server.authorize_requests and not Mailbox.objects.exists()
 
 
+def signed_in_as(client, mailbox) -> str:
+    """The "Signed in as" line of the mailbox's settings page, as its text reads."""
+    import re
+
+    page = client.get(reverse("inbox:mailbox_settings", args=[mailbox.pk]))
+    assert page.status_code == 200
+    (cell,) = re.findall(r'<dd id="oauth-account">(.*?)</dd>', page.content.decode(), re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", cell).split()).replace(" )", ")")
+
+
 def test_another_admin_reconnects_a_shared_microsoft_mailbox_with_her_sign_in(
     client, ada, oauth_server
 ):
@@ -150,6 +160,9 @@ def test_another_admin_reconnects_a_shared_microsoft_mailbox_with_her_sign_in(
     mailbox.refresh_from_db()
     assert mailbox.state == Mailbox.State.ACTIVE
     assert mailbox.oauth_account == "ada@contoso.example"
+    assert signed_in_as(client, mailbox).startswith(
+        "ada@contoso.example (Microsoft account) The sign-in lasts until "
+    )
     # A personal mailbox still takes only its own account (docs/reliability.md C-20).
     personal = f.MailboxFactory(
         owner=ada, email_address="ada@contoso.example", connection_type="microsoft"
@@ -185,6 +198,12 @@ def test_a_week_before_a_sign_in_dies_the_admins_are_told_once(client, ada, team
 
     html = client.get(reverse("inbox:mailbox_health", args=[mailbox.pk])).content.decode()
     assert 'id="grant-expiry"' in html and "Reconnect now" in html
+    # The settings page names the account the sign-in goes through, and its expiry.
+    expiry = f"{timezone.localtime(mailbox.oauth_grant_expires_at):%-d %B %Y}"
+    assert signed_in_as(client, mailbox) == (
+        f"support@gmail.example (Google account: the mailbox's own) The sign-in lasts until "
+        f"{expiry} unless renewed (each sync renews it)."
+    )
 
     # Reconnected: a new grant, and its own warning when it comes close again.
     oauth_server.refresh_token_expires_in = None

@@ -1,0 +1,183 @@
+"""Destructive actions ask first, with JavaScript and without (crm/confirm.py, docs/product.md
+§7.1): with JavaScript htmx asks in the app's dialog; without, the same button opens a page that
+asks "Remove X from Y?" with Confirm and Cancel, and only its Confirm (a POST) acts. A plain form
+post never removes anything unasked.
+
+The mailbox settings page's removals are driven in a real Chromium both ways, at laptop and
+phone sizes (screenshots to $RELAY_SCREENSHOTS, default tmp_path); the conversation's Delete and
+a note's Delete (menus that need JavaScript to open) are asked without it through the client."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.urls import reverse
+from playwright.sync_api import expect
+
+from inbox.models import EmailApiSender, ExclusionPattern, Message
+from notes.access import Target
+from notes.models import Note
+from notes.services import note_create
+from tests import factories as f
+from tests.inbox import mailkit
+from tests.web.helpers import shot, sign_in
+
+VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
+_FORM = re.compile(r"<form\b[^>]*>", re.S)
+
+
+def test_every_form_that_asks_first_asks_without_javascript_too():
+    """Every form of the templates with hx-confirm is a GET to the same URL it hx-posts to, so
+    without JavaScript it opens the confirmation page instead of acting."""
+    asking = []
+    for root in [Path(settings.BASE_DIR) / app / "templates" for app in ("crm", "inbox", "notes")]:
+        for template in root.rglob("*.html"):
+            for tag in _FORM.findall(template.read_text()):
+                if "hx-confirm" in tag:
+                    asking.append((template.name, tag))
+    assert len(asking) >= 6, asking  # grants (2), exclusions, Email API senders, message, note
+    for name, tag in asking:
+        assert 'method="get"' in tag, (name, tag)
+        action = re.search(r'\baction="([^"]+)"', tag).group(1)
+        assert f'hx-post="{action}"' in tag, (name, tag)
+
+
+@pytest.fixture
+def support(db):
+    """support@ administered by Ada, granted to Tom and a group, with a pattern and a sender."""
+    f.UserFactory(
+        username="ada", first_name="Ada", last_name="Admin", is_staff=True, is_superuser=True
+    )
+    tom = f.UserFactory(username="tom", first_name="Tom", last_name="Teammate")
+    mailbox = f.SharedMailboxFactory(email_address="support@relay.test")
+    mailbox.granted_users.add(tom)
+    mailbox.granted_groups.add(f.GroupFactory(name="Night shift"))
+    ExclusionPattern.objects.create(pattern="*@promo.example")
+    EmailApiSender.objects.create(mailbox=mailbox, address="forms@web.example")
+    return mailbox
+
+
+def _removals(mailbox):
+    """(button, question, what the page says after, whether it is still there) of each."""
+    return [
+        (
+            "Remove Tom Teammate",
+            "Remove Tom Teammate from support@relay.test?",
+            "Tom Teammate no longer reads support@relay.test.",
+            lambda: mailbox.granted_users.exists(),
+        ),
+        (
+            "Remove the group Night shift",
+            "Remove the group Night shift from support@relay.test?",
+            "The group Night shift no longer reads support@relay.test.",
+            lambda: mailbox.granted_groups.exists(),
+        ),
+        (
+            "Remove *@promo.example",
+            "Remove *@promo.example from the exclusion patterns?",
+            "*@promo.example is no longer excluded.",
+            lambda: ExclusionPattern.objects.exists(),
+        ),
+        (
+            "Remove forms@web.example",
+            "Remove forms@web.example from the Email API senders of support@relay.test?",
+            "forms@web.example may no longer send Email API documents.",
+            lambda: EmailApiSender.objects.exists(),
+        ),
+    ]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_without_javascript_a_removal_opens_a_page_that_asks_first(
+    browser, live_server, support, shots, viewport
+):
+    width, height = VIEWPORTS[viewport]
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": width, "height": height}
+    )
+    page = context.new_page()
+    settings_path = f"/inbox/mailboxes/{support.pk}/"
+    sign_in(page, live_server, "ada", settings_path)
+    expect(page.get_by_role("heading", name="support@relay.test")).to_be_visible()
+    for step, (button, question, said, still_there) in enumerate(_removals(support), 1):
+        page.get_by_role("button", name=button).click()
+        expect(page.get_by_role("heading", name=question)).to_be_visible()
+        assert still_there(), question  # asking changed nothing
+        if step == 1:
+            shot(page, shots, f"{viewport}-nojs-confirm.png")
+        page.get_by_role("link", name="Cancel").click()
+        expect(page).to_have_url(re.compile(rf"{settings_path}#"))
+        assert still_there(), question
+        page.get_by_role("button", name=button).click()
+        page.get_by_role("button", name="Remove", exact=True).click()
+        expect(page.get_by_text(said)).to_be_visible()
+        assert not still_there(), question
+        if step == 1:
+            shot(page, shots, f"{viewport}-nojs-removed.png")
+    context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_with_javascript_the_app_dialog_asks_and_htmx_removes(
+    page, live_server, support, shots, console_messages, viewport
+):
+    width, height = VIEWPORTS[viewport]
+    page.set_viewport_size({"width": width, "height": height})
+    sign_in(page, live_server, "ada", f"/inbox/mailboxes/{support.pk}/")
+    expect(page.get_by_role("heading", name="support@relay.test")).to_be_visible()
+    page.wait_for_load_state("load")  # relay.js (deferred) answers htmx:confirm
+    dialog = page.locator("#relay-confirm")
+    for step, (button, question, said, still_there) in enumerate(_removals(support), 1):
+        page.get_by_role("button", name=button).click()
+        expect(dialog).to_be_visible()
+        expect(dialog).to_contain_text(question)
+        if step == 1:
+            shot(page, shots, f"{viewport}-js-dialog.png")
+        dialog.get_by_role("button", name="Cancel").click()
+        expect(dialog).to_be_hidden()
+        assert still_there(), question
+        page.get_by_role("button", name=button).click()
+        dialog.get_by_role("button", name="Remove", exact=True).click()
+        expect(page.get_by_text(said)).to_be_visible()
+        assert not still_there(), question
+        page.wait_for_load_state("load")
+    errors = [m for m in console_messages if m.startswith(("error", "pageerror"))]
+    assert errors == []
+
+
+@pytest.mark.django_db
+def test_a_message_and_a_note_are_deleted_only_once_confirmed(client, owner, personal_mailbox):
+    """The conversation's Delete and a note's Delete, followed without JavaScript: the GET
+    asks (naming what goes), the POST acts; someone else's note is not theirs to delete."""
+    client.force_login(owner)
+    folders = mailkit.folders(personal_mailbox)
+    (message,) = mailkit.conversation(folders["inbox"], subject="Quarterly numbers")
+    url = reverse("inbox:message_action", args=[message.pk])
+    page = client.get(url, {"action": "delete"})
+    html = page.content.decode()
+    assert page.status_code == 200 and "Move this message to Trash?" in html
+    assert "“Quarterly numbers” from" in html and 'name="action" value="delete"' in html
+    assert Message.objects.get(pk=message.pk).locations.get().folder == folders["inbox"]
+    assert not message.mailbox.pending_changes.exists()
+    client.post(url, {"action": "delete"})
+    assert message.mailbox.pending_changes.filter(action="delete").exists()
+
+    contact = f.ContactFactory(first_name="Ana", last_name="Lopez")
+    note = note_create(author=owner, target=Target("contact", contact), body="Call her Monday")
+    url = reverse("notes:delete", args=[note.pk])
+    page = client.get(url)
+    assert page.status_code == 200 and "Delete this note?" in page.content.decode()
+    assert "“Call her Monday” on Ana Lopez" in page.content.decode()
+    assert Note.objects.filter(pk=note.pk).exists()
+    client.force_login(f.UserFactory())
+    assert client.get(url).status_code in (403, 404)
+    client.force_login(owner)
+    client.post(url)
+    assert not Note.objects.filter(pk=note.pk).exists()
