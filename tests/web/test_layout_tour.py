@@ -201,7 +201,7 @@ def _shown_tags(row) -> list[str]:
         """meta => { const box = meta.getBoundingClientRect();
         return [...meta.children].filter(t => t.getBoundingClientRect().top < box.bottom - 1)
           .sort((a, b) => a.getBoundingClientRect().left - b.getBoundingClientRect().left)
-          .map(t => t.textContent.trim()); }"""
+          .map(t => t.textContent.trim() || t.getAttribute('aria-label')); }"""
     )
 
 
@@ -224,9 +224,13 @@ def test_the_inbox_list_is_legible(page, live_server, shots, viewport):
     shown = _shown_tags(row)
     # What says most comes first: flagged, attachment, the state and the owner; the records
     # as room allows.
-    wanted = ["★", "📎", "Waiting", "Sofia", "Carlos Ruiz"]
+    wanted = ["★", "Has attachments", "Waiting", "Sofia", "Carlos Ruiz"]
     assert shown == wanted[: len(shown)], shown
     assert len(shown) >= (4 if viewport == "laptop" else 3), shown
+    # The paperclip is drawn, so that it shows without an emoji font (this Chromium has none).
+    clip = row.locator(".inbox-clip svg")
+    expect(clip).to_be_visible()
+    assert clip.evaluate("e => e.getBoundingClientRect().width") >= 10
 
     # The list's head: its name whole, each button one line high.
     head = page.locator(".inbox-list-head")
