@@ -2,8 +2,9 @@
 than the screen (no sideways scrolling on a phone), no table cut at its card's edge, no script
 error, CSP violation or failed request in the console; and the inbox list legible on both
 (docs/product.md §7.2): the sender's name whole, each tag whole or not shown at all, the list's
-name and its buttons on one line, and the outbox banner counting in plain English. Screenshots
-go to $RELAY_SCREENSHOTS (default: tmp_path)."""
+name and its buttons on one line, an older message's sender whole in a conversation, and the
+outbox banner counting in plain English. Screenshots go to $RELAY_SCREENSHOTS (default:
+tmp_path)."""
 
 from __future__ import annotations
 
@@ -239,3 +240,12 @@ def test_the_inbox_list_is_legible(page, live_server, shots, viewport):
         button = head.get_by_role("button", name=name)
         assert button.evaluate("e => e.getClientRects().length === 1 && e.offsetHeight < 30")
     shot(page, shots, f"{viewport}-inbox-list.png")
+
+    # The conversation: each older message a line whose sender is whole, the phone's too.
+    row.locator(".inbox-thread-link").click()
+    older = page.locator("details.inbox-msg:not([open]) .inbox-msg-from")
+    expect(older).to_have_count(2)
+    for n in range(2):
+        expect(older.nth(n)).to_contain_text("Carlos Ruiz")
+        assert older.nth(n).evaluate("e => e.scrollWidth <= e.clientWidth")
+    shot(page, shots, f"{viewport}-conversation-older.png")
