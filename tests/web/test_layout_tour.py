@@ -248,4 +248,8 @@ def test_the_inbox_list_is_legible(page, live_server, shots, viewport):
     for n in range(2):
         expect(older.nth(n)).to_contain_text("Carlos Ruiz")
         assert older.nth(n).evaluate("e => e.scrollWidth <= e.clientWidth")
+        # ...and the start of its text still shows.
+        text = page.locator("details.inbox-msg:not([open]) .inbox-msg-line").nth(n)
+        expect(text).to_contain_text("Body of message")
+        assert text.evaluate("e => e.getBoundingClientRect().height") > 10
     shot(page, shots, f"{viewport}-conversation-older.png")
