@@ -55,8 +55,9 @@ def _open_conversation(page, url: str) -> None:
     # an empty box (the "before" commit had no frames).
     frames = page.locator("iframe")
     if frames.count():
-        page.frame_locator("iframe").last.locator("body").wait_for(timeout=10_000)
-        page.wait_for_timeout(300)
+        body = page.frame_locator("iframe").last.locator("body")
+        expect(body).to_contain_text(re.compile(r"\w"), timeout=20_000)
+        page.wait_for_timeout(500)
 
 
 def _open_contact(page, url: str) -> None:
