@@ -395,6 +395,56 @@
       }
     });
 
+    // Presence (docs/product.md §5.4): this composer marks its person "writing a reply"
+    // while it is open (the compose page; the inline reply while unfolded), and says at once
+    // when it is folded away or left, so that colleagues do not wait for a refresh.
+    var writingField = form.querySelector("[data-composer-writing]");
+    var composerField = form.querySelector('input[name="composer"][data-presence-field]');
+    if (writingField && composerField) {
+      var inlineBox = form.closest("details");
+      var refreshPresence = function () {
+        var poller = document.getElementById("presence");
+        if (poller && window.htmx) {
+          htmx.trigger(poller, "relay-presence");
+        }
+      };
+      var setWriting = function (writing) {
+        var value = writing ? "1" : "0";
+        if (writingField.value !== value) {
+          writingField.value = value;
+          refreshPresence();
+        }
+      };
+      var left = false;
+      var leave = function () {
+        var poller = document.getElementById("presence");
+        if (left || !poller || !navigator.sendBeacon) {
+          return;
+        }
+        left = true;
+        var data = new FormData();
+        data.set("csrfmiddlewaretoken", form.querySelector('input[name="csrfmiddlewaretoken"]').value);
+        data.set("composer", composerField.value);
+        data.set("leaving", "1");
+        navigator.sendBeacon(poller.getAttribute("hx-post"), data);
+      };
+      if (inlineBox) {
+        writingField.value = "0";
+        setWriting(inlineBox.open);
+        inlineBox.addEventListener("toggle", function () {
+          setWriting(inlineBox.open);
+        });
+      }
+      // Sending ends the composer on the server too; closing the tab or navigating away
+      // ends it here, and so does htmx replacing the conversation in the reading pane.
+      window.addEventListener("pagehide", leave);
+      form.addEventListener("htmx:beforeCleanupElement", function (event) {
+        if (event.target === form) {
+          leave();
+        }
+      });
+    }
+
     // A personal address on a shared conversation (docs/product.md §5.4).
     var select = form.querySelector("select[data-warn-personal]");
     var warning = form.querySelector("#personal-sender-warning");
