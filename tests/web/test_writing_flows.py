@@ -255,3 +255,52 @@ def test_forward_an_older_message_without_one_attachment_and_the_no_subject_prom
     assert "See below." in wire.get_body(("plain",)).get_content()
     assert "It smokes." in wire.get_body(("plain",)).get_content()
     assert errors(console_messages) == []
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_signature_follows_the_from_unless_edited(
+    page, live_server, shots, console_messages, size
+):
+    """docs/product.md §5.5: changing the From swaps the previous address's signature for the
+    new one's; a signature edited by hand stays as it is. What is saved is what is shown."""
+    olivia = f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
+    support = f.SharedMailboxFactory(
+        email_address="support@relay.test",
+        display_name="Support",
+        signature="Acme Support\nhttps://acme.example",
+    )
+    support.granted_users.add(olivia)
+    f.MailboxFactory(owner=olivia, email_address="olivia@relay.test", signature="Olivia Owner")
+    f.SharedMailboxFactory(email_address="quiet@relay.test", signature="").granted_users.add(olivia)
+    page.set_viewport_size(SIZES[size])
+    sign_in(page, live_server, "olivia", f"/inbox/compose/?mailbox={support.pk}")
+    editor = page.get_by_role("textbox", name="Message")
+    expect(editor).to_contain_text("Acme Support")
+    page.get_by_label("From").select_option(label="olivia@relay.test (personal)")
+    expect(editor).to_contain_text("Olivia Owner")
+    expect(editor).not_to_contain_text("Acme Support")
+    shot(page, shots, f"signature-01-swapped-{size}.png")
+    # An address without a signature: none; back to one with a signature: it returns.
+    page.get_by_label("From").select_option(label="quiet@relay.test")
+    expect(editor).not_to_contain_text("Olivia Owner")
+    page.get_by_label("From").select_option(label="Support <support@relay.test>")
+    expect(editor).to_contain_text("Acme Support")
+    # Written above the signature, then the signature edited: it is the person's now.
+    editor.click()
+    page.keyboard.press("Control+Home")
+    page.keyboard.type("Hello Ana,")
+    page.locator("[data-composer-signature]").click()
+    page.keyboard.press("End")
+    page.keyboard.type(" (Berlin office)")
+    page.get_by_label("From").select_option(label="olivia@relay.test (personal)")
+    expect(editor).to_contain_text("Acme Support")
+    expect(editor).to_contain_text("(Berlin office)")
+    expect(editor).not_to_contain_text("Olivia Owner")
+    expect(editor).to_contain_text("Hello Ana,")
+    shot(page, shots, f"signature-02-edited-kept-{size}.png")
+    # The draft saved as typed holds what the editor shows.
+    page.get_by_role("button", name="Save draft").click()
+    draft = Draft.objects.get(user=olivia)
+    assert "Hello Ana," in draft.body_text and "(Berlin office)" in draft.body_text
+    assert "Olivia Owner" not in draft.body_text
+    assert errors(console_messages) == []

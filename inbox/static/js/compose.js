@@ -50,13 +50,37 @@
     var saving = null;
     var dirty = false;
 
+    // The signature of each sending address (docs/product.md §5.5), swapped when the From
+    // changes unless the person edited it.
+    var mailboxSelect = form.querySelector("select[data-composer-mailbox]");
+    var signatures = {};
+    var signaturesData = form.querySelector("[data-composer-signatures] script");
+    if (signaturesData) {
+      signatures = JSON.parse(signaturesData.textContent || "{}");
+    }
+    function signatureOf(value) {
+      return (signatures[value] || "").replace(/^\n+/, "").replace(/\n+$/, "");
+    }
+    var currentSignature = mailboxSelect ? signatureOf(mailboxSelect.value) : "";
+
     // The editor replaces the textarea; the textarea stays the plain-text copy that is posted.
     if (editor && textarea) {
       if (htmlField.value) {
         // Sanitised by the server before it was put here (inbox/richtext.py).
         editor.innerHTML = htmlField.value;
       } else {
-        textToEditor(editor, textarea.value);
+        var text = textarea.value;
+        var at = currentSignature ? text.lastIndexOf(currentSignature) : -1;
+        if (at >= 0 && !text.slice(at + currentSignature.length).trim()) {
+          // The signature in a block of its own, so that it can be told apart and swapped.
+          textToEditor(editor, text.slice(0, at).replace(/\n$/, ""));
+          var block = document.createElement("div");
+          block.setAttribute("data-composer-signature", "");
+          textToEditor(block, currentSignature);
+          editor.appendChild(block);
+        } else {
+          textToEditor(editor, text);
+        }
       }
       // The placeholder moves to the editor (shown while it is empty, inbox.css).
       editor.setAttribute("placeholder", textarea.getAttribute("placeholder") || "");
@@ -441,6 +465,53 @@
       form.addEventListener("htmx:beforeCleanupElement", function (event) {
         if (event.target === form) {
           leave();
+        }
+      });
+    }
+
+    // From changed: the previous address's signature makes way for the new one's, unless it
+    // was edited (or removed) by hand.
+    function same(a, b) {
+      return a.replace(/\s+/g, " ").trim() === b.replace(/\s+/g, " ").trim();
+    }
+    if (mailboxSelect) {
+      mailboxSelect.addEventListener("change", function () {
+        var next = signatureOf(mailboxSelect.value);
+        var previous = currentSignature;
+        currentSignature = next;
+        if (editor && !editor.hidden) {
+          var block = editor.querySelector("[data-composer-signature]");
+          if (block) {
+            if (!same(block.innerText, previous)) {
+              return; // edited by hand: left as it is
+            }
+            if (next) {
+              textToEditor(block, next);
+            } else {
+              block.remove();
+            }
+          } else if (!previous && next) {
+            var added = document.createElement("div");
+            added.setAttribute("data-composer-signature", "");
+            textToEditor(added, next);
+            editor.appendChild(document.createElement("div")).appendChild(document.createElement("br"));
+            editor.appendChild(added);
+          } else {
+            return;
+          }
+          changed();
+          return;
+        }
+        if (textarea) {
+          var value = textarea.value.replace(/\s+$/, "");
+          if (previous && value.slice(-previous.length) === previous) {
+            textarea.value = value.slice(0, -previous.length) + next + "\n";
+          } else if (!previous && next) {
+            textarea.value = value + "\n\n" + next + "\n";
+          } else {
+            return;
+          }
+          changed();
         }
       });
     }
