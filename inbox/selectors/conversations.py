@@ -128,6 +128,9 @@ class MessageFilters:
     flagged: bool = False
     date_from: dt.date | None = None
     date_to: dt.date | None = None
+    # The words typed were longer than SEARCH_MAX: their beginning is searched, and the list
+    # says so (docs/product.md §7.1).
+    shortened: bool = False
 
     @property
     def active(self) -> bool:

@@ -11,7 +11,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from inbox.forms import FilterForm
+from inbox.forms import SEARCH_MAX, FilterForm
 from inbox.models import Mailbox
 from inbox.permissions import get_mailbox_or_404
 from inbox.selectors.conversations import (
@@ -183,6 +183,7 @@ def list_context(request, state: dict) -> dict:
         "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
         "list_query": list_query(request),
         "density": prefs.density,
+        "search_max": SEARCH_MAX,
     }
 
 

@@ -5,6 +5,7 @@ privacy levels; and every page in a bounded number of queries (3 vs 300 messages
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -104,6 +105,27 @@ def test_search_over_subject_people_and_text(olivia, box):
         html = _get(olivia, f"{url}?q={search}", **HTMX, **{"HX-Target": "thread-list"})
         assert expected in html and absent not in html, search
         assert "<nav" not in html.split('id="thread-list"')[0]  # only the list partial
+
+
+def test_a_3000_character_search_is_shortened_and_the_inbox_says_so(olivia, box):
+    """docs/product.md §7.1, §7.2: the inbox's search box, in a mailbox and in All mailboxes,
+    searches the beginning of a pasted page of text and says so; it used to drop the search
+    silently (the form refused it) and say nothing."""
+    mailkit.conversation(box["inbox"], subject="Invoice overdue", sender="ana@globex.example")
+    mailkit.conversation(box["inbox"], subject="Lunch?", sender="bob@initech.example")
+    pasted = "invoice" + " " * 193 + "x" * 2800  # 3,000 characters; the first 200 say "invoice"
+    assert len(pasted) == 3000
+    notice = "Your search was shortened to its first 200 characters."
+    for mailbox in (box["mailbox"].pk, "all"):
+        url = reverse("inbox:inbox_page") + f"?mailbox={mailbox}"
+        page = _get(olivia, f"{url}&{urlencode({'q': pasted})}")
+        assert notice in page
+        assert "Invoice overdue" in page and "Lunch?" not in page
+        partial = _get(
+            olivia, f"{url}&{urlencode({'q': pasted})}", **HTMX, **{"HX-Target": "thread-list"}
+        )
+        assert notice in partial
+        assert notice not in _get(olivia, f"{url}&q=invoice")
 
 
 def test_filters(olivia, box):
