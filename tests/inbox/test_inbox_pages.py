@@ -5,6 +5,7 @@ privacy levels; and every page in a bounded number of queries (3 vs 300 messages
 from __future__ import annotations
 
 import datetime as dt
+import json
 from urllib.parse import urlencode
 
 import pytest
@@ -743,6 +744,38 @@ def test_removing_a_record_from_the_panel_unlinks_the_whole_conversation(olivia,
     )
     assert response.status_code == 200
     assert not Filing.objects.filter(contact=contact, unlinked_at__isnull=True).exists()
+
+
+def test_unlinking_a_whole_conversation_has_the_same_undo(olivia, owner, box):
+    """docs/product.md §7.12: the Filed on panel's × offers Undo, as one message's unlink
+    does: it puts back what that action took off, and nothing unlinked before."""
+    contact = f.ContactFactory()
+    messages = mailkit.conversation(box["inbox"], size=3)
+    filings = [f.FilingFactory(message=m, contact=contact) for m in messages]
+    earlier = f.FilingFactory(message=messages[1], account=f.AccountFactory())
+    olivia.post(reverse("inbox:filing_unlink", args=[filings[2].pk]))  # one, before
+    olivia.post(reverse("inbox:filing_unlink", args=[earlier.pk]))
+    response = olivia.post(
+        reverse("inbox:filing_unlink", args=[filings[0].pk]), {"whole": "1"}, headers=HTMX
+    )
+    undo = json.loads(response["HX-Trigger"])["relay:undo"]
+    assert undo["text"] == f"The conversation was removed from {contact}."
+    assert not Filing.objects.filter(contact=contact, unlinked_at__isnull=True).exists()
+    assert olivia.post(undo["url"], headers=HTMX).status_code == 200
+    back = set(
+        Filing.objects.filter(contact=contact, unlinked_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    assert back == {filings[0].pk, filings[1].pk}  # not the one unlinked before
+    assert Filing.objects.get(pk=earlier.pk).unlinked_at is not None
+
+    # Without JavaScript: the Qualify page says so and offers the same Undo.
+    response = olivia.post(reverse("inbox:filing_unlink", args=[filings[0].pk]), {"whole": "1"})
+    page = olivia.get(response["Location"]).content.decode()
+    assert "The conversation was removed from" in page and 'name="whole" value="1"' in page
+    olivia.post(reverse("inbox:filing_relink", args=[filings[0].pk]), {"whole": "1"})
+    assert Filing.objects.filter(contact=contact, unlinked_at__isnull=True).count() == 2
 
 
 def test_density_switch_is_remembered_and_changes_the_list(olivia, owner, box):
