@@ -105,9 +105,13 @@ def _attachment_rows(attachments) -> list[dict]:
             saved = default_storage.save(path, ContentFile(data))
             if saved != path:
                 default_storage.delete(saved)
-        AttachmentBlob.objects.get_or_create(
+        _blob, created = AttachmentBlob.objects.get_or_create(
             sha256=digest, defaults={"size": len(data), "file": path}
         )
+        if not created:
+            # Stored again: young again, so the purge of unsent attachments leaves it alone
+            # (connector/scheduling/purge.py purge_unsent_attachments).
+            AttachmentBlob.objects.filter(pk=_blob.pk).update(created_at=timezone.now())
         row = {"blob": digest, "filename": filename, "content_type": content_type}
         if content_id:
             row["content_id"] = content_id
