@@ -200,7 +200,23 @@
         images.forEach(function (file) {
           var reader = new FileReader();
           reader.onload = function () {
-            document.execCommand("insertImage", false, reader.result);
+            // Put in as an element of our own: execCommand("insertImage") lets the browser
+            // add an inline style, which the page's CSP (style-src 'self') refuses.
+            var image = document.createElement("img");
+            image.src = reader.result;
+            image.alt = file.name || "image";
+            var selection = window.getSelection();
+            if (selection.rangeCount && editor.contains(selection.getRangeAt(0).commonAncestorContainer)) {
+              var range = selection.getRangeAt(0);
+              range.deleteContents();
+              range.insertNode(image);
+              range.setStartAfter(image);
+              range.collapse(true);
+              selection.removeAllRanges();
+              selection.addRange(range);
+            } else {
+              editor.appendChild(image);
+            }
             changed();
           };
           reader.readAsDataURL(file);
