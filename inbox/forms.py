@@ -9,11 +9,15 @@ from .models import UserPreferences
 from .selectors.conversations import MessageFilters
 from .selectors.qualify import RECORD_LABELS
 
+SEARCH_MAX = 200  # characters of a search that are used (docs/product.md §7.1)
+
 
 class FilterForm(forms.Form):
     """The Inbox's search box and filters (a GET form: every view of the list is a URL)."""
 
-    q = forms.CharField(required=False, max_length=200, label="Search")
+    # No max_length: a longer search is not refused (which dropped it silently), it is
+    # shortened to its beginning and the list says so.
+    q = forms.CharField(required=False, label="Search")
     unread = forms.BooleanField(required=False, label="Unread")
     unfiled = forms.BooleanField(required=False, label="Unfiled")
     flagged = forms.BooleanField(required=False, label="Flagged")
@@ -38,8 +42,10 @@ class FilterForm(forms.Form):
         """The filters asked for; a malformed value (a bad date) is ignored, not an error page."""
         self.is_valid()  # invalid fields are left out of cleaned_data: those filters are off
         data = self.cleaned_data
+        typed = (data.get("q") or "").strip()
         return MessageFilters(
-            search=(data.get("q") or "").strip(),
+            search=typed[:SEARCH_MAX].strip(),
+            shortened=len(typed) > SEARCH_MAX,
             unread=bool(data.get("unread")),
             unfiled=bool(data.get("unfiled")),
             flagged=bool(data.get("flagged")),

@@ -26,8 +26,15 @@ from .access import get_target_or_404, visible_notes
 _TYPING = re.compile(r"(?:^|[\s(])@([\w.+-]*)$")
 
 
+def _form_only(request) -> bool:
+    """A record page asks for the form alone: its notes are listed once, on its timeline
+    (crm/templates/crm/detail_base.html, docs/product.md §7.4)."""
+    return (request.POST.get("view") or request.GET.get("view")) == "form"
+
+
 def _panel(request, target, *, body: str = "", errors=(), status: int = 200):
-    notes, total = selectors.notes_on(target=target)
+    form_only = _form_only(request)
+    notes, total = ([], 0) if form_only else selectors.notes_on(target=target)
     return render(
         request,
         "notes/_panel.html",
@@ -38,6 +45,7 @@ def _panel(request, target, *, body: str = "", errors=(), status: int = 200):
             "hidden": total - len(notes),
             "body": body,
             "errors": errors,
+            "form_only": form_only,
         },
         status=status,
     )

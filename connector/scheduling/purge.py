@@ -10,6 +10,11 @@ After RELAY_PURGE_AFTER_DAYS days (0 turns purging off) these rows are deleted:
 - finished imports (done or stopped), with whatever of their uploaded files is still on disk
   (a worker removes them when it finishes; a job it never reached the end of may keep them).
 
+Attachments uploaded into drafts that were never sent (a draft discarded or sent without
+them, a file unticked) are purged too once their blob is older than the cutoff and nothing
+refers to it any more: no message's attachment, no draft, no outbox entry. The row goes, then
+its file under the data folder (docs/product.md §5.5, docs/reliability.md X-22).
+
 Never purged: failed and held ledger entries (the health page lists them and the sync retries
 them), imports waiting or running, outbox entries queued, retrying, failed or being verified,
 open triage entries, and the mail itself. The ledger is an account of what the sync did, not
@@ -37,6 +42,8 @@ from django.utils import timezone
 
 from crm.selectors import purge_after_days
 from inbox.models import (
+    AttachmentBlob,
+    Draft,
     EmailApiRequest,
     ImportJob,
     LedgerEntry,
@@ -125,6 +132,51 @@ def purge(*, days: int | None = None, now=None, batch: int = BATCH, dry_run=Fals
             if len(ids) < batch:
                 break
         report.counts[name] = deleted
+    report.counts["unsent_attachments"] = purge_unsent_attachments(cutoff, dry_run=dry_run)
     if report.total:
         log.info("purged %s", report.summary())
     return report
+
+
+def _referenced_blobs() -> set[str]:
+    """The digests drafts and outbox entries refer to (JSON lists, read in Python: the same on
+    SQLite and PostgreSQL)."""
+    digests: set[str] = set()
+    for model in (Draft, OutboxEntry):
+        for rows in model.objects.exclude(attachments=[]).values_list("attachments", flat=True):
+            digests.update(row.get("blob", "") for row in rows or () if isinstance(row, dict))
+    return digests
+
+
+def purge_unsent_attachments(cutoff, *, dry_run: bool = False) -> int:
+    """Blobs stored before `cutoff` that no message, draft or outbox entry uses: attachments of
+    drafts never sent. Storing a file again moves its blob's created_at to that moment
+    (inbox/services/composing.py), and the delete checks age and use again in its own
+    statement, so a blob a draft just took is kept."""
+    from django.core.files.storage import default_storage
+
+    candidates = AttachmentBlob.objects.filter(created_at__lt=cutoff, uses__isnull=True)
+    referenced = _referenced_blobs()
+    orphans = [
+        (pk, digest, path)
+        for pk, digest, path in candidates.values_list("pk", "sha256", "file")
+        if digest not in referenced
+    ]
+    if dry_run or not orphans:
+        return len(orphans)
+    deleted = 0
+    for start in range(0, len(orphans), BATCH):
+        chunk = orphans[start : start + BATCH]
+        with transaction.atomic():
+            _, per_model = candidates.filter(pk__in=[pk for pk, _, _ in chunk]).delete()
+        deleted += per_model.get(AttachmentBlob._meta.label, 0)
+        still = set(
+            AttachmentBlob.objects.filter(sha256__in=[d for _, d, _ in chunk]).values_list(
+                "sha256", flat=True
+            )
+        )
+        for _, digest, path in chunk:
+            if digest not in still and path:
+                # Content-addressed: the same bytes stored again meanwhile have a row again.
+                default_storage.delete(path)
+    return deleted

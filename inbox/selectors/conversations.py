@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
@@ -128,6 +128,9 @@ class MessageFilters:
     flagged: bool = False
     date_from: dt.date | None = None
     date_to: dt.date | None = None
+    # The words typed were longer than SEARCH_MAX: their beginning is searched, and the list
+    # says so (docs/product.md §7.1).
+    shortened: bool = False
 
     @property
     def active(self) -> bool:
@@ -665,3 +668,20 @@ def get_pending_change_or_404(*, user, pk: int) -> PendingChange:
     if change is None:
         raise Http404("No such change.")
     return change
+
+
+# Bulk moves need the folder on the server: a conversation whose mailbox has none is left alone.
+MOVE_ACTIONS = {"archive": Folder.SpecialUse.ARCHIVE, "trash": Folder.SpecialUse.TRASH}
+
+
+def bulk_move_folders(*, mailbox_ids: Iterable[int]) -> dict[tuple[int, str], Folder]:
+    """{(mailbox id, "archive" | "trash"): the server folder}, for the mailboxes that have
+    them: one query."""
+    found = {}
+    for folder in Folder.objects.filter(
+        mailbox_id__in=set(mailbox_ids),
+        is_local=False,
+        special_use__in=list(MOVE_ACTIONS.values()),
+    ).order_by("pk"):
+        found.setdefault((folder.mailbox_id, folder.special_use), folder)
+    return found

@@ -105,9 +105,13 @@ def _attachment_rows(attachments) -> list[dict]:
             saved = default_storage.save(path, ContentFile(data))
             if saved != path:
                 default_storage.delete(saved)
-        AttachmentBlob.objects.get_or_create(
+        _blob, created = AttachmentBlob.objects.get_or_create(
             sha256=digest, defaults={"size": len(data), "file": path}
         )
+        if not created:
+            # Stored again: young again, so the purge of unsent attachments leaves it alone
+            # (connector/scheduling/purge.py purge_unsent_attachments).
+            AttachmentBlob.objects.filter(pk=_blob.pk).update(created_at=timezone.now())
         row = {"blob": digest, "filename": filename, "content_type": content_type}
         if content_id:
             row["content_id"] = content_id
@@ -115,12 +119,17 @@ def _attachment_rows(attachments) -> list[dict]:
     return rows
 
 
+def _sending_domain(mailbox: Mailbox) -> str:
+    """The domain mail from `mailbox` is made under (its Message-IDs, its inline images'
+    Content-IDs): the mailbox's own, else the system sender's."""
+    return (mailbox.email_address or default_from_email()).rpartition("@")[2]
+
+
 def _new_message_id(mailbox: Mailbox) -> str:
     """128 random bits: nobody can guess it to thread a forged reply onto our mail
     (docs/reliability.md M-07). Mail sent from a record gets the record's signed token instead when
     it is first sent (connector/outbound/compose.py; the key lives there)."""
-    domain = (mailbox.email_address or default_from_email()).rpartition("@")[2]
-    return f"relay-{secrets.token_hex(16)}@{domain or 'relay.invalid'}"
+    return f"relay-{secrets.token_hex(16)}@{_sending_domain(mailbox) or 'relay.invalid'}"
 
 
 @transaction.atomic
@@ -166,8 +175,7 @@ def outbox_compose(
     if len(subject) > 900:
         raise ValidationError("The subject is too long.")
     html_body = clean_composed_html(html_body) if html_body else ""
-    domain = (mailbox.email_address or default_from_email()).rpartition("@")[2]
-    html_body, images = inline_images(html_body, domain=domain)
+    html_body, images = inline_images(html_body, domain=_sending_domain(mailbox))
     if not text_body and html_body:
         text_body = text_from_html(html_body)
     if include_signature:

@@ -21,8 +21,9 @@ from crm.models import Ticket
 from .. import live
 from ..models import Filing, Mailbox, Message, Thread, ThreadEvent, ThreadRead
 from ..permissions import readable_mailboxes
+from ..selectors.conversations import MOVE_ACTIONS, bulk_move_folders
 from ..signals import conversation_assigned
-from .messages import message_change_flag
+from .messages import message_change_flag, message_delete, message_move
 
 Status = Thread.Status
 
@@ -143,16 +144,36 @@ def conversation_snooze(*, actor, thread: Thread, until: dt.datetime) -> bool:
     return conversation_set_status(actor=actor, thread=thread, status=Status.SNOOZED, until=until)
 
 
-BULK_ACTIONS = ("assign", "unassign", "assign_me", "done", "open", "waiting", "snooze")
+BULK_ACTIONS = (
+    "assign",
+    "unassign",
+    "assign_me",
+    "done",
+    "open",
+    "waiting",
+    "snooze",
+    "mark_read",
+    "mark_unread",
+    "archive",
+    "trash",
+)
 
 
 def conversations_bulk(
     *, actor, threads: Iterable[Thread], action: str, assignee=None, until=None
 ) -> int:
-    """One action on many conversations (already permission-checked by the caller); each gets
-    its own timeline event. All or nothing. Returns how many changed."""
+    """One action on many conversations (already permission-checked by the caller: each one
+    against its own mailbox, docs/product.md §7.8), from one mailbox or several; each gets its
+    own timeline event. All or nothing. Returns how many changed: moving to Archive or Trash
+    leaves out the conversations whose mailbox has no such folder."""
     if action not in BULK_ACTIONS:
         raise ValidationError(f"Unknown action {action!r}.")
+    threads = list(threads)
+    folders = (
+        bulk_move_folders(mailbox_ids=[t.mailbox_id for t in threads])
+        if action in MOVE_ACTIONS
+        else {}
+    )
     changed = 0
     with transaction.atomic():
         for thread in threads:
@@ -164,6 +185,28 @@ def conversations_bulk(
                 changed += conversation_assign(actor=actor, thread=thread, assignee=None)
             elif action == "snooze":
                 changed += conversation_snooze(actor=actor, thread=thread, until=until)
+            elif action == "mark_read":
+                conversation_mark_read(user=actor, thread=thread)
+                changed += 1
+            elif action == "mark_unread":
+                newest = (
+                    Message.objects.filter(thread=thread)
+                    .order_by("is_outgoing", "-date", "-pk")
+                    .first()
+                )
+                if newest is not None:
+                    conversation_mark_unread(user=actor, message=newest)
+                    changed += 1
+            elif action in MOVE_ACTIONS:
+                folder = folders.get((thread.mailbox_id, MOVE_ACTIONS[action]))
+                if folder is None:
+                    continue
+                for message in Message.objects.filter(thread=thread):
+                    if action == "archive":
+                        message_move(user=actor, message=message, target_folder=folder)
+                    else:
+                        message_delete(user=actor, message=message)
+                changed += 1
             else:
                 changed += conversation_set_status(actor=actor, thread=thread, status=action)
     return changed

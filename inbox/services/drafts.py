@@ -12,6 +12,7 @@ from ..models import AttachmentBlob, Draft, Mailbox, Message, OutboxEntry
 from ..permissions import may_send_as, readable_messages
 from ..richtext import clean_composed_html
 from .composing import MAX_ATTACHMENT_BYTES, _attachment_rows
+from .presence import presence_done_writing
 
 MAX_DRAFT_CHARS = 24 * 1024 * 1024  # pasted images travel inside the HTML as data: URLs
 DRAFT_MODES = ("", "reply", "reply_all", "forward")
@@ -107,7 +108,11 @@ def draft_save(
 
 
 def draft_discard(*, user, draft: Draft) -> None:
+    """Discarding a reply ends its author's "writing" on the conversation at once
+    (docs/product.md §5.4)."""
     Draft.objects.filter(pk=draft.pk, user=user, sent_entry__isnull=True).delete()
+    if draft.reply_to_message_id is not None:
+        presence_done_writing(user=user, message=draft.reply_to_message)
 
 
 def draft_from_entry(*, user, entry: OutboxEntry) -> Draft:

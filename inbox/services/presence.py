@@ -3,16 +3,32 @@
 refreshes its user's mark every PRESENCE_REFRESH seconds, and a mark not refreshed for
 PRESENCE_TTL seconds is gone. The cache must be shared by every web process (Redis, or the
 file cache of the embedded default: crm/settings.py), or people in another process are not
-seen."""
+seen.
+
+Viewing and writing are separate entries. "Writing" belongs to one composer (the compose
+page, or the inline reply under the thread), named by a token the page was rendered with:
+leaving that composer (sending, discarding, closing it) ends the token at once, and a refresh
+from an ended composer that arrives late never puts "writing" back (docs/reliability.md X-21).
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from django.core.cache import cache
 
 PRESENCE_TTL = 30  # seconds a mark lives without a refresh
 PRESENCE_REFRESH = 10  # seconds between refreshes from an open page
+# While a colleague is writing, their mark is watched closely: the moment they send or leave
+# the composer shows on the others' pages within this many seconds, not at the next refresh.
+PRESENCE_WATCH_REFRESH = 2
+ANY_COMPOSER = "-"  # a composer that came without a token (an old page, a plain request)
+
+
+def composer_token() -> str:
+    """A new composer's name, rendered into its page (compose form and presence poller)."""
+    return secrets.token_urlsafe(9)
 
 
 def conversation_key(message) -> str:
@@ -25,30 +41,39 @@ def _mark_key(message, user_id) -> str:
     return f"{conversation_key(message)}:{user_id}"
 
 
-def presence_touch(*, user, message, composing: bool, now: float | None = None) -> None:
-    """Mark `user` as on this conversation (writing a reply when `composing`). Each user's mark
-    is a cache entry of its own, written only by that user's requests, so one person's refresh
-    never undoes another's change (a shared entry did: a colleague's refresh could put back a
-    "writing" that sending had just cleared). The conversation's entry lists who has a mark."""
+def _writing_key(message, user_id) -> str:
+    return f"{_mark_key(message, user_id)}:writing"
+
+
+def _ended_key(message, user_id, token: str) -> str:
+    return f"{_mark_key(message, user_id)}:ended:{token}"
+
+
+def presence_touch(
+    *, user, message, composing: bool, composer: str = "", now: float | None = None
+) -> None:
+    """Mark `user` as on this conversation, and as writing a reply when `composing` (from
+    the composer named `composer`). Each user's entries are written only by that user's
+    requests, so one person's refresh never undoes another's change. A composer that was
+    ended (presence_done_writing) stays ended, whatever order the requests land in: the
+    writing entry is set first and the end checked after, while ending sets the end first
+    and deletes the writing entry after, so the last of them always leaves no "writing"."""
     now = time.time() if now is None else now
     uid = str(user.pk)
-    key = _mark_key(message, uid)
-    previous = cache.get(key) or {}
-    if composing and now - previous.get("done_at", 0) < PRESENCE_REFRESH:
-        # A compose page's refresh that left before its reply was sent: the reply is out.
-        composing = False
+    token = composer or ANY_COMPOSER
     cache.set(
-        key,
-        {
-            "name": user.get_full_name() or user.get_username(),
-            "at": now,
-            # Writing a reply is marked from the compose page; the conversation page of the
-            # same user does not clear it while the reply is still being written.
-            "composing_at": now if composing else previous.get("composing_at", 0),
-            "done_at": previous.get("done_at", 0),
-        },
+        _mark_key(message, uid),
+        {"name": user.get_full_name() or user.get_username(), "at": now},
         PRESENCE_TTL,
     )
+    writing_key = _writing_key(message, uid)
+    if composing:
+        cache.set(writing_key, {"composer": token, "at": now}, PRESENCE_TTL)
+        if cache.get(_ended_key(message, uid, token)):
+            _clear_writing(writing_key, token)
+    elif composer:
+        # This composer is open but folded away (the inline reply closed): not writing.
+        _clear_writing(writing_key, token)
     roster_key = conversation_key(message)
     roster = cache.get(roster_key) or []
     if uid not in roster:
@@ -58,23 +83,44 @@ def presence_touch(*, user, message, composing: bool, now: float | None = None) 
         cache.touch(roster_key, PRESENCE_TTL)
 
 
-def presence_done_writing(*, user, message, now: float | None = None) -> None:
-    """The reply was sent: the user is no longer writing one (still viewing, if they are)."""
-    now = time.time() if now is None else now
-    key = _mark_key(message, user.pk)
-    mark = cache.get(key)
-    if mark is not None:
-        cache.set(key, {**mark, "composing_at": 0, "done_at": now}, PRESENCE_TTL)
+def _clear_writing(writing_key: str, token: str) -> None:
+    current = cache.get(writing_key)
+    if current is not None and current.get("composer") == token:
+        cache.delete(writing_key)
+
+
+def presence_done_writing(*, user, message, composer: str = "", now: float | None = None) -> None:
+    """The person left the composer: sent the reply, discarded it or closed the page. They
+    are no longer writing (still viewing, if they are), at once. With the composer's token
+    that composer can never mark "writing" again; without one (a discard from the Drafts
+    page), whatever composer was writing is cleared and a still-open one marks itself again
+    at its next refresh."""
+    uid = str(user.pk)
+    writing_key = _writing_key(message, uid)
+    if composer:
+        cache.set(_ended_key(message, uid, composer), 1, PRESENCE_TTL * 2)
+        _clear_writing(writing_key, composer)
+    else:
+        cache.delete(writing_key)
 
 
 def presence_others(*, user, message, now: float | None = None) -> list[dict]:
     """The other users on this conversation: [{"name", "composing"}], by name."""
     now = time.time() if now is None else now
     roster = [uid for uid in cache.get(conversation_key(message)) or [] if uid != str(user.pk)]
-    marks = cache.get_many([_mark_key(message, uid) for uid in roster]).values()
-    others = [
-        {"name": mark["name"], "composing": mark.get("composing_at", 0) > now - PRESENCE_TTL}
-        for mark in marks
-        if mark["at"] > now - PRESENCE_TTL
-    ]
+    keys = {uid: (_mark_key(message, uid), _writing_key(message, uid)) for uid in roster}
+    found = cache.get_many([key for pair in keys.values() for key in pair])
+    others = []
+    for mark_key, writing_key in keys.values():
+        mark, writing = found.get(mark_key), found.get(writing_key)
+        if mark is None or mark["at"] <= now - PRESENCE_TTL:
+            continue
+        composing = writing is not None and writing["at"] > now - PRESENCE_TTL
+        others.append({"name": mark["name"], "composing": composing})
     return sorted(others, key=lambda o: o["name"])
+
+
+def presence_refresh_for(others: list[dict]) -> int:
+    """Seconds until the page asks again: sooner while someone else is writing, so that their
+    sending or leaving shows promptly."""
+    return PRESENCE_WATCH_REFRESH if any(o["composing"] for o in others) else PRESENCE_REFRESH

@@ -94,6 +94,29 @@ def conversation_unlink(*, user, filing, messages) -> int:
 
 
 @transaction.atomic
+def conversation_unlink_undo(*, user, filing, messages) -> int:
+    """Undo of conversation_unlink: the filings that one action took off the record (same
+    moment, same person, as `filing`'s) are back as they were, rule and evidence included;
+    filings unlinked before, by anyone, stay unlinked. Returns how many came back."""
+
+    filing = Filing.objects.get(pk=filing.pk)
+    if filing.unlinked_at is None:
+        return 0
+    record_field = f"{filing.record_type}_id"
+    return (
+        Filing.objects.select_for_update()
+        .filter(
+            message__in=messages,
+            unlinked_at=filing.unlinked_at,
+            unlinked_by=filing.unlinked_by_id,
+            record_type=filing.record_type,
+            **{record_field: getattr(filing, record_field)},
+        )
+        .update(unlinked_at=None, unlinked_by=None)
+    )
+
+
+@transaction.atomic
 def message_qualify(*, user, message, record=None, create: str = "", **fields):
     """Qualify: link `message` to `record`, or create a contact or lead from its sender
     (`create="contact"` / `"lead"`, with optional name fields and, for contacts, `account`)

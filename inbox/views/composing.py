@@ -34,7 +34,7 @@ from inbox.services.composing import (
 from inbox.services.drafts import draft_discard, draft_get, draft_save
 from inbox.services.mailboxes import mailboxes_for_user
 from inbox.services.outbox import outbox_undo
-from inbox.services.presence import PRESENCE_REFRESH, presence_done_writing
+from inbox.services.presence import PRESENCE_REFRESH, composer_token, presence_done_writing
 
 COMPOSE_MODES = {"reply": "Reply", "reply_all": "Reply all", "forward": "Forward"}
 UNDO_TAG = "relay-undo"
@@ -165,6 +165,9 @@ def compose_context(
         "shared_conversation": original is not None
         and original.mailbox.kind == Mailbox.Kind.SHARED,
         "presence_refresh": PRESENCE_REFRESH,
+        # Names this composer for presence (docs/product.md §5.4): new on every render, so a
+        # form that comes back (an error, a question) is a composer that is writing again.
+        "composer_token": composer_token(),
         "undo_seconds": settings.RELAY_UNDO_SEND_SECONDS,
     }
 
@@ -377,7 +380,9 @@ def _send(request, form, *, original, mode: str, record) -> OutboxEntry:
 
 def _after_send(request, entry: OutboxEntry, *, original, record) -> HttpResponse:
     if original is not None:
-        presence_done_writing(user=request.user, message=original)
+        presence_done_writing(
+            user=request.user, message=original, composer=request.POST.get("composer", "")[:40]
+        )
     if entry.state == OutboxEntry.State.SCHEDULED:
         # The toast (crm/templates/base.html) offers Undo for as long as the entry is held.
         flash.success(request, f"Sending in {settings.RELAY_UNDO_SEND_SECONDS} seconds.", UNDO_TAG)

@@ -6,6 +6,7 @@ a mailbox the user may not read is the same 404 as one that does not exist."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from django.contrib import messages as flash
 from django.contrib.auth import get_user_model
@@ -115,20 +116,36 @@ def conversation_state(request, pk: int):
     return _trigger(render(request, "inbox/_conversation.html", context), CHANGED)
 
 
+BULK_NOTICES = {
+    "mark_read": "marked read",
+    "mark_unread": "marked unread",
+    "archive": "moving to Archive",
+    "trash": "moving to Trash",
+}
+
+
 @require_POST
 def conversations_bulk_action(request):
-    """The list's bulk bar: one action on the ticked conversations of one mailbox. Threads the
-    user may not read are not there, as with a 404; none found at all is a 404."""
+    """The list's bulk bar: one action on the ticked conversations, of one mailbox or, from
+    All mailboxes, of several (docs/product.md §7.8). Each conversation is checked against the
+    user's access to its own mailbox: those the user may not read are not there, as with a
+    404, and none found at all is a 404."""
     wanted = request.POST.get("mailbox", "")
-    mailbox = get_mailbox_or_404(request.user, int(wanted) if wanted.isdigit() else 0)
     ids = [int(v) for v in request.POST.getlist("thread") if v.isdigit()][:500]
-    threads = list(readable_threads(request.user).filter(mailbox=mailbox, pk__in=ids))
+    threads = readable_threads(request.user).filter(pk__in=ids).select_related("mailbox")
+    if wanted == "all":
+        default_back = reverse("inbox:inbox_page") + "?mailbox=all"
+    else:
+        mailbox = get_mailbox_or_404(request.user, int(wanted) if wanted.isdigit() else 0)
+        threads = threads.filter(mailbox=mailbox)
+        default_back = reverse("inbox:inbox_page") + f"?mailbox={mailbox.pk}"
+    threads = list(threads)
     if ids and not threads:
         raise Http404("No such conversation.")
     action = request.POST.get("action", "")
     back = request.POST.get("next", "")
     if not back.startswith(reverse("inbox:inbox_page")):
-        back = reverse("inbox:inbox_page") + f"?mailbox={mailbox.pk}"
+        back = default_back
     try:
         if not threads:
             raise ValidationError("Tick the conversations first.")
@@ -146,8 +163,15 @@ def conversations_bulk_action(request):
             return HttpResponse(" ".join(exc.messages), status=422)
         flash.error(request, " ".join(exc.messages))
         return redirect(back)
-    notice = f"{changed} conversation{'s' if changed != 1 else ''} changed."
+    plural = "s" if changed != 1 else ""
+    notice = f"{changed} conversation{plural} {BULK_NOTICES.get(action, 'changed')}."
+    if action in ("archive", "trash") and changed < len(threads):
+        left = len(threads) - changed
+        folder = "an Archive" if action == "archive" else "a Trash"
+        notice += f" {left} left where they are: their mailbox has no {folder} folder."
     if request.htmx:
-        return _trigger(HttpResponse(status=204), CHANGED)
+        response = HttpResponse(status=204)
+        response["HX-Trigger"] = json.dumps({CHANGED: True, "relay:notice": {"text": notice}})
+        return response
     flash.success(request, notice)
     return redirect(back)

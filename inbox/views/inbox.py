@@ -11,12 +11,13 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from inbox.forms import FilterForm
+from inbox.forms import SEARCH_MAX, FilterForm
 from inbox.models import Mailbox
 from inbox.permissions import get_mailbox_or_404
 from inbox.selectors.conversations import (
     assignable_users,
     attach_latest,
+    bulk_move_folders,
     conversations,
     default_folder,
     effective_status,
@@ -104,6 +105,16 @@ def _all_mailboxes_state(request, mailboxes: list) -> dict:
     }
 
 
+def _bulk_assignable(state: dict, scope) -> list:
+    if scope is not None:
+        return list(assignable_users(mailbox=scope))
+    people = {}
+    for box in state["mailboxes"]:
+        for person in assignable_users(mailbox=box):
+            people.setdefault(person.pk, person)
+    return sorted(people.values(), key=lambda p: (p.get_full_name() or p.username).lower())
+
+
 def _list_mailbox(state: dict):
     """The mailbox the list shows, or None for All mailboxes."""
     return None if state["all_mailboxes"] else state["mailbox"]
@@ -157,13 +168,22 @@ def list_context(request, state: dict) -> dict:
     return {
         **state,
         "page": page,
-        # Bulk actions act on one mailbox's conversations: not offered on All mailboxes.
-        "assignable": list(assignable_users(mailbox=mailbox)) if scope else [],
+        # Bulk actions: on All mailboxes, anyone who may read one of them (the service refuses
+        # a conversation whose mailbox that person may not read); Archive and Trash where
+        # the mailboxes have them (docs/product.md §7.8).
+        "assignable": _bulk_assignable(state, scope),
+        "bulk_moves": {
+            kind
+            for (_box, kind) in bulk_move_folders(
+                mailbox_ids=[scope.pk] if scope else [b.pk for b in state["mailboxes"]]
+            )
+        },
         "snooze_choices": snooze_choices(),
         "fingerprint": list_fingerprint(mailbox=scope, folder=folder, user=request.user),
         "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
         "list_query": list_query(request),
         "density": prefs.density,
+        "search_max": SEARCH_MAX,
     }
 
 

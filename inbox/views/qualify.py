@@ -17,6 +17,7 @@ from inbox.selectors.conversations import filing_reason, get_filing_or_404
 from inbox.selectors.qualify import get_record_or_none, qualify_context, record_search
 from inbox.services.qualify import (
     conversation_unlink,
+    conversation_unlink_undo,
     message_link,
     message_qualify,
     message_unlink,
@@ -55,8 +56,10 @@ def qualify_dialog(request, pk: int):
     extra = {}
     undo = request.GET.get("undo", "")
     if undo.isdigit():
-        # Just unlinked without JavaScript: offer its Undo (a filing of this message only).
+        # Just unlinked without JavaScript: offer its Undo (a filing of this message, or of
+        # the whole conversation with ?whole=1).
         extra["undo"] = message.filings.filter(pk=int(undo), unlinked_at__isnull=False).first()
+        extra["undo_whole"] = request.GET.get("whole") == "1"
     context = _qualify_context(request, message, **extra)
     if request.htmx:
         return render(request, "inbox/_qualify.html", context)
@@ -131,32 +134,35 @@ def qualify_link(request, pk: int):
     return _trigger(response, FILED, CHANGED) if filing else response
 
 
+def _conversation_messages(request, filing):
+    """The messages of `filing`'s conversation the user may read (one mailbox's thread)."""
+    return readable_messages(request.user).filter(
+        thread=filing.message.thread_id, mailbox=filing.message.mailbox_id
+    )
+
+
 @require_POST
 def filing_unlink(request, pk: int):
     """Take a message off a wrong record (a chip's x). The filing stays as history, so
     automation never puts the message back there."""
     filing = get_filing_or_404(user=request.user, pk=pk)
     text = f"Removed from {filing.record}."
-    if request.POST.get("whole") and filing.message.thread_id:
-        # The conversation's Filed on panel: the whole conversation (docs/product.md §7.12).
-        # Its undo is "File on a record…" in the same panel, not the one-message relink.
+    whole = bool(request.POST.get("whole") and filing.message.thread_id)
+    if whole:
+        # The conversation's Filed on panel: the whole conversation (docs/product.md §7.12),
+        # with the same Undo as one message's: it puts back what this action took off.
         conversation_unlink(
-            user=request.user,
-            filing=filing,
-            messages=readable_messages(request.user).filter(
-                thread=filing.message.thread_id, mailbox=filing.message.mailbox_id
-            ),
+            user=request.user, filing=filing, messages=_conversation_messages(request, filing)
         )
-        if not request.htmx:
-            flash.success(request, text)
-            return redirect("inbox:conversation", pk=filing.message_id)
-        return _trigger(HttpResponse(status=200), FILED, CHANGED)
-    message_unlink(user=request.user, filing=filing)
-    undo_url = reverse("inbox:filing_relink", args=[filing.pk])
+        text = f"The conversation was removed from {filing.record}."
+    else:
+        message_unlink(user=request.user, filing=filing)
+    undo_url = reverse("inbox:filing_relink", args=[filing.pk]) + ("?whole=1" if whole else "")
     if not request.htmx:
         # Without JavaScript the Qualify page offers the Undo.
         flash.success(request, text)
-        return redirect(reverse("inbox:qualify_dialog", args=[filing.message_id]) + f"?undo={pk}")
+        back = reverse("inbox:qualify_dialog", args=[filing.message_id]) + f"?undo={pk}"
+        return redirect(back + ("&whole=1" if whole else ""))
     if request.htmx.target == "qualify-content":
         context = _qualify_context(request, filing.message, done=text, undo=filing)
         return _trigger(render(request, "inbox/_qualify.html", context), FILED, CHANGED)
@@ -172,7 +178,12 @@ def filing_unlink(request, pk: int):
 def filing_relink(request, pk: int):
     """Undo of an unlink: the filing is back as the rules (or a person) made it."""
     filing = get_filing_or_404(user=request.user, pk=pk)
-    message_unlink_undo(user=request.user, filing=filing)
+    if (request.GET.get("whole") or request.POST.get("whole")) and filing.message.thread_id:
+        conversation_unlink_undo(
+            user=request.user, filing=filing, messages=_conversation_messages(request, filing)
+        )
+    else:
+        message_unlink_undo(user=request.user, filing=filing)
     text = f"Back on {filing.record}."
     if not request.htmx:
         flash.success(request, text)

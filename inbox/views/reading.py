@@ -241,7 +241,9 @@ def _person(name: str, address: str) -> dict:
     return {"name": clean_display(name, limit=200), "address": clean_display(address, limit=320)}
 
 
-def message_context(request, message: Message, *, images: bool, compact: bool = False) -> dict:
+def message_context(
+    request, message: Message, *, images: bool, compact: bool = False, in_thread: bool = False
+) -> dict:
     rendered = render_body(user=request.user, message=message, images=images)
     recipients: dict[str, list[dict]] = {"to": [], "cc": []}
     for row in message.addresses.filter(
@@ -277,8 +279,12 @@ def message_context(request, message: Message, *, images: bool, compact: bool = 
         "images": images,
         "images_blocked": rendered.images_blocked,
         "compact": compact,
-        # The consent link keeps the caller's layout (compact inside a conversation).
-        "show_images_url": read_url + "?images=1" + ("&compact=1" if compact else ""),
+        "in_thread": in_thread,
+        # The consent link keeps the caller's layout (compact, or inside a conversation).
+        "show_images_url": read_url
+        + "?images=1"
+        + ("&compact=1" if compact else "")
+        + ("&in=thread" if in_thread else ""),
         "body_url": body_url + ("?images=1" if images else ""),
         "raw_url": reverse("inbox:message_raw", args=[message.pk]) if message.raw_file else "",
         "frame_sandbox": FRAME_SANDBOX,
@@ -290,13 +296,17 @@ def message_context(request, message: Message, *, images: bool, compact: bool = 
 def message_read(request, pk: int):
     """One message: to htmx the partial ``inbox/_message.html``; opened directly, a page.
     ``?compact=1`` leaves out the subject and people (a conversation view shows them already):
-    then the partial is the images notice, the sandboxed body and the attachments."""
+    then the partial is the images notice, the sandboxed body and the attachments.
+    ``?in=thread`` is a message opened in a conversation, whose line shows the sender and the
+    date already: the partial leaves out the subject, the sender and the date (each once on
+    the screen), and keeps the recipients, folders and Source."""
     message = get_message_or_404(request.user, pk)
     context = message_context(
         request,
         message,
         images=request.GET.get("images") == "1",
         compact=request.GET.get("compact") == "1" and bool(request.htmx),
+        in_thread=request.GET.get("in") == "thread" and bool(request.htmx),
     )
     template = "inbox/_message.html" if request.htmx else "inbox/message_page.html"
     return render(request, template, context)

@@ -166,3 +166,43 @@ def test_query_count_does_not_grow_with_entries(client, teammate, shared_mailbox
         assert 'data-kind="mail"' in html and 'data-kind="note"' in html
         counts.append(len(queries))
     assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize(
+    "kind,factory",
+    [
+        ("contact", f.ContactFactory),
+        ("account", f.AccountFactory),
+        ("lead", f.LeadFactory),
+        ("ticket", f.TicketFactory),
+        ("opportunity", f.OpportunityFactory),
+    ],
+)
+def test_a_records_notes_are_listed_once_on_its_timeline_and_adding_one_stays_easy(
+    client, teammate, kind, factory
+):
+    """The record page listed each note twice, in the notes panel and on the timeline: the
+    timeline alone lists them; the notes app gives the page its form only."""
+    record = factory()
+    body = f"Note about this {kind}: call back on Friday"
+    note = Note.objects.create(author=teammate, body=body, target_type=kind, **{kind: record})
+    client.force_login(teammate)
+    page = client.get(reverse(f"crm:{kind}_detail", args=[record.pk])).content.decode()
+    panel_url = reverse("notes:panel", args=[kind, record.pk])
+    assert f"{panel_url}?view=form" in page
+    panel = client.get(panel_url, {"view": "form"}, headers={"HX-Request": "true"})
+    panel = panel.content.decode()
+    assert "Add a note" in panel and body not in panel
+    assert page.count(body) + panel.count(body) == 1
+    assert page.count(body) == _timeline(page).count(body) == 1
+    # Its author deletes it from the timeline.
+    assert reverse("notes:delete", args=[note.pk]) in _timeline(page)
+    # Adding from the form gives the form back, still without the list; the timeline reloads.
+    response = client.post(
+        panel_url, {"body": "A second note", "view": "form"}, headers={"HX-Request": "true"}
+    )
+    html = response.content.decode()
+    assert response["HX-Trigger"] == "relay-notes-changed"
+    assert 'name="view" value="form"' in html and "A second note" not in html
+    page = client.get(reverse(f"crm:{kind}_detail", args=[record.pk])).content.decode()
+    assert _timeline(page).count("A second note") == 1

@@ -341,6 +341,78 @@ def test_bulk_from_the_list(team, teammate, sofia, client):
     assert Thread.objects.get(pk=foreign.pk).status == "open"
 
 
+def test_bulk_from_all_mailboxes_acts_on_each_conversation_by_its_own_mailbox(
+    team, teammate, sofia, client
+):
+    """docs/product.md §7.8: from All mailboxes the bulk bar acts across mailboxes; each ticked
+    conversation is checked against the user's access to its own mailbox, so a selection that
+    mixes in a mailbox the user may not read never touches it."""
+    ours, ours_messages = _thread(team["inbox"], subject="Support one", seen=False)
+    personal = f.MailboxFactory(owner=teammate, email_address="tom@relay.test")
+    personal_folders = mailkit.folders(personal)
+    mine, mine_messages = _thread(personal_folders["inbox"], subject="Mine", seen=False)
+    bare = f.SharedMailboxFactory(email_address="noarchive@relay.test")
+    bare.granted_users.add(teammate)
+    bare_inbox = f.FolderFactory(mailbox=bare, name="INBOX", special_use="inbox")
+    lone, _ = _thread(bare_inbox, subject="No archive here")
+    other = f.SharedMailboxFactory(email_address="sales@relay.test")
+    foreign, foreign_messages = _thread(mailkit.folders(other)["inbox"], subject="Not yours")
+    client = _client(client, teammate)
+    url = reverse("inbox:bulk")
+    everything = [ours.pk, mine.pk, lone.pk, foreign.pk]
+
+    # The list offers the bar and the ticks there.
+    html = client.get(reverse("inbox:inbox_page") + "?mailbox=all").content.decode()
+    assert 'id="bulk-form"' in html and 'name="mailbox" value="all"' in html
+    assert html.count('class="form-check-input inbox-thread-check"') == 3
+    assert 'value="archive"' in html and 'value="trash"' in html
+
+    response = client.post(
+        url, {"mailbox": "all", "thread": everything, "action": "done"}, headers=HTMX
+    )
+    assert response.status_code == 204 and "3 conversations changed" in response["HX-Trigger"]
+    assert {t.status for t in Thread.objects.filter(pk__in=[ours.pk, mine.pk, lone.pk])} == {"done"}
+    response = client.post(url, {"mailbox": "all", "thread": everything, "action": "mark_read"})
+    assert response.status_code == 302
+    assert Message.objects.get(pk=mine_messages[0].pk).seen  # a personal mailbox: \Seen
+    assert ThreadRead.objects.filter(user=teammate, thread=ours).exists()  # shared: mine alone
+    client.post(url, {"mailbox": "all", "thread": everything, "action": "mark_unread"})
+    assert not Message.objects.get(pk=mine_messages[0].pk).seen
+
+    # Archive where the mailbox has one; the mailbox without is left alone, and says so.
+    response = client.post(
+        url, {"mailbox": "all", "thread": everything, "action": "archive"}, headers=HTMX
+    )
+    assert "2 conversations moving to Archive" in response["HX-Trigger"]
+    assert "1 left where they are" in response["HX-Trigger"]
+    moves = PendingChange.objects.filter(action="move")
+    assert {(c.mailbox_id, c.target_folder) for c in moves} == {
+        (team["mailbox"].pk, "Archive"),
+        (personal.pk, "Archive"),
+    }
+    client.post(url, {"mailbox": "all", "thread": [mine.pk], "action": "trash"})
+    assert PendingChange.objects.filter(action="delete", mailbox=personal).count() == 1
+
+    # The mailbox Tom may not read was never touched.
+    foreign.refresh_from_db()
+    assert foreign.status == "open"
+    assert not PendingChange.objects.filter(mailbox=other).exists()
+    assert not ThreadRead.objects.filter(thread=foreign).exists()
+    assert not ThreadEvent.objects.filter(thread=foreign).exists()
+    assert Message.objects.get(pk=foreign_messages[0].pk).seen is True
+    # Only conversations of unreadable mailboxes: the same 404 as missing ones.
+    for action in ("done", "mark_unread", "archive", "trash", "assign_me"):
+        response = client.post(url, {"mailbox": "all", "thread": [foreign.pk], "action": action})
+        assert response.status_code == 404
+    # Assigning someone who may not read one of the mailboxes: all or nothing.
+    response = client.post(
+        url,
+        {"mailbox": "all", "thread": [ours.pk, mine.pk], "action": "assign", "assignee": sofia.pk},
+    )
+    assert response.status_code == 302
+    assert Thread.objects.get(pk=ours.pk).assignee is None
+
+
 # --- Reading is personal ---------------------------------------------------------------------
 
 

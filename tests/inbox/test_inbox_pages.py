@@ -5,6 +5,8 @@ privacy levels; and every page in a bounded number of queries (3 vs 300 messages
 from __future__ import annotations
 
 import datetime as dt
+import json
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -104,6 +106,27 @@ def test_search_over_subject_people_and_text(olivia, box):
         html = _get(olivia, f"{url}?q={search}", **HTMX, **{"HX-Target": "thread-list"})
         assert expected in html and absent not in html, search
         assert "<nav" not in html.split('id="thread-list"')[0]  # only the list partial
+
+
+def test_a_3000_character_search_is_shortened_and_the_inbox_says_so(olivia, box):
+    """docs/product.md §7.1, §7.2: the inbox's search box, in a mailbox and in All mailboxes,
+    searches the beginning of a pasted page of text and says so; it used to drop the search
+    silently (the form refused it) and say nothing."""
+    mailkit.conversation(box["inbox"], subject="Invoice overdue", sender="ana@globex.example")
+    mailkit.conversation(box["inbox"], subject="Lunch?", sender="bob@initech.example")
+    pasted = "invoice" + " " * 193 + "x" * 2800  # 3,000 characters; the first 200 say "invoice"
+    assert len(pasted) == 3000
+    notice = "Your search was shortened to its first 200 characters."
+    for mailbox in (box["mailbox"].pk, "all"):
+        url = reverse("inbox:inbox_page") + f"?mailbox={mailbox}"
+        page = _get(olivia, f"{url}&{urlencode({'q': pasted})}")
+        assert notice in page
+        assert "Invoice overdue" in page and "Lunch?" not in page
+        partial = _get(
+            olivia, f"{url}&{urlencode({'q': pasted})}", **HTMX, **{"HX-Target": "thread-list"}
+        )
+        assert notice in partial
+        assert notice not in _get(olivia, f"{url}&q=invoice")
 
 
 def test_filters(olivia, box):
@@ -721,6 +744,38 @@ def test_removing_a_record_from_the_panel_unlinks_the_whole_conversation(olivia,
     )
     assert response.status_code == 200
     assert not Filing.objects.filter(contact=contact, unlinked_at__isnull=True).exists()
+
+
+def test_unlinking_a_whole_conversation_has_the_same_undo(olivia, owner, box):
+    """docs/product.md §7.12: the Filed on panel's × offers Undo, as one message's unlink
+    does: it puts back what that action took off, and nothing unlinked before."""
+    contact = f.ContactFactory()
+    messages = mailkit.conversation(box["inbox"], size=3)
+    filings = [f.FilingFactory(message=m, contact=contact) for m in messages]
+    earlier = f.FilingFactory(message=messages[1], account=f.AccountFactory())
+    olivia.post(reverse("inbox:filing_unlink", args=[filings[2].pk]))  # one, before
+    olivia.post(reverse("inbox:filing_unlink", args=[earlier.pk]))
+    response = olivia.post(
+        reverse("inbox:filing_unlink", args=[filings[0].pk]), {"whole": "1"}, headers=HTMX
+    )
+    undo = json.loads(response["HX-Trigger"])["relay:undo"]
+    assert undo["text"] == f"The conversation was removed from {contact}."
+    assert not Filing.objects.filter(contact=contact, unlinked_at__isnull=True).exists()
+    assert olivia.post(undo["url"], headers=HTMX).status_code == 200
+    back = set(
+        Filing.objects.filter(contact=contact, unlinked_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    assert back == {filings[0].pk, filings[1].pk}  # not the one unlinked before
+    assert Filing.objects.get(pk=earlier.pk).unlinked_at is not None
+
+    # Without JavaScript: the Qualify page says so and offers the same Undo.
+    response = olivia.post(reverse("inbox:filing_unlink", args=[filings[0].pk]), {"whole": "1"})
+    page = olivia.get(response["Location"]).content.decode()
+    assert "The conversation was removed from" in page and 'name="whole" value="1"' in page
+    olivia.post(reverse("inbox:filing_relink", args=[filings[0].pk]), {"whole": "1"})
+    assert Filing.objects.filter(contact=contact, unlinked_at__isnull=True).count() == 2
 
 
 def test_density_switch_is_remembered_and_changes_the_list(olivia, owner, box):

@@ -104,6 +104,10 @@ def _requests(target: dict, contact) -> list[tuple[str, str, dict]]:
         ("post", state, {"action": "open"}),
         ("post", bulk, {"mailbox": box, "thread": thread, "action": "assign_me"}),
         ("post", bulk, {"mailbox": box, "thread": thread, "action": "done"}),
+        # docs/product.md §7.8: bulk from All mailboxes, each conversation against its mailbox.
+        ("post", bulk, {"mailbox": "all", "thread": thread, "action": "mark_unread"}),
+        ("post", bulk, {"mailbox": "all", "thread": thread, "action": "archive"}),
+        ("post", bulk, {"mailbox": box, "thread": thread, "action": "trash"}),
         ("post", link, {"record": f"contact:{contact.pk}"}),
         ("post", link, {"create": "lead", "first_name": "Sneaky", "last_name": "Lead"}),
         ("post", reverse("inbox:filing_unlink", args=[target["filing"].pk]), {}),

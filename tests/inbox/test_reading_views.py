@@ -4,6 +4,7 @@ C-07)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import socket
 import threading
@@ -17,6 +18,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.urls import reverse
+from django.utils import timezone
 
 from inbox import ports
 from inbox.views.reading import content_disposition, image_proxy_url, inline_image_url
@@ -655,3 +657,24 @@ def test_compact_partial_for_a_conversation(client, owner, personal_mailbox):
     assert f"/inbox/messages/{message.pk}/?images=1&amp;compact=1" in html
     page = client.get(url).content.decode()  # opened directly: the whole page, header included
     assert "Quarterly" in page
+
+
+@pytest.mark.django_db
+def test_a_message_opened_in_its_conversation_shows_its_date_once(client, owner, personal_mailbox):
+    """The expanded message's line shows sender and date; its body (?in=thread, asked for by
+    the conversation) adds the recipients, folders and Source, not the date a second time."""
+    message = f.MessageFactory(
+        mailbox=personal_mailbox,
+        subject="Quarterly figures",
+        date=timezone.make_aware(dt.datetime(2026, 5, 2, 9, 1)),
+    )
+    client.force_login(owner)
+    page = client.get(reverse("inbox:conversation", args=[message.pk])).content.decode()
+    url = reverse("inbox:message_read", args=[message.pk]) + "?in=thread"
+    assert f'hx-get="{url}"' in page
+    body = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "<iframe" in body and "Quarterly figures" not in body
+    shown = "2 May 2026, 09:01"
+    assert page.count(shown) == 1 and body.count(shown) == 0
+    # Opened on its own, the message has its whole header, date included.
+    assert client.get(url).content.decode().count(shown) == 1

@@ -81,11 +81,21 @@ def test_search_all_mailboxes_and_open_a_result(
     expect(page).to_have_url(re.compile(rf"/inbox/conversations/{world['archived'].pk}/"))
     expect(page.locator(".inbox-conversation-head h2")).to_have_text("Globex printer broken")
     expect(rows).to_have_count(2)  # the search's list stays beside it
+    # The mail itself is there: its frame shows the body, at a readable height.
+    frame = page.locator("#conversation .relay-message-frame").first
+    expect(frame).to_be_visible()
+    body = page.frame_locator("#conversation .relay-message-frame").first.locator("body")
+    expect(body).to_contain_text(world["archived"].text_body[:20])
+    box = frame.bounding_box()
+    assert box["height"] > 60 and box["width"] > 200, box
     shot(page, shots, f"all-mailboxes-open-{screen}.png")
 
     page.reload()
     expect(page.locator(".inbox-conversation-head h2")).to_have_text("Globex printer broken")
     expect(rows).to_have_count(2)
+    expect(body).to_contain_text(world["archived"].text_body[:20])
+    assert frame.bounding_box()["height"] > 60
+    shot(page, shots, f"all-mailboxes-reloaded-{screen}.png")
     assert not [m for m in console_messages if m.startswith(("error", "pageerror"))], "\n".join(
         console_messages
     )

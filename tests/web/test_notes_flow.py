@@ -119,6 +119,8 @@ def _mention_flow(live_server, output_path, size, message, olivia_page, tom_page
 
 @pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
 def test_a_records_page_shows_its_notes_beside_its_details(page, live_server, output_path, size):
+    """A record's notes are listed once, on its timeline; the form to add one is above it
+    (docs/product.md §7.4)."""
     f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
     ticket = f.TicketFactory(subject="VPN drops every hour", description="Since Monday.")
     log = _watch(page)
@@ -126,18 +128,19 @@ def test_a_records_page_shows_its_notes_beside_its_details(page, live_server, ou
     _sign_in(page, live_server, "olivia")
     page.goto(f"{live_server.url}{ticket.get_absolute_url()}")
     panel = page.locator(".notes-panel")
-    expect(panel.get_by_text("No notes yet.")).to_be_visible()
+    expect(page.locator("#timeline")).to_contain_text("Nothing here yet")
     panel.get_by_label(re.compile("Add a note")).fill(
         "Their firewall drops idle tunnels <b>after 60 min</b>: see https://vpn.example/kb/42."
     )
     panel.get_by_role("button", name="Add note").click()
-    body = page.locator(".notes-panel .note-body")
+    body = page.locator("#timeline .note-body")
     expect(body).to_have_text(
         "Their firewall drops idle tunnels <b>after 60 min</b>: see https://vpn.example/kb/42."
     )
+    expect(page.locator(".note-body")).to_have_count(1)  # once, on the timeline
     expect(body.get_by_role("link", name="https://vpn.example/kb/42")).to_have_attribute(
         "href", "https://vpn.example/kb/42"
     )
-    expect(page.locator(".notes-panel .note-body b")).to_have_count(0)
+    expect(page.locator(".note-body b")).to_have_count(0)
     shot(page, output_path, f"{size}-ticket-notes.png")
     assert csp_violations(log) == []

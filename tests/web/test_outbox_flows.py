@@ -148,7 +148,16 @@ def test_two_users_see_each_other_and_the_second_reply_asks_first(
     expect(lukas.locator("#presence")).to_contain_text("Tom Teammate is viewing", timeout=15000)
     shot(tom, shots, f"presence-01-viewing-{size}.png")
 
-    # Lukas starts a reply: Tom sees him writing.
+    # Lukas unfolds the inline reply under the thread: Tom sees him writing; folded, he is
+    # viewing again within Tom's close watch (a few seconds, not the 10 s refresh).
+    inline = lukas.locator("#inline-reply")
+    inline.locator("summary.relay-inline-reply-summary").click()
+    expect(inline.locator("form")).to_be_visible()
+    expect(tom.locator("#presence")).to_contain_text("Lukas Berg is writing a reply", timeout=15000)
+    inline.locator("summary.relay-inline-reply-summary").click()
+    expect(tom.locator("#presence")).to_contain_text("Lukas Berg is viewing", timeout=6000)
+
+    # Lukas starts a reply on the compose page: Tom sees him writing.
     lukas.get_by_role("link", name="Reply", exact=True).click()
     expect(lukas.get_by_role("heading", name="Reply")).to_be_visible()
     expect(tom.locator("#presence")).to_contain_text("Lukas Berg is writing a reply", timeout=15000)
@@ -156,8 +165,11 @@ def test_two_users_see_each_other_and_the_second_reply_asks_first(
     lukas.get_by_placeholder("Write your message").fill("New printer on its way.")
     lukas.get_by_role("button", name="Send").click()
     expect(lukas.get_by_text("Sending in 10 seconds")).to_be_visible()
-    # Sent: Lukas is back on the conversation, no longer writing.
-    expect(tom.locator("#presence")).to_contain_text("Lukas Berg is viewing", timeout=15000)
+    # Sent: Lukas is back on the conversation, no longer writing, and Tom sees it at once
+    # (the send ends the composer; Tom's page watches closely while Lukas writes). Before,
+    # the mark lingered up to 30 s (docs/reliability.md X-21).
+    expect(tom.locator("#presence")).to_contain_text("Lukas Berg is viewing", timeout=6000)
+    shot(tom, shots, f"presence-02b-sent-{size}.png")
 
     # Tom, who opened the conversation before Lukas answered, replies too: asked first.
     tom.get_by_role("link", name="Reply", exact=True).click()

@@ -171,6 +171,49 @@ def test_bulk_assign_and_close_from_the_list(
     assert csp_violations(console_messages) == []
 
 
+@pytest.mark.parametrize("size", ["laptop", "phone"])
+def test_bulk_across_all_mailboxes(page, live_server, shots, console_messages, team_world, size):
+    """docs/product.md §7.8: the bulk bar on All mailboxes, a selection mixing the shared
+    mailbox and Tom's personal one; each conversation acts in its own mailbox."""
+    personal = f.MailboxFactory(owner=team_world["tom"], email_address="tom@relay.test")
+    mailkit.conversation(
+        mailkit.folders(personal)["inbox"],
+        subject="Lunch on Friday?",
+        sender="friend@example.org",
+        day=9,
+        seen=False,
+    )
+    page.set_viewport_size(LAPTOP if size == "laptop" else PHONE)
+    _sign_in(page, live_server)
+    page.goto(f"{live_server.url}/inbox/?mailbox=all")
+    expect(_row(page, "Lunch on Friday?")).to_be_visible()
+    bulk = page.locator("#bulk-form")
+    expect(bulk).to_be_hidden()
+    _row(page, "Lunch on Friday?").locator(".inbox-thread-check").check()
+    _row(page, "Printer jams again").locator(".inbox-thread-check").check()
+    expect(bulk.locator("[data-bulk-count]")).to_have_text("2")
+    shot(page, shots, f"14-{size}-all-bulk-bar.png")
+    bulk.get_by_role("button", name="Mark read").click()
+    expect(_row(page, "Lunch on Friday?")).not_to_have_class(re.compile(r"\bis-unread\b"))
+    expect(_row(page, "Printer jams again")).not_to_have_class(re.compile(r"\bis-unread\b"))
+    expect(_row(page, "Quote for 40 widgets")).to_have_class(re.compile(r"\bis-unread\b"))
+    expect(bulk).to_be_hidden()
+
+    _row(page, "Lunch on Friday?").locator(".inbox-thread-check").check()
+    _row(page, "Quote for 40 widgets").locator(".inbox-thread-check").check()
+    bulk.get_by_role("button", name="Done").click()
+    expect(_row(page, "Quote for 40 widgets").locator(".inbox-status")).to_have_text("Done")
+    expect(page.locator("[data-relay-notice-toast]").last).to_contain_text(
+        "2 conversations changed"
+    )
+    shot(page, shots, f"15-{size}-all-bulk-done.png")
+    assert set(Thread.objects.filter(status="done").values_list("subject", flat=True)) == {
+        "Quote for 40 widgets",
+        "Lunch on Friday?",
+    }
+    assert csp_violations(console_messages) == []
+
+
 def test_reading_is_personal_for_two_users(
     browser, page, live_server, shots, console_messages, team_world
 ):

@@ -4,6 +4,7 @@ centre, the fields beside it on a laptop and above it on a phone (docs/product.m
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SHOTS = Path("/work/shots/timeline")
+SHOTS = Path(os.environ.get("RELAY_SHOTS") or "/work/shots/timeline")
 
 
 def _at(day, hour=9):
@@ -97,6 +98,10 @@ def test_contact_page_timeline(page, live_server, console_messages, settings, na
     panel.get_by_role("button", name="Add note").click()
     expect(entries.nth(0)).to_contain_text("Ana asked for a call on Friday")
     expect(entries).to_have_count(4)
+    # Each note is listed once, on the timeline; the panel above it is the form alone.
+    expect(page.get_by_text("Ana asked for a call on Friday")).to_have_count(1)
+    expect(page.get_by_text("Order booked in the ERP")).to_have_count(1)
+    expect(panel.get_by_label(re.compile("Add a note"))).to_have_value("")
     page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the shot
     shot(page, str(SHOTS), f"{name}-3-note-added.png")
 

@@ -8,6 +8,7 @@ saves a screenshot (RELAY_SCREENSHOTS or a temporary folder); the console must s
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from email.message import EmailMessage
 
@@ -238,4 +239,121 @@ def test_forward_an_older_message_without_one_attachment_and_the_no_subject_prom
     assert files == {"b.pdf": b"%PDF-1.4 b"}
     assert "See below." in wire.get_body(("plain",)).get_content()
     assert "It smokes." in wire.get_body(("plain",)).get_content()
+    assert errors(console_messages) == []
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_signature_follows_the_from_unless_edited(
+    page, live_server, shots, console_messages, size
+):
+    """docs/product.md §5.5: changing the From swaps the previous address's signature for the
+    new one's; a signature edited by hand stays as it is. What is saved is what is shown."""
+    olivia = f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
+    support = f.SharedMailboxFactory(
+        email_address="support@relay.test",
+        display_name="Support",
+        signature="Acme Support\nhttps://acme.example",
+    )
+    support.granted_users.add(olivia)
+    f.MailboxFactory(owner=olivia, email_address="olivia@relay.test", signature="Olivia Owner")
+    f.SharedMailboxFactory(email_address="quiet@relay.test", signature="").granted_users.add(olivia)
+    page.set_viewport_size(SIZES[size])
+    sign_in(page, live_server, "olivia", f"/inbox/compose/?mailbox={support.pk}")
+    editor = page.get_by_role("textbox", name="Message")
+    expect(editor).to_contain_text("Acme Support")
+    page.get_by_label("From").select_option(label="olivia@relay.test (personal)")
+    expect(editor).to_contain_text("Olivia Owner")
+    expect(editor).not_to_contain_text("Acme Support")
+    shot(page, shots, f"signature-01-swapped-{size}.png")
+    # An address without a signature: none; back to one with a signature: it returns.
+    page.get_by_label("From").select_option(label="quiet@relay.test")
+    expect(editor).not_to_contain_text("Olivia Owner")
+    page.get_by_label("From").select_option(label="Support <support@relay.test>")
+    expect(editor).to_contain_text("Acme Support")
+    # Written above the signature, then the signature edited: it is the person's now.
+    editor.click()
+    page.keyboard.press("Control+Home")
+    page.keyboard.type("Hello Ana,")
+    page.locator("[data-composer-signature]").click()
+    page.keyboard.press("End")
+    page.keyboard.type(" (Berlin office)")
+    page.get_by_label("From").select_option(label="olivia@relay.test (personal)")
+    expect(editor).to_contain_text("Acme Support")
+    expect(editor).to_contain_text("(Berlin office)")
+    expect(editor).not_to_contain_text("Olivia Owner")
+    expect(editor).to_contain_text("Hello Ana,")
+    shot(page, shots, f"signature-02-edited-kept-{size}.png")
+    # The draft saved as typed holds what the editor shows.
+    page.get_by_role("button", name="Save draft").click()
+    draft = Draft.objects.get(user=olivia)
+    assert "Hello Ana," in draft.body_text and "(Berlin office)" in draft.body_text
+    assert "Olivia Owner" not in draft.body_text
+    assert errors(console_messages) == []
+
+
+PNG_1X1 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5Er"
+    "kJggg=="
+)
+
+
+def paste_image(page, target) -> None:
+    """An image pasted from the clipboard: a real paste event carrying a PNG file."""
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "image.png", {type: "image/png"}));
+            return dt;
+        }""",
+        PNG_1X1,
+    )
+    target.evaluate(
+        "(el, dt) => el.dispatchEvent(new ClipboardEvent('paste', "
+        "{clipboardData: dt, bubbles: true, cancelable: true}))",
+        transfer,
+    )
+
+
+@pytest.mark.usefixtures("eager_celery")
+@pytest.mark.parametrize("size", SIZES)
+def test_a_pasted_image_leaves_inline_as_cid_with_a_text_alternative(
+    page, live_server, shots, console_messages, imap_user, smtp_server, size, settings
+):
+    """docs/product.md §5.5: an image pasted into the editor is sent inline, a cid: part of
+    multipart/related, never a link, with a plain-text alternative; the mail is received by a
+    real SMTP server (aiosmtpd)."""
+    settings.RELAY_UNDO_SEND_SECONDS = 30
+    mailbox, staff = support_mailbox(imap_user, smtp_server)
+    run(mailbox)
+    page.set_viewport_size(SIZES[size])
+    sign_in(page, live_server, staff.username, f"/inbox/compose/?mailbox={mailbox.pk}")
+    page.get_by_label("To", exact=True).fill("ana@acme.example")
+    page.get_by_role("textbox", name="Subject").fill("The wiring")
+    editor = page.locator("[data-composer-editor]")
+    editor.click()
+    page.keyboard.press("Control+Home")
+    page.keyboard.type("See the picture: ")
+    paste_image(page, editor)
+    expect(editor.locator("img")).to_have_count(1)
+    assert editor.locator("img").get_attribute("src").startswith("data:image/png;base64,")
+    shot(page, shots, f"writing-paste-01-image-{size}.png")
+
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator(".toast", has_text="Sending in 30 seconds")).to_be_visible()
+    entry = OutboxEntry.objects.get(mailbox=mailbox)
+    later = timezone.now() + dt.timedelta(seconds=31)
+    assert entry.pk in sending.dispatch_due(enqueue=sending.process_entry, now=later)
+    entry.refresh_from_db()
+    assert entry.state == OutboxEntry.State.SENT, entry.last_error
+    assert len(smtp_server.received) == 1
+    wire = parsed(smtp_server.received[0].raw)
+    related = next(p for p in wire.walk() if p.get_content_type() == "multipart/related")
+    html = related.get_body(("html",)).get_content()
+    (image,) = [p for p in related.iter_parts() if p.get_content_type() == "image/png"]
+    cid = image["Content-ID"].strip("<>")
+    assert f'src="cid:{cid}"' in html and "data:" not in html
+    assert image.get_content() == base64.b64decode(PNG_1X1)
+    text = wire.get_body(("plain",)).get_content()
+    assert "See the picture:" in text and "cid:" not in text and "base64" not in text
     assert errors(console_messages) == []

@@ -192,6 +192,41 @@
     bootstrap.Toast.getOrCreateInstance(toast, { autohide: true, delay: 10000 }).show();
   });
 
+  // An action done in the background (the inbox's bulk bar) answers with "relay:notice": a
+  // toast says what happened, e.g. what was left alone.
+  document.body.addEventListener("relay:notice", function (event) {
+    var detail = event.detail || {};
+    var container = document.getElementById("toasts");
+    if (!container) {
+      container = document.createElement("div");
+      container.id = "toasts";
+      container.className = "toast-container position-fixed bottom-0 end-0 p-3";
+      container.setAttribute("aria-live", "polite");
+      document.body.appendChild(container);
+    }
+    var toast = document.createElement("div");
+    toast.className = "toast align-items-center border-0 text-bg-success";
+    toast.setAttribute("role", "status");
+    toast.setAttribute("data-relay-notice-toast", "");
+    var row = document.createElement("div");
+    row.className = "d-flex align-items-center";
+    var body = document.createElement("div");
+    body.className = "toast-body";
+    body.textContent = detail.text || "Done.";
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "btn-close btn-close-white me-2 ms-auto";
+    close.setAttribute("data-bs-dismiss", "toast");
+    close.setAttribute("aria-label", "Close");
+    row.append(body, close);
+    toast.appendChild(row);
+    container.appendChild(toast);
+    toast.addEventListener("hidden.bs.toast", function () {
+      toast.remove();
+    });
+    bootstrap.Toast.getOrCreateInstance(toast, { autohide: true, delay: 8000 }).show();
+  });
+
   document.body.addEventListener("htmx:responseError", showLoadError);
   document.body.addEventListener("htmx:sendError", showLoadError);
 

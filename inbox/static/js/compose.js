@@ -50,13 +50,37 @@
     var saving = null;
     var dirty = false;
 
+    // The signature of each sending address (docs/product.md §5.5), swapped when the From
+    // changes unless the person edited it.
+    var mailboxSelect = form.querySelector("select[data-composer-mailbox]");
+    var signatures = {};
+    var signaturesData = form.querySelector("[data-composer-signatures] script");
+    if (signaturesData) {
+      signatures = JSON.parse(signaturesData.textContent || "{}");
+    }
+    function signatureOf(value) {
+      return (signatures[value] || "").replace(/^\n+/, "").replace(/\n+$/, "");
+    }
+    var currentSignature = mailboxSelect ? signatureOf(mailboxSelect.value) : "";
+
     // The editor replaces the textarea; the textarea stays the plain-text copy that is posted.
     if (editor && textarea) {
       if (htmlField.value) {
         // Sanitised by the server before it was put here (inbox/richtext.py).
         editor.innerHTML = htmlField.value;
       } else {
-        textToEditor(editor, textarea.value);
+        var text = textarea.value;
+        var at = currentSignature ? text.lastIndexOf(currentSignature) : -1;
+        if (at >= 0 && !text.slice(at + currentSignature.length).trim()) {
+          // The signature in a block of its own, so that it can be told apart and swapped.
+          textToEditor(editor, text.slice(0, at).replace(/\n$/, ""));
+          var block = document.createElement("div");
+          block.setAttribute("data-composer-signature", "");
+          textToEditor(block, currentSignature);
+          editor.appendChild(block);
+        } else {
+          textToEditor(editor, text);
+        }
       }
       // The placeholder moves to the editor (shown while it is empty, inbox.css).
       editor.setAttribute("placeholder", textarea.getAttribute("placeholder") || "");
@@ -176,7 +200,23 @@
         images.forEach(function (file) {
           var reader = new FileReader();
           reader.onload = function () {
-            document.execCommand("insertImage", false, reader.result);
+            // Put in as an element of our own: execCommand("insertImage") lets the browser
+            // add an inline style, which the page's CSP (style-src 'self') refuses.
+            var image = document.createElement("img");
+            image.src = reader.result;
+            image.alt = file.name || "image";
+            var selection = window.getSelection();
+            if (selection.rangeCount && editor.contains(selection.getRangeAt(0).commonAncestorContainer)) {
+              var range = selection.getRangeAt(0);
+              range.deleteContents();
+              range.insertNode(image);
+              range.setStartAfter(image);
+              range.collapse(true);
+              selection.removeAllRanges();
+              selection.addRange(range);
+            } else {
+              editor.appendChild(image);
+            }
             changed();
           };
           reader.readAsDataURL(file);
@@ -394,6 +434,103 @@
         form.setAttribute("data-submitting", "");
       }
     });
+
+    // Presence (docs/product.md §5.4): this composer marks its person "writing a reply"
+    // while it is open (the compose page; the inline reply while unfolded), and says at once
+    // when it is folded away or left, so that colleagues do not wait for a refresh.
+    var writingField = form.querySelector("[data-composer-writing]");
+    var composerField = form.querySelector('input[name="composer"][data-presence-field]');
+    if (writingField && composerField) {
+      var inlineBox = form.closest("details");
+      var refreshPresence = function () {
+        var poller = document.getElementById("presence");
+        if (poller && window.htmx) {
+          htmx.trigger(poller, "relay-presence");
+        }
+      };
+      var setWriting = function (writing) {
+        var value = writing ? "1" : "0";
+        if (writingField.value !== value) {
+          writingField.value = value;
+          refreshPresence();
+        }
+      };
+      var left = false;
+      var leave = function () {
+        var poller = document.getElementById("presence");
+        if (left || !poller || !navigator.sendBeacon) {
+          return;
+        }
+        left = true;
+        var data = new FormData();
+        data.set("csrfmiddlewaretoken", form.querySelector('input[name="csrfmiddlewaretoken"]').value);
+        data.set("composer", composerField.value);
+        data.set("leaving", "1");
+        navigator.sendBeacon(poller.getAttribute("hx-post"), data);
+      };
+      if (inlineBox) {
+        writingField.value = "0";
+        setWriting(inlineBox.open);
+        inlineBox.addEventListener("toggle", function () {
+          setWriting(inlineBox.open);
+        });
+      }
+      // Sending ends the composer on the server too; closing the tab or navigating away
+      // ends it here, and so does htmx replacing the conversation in the reading pane.
+      window.addEventListener("pagehide", leave);
+      form.addEventListener("htmx:beforeCleanupElement", function (event) {
+        if (event.target === form) {
+          leave();
+        }
+      });
+    }
+
+    // From changed: the previous address's signature makes way for the new one's, unless it
+    // was edited (or removed) by hand.
+    function same(a, b) {
+      return a.replace(/\s+/g, " ").trim() === b.replace(/\s+/g, " ").trim();
+    }
+    if (mailboxSelect) {
+      mailboxSelect.addEventListener("change", function () {
+        var next = signatureOf(mailboxSelect.value);
+        var previous = currentSignature;
+        currentSignature = next;
+        if (editor && !editor.hidden) {
+          var block = editor.querySelector("[data-composer-signature]");
+          if (block) {
+            if (!same(block.innerText, previous)) {
+              return; // edited by hand: left as it is
+            }
+            if (next) {
+              textToEditor(block, next);
+            } else {
+              block.remove();
+            }
+          } else if (!previous && next) {
+            var added = document.createElement("div");
+            added.setAttribute("data-composer-signature", "");
+            textToEditor(added, next);
+            editor.appendChild(document.createElement("div")).appendChild(document.createElement("br"));
+            editor.appendChild(added);
+          } else {
+            return;
+          }
+          changed();
+          return;
+        }
+        if (textarea) {
+          var value = textarea.value.replace(/\s+$/, "");
+          if (previous && value.slice(-previous.length) === previous) {
+            textarea.value = value.slice(0, -previous.length) + next + "\n";
+          } else if (!previous && next) {
+            textarea.value = value + "\n\n" + next + "\n";
+          } else {
+            return;
+          }
+          changed();
+        }
+      });
+    }
 
     // A personal address on a shared conversation (docs/product.md §5.4).
     var select = form.querySelector("select[data-warn-personal]");

@@ -112,6 +112,7 @@ def test_old_completed_records_go_and_everything_still_needed_stays(settings):
         "email_api_requests": 1,
         "ledger": 3,
         "import_jobs": 0,
+        "unsent_attachments": 0,
     }
 
 
@@ -143,6 +144,48 @@ def test_finished_imports_and_their_files_go_after_the_purge_days(settings):
     assert not done_old_files.exists() and not stopped_old_files.exists()
     assert alive(done_recent, waiting, running) == [True, True, True]
     assert done_recent_files.exists() and waiting_files.exists() and running_files.exists()
+
+
+def test_attachments_of_drafts_never_sent_are_purged_files_included(settings, owner):
+    """docs/reliability.md X-22: files uploaded into drafts that were discarded (or sent
+    without them) are deleted after the purge days, row and file; what a draft, an outbox
+    entry or a message still uses stays, and a file stored again is young again."""
+    from django.core.files.storage import default_storage
+
+    from inbox.models import AttachmentBlob, Draft
+    from inbox.services.composing import _attachment_rows
+    from inbox.services.drafts import draft_discard
+
+    settings.RELAY_PURGE_AFTER_DAYS = 30
+
+    def upload(name: bytes) -> dict:
+        (row,) = _attachment_rows([(name.decode() + ".txt", "text/plain", name * 100)])
+        return row
+
+    discarded, kept_by_draft, kept_by_entry, kept_by_message, again = (
+        upload(n) for n in (b"discarded", b"draft", b"entry", b"message", b"again")
+    )
+    draft = Draft.objects.create(user=owner, attachments=[discarded])
+    draft_discard(user=owner, draft=draft)
+    Draft.objects.create(user=owner, attachments=[kept_by_draft])
+    f.OutboxEntryFactory(attachments=[kept_by_entry])
+    blob = AttachmentBlob.objects.get(sha256=kept_by_message["blob"])
+    f.AttachmentFactory(blob=blob)
+    AttachmentBlob.objects.update(created_at=OLD)
+    upload(b"again")  # the same file attached again today: not an old orphan
+    paths = dict(AttachmentBlob.objects.values_list("sha256", "file"))
+    assert all(default_storage.exists(p) for p in paths.values())
+
+    assert purge.purge(now=NOW, dry_run=True).counts["unsent_attachments"] == 1
+    assert default_storage.exists(paths[discarded["blob"]])
+    report = purge.purge(now=NOW)
+
+    assert report.counts["unsent_attachments"] == 1
+    assert not AttachmentBlob.objects.filter(sha256=discarded["blob"]).exists()
+    assert not default_storage.exists(paths[discarded["blob"]])  # gone from the data folder
+    for row in (kept_by_draft, kept_by_entry, kept_by_message, again):
+        assert AttachmentBlob.objects.filter(sha256=row["blob"]).exists()
+        assert default_storage.exists(paths[row["blob"]])
 
 
 def test_the_number_of_days_is_a_setting_and_zero_turns_purging_off(settings):
