@@ -6,14 +6,16 @@ from __future__ import annotations
 from django import forms
 
 from .models import UserPreferences
-from .selectors.conversations import MessageFilters
+from .selectors.conversations import SEARCH_MAX, MessageFilters
 from .selectors.qualify import RECORD_LABELS
 
 
 class FilterForm(forms.Form):
     """The Inbox's search box and filters (a GET form: every view of the list is a URL)."""
 
-    q = forms.CharField(required=False, max_length=200, label="Search")
+    # No max_length: a longer search would be invalid and silently dropped (every message
+    # listed); it is cut to SEARCH_MAX instead, and the page says so (docs/product.md §7.1).
+    q = forms.CharField(required=False, label="Search")
     unread = forms.BooleanField(required=False, label="Unread")
     unfiled = forms.BooleanField(required=False, label="Unfiled")
     flagged = forms.BooleanField(required=False, label="Flagged")
@@ -38,8 +40,10 @@ class FilterForm(forms.Form):
         """The filters asked for; a malformed value (a bad date) is ignored, not an error page."""
         self.is_valid()  # invalid fields are left out of cleaned_data: those filters are off
         data = self.cleaned_data
+        typed = (data.get("q") or "").strip()
         return MessageFilters(
-            search=(data.get("q") or "").strip(),
+            search=typed[:SEARCH_MAX].strip(),
+            shortened=len(typed) > SEARCH_MAX,
             unread=bool(data.get("unread")),
             unfiled=bool(data.get("unfiled")),
             flagged=bool(data.get("flagged")),

@@ -1,8 +1,9 @@
 """The small things of issue #16 in headless Chromium, at a laptop (1440x900) and a phone
 (390x844): the Admin link only for staff the admin site has something for, a revoked grant
-clearing that user's primary choice, a 3,000-character search saying it was shortened, a demo
-mailbox refusing to resume with the reason, and a Google or Microsoft sign-in about to die
-shown on the health page (docs/product.md §7.1, §2.7 item 2, §2.5, §2.9 item 5).
+clearing that user's primary choice, a 3,000-character search saying it was shortened (a
+record list and the inbox), a demo mailbox refusing to resume with the reason, and a Google
+or Microsoft sign-in about to die shown on the health page (docs/product.md §7.1, §2.7
+item 2, §2.5, §2.9 item 5).
 
 Screenshots go to RELAY_SHOTS (or the test's own folder); the console must stay clean."""
 
@@ -19,6 +20,7 @@ from playwright.sync_api import expect
 
 from inbox.models import Mailbox, PrimaryMailbox
 from tests import factories as f
+from tests.inbox import mailkit
 from tests.web.helpers import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -133,14 +135,34 @@ def test_a_3000_character_search_says_it_was_shortened(
     page, live_server, shots, console_messages, screen
 ):
     page.set_viewport_size(SCREENS[screen])
-    f.UserFactory(username="olivia")
+    olivia = f.UserFactory(username="olivia")
     f.ContactFactory(first_name="Ana", last_name="Lopez", emails=["ana@globex.example"])
+    folders = mailkit.folders(f.MailboxFactory(owner=olivia, email_address="olivia@relay.test"))
+    mailkit.conversation(
+        folders["inbox"], subject="Order", sender="ana@globex.example", name="Ana Lopez", day=1
+    )
+    mailkit.conversation(
+        folders["inbox"], subject="Lunch", sender="bo@initech.example", name="Bo Berg", day=2
+    )
     _sign_in(page, live_server, "olivia", path="/contacts/")
     expect(page.get_by_text("Ana Lopez")).to_be_visible()
     page.goto(f"{live_server.url}/contacts/?q={'ana ' * 750}")
     status = page.get_by_role("status").filter(has_text="shortened")
     expect(status).to_contain_text("Your search was shortened to its first 200 characters.")
     shot(page, shots, f"{screen}-search-shortened.png")
+    assert not page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+
+    # The inbox's search too: cut to 200 characters (which still find the mail), and it says so.
+    page.goto(f"{live_server.url}/inbox/?q={'ana ' * 750}")
+    expect(page.locator(".inbox-thread")).to_have_count(1)
+    expect(page.locator(".inbox-thread")).to_contain_text("Ana Lopez")
+    expect(
+        page.locator("#thread-list").get_by_role("status").filter(has_text="shortened")
+    ).to_have_text("Your search was shortened to its first 200 characters.")
+    shot(page, shots, f"{screen}-inbox-search-shortened.png")
+    page.goto(f"{live_server.url}/inbox/?q=ana")
+    expect(page.locator(".inbox-thread")).to_have_count(1)
+    expect(page.get_by_text("Your search was shortened")).to_have_count(0)
     assert not page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
     _clean(console_messages)
 
