@@ -6,10 +6,8 @@ from __future__ import annotations
 from django import forms
 
 from .models import UserPreferences
-from .selectors.conversations import MessageFilters
+from .selectors.conversations import SEARCH_MAX, MessageFilters
 from .selectors.qualify import RECORD_LABELS
-
-SEARCH_MAX = 200  # characters of a search that are used (docs/product.md §7.1)
 
 
 class FilterForm(forms.Form):

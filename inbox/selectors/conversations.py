@@ -116,6 +116,9 @@ def default_folder(folders: list[Folder]) -> Folder | None:
     return folders[0] if folders else None
 
 
+SEARCH_MAX = 200  # characters of a search that are used (docs/product.md §7.1)
+
+
 @dataclass(frozen=True)
 class MessageFilters:
     """What the Inbox's search box and filter bar ask for (all optional)."""
@@ -167,7 +170,7 @@ def _search_messages(messages: QuerySet[Message], search: str) -> QuerySet[Messa
     fields. An FTS5 table kept in step by the ingest would be faster on a large mailbox, but a
     one-machine install searches one mailbox's folder at a time, where LIKE is quick enough.
     """
-    search = search.strip()[:200]
+    search = search.strip()[:SEARCH_MAX]
     if not search:
         return messages
     people = MessageAddress.objects.filter(message=OuterRef("pk"))

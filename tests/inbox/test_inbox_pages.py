@@ -655,6 +655,12 @@ def test_every_page_takes_the_same_queries_for_3_and_300_messages(olivia, owner,
             (reverse("inbox:compose") + f"?reply_to={message.pk}&mode=reply_all", {}),
             (reverse("inbox:compose") + f"?record_type=contact&record_id={contact.pk}", {}),
             (reverse("inbox:preferences"), {}),
+            # Added for issue #16: All mailboxes (and its search), drafts, the triage picker.
+            (reverse("inbox:inbox_page") + "?mailbox=all", {}),
+            (reverse("inbox:inbox_page") + "?mailbox=all&q=bulk", {}),
+            (reverse("inbox:conversation", args=[message.pk]) + "?mailbox=all", {}),
+            (reverse("inbox:drafts"), {}),
+            (reverse("inbox:record_picker") + "?q=a", HTMX),
         ]
 
     add(3, 100)

@@ -241,7 +241,14 @@ def test_anonymous_is_sent_to_sign_in_and_changes_nothing(client, world, which):
         response = getattr(client, method)(url, data)
         assert response.status_code == 302, (method, url)
         assert response["Location"].startswith(reverse("login"))
-    for url in (reverse("inbox:triage"), reverse("inbox:preferences")):
+    for url in (
+        reverse("inbox:triage"),
+        reverse("inbox:preferences"),
+        # Pages added for issue #16: drafts, the triage record picker, "Always ignore…".
+        reverse("inbox:drafts"),
+        reverse("inbox:record_picker") + "?q=a",
+        reverse("inbox:triage_ignore", args=[world[which]["message"].pk]),
+    ):
         assert client.get(url)["Location"].startswith(reverse("login"))
     density = client.post(reverse("inbox:density"), {"density": "compact"})
     assert density["Location"].startswith(reverse("login"))
@@ -251,6 +258,21 @@ def test_anonymous_is_sent_to_sign_in_and_changes_nothing(client, world, which):
     )
     assert response["Location"].startswith(reverse("login"))
     assert _state() == before
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_always_ignore_only_for_admins_who_read_the_shared_mailbox(client, request, world, persona):
+    """docs/product.md §4.7 item 4: "Always ignore…" is for the administrators of the message's
+    shared mailbox who read it. Here nobody is both (the admin has no grant, Tom is no admin,
+    Olivia's mailbox is personal): the same 404 as a missing message, and no pattern saved."""
+    client = _login(client, _persona(persona, request, world))
+    for which in ("personal", "shared"):
+        url = reverse("inbox:triage_ignore", args=[world[which]["message"].pk])
+        pattern = "*@customer.example"
+        assert client.get(url, {"pattern": pattern}).status_code == 404, (persona, which)
+        response = client.post(url, {"pattern": pattern, "checked": pattern})
+        assert response.status_code == 404, (persona, which)
+    assert not ExclusionPattern.objects.exists()
 
 
 @pytest.mark.parametrize("which", ["personal", "shared"])
