@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from crm.models import Contact, Lead
 from tests import factories as f
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -30,10 +30,7 @@ def shots(tmp_path) -> str:
 
 def _sign_in(page, live_server, path):
     f.UserFactory(username="olivia")
-    page.goto(f"{live_server.url}{path}")
-    page.get_by_label("Username").fill("olivia")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "olivia", path)
     page.wait_for_load_state("load")
 
 

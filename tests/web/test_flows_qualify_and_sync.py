@@ -18,7 +18,7 @@ from crm.models import Contact, Lead
 from inbox.models import Filing, Mailbox
 from tests import factories as f
 from tests.inbox import mailkit
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -54,10 +54,7 @@ def world():
 
 
 def _sign_in(page, live_server):
-    page.goto(f"{live_server.url}/inbox/")
-    page.get_by_label("Username").fill("olivia")
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "olivia", "/inbox/")
     expect(page.locator("#thread-list")).to_be_visible()
     page.wait_for_load_state("load")
 

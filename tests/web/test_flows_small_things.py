@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from inbox.models import Mailbox, PrimaryMailbox
 from tests import factories as f
 from tests.inbox import mailkit
-from tests.web.helpers import shot
+from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -36,10 +36,7 @@ def shots(tmp_path) -> str:
 
 
 def _sign_in(page, live_server, username, path="/inbox/"):
-    page.goto(f"{live_server.url}{path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, username, path)
     page.wait_for_load_state("load")
 
 
@@ -114,7 +111,9 @@ def test_revoked_grant_clears_that_users_primary(
     _sign_in(ada_page, live_server, "ada", path=f"/inbox/mailboxes/{support.pk}/")
     grants = ada_page.locator("#grants")
     expect(grants).to_contain_text("Tom Teammate")
+    ada_page.wait_for_load_state("load")  # relay.js (deferred) answers htmx:confirm
     grants.get_by_role("button", name="Remove Tom Teammate").click()
+    ada_page.locator("#relay-confirm").get_by_role("button", name="Remove", exact=True).click()
     expect(ada_page.get_by_text("Tom Teammate no longer reads support@relay.test.")).to_be_visible()
     expect(ada_page.locator("#grants")).not_to_contain_text("Tom Teammate")
     shot(ada_page, shots, f"{screen}-grant-removed.png")
