@@ -234,7 +234,8 @@ def dovecot_mode(args) -> None:
     from tests import factories as f
     from tests.servers.dovecot import make_certificate, start_dovecot, stop_dovecot
 
-    dovecot = start_dovecot(make_certificate())
+    # One IMAP session per watched mailbox plus the syncs' own: above the suite's 64.
+    dovecot = start_dovecot(make_certificate(), connections=args.mailboxes * 2 + 64)
     owner = f.UserFactory()
     users, boxes = [], []
     later = timezone.now() + timezone.timedelta(days=1)
