@@ -80,7 +80,7 @@ def _build_template(admin: psycopg.Connection, base: str, template: str) -> None
     connection.settings_dict.setdefault("TEST", {})["NAME"] = building
     try:
         # Django's own creation: drops a leftover `building`, migrates, creates cache tables.
-        connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        connection.creation.create_test_db(verbosity=0, autoclobber=True)
     finally:
         connection.close()
         connection.settings_dict["TEST"] = original_test
