@@ -452,22 +452,15 @@ def test_show_images_button_and_cid_image(
         message=message, blob=blob, filename="logo.png", content_id="<logo@x>", is_inline=True
     )
     sign_in(page, live_server, owner.get_username())
-    inline_ok: list[str] = []
-    page.on(
-        "response",
-        lambda r: (
-            inline_ok.append(r.url)
-            if "/inline/" in r.url
-            and r.status == 200
-            and r.header_value("content-type") == "image/png"
-            else None
-        ),
-    )
-    page.goto(f"{live_server.url}/inbox/messages/{message.pk}/")
+    # Waits for the frame's cid image itself: the page's "load" can come before it when the
+    # opened message is re-rendered as read and its frame replaced.
+    with page.expect_response(lambda r: "/inline/" in r.url) as inline:
+        page.goto(f"{live_server.url}/inbox/messages/{message.pk}/")
+    # The frame's cid image loaded without the session cookie.
+    assert inline.value.status == 200
+    assert inline.value.header_value("content-type") == "image/png"
     expect(page.get_by_role("heading", name="Logo inside")).to_be_visible()
     expect(page.get_by_role("link", name="Show images")).to_be_visible()
-    page.wait_for_load_state("load")
-    assert len(inline_ok) == 1  # the frame's cid image loaded without the session cookie
     shot(page, output_path, "message-images-hidden.png")
     page.get_by_role("link", name="Show images").click()
     expect(page.locator("iframe.relay-message-frame")).to_have_attribute(
