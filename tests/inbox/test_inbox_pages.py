@@ -25,6 +25,7 @@ from inbox.models import (
     TriageEntry,
     UserPreferences,
 )
+from inbox.views.htmx import CHANGED
 from tests import factories as f
 from tests.inbox import mailkit
 
@@ -259,7 +260,14 @@ def test_opening_reads_a_conversation_mark_unread_keeps_it_unread(olivia, box):
     assert AUTOREAD in _get(olivia, conversation, **HTMX)  # opened from the list
     assert AUTOREAD in _get(olivia, conversation)  # opened by its address
     action = reverse("inbox:message_action", args=[latest.pk])
-    olivia.post(action, {"action": "mark_read"}, headers=HTMX)
+    # What the trigger sends: the conversation is read, and the answer is only the list's cue
+    # (the pane already shows the conversation; rendering it again was wasted work).
+    assert '"respond": "none"' in _get(olivia, conversation, **HTMX)
+    response = olivia.post(action, {"action": "mark_read", "respond": "none"}, headers=HTMX)
+    assert response.status_code == 200 and response.content == b""
+    assert CHANGED in json.loads(response["HX-Trigger"])
+    latest.refresh_from_db()
+    assert latest.seen is True
 
     response = olivia.post(action, {"action": "mark_unread"}, headers=HTMX)
     assert response.status_code == 200 and "Mark unread" in response.content.decode()
