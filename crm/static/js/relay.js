@@ -147,84 +147,65 @@
     });
   });
 
-  // An action that can be taken back (unlinking a filing) answers with "relay:undo": a toast
-  // says what happened and offers Undo, which posts to the URL the server gave.
+  // A toast in the corner saying what an action did: `marker` names it for tests and styles;
+  // with `undoUrl` it offers Undo, which posts there.
+  function cornerToast(text, marker, undoUrl, delay) {
+    var container = document.getElementById("toasts");
+    if (!container) {
+      container = document.createElement("div");
+      container.id = "toasts";
+      container.className = "toast-container position-fixed bottom-0 end-0 p-3";
+      container.setAttribute("aria-live", "polite");
+      document.body.appendChild(container);
+    }
+    var toast = document.createElement("div");
+    toast.className = "toast align-items-center border-0 text-bg-success";
+    toast.setAttribute("role", "status");
+    toast.setAttribute(marker, "");
+    var row = document.createElement("div");
+    row.className = "d-flex align-items-center";
+    var body = document.createElement("div");
+    body.className = "toast-body";
+    body.textContent = text || "Done.";
+    row.appendChild(body);
+    if (undoUrl) {
+      var undo = document.createElement("button");
+      undo.type = "button";
+      undo.className = "btn btn-sm btn-light ms-auto";
+      undo.textContent = "Undo";
+      undo.addEventListener("click", function () {
+        undo.disabled = true;
+        htmx.ajax("POST", undoUrl, { swap: "none", source: document.body }).then(function () {
+          bootstrap.Toast.getOrCreateInstance(toast).hide();
+        });
+      });
+      row.appendChild(undo);
+    }
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "btn-close btn-close-white me-2 " + (undoUrl ? "ms-2" : "ms-auto");
+    close.setAttribute("data-bs-dismiss", "toast");
+    close.setAttribute("aria-label", "Close");
+    row.appendChild(close);
+    toast.appendChild(row);
+    container.appendChild(toast);
+    toast.addEventListener("hidden.bs.toast", function () {
+      toast.remove();
+    });
+    bootstrap.Toast.getOrCreateInstance(toast, { autohide: true, delay: delay }).show();
+  }
+
+  // An action that can be taken back (unlinking a filing) answers with "relay:undo".
   document.body.addEventListener("relay:undo", function (event) {
     var detail = event.detail || {};
-    var container = document.getElementById("toasts");
-    if (!container) {
-      container = document.createElement("div");
-      container.id = "toasts";
-      container.className = "toast-container position-fixed bottom-0 end-0 p-3";
-      container.setAttribute("aria-live", "polite");
-      document.body.appendChild(container);
-    }
-    var toast = document.createElement("div");
-    toast.className = "toast align-items-center border-0 text-bg-success";
-    toast.setAttribute("role", "status");
-    toast.setAttribute("data-relay-undo-toast", "");
-    var row = document.createElement("div");
-    row.className = "d-flex align-items-center";
-    var body = document.createElement("div");
-    body.className = "toast-body";
-    body.textContent = detail.text || "Done.";
-    var undo = document.createElement("button");
-    undo.type = "button";
-    undo.className = "btn btn-sm btn-light ms-auto";
-    undo.textContent = "Undo";
-    undo.addEventListener("click", function () {
-      undo.disabled = true;
-      htmx.ajax("POST", detail.url, { swap: "none", source: document.body }).then(function () {
-        bootstrap.Toast.getOrCreateInstance(toast).hide();
-      });
-    });
-    var close = document.createElement("button");
-    close.type = "button";
-    close.className = "btn-close btn-close-white me-2 ms-2";
-    close.setAttribute("data-bs-dismiss", "toast");
-    close.setAttribute("aria-label", "Close");
-    row.append(body, undo, close);
-    toast.appendChild(row);
-    container.appendChild(toast);
-    toast.addEventListener("hidden.bs.toast", function () {
-      toast.remove();
-    });
-    bootstrap.Toast.getOrCreateInstance(toast, { autohide: true, delay: 10000 }).show();
+    cornerToast(detail.text, "data-relay-undo-toast", detail.url, 10000);
   });
 
-  // An action done in the background (the inbox's bulk bar) answers with "relay:notice": a
-  // toast says what happened, e.g. what was left alone.
+  // An action done in the background (the inbox's bulk bar) answers with "relay:notice", e.g.
+  // saying what was left alone.
   document.body.addEventListener("relay:notice", function (event) {
     var detail = event.detail || {};
-    var container = document.getElementById("toasts");
-    if (!container) {
-      container = document.createElement("div");
-      container.id = "toasts";
-      container.className = "toast-container position-fixed bottom-0 end-0 p-3";
-      container.setAttribute("aria-live", "polite");
-      document.body.appendChild(container);
-    }
-    var toast = document.createElement("div");
-    toast.className = "toast align-items-center border-0 text-bg-success";
-    toast.setAttribute("role", "status");
-    toast.setAttribute("data-relay-notice-toast", "");
-    var row = document.createElement("div");
-    row.className = "d-flex align-items-center";
-    var body = document.createElement("div");
-    body.className = "toast-body";
-    body.textContent = detail.text || "Done.";
-    var close = document.createElement("button");
-    close.type = "button";
-    close.className = "btn-close btn-close-white me-2 ms-auto";
-    close.setAttribute("data-bs-dismiss", "toast");
-    close.setAttribute("aria-label", "Close");
-    row.append(body, close);
-    toast.appendChild(row);
-    container.appendChild(toast);
-    toast.addEventListener("hidden.bs.toast", function () {
-      toast.remove();
-    });
-    bootstrap.Toast.getOrCreateInstance(toast, { autohide: true, delay: 8000 }).show();
+    cornerToast(detail.text, "data-relay-notice-toast", null, 8000);
   });
 
   document.body.addEventListener("htmx:responseError", showLoadError);
