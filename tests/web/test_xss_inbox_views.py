@@ -1,6 +1,7 @@
 """The hostile corpus through the Inbox's own views: the conversation list with search
-results (subjects, sender names, snippets, folder names in the sidebar) and every
-conversation page. Same beacon, same figures as tests/web/test_xss_corpus.py: 0 executions,
+results (subjects, sender names, snippets, folder names in the sidebar) and the
+conversation page (each payload of its markup on a page of its own, each body in the page's
+sandboxed frame). Same beacon, same figures as tests/web/test_xss_corpus.py: 0 executions,
 0 remote requests (docs/reliability.md X-08, §8.3)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tests.web.test_xss_corpus import (  # noqa: F401  (beacon is a fixture)
     InFlight,
     beacon,
     make_messages,
-    open_all,
+    open_pages,
     remote_requests,
 )
 
@@ -60,7 +61,7 @@ def test_search_results_and_conversations_run_nothing(
     # Each conversation page shows the list beside it: the rows were all seen above, so five
     # of them here, not the 200 (137 pages x 137 rows cost ~190 s of CPU).
     UserPreferences.objects.filter(user=owner).update(emails_per_page=5)
-    open_all(page, [f"{live_server.url}/inbox/conversations/{m.pk}/" for m in messages.values()])
+    open_pages(page, live_server.url, messages, lambda m: f"/inbox/conversations/{m.pk}/")
 
     seen = beacon.by_id()
     print(
