@@ -16,6 +16,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from crm.confirm import confirm_page, done
 from crm.models import RECORD_MODELS
 from inbox.forms import ComposeForm
 from inbox.models import Draft, Mailbox, Message, OutboxEntry
@@ -418,12 +419,23 @@ def drafts_page(request):
     return render(request, "inbox/drafts.html", {"drafts": drafts_for_user(user=request.user)})
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def draft_delete(request, pk: int):
+    """Discard from the drafts page: asked first, with JavaScript or without (crm/confirm.py)."""
     draft = _draft_or_404(request.user, pk)
+    if request.method == "GET":
+        named = f"“{draft.subject or '(no subject)'}”" + (f" to {draft.to}" if draft.to else "")
+        return confirm_page(
+            request,
+            question="Discard this draft?",
+            detail=f"{named}. It cannot be brought back.",
+            confirm_label="Discard",
+            fields={},
+            cancel_url=reverse("inbox:drafts"),
+        )
     draft_discard(user=request.user, draft=draft)
     flash.success(request, "Draft discarded.")
-    return redirect("inbox:drafts")
+    return done(request, reverse("inbox:drafts"))
 
 
 def inline_composer(

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.urls import reverse
 from playwright.sync_api import expect
 
-from inbox.models import EmailApiSender, ExclusionPattern, Message
+from inbox.models import Draft, EmailApiSender, ExclusionPattern, Message
+from inbox.services.drafts import draft_save
 from notes.access import Target
 from notes.models import Note
 from notes.services import note_create
@@ -38,7 +39,8 @@ def test_every_form_that_asks_first_asks_without_javascript_too():
             for tag in _FORM.findall(template.read_text()):
                 if "hx-confirm" in tag:
                     asking.append((template.name, tag))
-    assert len(asking) >= 6, asking  # grants (2), exclusions, Email API senders, message, note
+    # grants (2), exclusions, Email API senders, message, note, draft
+    assert len(asking) >= 7, asking
     for name, tag in asking:
         assert 'method="get"' in tag, (name, tag)
         action = re.search(r'\baction="([^"]+)"', tag).group(1)
@@ -181,3 +183,48 @@ def test_a_message_and_a_note_are_deleted_only_once_confirmed(client, owner, per
     client.force_login(owner)
     client.post(url)
     assert not Note.objects.filter(pk=note.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_draft_is_discarded_only_once_confirmed(client, owner):
+    """The drafts page's Discard without JavaScript: the GET asks, naming the draft; only the
+    POST discards; someone else's draft is not there to ask about."""
+    draft = draft_save(user=owner, to="ana@example.com", subject="Pricing", body_text="Hello")
+    client.force_login(owner)
+    url = reverse("inbox:draft_delete", args=[draft.pk])
+    page = client.get(url)
+    html = page.content.decode()
+    assert page.status_code == 200 and "Discard this draft?" in html
+    assert "“Pricing” to ana@example.com" in html
+    assert Draft.objects.filter(pk=draft.pk).exists()
+    client.force_login(f.UserFactory())
+    assert client.get(url).status_code == 404
+    assert client.post(url).status_code == 404
+    client.force_login(owner)
+    response = client.post(url, follow=True)
+    assert not Draft.objects.filter(pk=draft.pk).exists()
+    assert "Draft discarded." in response.content.decode()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_drafts_page_asks_before_discarding(page, live_server, owner, shots, console_messages):
+    draft_save(user=owner, to="ana@example.com", subject="Pricing", body_text="Hello")
+    sign_in(page, live_server, owner.get_username(), "/inbox/drafts/")
+    expect(page.get_by_role("heading", name="Drafts")).to_be_visible()
+    page.wait_for_load_state("load")  # relay.js (deferred) answers htmx:confirm
+    dialog = page.locator("#relay-confirm")
+    discard = page.get_by_role("button", name="Discard the draft Pricing")
+    discard.click()
+    expect(dialog).to_contain_text("Discard the draft “Pricing”?")
+    shot(page, shots, "drafts-discard-dialog.png")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    assert Draft.objects.filter(user=owner).count() == 1
+    discard.click()
+    dialog.get_by_role("button", name="Discard", exact=True).click()
+    expect(page.get_by_text("Draft discarded.")).to_be_visible()
+    expect(page.get_by_text("No drafts.")).to_be_visible()
+    assert not Draft.objects.filter(user=owner).exists()
+    errors = [m for m in console_messages if m.startswith(("error", "pageerror"))]
+    assert errors == []
