@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from email.message import EmailMessage
 
 import pytest
@@ -201,6 +202,16 @@ def test_forward_an_older_message_without_one_attachment_and_the_no_subject_prom
     first, second = a_conversation(imap_user, mailbox)
     page.set_viewport_size(SIZES[size])
     sign_in(page, live_server, staff.username, f"/inbox/conversations/{second.pk}/")
+
+    # The toolbar's Reply opens the composer under the thread, on this page, ready to write.
+    page.get_by_role("toolbar", name="Conversation actions").get_by_role(
+        "link", name="Reply", exact=True
+    ).click()
+    reply = page.locator("#inline-reply")
+    expect(reply).to_have_attribute("open", "")
+    expect(reply.locator("[data-composer-editor]")).to_be_focused()
+    expect(reply.get_by_label("To", exact=True)).to_have_value(re.compile("ana@acme.example"))
+    assert page.url.endswith(f"/inbox/conversations/{second.pk}/")
 
     # Forward the first message (not the newest) from its own actions: the inline composer
     # shows the original and its attachments, each removable.

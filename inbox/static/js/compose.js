@@ -560,4 +560,17 @@
   document.addEventListener("htmx:load", function (event) {
     setupAll(event.target);
   });
+  // Reply, Reply all or Forward (the toolbar's or a message's own) put the composer under the
+  // thread: bring it into view and start writing there.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var slot = event.detail.target;
+    if (!slot || slot.id !== "inline-reply-slot") {
+      return;
+    }
+    var editor = slot.querySelector("[data-composer-editor]");
+    slot.scrollIntoView({ block: "nearest" });
+    if (editor) {
+      editor.focus();
+    }
+  });
 })();
