@@ -461,7 +461,13 @@ def attach_latest(threads) -> None:
         recipients.setdefault(message_id, []).append(name or address)
     for thread in threads:
         thread.latest = latest.get(thread.latest_id)
-        thread.records = labels.get(thread.pk, [])
+        # The sender's own contact is the row's sender already: the tags name the others
+        # (the account, the ticket...). A thread filed only there is still not "Unfiled".
+        shown = thread.latest
+        sender = (shown.from_name or "").strip().casefold() if shown else ""
+        thread.records = [
+            label for label in labels.get(thread.pk, []) if label.casefold() != sender or not sender
+        ]
         thread.recipients = ", ".join(recipients.get(thread.latest_id, [])) or "(no recipient)"
 
 

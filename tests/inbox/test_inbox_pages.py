@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from urllib.parse import urlencode
 
 import pytest
@@ -857,3 +858,30 @@ def test_a_refused_server_write_is_shown_with_retry(olivia, owner, box):
     Location.objects.filter(pk=location.pk).update(uidvalidity=location.uidvalidity + 1)
     assert "Not done on the mail server" not in olivia.get(url, headers=HTMX).content.decode()
     assert olivia.post(retry).status_code == 422
+
+
+def test_a_row_names_the_records_but_not_its_own_sender_again(olivia, box):
+    """The list's record tags name what the conversation is filed on; the sender's own
+    contact is the row's sender already and is not repeated beside it."""
+    contact = f.ContactFactory(first_name="Ana", last_name="Lopez", emails=["ana@globex.example"])
+    account = f.AccountFactory(name="Globex")
+    (message,) = mailkit.conversation(
+        box["inbox"], subject="Renewal", sender="ana@globex.example", name="Ana Lopez"
+    )
+    f.FilingFactory(message=message, contact=contact)
+    f.FilingFactory(message=message, account=account)
+    (other,) = mailkit.conversation(
+        box["inbox"], subject="Intro", sender="bo@globex.example", name="Bo Berg"
+    )
+    f.FilingFactory(message=other, contact=contact)
+
+    html = _get(olivia, reverse("inbox:inbox_page"))
+    rows = {
+        subject: row
+        for row in html.split('<li class="inbox-thread')[1:]
+        for subject in ("Renewal", "Intro")
+        if f'inbox-thread-subject">{subject}' in row or f"</span>{subject}</span>" in row
+    }
+    tags = {s: re.findall(r'inbox-record-tag">([^<]+)<', row) for s, row in rows.items()}
+    assert tags == {"Renewal": ["Globex"], "Intro": ["Ana Lopez"]}
+    assert all("inbox-unfiled-tag" not in row for row in rows.values())

@@ -77,6 +77,7 @@ def test_open_qualify_see_on_contact_mark_unread(
     _sign_in(page, live_server)
     quote_row = _row(page, "Quote for 40 widgets")
     expect(quote_row).to_have_class(re.compile(r"\bis-unread\b"))
+    expect(quote_row.locator(".inbox-unfiled-tag")).to_have_text("Unfiled")
     expect(page.locator(".inbox-folder.active")).to_contain_text("Inbox")
     expect(page.locator(".inbox-folder.active .inbox-unread-count")).to_have_text("2")
     shot(page, shots, "01-inbox.png")
@@ -110,9 +111,10 @@ def test_open_qualify_see_on_contact_mark_unread(
     expect(panel.locator(".inbox-filed-item", has_text="Ana Lopez")).to_contain_text(
         "Filed by Olivia"
     )
-    expect(_row(page, "Quote for 40 widgets").locator(".inbox-record-tag")).to_have_text(
-        "Ana Lopez"
-    )
+    # The row is no longer Unfiled; it names no record, as the one it is filed on is its
+    # sender's own contact, which the row shows already.
+    expect(_row(page, "Quote for 40 widgets").locator(".inbox-unfiled-tag")).to_have_count(0)
+    expect(_row(page, "Quote for 40 widgets").locator(".inbox-record-tag")).to_have_count(0)
 
     # Mark unread: the row turns bold again and the change is queued for the server. The
     # conversation re-drawn by the answer does not read itself again (docs/product.md §7.7):
