@@ -45,7 +45,10 @@ def _world():
     mailkit.many_conversations(folders["inbox"], 6)
     account = f.AccountFactory(name="Soluciones Andinas S.A.", domains=["andinas.example"])
     carlos = f.ContactFactory(
-        first_name="Carlos", last_name="Ruiz", account=account, emails=["carlos@andinas.example"]
+        first_name="Carlos",
+        last_name="Ruiz",
+        account=account,
+        emails=["carlos@andinas.example", "facturacion.internacional@soluciones-andinas.example"],
     )
     ticket = f.TicketFactory(subject="Urgente: envío retenido en aduana", contact=carlos)
     opportunity = f.OpportunityFactory(name="Andinas renewal", account=account, contact=carlos)
