@@ -97,6 +97,31 @@ class Notification(models.Model):
     def __str__(self) -> str:
         return self.text
 
+    @property
+    def label(self) -> str:
+        """What kind of news this is, in two words, on the list (the Kind's own label is the
+        settings page's sentence)."""
+        return SHOWN[self.kind][0]
+
+    @property
+    def tone(self) -> str:
+        """The Bootstrap colour of its badge: a problem to act on stands out from news."""
+        return SHOWN[self.kind][1]
+
+    @property
+    def needs_action(self) -> bool:
+        return self.kind in (Kind.RECONNECT, Kind.SEND_FAILED)
+
+
+# How each kind shows on the list (docs/product.md §7.10): a short label and a colour.
+SHOWN = {
+    Kind.ASSIGNED: ("Assigned to you", "primary"),
+    Kind.REPLIED: ("Customer replied", "info"),
+    Kind.MENTIONED: ("Mentioned you", "secondary"),
+    Kind.RECONNECT: ("Needs reconnecting", "warning"),
+    Kind.SEND_FAILED: ("Not sent", "danger"),
+}
+
 
 class Preference(models.Model):
     """A user's choice for one kind; without a row both channels are on."""

@@ -65,6 +65,10 @@ def test_preferences_choose_the_channels_per_kind(client, teammate):
     assert bell_count(client) == "2"  # the mail-only one is not in the bell
     page = client.get(reverse("notifications:list")).content.decode()
     assert ">r</a>" in page and ">d</a>" in page and ">m</a>" not in page
+    # Each kind is told apart at a glance: its badge, and a warning sign for what needs action.
+    badges = dict(re.findall(r'data-kind="(\w+)">([^<]+)<', page))
+    assert badges == {"reconnect": "Needs reconnecting", "replied": "Customer replied"}
+    assert 'text-bg-warning" aria-hidden="true">!</span>' in page
 
 
 def test_the_settings_page_saves_the_switches(client, teammate):

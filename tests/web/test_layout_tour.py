@@ -16,6 +16,8 @@ import pytest
 from playwright.sync_api import expect
 
 from inbox.models import OutboxEntry, Thread
+from notifications.models import Kind
+from notifications.services import notify
 from tests import factories as f
 from tests.inbox import mailkit
 from tests.web.helpers import shot
@@ -78,6 +80,20 @@ def _world():
             subject=f"Reply {n}",
             reply_to_message=messages[-1],
         )
+    # The notifications page with news and a problem to act on, the kinds told apart.
+    notify(
+        recipient=maya,
+        kind=Kind.SEND_FAILED,
+        text="“Reply 0” to customer@customer.example did not go out",
+        key="tour:1",
+    )
+    notify(
+        recipient=maya,
+        kind=Kind.MENTIONED,
+        actor=sofia,
+        text="Sofia Álvarez mentioned you on Carlos Ruiz",
+        key="tour:2",
+    )
     return {
         "mailbox": mailbox,
         "message": messages[-1],
