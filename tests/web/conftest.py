@@ -7,10 +7,16 @@ import os
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 # Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from a
 # thread with a running loop unless told that this (test-only) use is fine.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+# An expectation waits up to 15 s (Playwright's default is 5): four test workers on two cores,
+# with Chromium, Dovecot and Celery beside them, can take longer than 5 s to show what is
+# right; a passing expectation returns as soon as it holds, so only a failure waits longer.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")
