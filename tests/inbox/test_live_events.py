@@ -242,6 +242,32 @@ def test_a_conversation_given_to_someone_is_announced(
     assert event["threads"] == [thread.pk]
 
 
+def test_a_note_on_a_record_is_announced_to_everyone_and_one_on_mail_to_its_readers(
+    asgi_server, streams, owner, teammate, personal_mailbox
+):
+    """Every signed-in person may see a record (notes/access.py), so every stream hears that
+    its notes changed, by reference only; a note on a personal mailbox's conversation reaches
+    its owner alone."""
+    from notes.access import Target
+    from notes.services import note_create, note_delete
+
+    contact = f.ContactFactory()
+    mine = streams(asgi_server, owner)
+    theirs = streams(asgi_server, teammate)
+    note = note_create(author=owner, target=Target("contact", contact), body="Call Ana back")
+    for stream in (mine, theirs):
+        event = stream.next_event("record")
+        assert set(event) == {"id", "kind", "records"}  # not the note
+        assert event["records"] == [f"contact:{contact.pk}"]
+    note_delete(user=owner, note=note)
+    assert theirs.next_event("record")["records"] == [f"contact:{contact.pk}"]
+
+    thread = f.ThreadFactory(mailbox=personal_mailbox)
+    note_create(author=owner, target=Target("thread", thread), body="Private")
+    assert mine.next_event("conversation")["threads"] == [thread.pk]
+    assert theirs.events_within(0.5) == []
+
+
 def test_a_reconnecting_page_is_told_to_resync(asgi_server, streams, owner):
     stream = streams(asgi_server, owner, last_event_id="open-1")
     stream.next_event("resync", timeout=2)
