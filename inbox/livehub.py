@@ -124,6 +124,7 @@ class Hub:
         self.streams: set[Subscription] = set()
         self.confirmations: dict[str, list[asyncio.Future]] = {}
         self.lock = asyncio.Lock()  # one connect/subscribe/unsubscribe at a time
+        self.closing: set[asyncio.Task] = set()
         self.failures = 0
         self.retry_at = 0.0
 
@@ -147,15 +148,17 @@ class Hub:
                 raise Unavailable(str(subscription.lost))
             await self._connect()
             new = [c for c in sorted(channels) if c not in self.subscribers]
+            loop = asyncio.get_running_loop()
             for channel in channels:
                 self.subscribers.setdefault(channel, set()).add(subscription)
-            subscription.channels |= channels
-            if new:
-                loop = asyncio.get_running_loop()
-                for channel in new:
+                if channel in new or channel in self.confirmations:
+                    # Asked for now, or by another stream a moment ago and not yet confirmed:
+                    # either way this stream waits for Redis' word.
                     future = loop.create_future()
                     self.confirmations.setdefault(channel, []).append(future)
                     waits.append(future)
+            subscription.channels |= channels
+            if new:
                 try:
                     await self.pubsub.subscribe(*new)
                 except Exception as exc:
@@ -253,7 +256,9 @@ class Hub:
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
         if pubsub is not None:
-            asyncio.get_running_loop().create_task(_quietly(pubsub.aclose()))
+            task = asyncio.get_running_loop().create_task(_quietly(pubsub.aclose()))
+            self.closing.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self.closing.discard)
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1

@@ -95,8 +95,12 @@ class _Slots:
         return True
 
     async def renew(self) -> None:
-        await self.client.zadd(self.key, {self.member: time.time() + self.ttl})
-        await self.client.expire(self.key, int(self.ttl) + 1)
+        # One round trip: every stream of the process renews through the hub's few connections
+        # (inbox/livehub.py).
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.key, {self.member: time.time() + self.ttl})
+            pipe.expire(self.key, int(self.ttl) + 1)
+            await pipe.execute()
 
     async def free(self) -> None:
         await self.client.zrem(self.key, self.member)
