@@ -260,6 +260,11 @@ class Hub:
             self.closing.add(task)  # held until done: the loop keeps only weak references
             task.add_done_callback(self.closing.discard)
 
+    def failed(self, exc: BaseException) -> None:
+        """A stream's own command found Redis unreachable: back off as for the connection."""
+        if not isinstance(exc, Unavailable):
+            self._failed(exc)
+
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
         backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failures - 1))

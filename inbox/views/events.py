@@ -34,6 +34,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
+from redis.exceptions import RedisError
 
 from .. import live, livehub
 from ..permissions import readable_mailboxes
@@ -134,6 +135,8 @@ async def events(request):
         await subscription.want(await _channels(user))
     except Exception as exc:  # Redis down: the page polls (docs/reliability.md P-21)
         log.warning("live stream refused, Redis unavailable: %s", exc)
+        if isinstance(exc, RedisError):
+            hub.failed(exc)  # the next pages are answered at once, not after a timeout each
         if subscription is not None:
             await _close(subscription, slots)
         return HttpResponse(status=204)
