@@ -37,4 +37,5 @@ EXPOSE 8000
 # The web health check lives in docker-compose.yml: worker and beat run this image too.
 # Uvicorn workers under gunicorn: ASGI, so the live-update stream (an async view, docs/product.md
 # §7.14) holds its connections without a process or thread each.
-CMD ["gunicorn", "crm.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]
+# Every line in the app's log format, access lines included (crm/gunicorn.py, crm/settings.py).
+CMD ["gunicorn", "crm.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--config", "python:crm.gunicorn"]

@@ -262,6 +262,24 @@ class RedactSecretsFilter(logging.Filter):
         return True
 
 
+class UvicornFields(logging.Filter):
+    """uvicorn's own lines (bin/web, docker-compose's gunicorn workers) as Relay's: an access
+    line (`'%s - "%s %s HTTP/%s" %d'` with the client, method, path, HTTP version and status)
+    becomes `event="GET /inbox/ 200" method=GET path=/inbox/ status=200 client=...`, and the
+    ANSI-coloured copy of each message uvicorn attaches (`color_message`) is dropped. The path
+    is redacted like any extra (a `?code=` of an OAuth callback), by RedactSecretsFilter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, http_version, status = args
+            record.msg, record.args = "%s %s %s", (method, path, status)
+            record.method, record.path, record.status = method, path, status
+            record.http_version, record.client = http_version, client
+        return True
+
+
 # Tasks whose first argument is a mailbox id: every line logged while one runs carries it.
 MAILBOX_TASKS = {"relay.sync_mailbox"}
 

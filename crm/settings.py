@@ -82,6 +82,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that it sees every streamed response, whitenoise's too: under uvicorn they are
+    # streamed in threads instead of read whole into memory (crm/streaming.py).
+    "crm.streaming.AsyncStreamingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -485,7 +488,10 @@ RELAY_UNDO_SEND_SECONDS = env.int("RELAY_UNDO_SEND_SECONDS", default=10)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "crm.logs.RedactSecretsFilter"}},
+    "filters": {
+        "redact_secrets": {"()": "crm.logs.RedactSecretsFilter"},
+        "uvicorn_fields": {"()": "crm.logs.UvicornFields"},
+    },
     "formatters": {
         "structured": {
             "()": "crm.logs.StructuredFormatter",
@@ -500,6 +506,18 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # The web server's own lines (uvicorn under bin/web and in docker-compose's gunicorn
+    # workers), access lines included, in the same format: these replace the handlers uvicorn
+    # and gunicorn installed before Django started (crm.asgi loads this).
+    "loggers": {
+        name: {
+            "handlers": ["console"],
+            "filters": ["uvicorn_fields"],
+            "level": env("LOG_LEVEL", default="INFO"),
+            "propagate": False,
+        }
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error")
+    },
 }
 # Celery workers and beat log at this level instead (crm/celery.py): at INFO they write a line
 # per task and per tick, thousands an hour, and bury the errors someone must see.
@@ -507,4 +525,4 @@ RELAY_WORKER_LOG_LEVEL = env("RELAY_WORKER_LOG_LEVEL", default="WARNING").upper(
 if CELERY_BROKER_URL == "filesystem://":
     # The embedded broker has no host by design; kombu warns "No hostname was supplied" at
     # every start, a line that would follow `make run`'s address and login.
-    LOGGING["loggers"] = {"kombu.connection": {"level": "ERROR"}}
+    LOGGING["loggers"]["kombu.connection"] = {"level": "ERROR"}

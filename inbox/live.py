@@ -6,7 +6,11 @@ ordinary views, which check access as always. Each event goes on one channel:
 
 - ``mailbox:<id>`` for what happens in a mailbox (mail stored or changed by a sync, mail filed,
   a conversation's owner, status or notes), heard only by streams of people who may read it;
-- ``user:<id>`` for what concerns one person (a notification).
+- ``user:<id>`` for what concerns one person (a notification);
+- ``records`` for notes added to or deleted from a record (account, contact, lead, ticket,
+  opportunity), heard by every signed-in person's streams, since every signed-in person may
+  see every record (notes/access.py); the event names the record, and the page showing it
+  reloads its timeline through the ordinary view.
 
 Publishing happens after the writing transaction commits (the page must find the change when
 it asks) and never fails or slows its caller: Redis is asked with a short timeout, a failure is
@@ -36,6 +40,7 @@ MAIL = "mail"  # a sync stored new mail or saw flags/expunges: the lists and cou
 FILED = "filed"  # mail was filed on records: their Email tab and timeline
 CONVERSATION = "conversation"  # a conversation's owner, status or notes changed
 NOTIFICATION = "notification"  # the bell
+RECORD = "record"  # a record's notes changed: its timeline
 
 # After a failure, publishing is skipped for this long (seconds): a sync that stores a thousand
 # batches while Redis is down must not wait a timeout for each (docs/reliability.md P-21).
@@ -65,6 +70,10 @@ def mailbox_channel(mailbox_id: int) -> str:
 
 def user_channel(user_id: int) -> str:
     return f"{prefix()}user:{user_id}"
+
+
+def records_channel() -> str:
+    return f"{prefix()}records"
 
 
 def _redis():
@@ -136,3 +145,11 @@ def mailbox_event(
 def user_event(kind: str, *, user_id: int) -> None:
     """Tell one person's open pages that something of `kind` concerns them."""
     _publish(user_channel(user_id), {"kind": kind})
+
+
+def record_event(kind: str, *, records: Iterable[str]) -> None:
+    """Tell every open page that something of `kind` changed on these records ("contact:12");
+    only the pages showing one of them refresh (crm/static/js/live.js)."""
+    records = sorted(set(records))
+    if records:
+        _publish(records_channel(), {"kind": kind, "records": records[:100]})

@@ -92,14 +92,19 @@ def note_delete(*, user, note: Note) -> None:
     """Only a note's author removes it."""
     if note.author_id != user.pk:
         raise PermissionDenied("Only its author may delete a note.")
-    thread = note.thread if note.thread_id else None
-    note.delete()
-    if thread is not None:
-        _live(Target(type="thread", obj=thread))
+    target = Target(type=note.target_type, obj=note.target)
+    with transaction.atomic():
+        note.delete()
+        _live(target)
 
 
 def _live(target: Target) -> None:
-    """A conversation's notes are part of its team state: its readers' open pages hear of a
-    new one (docs/product.md §7.14). Notes on records are not announced."""
+    """Notes are part of what open pages show (docs/product.md §7.14): a conversation's readers
+    hear of a note on it through its mailbox's channel, everyone of one on a record (whoever
+    may see the record, notes/access.py) through the records channel; the event names the
+    target only, and the pages showing it reload it through the access-checked views. Sent
+    once the note is committed (inbox/live.py)."""
     if target.type == "thread":
         live.mailbox_event(live.CONVERSATION, mailbox_id=target.obj.mailbox_id, threads=[target.pk])
+    else:
+        live.record_event(live.RECORD, records=[f"{target.type}:{target.pk}"])

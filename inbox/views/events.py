@@ -1,9 +1,10 @@
 """The live-update stream of the signed-in person: server-sent events (docs/product.md §7.14).
 
-One async view holds one Redis pub/sub connection per open page, subscribed to the channels of
-the mailboxes this person may read (inbox/permissions.py, the same selector as every page) and
-to their own user channel (inbox/live.py). What it sends is what was published: kinds and ids,
-never content; the page then asks the ordinary views, which check access again.
+One async view holds one stream per open page, fed by the server process's one Redis pub/sub
+connection (inbox/livehub.py): subscribed, through it, to the channels of the mailboxes this
+person may read (inbox/permissions.py, the same selector as every page), to their own user
+channel and to the records channel (inbox/live.py). What it sends is what was published: kinds
+and ids, never content; the page then asks the ordinary views, which check access again.
 
 At each heartbeat (a comment line, every RELAY_LIVE_HEARTBEAT seconds) it asks again who this
 person is and what they may read: a revoked grant or a removed group unsubscribes that
@@ -11,10 +12,11 @@ mailbox, a deactivated account or a signed-out session ends the stream (docs/rel
 P-23). Without Redis, or under a WSGI server that cannot hold a stream, it answers 204: an
 EventSource stops on that, and the page keeps polling as before.
 
-Faults (docs/reliability.md P-21..P-25): Redis lost mid-stream ends the stream with a retry
-hint (the browser reconnects and is told to "resync"); a client gone is noticed by the ASGI
-server, which cancels this generator so its connection and slot are freed at once; a slow
-client holds back only its own stream; a person is held to RELAY_LIVE_MAX_STREAMS streams.
+Faults (docs/reliability.md P-21..P-26): Redis lost ends every stream of the process with a
+retry hint (the browser reconnects and is told to "resync"); a client gone is noticed by the
+ASGI server, which cancels this generator so its subscription and slot are freed at once; a
+slow client fills only its own bounded queue and is resynced; a person is held to
+RELAY_LIVE_MAX_STREAMS streams.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
+from redis.exceptions import RedisError
 
-from .. import live
+from .. import live, livehub
 from ..permissions import readable_mailboxes
 
 log = logging.getLogger(__name__)
@@ -93,8 +96,12 @@ class _Slots:
         return True
 
     async def renew(self) -> None:
-        await self.client.zadd(self.key, {self.member: time.time() + self.ttl})
-        await self.client.expire(self.key, int(self.ttl) + 1)
+        # One round trip: every stream of the process renews through the hub's few connections
+        # (inbox/livehub.py).
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.key, {self.member: time.time() + self.ttl})
+            pipe.expire(self.key, int(self.ttl) + 1)
+            await pipe.execute()
 
     async def free(self) -> None:
         await self.client.zrem(self.key, self.member)
@@ -108,32 +115,34 @@ async def events(request):
         # No stream here: the page polls (docs/product.md §7.14). 204 stops an EventSource for
         # good, where an error status would have it retry forever.
         return HttpResponse(status=204)
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(
-        # A Redis that accepts and then says nothing must not hold a request (or a heartbeat's
-        # renewal) forever; pub/sub reads below wait with their own timeout.
-        settings.RELAY_LIVE_URL,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=30,
-    )
-    slots = _Slots(client, user.pk)
+    hub = livehub.hub()
+    subscription = None
+    slots = None
     try:
+        # The process's one pub/sub connection (inbox/livehub.py); while it backs off after a
+        # failure this answers at once, without asking Redis (docs/reliability.md P-21).
+        subscription = hub.subscription()
+        slots = _Slots(hub.client, user.pk)
         if not await slots.take():
-            await client.aclose()
+            slots = None
+            await subscription.close()
             return HttpResponse(
                 "Too many live pages open: this one checks for news every few seconds instead.",
                 status=429,
                 content_type="text/plain",
             )
+        # Subscribed before the page is answered: what is published from now on reaches it.
+        await subscription.want(await _channels(user))
     except Exception as exc:  # Redis down: the page polls (docs/reliability.md P-21)
         log.warning("live stream refused, Redis unavailable: %s", exc)
-        await client.aclose()
+        if isinstance(exc, RedisError):
+            hub.failed(exc)  # the next pages are answered at once, not after a timeout each
+        if subscription is not None:
+            await _close(subscription, slots)
         return HttpResponse(status=204)
     resumed = bool(request.headers.get("Last-Event-ID"))
     response = StreamingHttpResponse(
-        _stream(request, user, client, slots, resumed=resumed),
+        _stream(request, user, subscription, slots, resumed=resumed),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache, no-transform"
@@ -141,16 +150,19 @@ async def events(request):
     return response
 
 
-async def _stream(request, user, client, slots, *, resumed: bool):
+async def _channels(user) -> set[str]:
+    mailbox_ids = await sync_to_async(_readable_ids)(user)
+    return {
+        live.user_channel(user.pk),
+        live.records_channel(),
+        *map(live.mailbox_channel, mailbox_ids),
+    }
+
+
+async def _stream(request, user, subscription, slots, *, resumed: bool):
     heartbeat = settings.RELAY_LIVE_HEARTBEAT
     session_key = request.session.session_key
-    own = live.user_channel(user.pk)
-    pubsub = client.pubsub()
-    subscribed: set[str] = set()
     try:
-        mailbox_ids = await sync_to_async(_readable_ids)(user)
-        subscribed = {own, *(live.mailbox_channel(pk) for pk in mailbox_ids)}
-        await pubsub.subscribe(*subscribed)
         # An id from the start, so that any reconnection says Last-Event-ID and is resynced.
         yield f"retry: {RETRY_MS}\nid: open-{time.time_ns() // 1_000_000}\n\n"
         if resumed:
@@ -161,13 +173,23 @@ async def _stream(request, user, client, slots, *, resumed: bool):
             yield ": open\n\n"
         next_beat = time.monotonic() + heartbeat
         while True:
+            if subscription.lost is not None:
+                # Redis lost (docs/reliability.md P-21): end; the browser reconnects after
+                # RETRY_MS and, if Redis is still down, gets 204 and polls.
+                log.info("live stream ended: %s", subscription.lost)
+                return
+            if subscription.overflowed:
+                # This page stopped reading long enough for its queue to fill (docs/reliability.md
+                # P-24): what it missed is gone, so it refreshes everything once it reads again.
+                subscription.catch_up()
+                yield _frame({"kind": "resync"})
             wait = max(0.0, next_beat - time.monotonic())
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-            if message is not None and message.get("type") == "message":
-                channel = message["channel"].decode()
-                if channel in subscribed:  # not one unsubscribed a moment ago
+            item = await subscription.get(wait)
+            if item is not None:
+                channel, data = item
+                if channel in subscription.channels:  # not one unsubscribed a moment ago
                     try:
-                        event = json.loads(message["data"])
+                        event = json.loads(data)
                     except ValueError:
                         continue
                     yield _frame(event)
@@ -178,31 +200,24 @@ async def _stream(request, user, client, slots, *, resumed: bool):
             if not signed_in:
                 yield _frame({"kind": "end"})
                 return
-            mailbox_ids = await sync_to_async(_readable_ids)(user)
-            wanted = {own, *(live.mailbox_channel(pk) for pk in mailbox_ids)}
-            gone, new = subscribed - wanted, wanted - subscribed
-            if gone:
-                await pubsub.unsubscribe(*gone)
-            if new:
-                await pubsub.subscribe(*new)
-            subscribed = wanted
+            changed = await subscription.want(await _channels(user))
             await slots.renew()
-            if gone or new:
+            if changed:
                 yield _frame({"kind": "access"})
             yield ": heartbeat\n\n"
             next_beat = time.monotonic() + heartbeat
     except asyncio.CancelledError:
         raise  # the client went away (docs/reliability.md P-22): cleaned up below
     except Exception as exc:
-        # Redis lost mid-stream (docs/reliability.md P-21): end; the browser reconnects after
-        # RETRY_MS and, if Redis is still down, gets 204 and polls.
+        # Redis failed under a heartbeat's commands (docs/reliability.md P-21): end, as above.
         log.warning("live stream ended: %s", exc)
     finally:
-        await _close(pubsub, client, slots)
+        await _close(subscription, slots)
 
 
-async def _close(pubsub, client, slots) -> None:
-    for step in (slots.free, pubsub.aclose, client.aclose):
+async def _close(subscription, slots) -> None:
+    steps = [subscription.close] if slots is None else [slots.free, subscription.close]
+    for step in steps:
         try:
             await asyncio.shield(step())
         except BaseException as exc:  # noqa: BLE001 - a dead Redis must not stop the rest

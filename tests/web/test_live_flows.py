@@ -7,6 +7,7 @@ Laptop and phone. Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path)."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -181,3 +182,71 @@ def test_redis_lost_under_an_open_page_brings_the_polls_back(
     )
     assert body.get_attribute("data-relay-events-seen") is None  # it was the poll
     no_errors(console_messages)
+
+
+def test_a_note_on_a_record_appears_and_goes_on_a_colleagues_open_page(
+    browser, asgi_server, console_messages
+):
+    """Two people on one contact's page: a note Olivia adds shows on Tom's timeline without a
+    reload, and goes from it when she deletes it (docs/product.md §7.14, through the records
+    channel of inbox/live.py)."""
+    f.UserFactory(username="olivia", first_name="Olivia", last_name="Owner")
+    f.UserFactory(username="tom", first_name="Tom", last_name="Teammate")
+    contact = f.ContactFactory(first_name="Ana", last_name="Customer")
+    other = f.ContactFactory(first_name="Bea", last_name="Elsewhere")
+    contexts = [browser.new_context(viewport={"width": 1440, "height": 900}) for _ in range(3)]
+    try:
+        olivia, tom, elsewhere = (context.new_page() for context in contexts)
+        logs = {}
+        for name, page in (("olivia", olivia), ("tom", tom), ("elsewhere", elsewhere)):
+            logs[name] = []
+            page.on("console", lambda m, log=logs[name]: log.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e, log=logs[name]: log.append(f"pageerror: {e}"))
+        for page, who, record in ((olivia, "olivia", contact), (tom, "tom", contact)):
+            sign_in_as(page, asgi_server, who, record.get_absolute_url())
+        sign_in_as(elsewhere, asgi_server, "tom", other.get_absolute_url())
+        for page in (olivia, tom, elsewhere):
+            expect(page.locator("body")).to_have_attribute("data-relay-live", "open")
+            # Set on the page as loaded: still there afterwards means no reload happened.
+            page.evaluate("window.relayNoReload = true")
+        timeline = tom.locator("#timeline")
+        expect(timeline.get_by_text("Ana wants the quote by Friday")).to_have_count(0)
+
+        panel = olivia.locator(".notes-panel")
+        panel.get_by_label(re.compile("Add a note")).fill("Ana wants the quote by Friday")
+        panel.get_by_role("button", name="Add note").click()
+        expect(
+            olivia.locator("#timeline").get_by_text("Ana wants the quote by Friday")
+        ).to_be_visible()
+
+        expect(timeline.get_by_text("Ana wants the quote by Friday")).to_be_visible(timeout=5000)
+        assert tom.evaluate("window.relayNoReload") is True
+        assert tom.locator("body").get_attribute("data-relay-last-event") == "record"
+        # Another record's page heard the event and left its timeline alone.
+        expect(elsewhere.locator("body")).to_have_attribute("data-relay-last-event", "record")
+        expect(elsewhere.locator("#timeline").get_by_text("Ana wants")).to_have_count(0)
+
+        # Olivia's own page heard her note too; its timeline settles before she clicks in it.
+        expect(olivia.locator("body")).to_have_attribute("data-relay-last-event", "record")
+        expect(olivia.locator("#timeline.htmx-request, #timeline.htmx-swapping")).to_have_count(0)
+        note = olivia.locator("#timeline .relay-timeline-entry", has_text="Ana wants the quote")
+        note.get_by_role("button", name="Delete").click()
+        confirm = olivia.locator("#relay-confirm")  # "Delete this note?" (crm/static/js/relay.js)
+        expect(confirm).to_be_visible()
+        confirm.get_by_role("button", name="Delete").click()
+        expect(olivia.locator("#timeline").get_by_text("Ana wants the quote")).to_have_count(0)
+        expect(timeline.get_by_text("Ana wants the quote by Friday")).to_have_count(0, timeout=5000)
+        assert tom.evaluate("window.relayNoReload") is True
+        for log in logs.values():
+            no_errors(log)
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def sign_in_as(page, server, username: str, path: str) -> None:
+    page.goto(f"{server.url}{path}")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(f.DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state("load")

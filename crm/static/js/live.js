@@ -87,13 +87,17 @@
     }
   }
 
-  function refreshRecord(records) {
+  // `timelineOnly`: a note changed, which shows on the timeline and not on the Email tab.
+  function refreshRecord(records, timelineOnly) {
     document.querySelectorAll("[data-relay-record]").forEach(function (element) {
       var ref = element.getAttribute("data-relay-record");
       if (records !== null && records.indexOf(ref) === -1) {
         return;
       }
       if (element.id === "email-pane") {
+        if (timelineOnly) {
+          return;
+        }
         // The Email tab loads the first time it is opened; until then there is nothing to refresh.
         if (element.childElementCount > 0 && !busy(element)) {
           htmx.ajax("GET", element.getAttribute("data-relay-url"), { target: element, swap: "innerHTML" });
@@ -160,6 +164,13 @@
       count("conversation");
       refreshList();
       refreshConversation(data.threads || []);
+    });
+    // A note added to or deleted from a record: the pages showing that record reload its
+    // timeline (inbox/live.py record_event); every other page ignores it.
+    source.addEventListener("record", function (event) {
+      var data = parse(event);
+      count("record");
+      refreshRecord(data.records || [], true);
     });
     source.addEventListener("notification", function () {
       count("notification");
