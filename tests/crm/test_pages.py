@@ -534,3 +534,11 @@ def test_a_very_long_search_says_it_was_shortened(user_client):
     assert "Your search was shortened to its first 200 characters." in html
     html = user_client.get(url, {"q": "Ana"}).content.decode()
     assert "shortened" not in html
+
+
+def test_favicon_ico_is_the_apps_icon_for_anyone(client):
+    """Browsers ask for /favicon.ico where a page names no icon (the admin site): the app's
+    icon, not a 404 logged in the console of every such page."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and response["Location"].endswith(".svg")
+    assert "relay" in response["Location"]

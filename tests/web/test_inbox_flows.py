@@ -243,15 +243,20 @@ def test_reply_from_a_conversation(page, live_server, shots, console_messages, i
     _row(page, "Quote for 40 widgets").locator(".inbox-thread-link").click()
     expect(page.locator("#conversation .inbox-msg")).to_have_count(2)
     page.locator("body").click(position={"x": 5, "y": 500})
-    page.keyboard.press("r")  # the Reply shortcut
-    expect(page.get_by_role("heading", name="Reply")).to_be_visible()
-    expect(page.get_by_label("To", exact=True)).to_have_value("ana@globex.example")
-    expect(page.get_by_label("Subject", exact=True)).to_have_value("Re: Quote for 40 widgets")
-    page.get_by_placeholder("Write your message").fill("Forty widgets, delivered Monday.")
+    page.keyboard.press("r")  # the Reply shortcut: the composer under the thread, focused
+    reply = page.locator("#inline-reply")
+    expect(reply).to_have_attribute("open", "")
+    expect(reply.get_by_label("To", exact=True)).to_have_value("ana@globex.example")
+    expect(reply.get_by_label("Subject", exact=True)).to_have_value("Re: Quote for 40 widgets")
+    editor = reply.locator("[data-composer-editor]")
+    expect(editor).to_be_focused()
+    page.keyboard.press("Control+Home")
+    page.keyboard.type("Forty widgets, delivered Monday.")
     shot(page, shots, "13-reply.png")
-    page.get_by_role("button", name="Send").click()
+    reply.get_by_role("button", name="Send", exact=True).click()
     expect(page.get_by_text("Sending in 10 seconds")).to_be_visible()
     expect(page.locator("#conversation")).to_be_visible()
+    assert page.url.endswith(f"/inbox/conversations/{inbox_world['quote'][-1].pk}/")
     entry = OutboxEntry.objects.get()
     assert entry.to == ["ana@globex.example"]
     assert entry.in_reply_to
