@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from _pytest.nodeid import coerce_node_id
 from pytest_django import fixtures as django_fixtures
 
 pytest_plugins = ["tests.servers.fixtures"]
@@ -69,8 +70,30 @@ def _slowness(item) -> int:
     return len(SLOW_FIRST)
 
 
+def _xdist_groups(config, items) -> None:
+    """What `--dist loadgroup` needs and pytest-xdist 3.8 no longer gets under pytest 9: a test
+    marked xdist_group("name") carries "@name" at the end of its node id, the scope by which the
+    controller hands tests out. xdist still writes the old `item._nodeid`, which pytest 9's
+    nodes no longer read (their id is `item._id`), so every grouped test was handed out on its
+    own: the packaging tests built their wheel and environment on three workers instead of one.
+    Skipped when the id already ends with the group (an xdist that does it itself again)."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        names = sorted(
+            {
+                str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                for mark in item.iter_markers("xdist_group")
+            }
+        )
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix):
+            item._id = coerce_node_id(item.nodeid + suffix)
+
+
 @pytest.hookimpl(trylast=True)  # after pytest-django's own order, which the sort keeps per rank
 def pytest_collection_modifyitems(config, items):
+    _xdist_groups(config, items)
     items.sort(key=_slowness)  # stable: the rest keeps its order
 
 
