@@ -150,7 +150,8 @@ def _prepare_in_pool(mailbox_id: int, items: list[Fetched]) -> list[Prepared]:
 # written once into an anonymous memory file (memfd, Linux), and the pool process reads them
 # back whole through /proc/<this pid>/fd/<fd>: one copy each way. The file lives as long as its
 # descriptor, closed when the chunk is done, failed or cancelled, so nothing is left behind by
-# a killed worker. Where that does not work (no memfd, no /proc), the raw sources are pickled.
+# a killed worker (docs/reliability.md S-41). Where that does not work (no memfd, no /proc),
+# the raw sources are pickled.
 _shared_raws_pid = 0  # the process whose pool read a memfd back: that way works here
 
 
