@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings")
 
-BENCH_DB = "relay_match_bench"
+BENCH_DB = f"relay_match_bench_{os.getpid()}"  # two runs side by side do not meet
 
 
 def make_database(server: str) -> None:

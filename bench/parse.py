@@ -3,6 +3,16 @@
 Run by hand, not in CI:
 
     .venv/bin/python bench/parse.py [--messages 3000] [--seed 7]
+    .venv/bin/python bench/parse.py --stages [--messages 1000] [--rounds 3] [--against DIR]
+
+`--stages` (issue #17) measures CPU milliseconds a message, on bench/realistic.py's real-sized
+mail, of three stages of the sync: `parse_message` alone, the parse pool's whole prepare (hash,
+gzip pack, parse, attachment blobs, and the pickling to and from the pool: the worker's CPU
+plus its pool processes'), and the worker's store of the prepared batches (batches of 500, its
+own CPU and its PostgreSQL backend's). Each round runs each tree in a fresh process (its own
+data folder, a new mailbox in the database of `DATABASE_URL`, migrated), `--against DIR` being
+another checkout (e.g. `git worktree add /tmp/engine-base <commit>`), interleaved, and the
+best round counts: on a shared machine CPU time is the figure that holds, not wall time.
 
 Builds a reproducible corpus in memory (plain, HTML+text alternatives, attachments from a few KB
 to ~2 MB, many charsets, threads with In-Reply-To/References, realistic Received/DKIM header
@@ -286,10 +296,194 @@ def _hostile() -> None:
         print(f"  {seconds * 1e3:8.1f} ms  {name}")
 
 
+# --- --stages: CPU per message of parse, prepare and store (issue #17) -----------------------
+
+STAGES = ("parse", "prepare", "store", "postgres")
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a process (all its threads) from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stages_child(root: str, corpus_file: str, batch: int) -> None:
+    """In a fresh process, the engine imported from `root`: prints one RESULT line."""
+    import json
+    import pickle
+    import tempfile
+
+    sys.path.insert(0, root)
+    data = tempfile.mkdtemp(prefix="relay-stages-")
+    os.environ["RELAY_DATA_DIR"] = data
+    os.environ.pop("MEDIA_ROOT", None)
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from connector.ingest import pool
+    from connector.ingest.mime import parse_message
+    from connector.ingest.prepare import Fetched
+    from connector.ingest.store import store_batch
+    from inbox.models import Folder, Mailbox
+
+    assert pool.__file__.startswith(root), pool.__file__
+    with open(corpus_file, "rb") as fh:
+        corpus: list[tuple[bytes, object]] = pickle.load(fh)
+    count = len(corpus)
+    out: dict[str, float] = {}
+
+    for raw, when in corpus[:50]:  # warm up caches and lazy imports
+        parse_message(raw, internal_date=when)
+    started = time.process_time()
+    for raw, when in corpus:
+        parse_message(raw, internal_date=when)
+    out["parse"] = (time.process_time() - started) / count * 1e3
+
+    items = [
+        Fetched(uid=i + 1, raw=raw, flags=("\\Seen",), internal_date=when, size=len(raw))
+        for i, (raw, when) in enumerate(corpus)
+    ]
+    batches = [items[i : i + batch] for i in range(0, count, batch)]
+
+    def new_folder(name: str) -> Folder:
+        mailbox = Mailbox.objects.create(
+            kind=Mailbox.Kind.SHARED,
+            email_address=f"stages-{name}-{os.getpid()}@relay.example",
+            login=f"stages-{name}-{os.getpid()}",
+            imap_host="127.0.0.1",
+            imap_port=143,
+            imap_security="none",
+            active_folders=[],
+        )
+        return Folder.objects.create(
+            mailbox=mailbox, name="INBOX", special_use=Folder.SpecialUse.INBOX
+        )
+
+    folder, warm = new_folder("measured"), new_folder("warm-up")
+    assert pool.warm_pool(), "no parse pool (RELAY_PARSE_WORKERS below 2?)"
+    workers = [p.pid for p in pool._get_pool()._processes.values()]
+    # A sync keeps its pool and its connections for every batch: warm them up (imports, heap,
+    # Celery's producer) first, on messages from the end of the corpus, in another mailbox.
+    warm_up = pool.PreparedBatch(warm.mailbox_id, items[-64:]).result()
+    before = time.process_time() + sum(map(_proc_cpu, workers))
+    prepared = [pool.PreparedBatch(folder.mailbox_id, b).result() for b in batches]
+    out["prepare"] = (time.process_time() + sum(map(_proc_cpu, workers)) - before) / count * 1e3
+    pool._drop_pool()
+
+    class Done:
+        def __init__(self, result):
+            self._result = result
+
+        def result(self):
+            return self._result
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    store_batch(folder=warm, uidvalidity=1, items=items[-64:], lease=None, prepared=Done(warm_up))
+    stored = 0
+    before, pg_before = time.process_time(), _proc_cpu(backend)
+    for b, p in zip(batches, prepared, strict=True):
+        result = store_batch(
+            folder=folder, uidvalidity=1, items=b, lease=None, initial=True, prepared=Done(p)
+        )
+        stored += result.stored
+    out["store"] = (time.process_time() - before) / count * 1e3
+    out["postgres"] = (_proc_cpu(backend) - pg_before) / count * 1e3
+    out["stored"] = stored
+    Mailbox.objects.filter(pk__in=[folder.mailbox_id, warm.mailbox_id]).delete()
+    import shutil
+
+    shutil.rmtree(data, ignore_errors=True)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def _stages(args) -> None:
+    import json
+    import pickle
+    import subprocess
+    import tempfile
+
+    here = Path(__file__).resolve()
+    sys.path.insert(0, str(here.parent))
+    import realistic
+
+    trees = {"this tree": str(here.parent.parent)}
+    if args.against:
+        trees = {"against": str(Path(args.against).resolve()), **trees}
+    corpus = [(m.raw, m.date) for m in realistic.generate(args.messages, seed=args.seed)]
+    size = sum(len(raw) for raw, _ in corpus) / len(corpus)
+    print(
+        f"{len(corpus)} messages of bench/realistic.py (seed {args.seed}), {size / 1e3:.1f} KB avg"
+    )
+    with tempfile.NamedTemporaryFile(suffix=".pickle") as fh:
+        pickle.dump(corpus, fh)
+        fh.flush()
+        runs: dict[str, list[dict]] = {name: [] for name in trees}
+        for round_ in range(args.rounds):
+            for name, root in trees.items():
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        str(here),
+                        "--stages-child",
+                        root,
+                        fh.name,
+                        "--batch",
+                        str(args.batch),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    cwd=root,
+                )
+                line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+                if not line:
+                    raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
+                result = json.loads(line[0][7:])
+                runs[name].append(result)
+                figures = "  ".join(f"{s} {result[s]:.3f}" for s in STAGES)
+                stored = result["stored"]
+                print(f"round {round_ + 1} {name:<10} ms/msg: {figures}  stored {stored:.0f}")
+    print(f"\nbest of {args.rounds} rounds, CPU ms a message (load: {os.getloadavg()[0]:.1f}):")
+    print(
+        f"{'stage':<10}"
+        + "".join(f"{name:>12}" for name in trees)
+        + ("   ratio" if args.against else "")
+    )
+    total = {name: 0.0 for name in trees}
+    for stage in STAGES:
+        best = {name: min(r[stage] for r in runs[name]) for name in trees}
+        if stage != "parse":  # parse is part of prepare
+            for name in trees:
+                total[name] += best[name]
+        ratio = f"   {best['this tree'] / best['against']:.2f}x" if args.against else ""
+        print(f"{stage:<10}" + "".join(f"{best[n]:>12.3f}" for n in trees) + ratio)
+    ratio = f"   {total['this tree'] / total['against']:.2f}x" if args.against else ""
+    print(f"{'sum':<10}" + "".join(f"{total[n]:>12.3f}" for n in trees) + ratio)
+    for name in trees:
+        print(
+            f"{name}: prepare + store + PostgreSQL = {total[name]:.3f} ms a message: "
+            f"{2000 / total[name]:,.0f} msg/s on 2 idle cores (Dovecot's CPU not counted)"
+        )
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--stages-child":
+        batch = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 500
+        _stages_child(sys.argv[2], sys.argv[3], batch)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--stages", action="store_true", help="CPU per message by stage")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--against", default="", help="--stages: another checkout to compare")
     parser.add_argument(
         "--corpus",
         choices=["bench", "relay", "both"],
@@ -297,6 +491,13 @@ def main() -> None:
         help="bench: built here; relay: demo.corpus, the generator bench/sync.py uses",
     )
     args = parser.parse_args()
+    if args.stages:
+        if "--seed" not in sys.argv:
+            args.seed = 1
+        if "--messages" not in sys.argv:
+            args.messages = 1000
+        _stages(args)
+        return
 
     if args.corpus in ("bench", "both"):
         started = time.perf_counter()

@@ -54,22 +54,43 @@ def blob_path(digest: str) -> str:
     return f"blobs/{digest[:2]}/{digest[2:4]}/{digest}"
 
 
-def _write(path: str, data: bytes) -> str:
+def _write(path: str, data: bytes | list[bytes]) -> str:
+    """Write `data` (bytes, or a list of them written back to back) under `path`."""
     if isinstance(default_storage, FileSystemStorage):  # the lazy proxy passes isinstance
-        _write_file(default_storage.path(path), data)
+        _write_file(default_storage.path(path), data if isinstance(data, list) else [data])
         return path
     if default_storage.exists(path):
         return path
+    if isinstance(data, list):
+        data = b"".join(data)
     saved = default_storage.save(path, ContentFile(data))
     if saved != path:  # a concurrent writer won the race: same content, keep one file
         default_storage.delete(saved)
     return path
 
 
-def _write_file(full: str, data: bytes) -> None:
-    """Create the file once. The name is the content's hash, so a file already there with the
-    right size holds these bytes; one with another size is what a killed writer left half
-    written (or a writer still at work): it is replaced whole, atomically, by a rename."""
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """All of `parts`, back to back: writev, so a pack's members need no joining first."""
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        if written <= 0:  # a regular file takes something or raises (ENOSPC...)
+            raise OSError(f"writev wrote nothing of {sum(map(len, views))} bytes")
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
+_IOV_MAX = 512  # buffers per writev (Linux allows 1024)
+
+
+def _write_file(full: str, parts: list[bytes]) -> None:
+    """Create the file once, holding `parts` back to back. The name is the content's hash, so a
+    file already there with the right size holds these bytes; one with another size is what a
+    killed writer left half written (or a writer still at work): it is replaced whole,
+    atomically, by a rename."""
     directory = os.path.dirname(full)
     if directory not in _made_dirs:
         # Owner only, files and folders (docs/reliability.md C-29).
@@ -83,18 +104,19 @@ def _write_file(full: str, data: bytes) -> None:
             make_dirs(directory)
             fd = os.open(full, flags, 0o600)
     except FileExistsError:
-        if os.stat(full).st_size == len(data):
+        if os.stat(full).st_size == sum(map(len, parts)):
             return
         tmp = f"{full}.{os.getpid()}.tmp"
         tmp_flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        with os.fdopen(os.open(tmp, tmp_flags, 0o600), "wb") as fh:
-            fh.write(data)
+        fd = os.open(tmp, tmp_flags, 0o600)
+        try:
+            _write_all(fd, parts)
+        finally:
+            os.close(fd)
         os.replace(tmp, full)
         return
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, parts)
     finally:
         os.close(fd)
 
@@ -114,8 +136,10 @@ def save_raws(*, mailbox_id: int, raws: list[tuple[str, bytes]]) -> list[str]:
         digest, raw = raws[0]
         return [save_raw(mailbox_id=mailbox_id, digest=digest, raw=raw)]
     members = [compress(raw) for _digest, raw in raws]
-    data = b"".join(members)
-    path = _write(pack_path(mailbox_id=mailbox_id, digest=sha256(data)), data)
+    digest = hashlib.sha256()  # of the pack's bytes, without joining them first
+    for member in members:
+        digest.update(member)
+    path = _write(pack_path(mailbox_id=mailbox_id, digest=digest.hexdigest()), members)
     names, offset = [], 0
     for member in members:
         names.append(rawsource.member_name(path, offset, len(member)))

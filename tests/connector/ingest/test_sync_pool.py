@@ -83,6 +83,9 @@ def test_pool_and_prefetch_store_exactly_what_the_in_process_path_stores(imap_us
     report = sync.sync_mailbox(pooled.pk, batch_size=25)
     assert report.completed, report.summary()
     assert ingest._pool is not None, "the pool path was not taken"
+    # The raw sources went to the pool through memory files (no pickling), all closed since.
+    assert ingest._shared_raws_pid == os.getpid(), "the raw sources were pickled"
+    assert _open_memfds() == []
 
     settings.RELAY_PARSE_WORKERS = 0
     ingest._drop_pool()
@@ -98,6 +101,37 @@ def test_pool_and_prefetch_store_exactly_what_the_in_process_path_stores(imap_us
         with storage.open_blob(attachment.blob.file) as fh:
             assert len(fh.read()) == attachment.blob.size
     assert Message.objects.filter(mailbox=pooled, date__lte=timezone.now()).count() == 70
+
+
+def _open_memfds() -> list[str]:
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            continue
+    return [link for link in links if "relay-raw-sources" in link]
+
+
+def test_without_memory_files_the_pool_gets_the_raw_sources_pickled(
+    imap_user, settings, monkeypatch
+):
+    deliver_corpus(imap_user, 40)
+    mailbox = make_mailbox(imap_user)
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    settings.RELAY_PARSE_WORKERS = 2
+    ingest._drop_pool()
+    try:
+        report = sync.sync_mailbox(mailbox.pk, batch_size=20)
+        assert ingest._pool is not None, "the pool path was not taken"
+        assert ingest._shared_raws_pid == 0
+    finally:
+        ingest._drop_pool()
+    assert report.completed, report.summary()
+    assert report.total("stored") == 40
+    assert_in_step(mailbox, imap_user)
+    for message in Message.objects.filter(mailbox=mailbox):
+        assert storage.sha256(storage.read_raw(message.raw_file)) == message.sha256
 
 
 _real_prepare_in_pool = ingest._prepare_in_pool
