@@ -4,6 +4,8 @@ live_server."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,27 @@ def shots(tmp_path) -> str:
     directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
     directory.mkdir(parents=True, exist_ok=True)
     return str(directory)
+
+
+@pytest.fixture(autouse=True)
+def _pages_end_with_their_test(request):
+    """Every browser page a test opened is closed when it ends, and the live server has
+    answered what they had asked, before the database is emptied for the next test.
+
+    The live server lives as long as the worker. A page left open (a second person's
+    `browser.new_context()`) went on polling it during the next tests, and a request still
+    running when pytest-django empties the tables holds locks the TRUNCATE waits for, while
+    waiting itself for one the TRUNCATE took: PostgreSQL then ends one of them ("deadlock
+    detected", a red teardown). Runs after the test's own page and context are closed
+    (pytest-playwright's fixtures end first) and before the flush (pytest-django's ends last)."""
+    browser = request.getfixturevalue("browser") if "browser" in request.fixturenames else None
+    yield
+    if browser is None:
+        return
+    for context in list(browser.contexts):
+        context.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        thread.name.endswith("(process_request_thread)") for thread in threading.enumerate()
+    ):
+        time.sleep(0.02)
