@@ -919,7 +919,8 @@ class OutboxEntry(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     appended_to_sent = models.BooleanField(default=False)
     # A worker storing and APPENDing a sent entry holds it until then, so a second task for the
-    # same entry never appends a second copy (connector/outbound/sent.py finish_sent, S-23).
+    # same entry never appends a second copy (connector/outbound/sent.py, docs/reliability.md
+    # S-23).
     finishing_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
