@@ -259,10 +259,12 @@ class Celery:
         self.procs: dict[str, subprocess.Popen] = {}
         root.mkdir(parents=True, exist_ok=True)
 
-    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _start(
+        self, name: str, args: list[str], command: list[str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
-            [CELERY, "-A", "crm", *args],
+            [*(command or [CELERY, "-A", "crm"]), *args],
             cwd=ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -274,7 +276,7 @@ class Celery:
         self.procs[name] = proc
         return proc
 
-    def worker(self, name: str, concurrency: int = 1) -> subprocess.Popen:
+    def worker(self, name: str, concurrency: int = 1, queues: str = "celery") -> subprocess.Popen:
         # INFO: the "ready." line is how callers know the worker consumes.
         return self._start(
             name,
@@ -283,7 +285,7 @@ class Celery:
                 "--concurrency",
                 str(concurrency),
                 "-Q",
-                "celery",
+                queues,
                 "-n",
                 f"{name}@%h",
                 "--without-gossip",
@@ -298,6 +300,22 @@ class Celery:
             name,
             ["beat", "--schedule", str(self.root / f"{name}-schedule"), "--loglevel", "WARNING"],
         )
+
+    def gateway(self, name: str = "gateway") -> subprocess.Popen:
+        """`manage.py push_gateway` (connector/scheduling/gateway.py) in the same environment."""
+        return self._start(
+            name,
+            ["push_gateway", "--name", name],
+            command=[sys.executable, str(ROOT / "manage.py")],
+        )
+
+    def log(self, name: str, tail: int = 200_000) -> str:
+        path = self.root / f"{name}.log"
+        if not path.exists():
+            return ""
+        with open(path, "rb") as f:
+            f.seek(max(path.stat().st_size - tail, 0))
+            return f.read().decode(errors="replace")
 
     def kill(self, name: str) -> None:
         proc = self.procs[name]

@@ -918,6 +918,10 @@ class OutboxEntry(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     appended_to_sent = models.BooleanField(default=False)
+    # A worker storing and APPENDing a sent entry holds it until then, so a second task for the
+    # same entry never appends a second copy (connector/outbound/sent.py, docs/reliability.md
+    # S-23).
+    finishing_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Sending (docs/product.md §5). The exact bytes sent are kept (raw_file, in file storage) from

@@ -22,6 +22,7 @@ from connector.ingest.store import message_from, store_batch, store_parts
 from connector.ingest.threads import assign_threads
 from connector.outbound.compose import SendError, record_of
 from connector.outbound.states import (
+    FINISH_CLAIM,
     FINISH_RETRY,
     PROVIDER_COPY_WAIT,
     VERIFY_FOR,
@@ -266,10 +267,36 @@ def _find_in_sent(entry: OutboxEntry) -> SentCopy:
 
 def finish_sent(entry_id: int) -> SendResult:
     """After the 250: store and file the message, then APPEND it to Sent. Safe to repeat;
-    a failure leaves the entry "sent" with the next try scheduled."""
+    a failure leaves the entry "sent" with the next try scheduled. One worker at a time: the
+    composer's request and the tick's can both reach workers, and two finishing at once would
+    both find nothing in Sent and both APPEND (docs/reliability.md S-23)."""
+    now = timezone.now()
+    claimed = (
+        OutboxEntry.objects.filter(pk=entry_id, state=OutboxEntry.State.SENT)
+        .filter(Q(finishing_until__isnull=True) | Q(finishing_until__lte=now))
+        .update(finishing_until=now + FINISH_CLAIM)
+    )
+    if not claimed:
+        state = OutboxEntry.objects.filter(pk=entry_id).values_list("state", flat=True).first()
+        if state == OutboxEntry.State.SENT:
+            return SendResult(entry_id, state, "being finished by another worker")
+        return SendResult(entry_id, state or "missing", "not sent")
+    try:
+        result = _finish(entry_id)
+    except Exception:
+        _unclaim(entry_id)
+        raise
+    # Not in a `finally`: a worker that dies holds the claim until FINISH_CLAIM runs out.
+    _unclaim(entry_id)
+    return result
+
+
+def _unclaim(entry_id: int) -> None:
+    OutboxEntry.objects.filter(pk=entry_id).update(finishing_until=None)
+
+
+def _finish(entry_id: int) -> SendResult:
     entry = OutboxEntry.objects.select_related("mailbox").get(pk=entry_id)
-    if entry.state != OutboxEntry.State.SENT:
-        return SendResult(entry.pk, entry.state, "not sent")
     try:
         raw = storage.read_raw(entry.raw_file)
         message = entry.sent_message

@@ -23,6 +23,11 @@ MAX_ATTEMPTS = 12
 # APPEND to Sent and storing the sent message: retried on this schedule by the beat tick.
 FINISH_RETRY = dt.timedelta(minutes=2)
 
+# How long a worker storing and APPENDing a sent entry holds it (OutboxEntry.finishing_until):
+# well above an IMAP session's timeouts; a worker that dies holding it delays the Sent copy
+# this long, never doubles it.
+FINISH_CLAIM = dt.timedelta(minutes=5)
+
 # How long to look for the copy a provider files in Sent itself before storing our own.
 PROVIDER_COPY_WAIT = dt.timedelta(minutes=10)
 

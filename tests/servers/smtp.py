@@ -13,7 +13,11 @@ it accepts. ``mode`` switches it to the faults the sending code must survive
 
 ``refuse`` maps recipient addresses to the RCPT answer they get instead of 250, e.g.
 ``{"nobody@acme.example": "550 5.1.1 <nobody@acme.example>: Recipient address rejected:
-User unknown"}``, as a receiving server does for an address it does not know."""
+User unknown"}``, as a receiving server does for an address it does not know.
+
+``delay`` holds every verdict on DATA back that many seconds (a slow server, so a worker can
+be stopped while it waits); ``start_smtp(server=...)`` starts a stopped server again on the
+same port with the same record (bench/soakfaults.py restarts it that way)."""
 
 from __future__ import annotations
 
@@ -61,6 +65,7 @@ class SmtpServer:
     attempts: int = 0
     logins: list[str] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def trusting_context(self) -> ssl.SSLContext:
@@ -81,6 +86,8 @@ class _Handler:
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         server = self.server
+        if server.delay:
+            await asyncio.sleep(server.delay)  # the whole message is in; the verdict comes late
         with server._lock:
             server.attempts += 1
             mode = server.mode
@@ -187,19 +194,30 @@ def _server_context(certificate: Certificate) -> ssl.SSLContext:
 
 
 def start_smtp(
-    certificate: Certificate | None = None, *, starttls: bool = False, implicit_tls: bool = False
+    certificate: Certificate | None = None,
+    *,
+    starttls: bool = False,
+    implicit_tls: bool = False,
+    server: SmtpServer | None = None,
 ) -> tuple[Controller, SmtpServer]:
     """Start a server. ``starttls`` offers STARTTLS on the plain port; ``implicit_tls`` speaks
-    TLS from the first byte (port 465 style). Both use the session's self-signed certificate."""
+    TLS from the first byte (port 465 style). Both use the session's self-signed certificate.
+    ``server``: the record of a stopped server, started again on its port (plain only)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    server = SmtpServer(
-        host="127.0.0.1",
-        port=listener.getsockname()[1],
-        starttls=starttls,
-        implicit_tls=implicit_tls,
-        ca_path=certificate.ca_path if certificate else None,
-    )
+    # Inherited by the accepted connections: one still open (or in TIME_WAIT) after a stop does
+    # not keep a restart off the port.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if server is not None:
+        listener.bind((server.host, server.port))
+    else:
+        listener.bind(("127.0.0.1", 0))
+        server = SmtpServer(
+            host="127.0.0.1",
+            port=listener.getsockname()[1],
+            starttls=starttls,
+            implicit_tls=implicit_tls,
+            ca_path=certificate.ca_path if certificate else None,
+        )
     kwargs: dict = {
         "authenticator": _Authenticator(server),
         # Loopback tests log in over plain text on purpose (the client decides what is safe).

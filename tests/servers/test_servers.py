@@ -215,6 +215,38 @@ def test_smtp_server_drop_at_data_and_accept_then_drop(smtp_server):
     assert [m.raw for m in smtp_server.received] == [MESSAGE]
 
 
+def test_smtp_server_stopped_and_started_again_on_its_port_keeps_its_record():
+    from tests.servers.smtp import start_smtp
+
+    controller, server = start_smtp()
+    try:
+        with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+            client.sendmail("bob@relay.test", ["alice@example.org"], MESSAGE)
+        controller.stop()
+        with pytest.raises(ConnectionRefusedError):
+            smtplib.SMTP(server.host, server.port, timeout=10)
+        controller, again = start_smtp(server=server)
+        assert again is server
+        with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+            client.sendmail("bob@relay.test", ["carol@example.org"], MESSAGE)
+        assert [m.rcpt_tos for m in server.received] == [
+            ("alice@example.org",),
+            ("carol@example.org",),
+        ]
+    finally:
+        controller.stop()
+
+
+def test_smtp_server_delay_holds_the_verdict_back(smtp_server):
+    smtp_server.delay = 3.0
+    client = smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=10)
+    client.ehlo()
+    client.sock.settimeout(0.5)  # gives up long before the verdict
+    with pytest.raises((TimeoutError, smtplib.SMTPServerDisconnected)):
+        client.sendmail("bob@relay.test", ["alice@example.org"], MESSAGE)
+    client.close()
+
+
 def test_smtp_starttls_and_implicit_tls(smtp_server_starttls, smtp_server_tls):
     with smtplib.SMTP(smtp_server_starttls.host, smtp_server_starttls.port, timeout=10) as c:
         with pytest.raises(ssl.SSLCertVerificationError):

@@ -94,7 +94,10 @@ def a_request(imap_user, mailbox, subject="Printer on fire") -> tuple[Message, T
 
 
 def make_due(entry: OutboxEntry) -> None:
-    OutboxEntry.objects.filter(pk=entry.pk).update(next_attempt_at=timezone.now())
+    """Time has passed: the next attempt is due, and the claim of a worker that died finishing
+    the entry (finishing_until) has run out."""
+    now = timezone.now()
+    OutboxEntry.objects.filter(pk=entry.pk).update(next_attempt_at=now, finishing_until=now)
 
 
 def sent_folder_shas(imap_user) -> list[str]:
@@ -356,6 +359,41 @@ def test_worker_killed_after_append_before_recording_it(imap_user, smtp_server, 
     run(mailbox)
     assert_in_step(mailbox, imap_user)
     assert len(smtp_server.received) == 1
+
+
+def test_a_second_task_finding_the_entry_sent_appends_no_second_copy(
+    imap_user, smtp_server, acme, monkeypatch
+):
+    """The composer's request and the tick's both enqueue a new entry; the second task can
+    find it "sent" while the first worker is still finishing it, between looking in Sent and
+    its APPEND. Only one of them finishes: one copy in Sent, not two (docs/reliability.md S-23;
+    found by bench/soak.py)."""
+    from connector.transport.imap import ImapSession
+
+    mailbox, staff = support_mailbox(imap_user, smtp_server)
+    run(mailbox)
+    original = ImapSession.append
+    others = []
+
+    def append(session, *args, **kwargs):
+        if not others:
+            # The other worker's task, while this one has searched Sent and not yet appended.
+            others.append(None)
+            entry = OutboxEntry.objects.get(mailbox=mailbox)
+            others[0] = sending.process_entry(entry.pk)
+        return original(session, *args, **kwargs)
+
+    monkeypatch.setattr(ImapSession, "append", append)
+    outbox_compose(
+        user=staff, mailbox=mailbox, to="ana@acme.example", subject="Hello", text_body="Hi"
+    )
+    entry = OutboxEntry.objects.get(mailbox=mailbox)
+    assert others and others[0].state == OutboxEntry.State.SENT
+    assert entry.state == OutboxEntry.State.SENT and entry.appended_to_sent
+    assert len(smtp_server.received) == 1
+    assert sent_folder_shas(imap_user) == [entry.sent_message.sha256]
+    run(mailbox)
+    assert_in_step(mailbox, imap_user)
 
 
 def test_worker_killed_right_after_the_servers_250(imap_user, smtp_server, acme, kill_at):

@@ -94,7 +94,8 @@ def queued_entry(imap_user, smtp_server, monkeypatch) -> tuple[Mailbox, OutboxEn
 def restart(entry: OutboxEntry) -> None:
     """After the restart: the dead worker's claim has run out, the tick runs (twice: a
     second tick must change nothing)."""
-    OutboxEntry.objects.filter(pk=entry.pk).update(next_attempt_at=timezone.now())
+    now = timezone.now()
+    OutboxEntry.objects.filter(pk=entry.pk).update(next_attempt_at=now, finishing_until=now)
     sending.dispatch_due(enqueue=sending.process_entry)
     OutboxEntry.objects.filter(pk=entry.pk, next_attempt_at__isnull=False).update(
         next_attempt_at=timezone.now()
