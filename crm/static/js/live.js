@@ -42,17 +42,11 @@
     return element.querySelector("form.dirty, [data-relay-busy]") !== null;
   }
 
-  // The list refreshes once at a time: a second event while its request runs (mail stored,
-  // then filed a moment later) asks again once it is back, instead of aborting it (hx-sync).
-  var listBusy = false;
-  var listAgain = false;
+  // A burst of events (mail stored, then filed a moment later) is one refresh of the list;
+  // inbox.js runs one refresh at a time and asks again when one was asked for meanwhile.
   var listTimer = null;
 
   function refreshList() {
-    if (listBusy) {
-      listAgain = true;
-      return;
-    }
     if (listTimer === null) {
       listTimer = window.setTimeout(function () {
         listTimer = null;
@@ -60,21 +54,6 @@
       }, 50);
     }
   }
-
-  document.body.addEventListener("htmx:beforeRequest", function (event) {
-    if (event.detail.elt.id === "thread-list") {
-      listBusy = true;
-    }
-  });
-  document.body.addEventListener("htmx:afterRequest", function (event) {
-    if (event.detail.elt.id === "thread-list") {
-      listBusy = false;
-      if (listAgain) {
-        listAgain = false;
-        refreshList();
-      }
-    }
-  });
 
   function refreshConversation(threads) {
     var conversation = document.getElementById("conversation");

@@ -14,6 +14,27 @@
   var selectedThread = null; // data-thread of the highlighted row; survives list refreshes
   var openedFromList = false; // a conversation was opened from the list in this page
 
+  // "The mail changed" (an action's answer, a live event) refreshes the list, one request at a
+  // time: said while the list's request runs, it is asked again once that one is back. htmx's
+  // own queue on the list lost it: the first answer replaces the list it was queued on, and
+  // htmx drops the request of an element that left the page (a count stayed behind an
+  // assignment made just then). htmx marks the list itself while its request runs.
+  var listAgain = null;
+  function refreshList() {
+    var list = document.getElementById("thread-list");
+    if (list && list.classList.contains("htmx-request")) {
+      if (listAgain === null) {
+        listAgain = window.setTimeout(function () {
+          listAgain = null;
+          refreshList();
+        }, 100);
+      }
+      return;
+    }
+    htmx.trigger(document.body, "inbox:list-refresh");
+  }
+  document.body.addEventListener("inbox:changed", refreshList);
+
   var initial = document.querySelector("#thread-list .inbox-thread.is-selected");
   if (initial) {
     selectedThread = initial.getAttribute("data-thread");
