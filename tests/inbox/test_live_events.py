@@ -472,7 +472,7 @@ def test_without_redis_there_is_no_stream_and_pages_do_not_ask(
     live.reset()
     page = inbox_page()
     assert b"data-relay-events=" not in page
-    assert b'hx-trigger="every 15s, inbox:changed from:body"' in page
+    assert b'hx-trigger="every 15s, inbox:list-refresh from:body"' in page
     stream = Stream(asgi_server, owner)
     assert stream.status == 204
     changed(personal_mailbox)  # publishing without Redis: nothing, no error
