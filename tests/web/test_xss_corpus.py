@@ -195,6 +195,15 @@ def open_in_the_frame(page, page_url: str, body_urls: list[str]) -> set[str]:
     )
     page.goto(page_url)
     frame = page.locator("iframe.relay-message-frame")
+    # The frame loads lazily, so its own first body can still be on its way after the page's
+    # "load": a src set meanwhile raced with it, and a body went unserved. It starts from a
+    # blank document instead, and every body is a navigation of its own.
+    blank = """frame => new Promise(loaded => {
+        frame.removeAttribute("loading");
+        frame.addEventListener("load", loaded, {once: true});
+        frame.src = "about:blank";
+    })"""
+    frame.evaluate(blank, timeout=10_000)
     for url in body_urls:
         try:
             frame.evaluate(
