@@ -15,14 +15,23 @@
   var openedFromList = false; // a conversation was opened from the list in this page
 
   // "The mail changed" (an action's answer, a live event) refreshes the list, one request at a
-  // time: said while the list's request runs, it is asked again once that one is back. htmx's
-  // own queue on the list lost it: the first answer replaces the list it was queued on, and
-  // htmx drops the request of an element that left the page (a count stayed behind an
-  // assignment made just then). htmx marks the list itself while its request runs.
+  // time: said while the list pane has a request out (a refresh, a search), it is asked again
+  // once that one is back. htmx's own queue on the list lost it (the first answer replaces the
+  // list it was queued on, and htmx drops the request of an element that left the page). htmx
+  // marks the element whose request runs with htmx-request, and a list just landed and not yet
+  // wired up with htmx-added (nothing listens for the refresh on it yet).
   var listAgain = null;
+  function listPaneBusy(list) {
+    var search = document.querySelector("form.inbox-search");
+    return (
+      list.classList.contains("htmx-request") ||
+      list.classList.contains("htmx-added") ||
+      (search !== null && search.classList.contains("htmx-request"))
+    );
+  }
   function refreshList() {
     var list = document.getElementById("thread-list");
-    if (list && list.classList.contains("htmx-request")) {
+    if (list && listPaneBusy(list)) {
       if (listAgain === null) {
         listAgain = window.setTimeout(function () {
           listAgain = null;
