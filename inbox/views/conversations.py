@@ -12,6 +12,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from crm.confirm import confirm_page
+from crm.snapshot import read_snapshot
 from inbox.models import Folder, Message, Thread
 from inbox.permissions import get_message_or_404
 from inbox.selectors.conversations import (
@@ -129,9 +130,10 @@ def conversation(request, pk: int):
     # Opened by its address (a reload, a shared link, Back or Forward, no JavaScript): the
     # inbox itself, with the list the URL names and this conversation open beside it
     # (docs/product.md §7.12).
-    state = inbox_state(request, mailbox_hint=message.mailbox)
-    page = list_context(request, state)
-    return render(request, "inbox/inbox.html", {**page, **context, "open_conversation": True})
+    with read_snapshot():  # the list with its fingerprint (crm/snapshot.py)
+        state = inbox_state(request, mailbox_hint=message.mailbox)
+        page = list_context(request, state)
+        return render(request, "inbox/inbox.html", {**page, **context, "open_conversation": True})
 
 
 ACTIONS = {"mark_read", "mark_unread", "flag", "unflag", "move", "delete"}

@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from crm.snapshot import read_snapshot
 from inbox.forms import SEARCH_MAX, FilterForm
 from inbox.models import Mailbox
 from inbox.permissions import get_mailbox_or_404
@@ -145,11 +146,15 @@ def _views_with_counts(request, mailbox) -> list[dict]:
     return [{"view": v, "count": counts.get(v.slug, 0)} for v in views_for(mailbox)]
 
 
-def list_context(request, state: dict) -> dict:
+def list_context(request, state: dict, *, fingerprint: str | None = None) -> dict:
+    """The list's page and what it needs; read it in one snapshot with `state` and the
+    fingerprint (crm/snapshot.py), which `fingerprint` passes when already read."""
     mailbox, folder = state["mailbox"], state["folder"]
     if mailbox is None:
         return {**state, "page": None}
     scope = _list_mailbox(state)
+    if fingerprint is None:
+        fingerprint = list_fingerprint(mailbox=scope, folder=folder, user=request.user)
     threads = conversations(
         mailbox=scope,
         folder=folder,
@@ -179,7 +184,7 @@ def list_context(request, state: dict) -> dict:
             )
         },
         "snooze_choices": snooze_choices(),
-        "fingerprint": list_fingerprint(mailbox=scope, folder=folder, user=request.user),
+        "fingerprint": fingerprint,
         "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1),
         "list_query": list_query(request),
         "density": prefs.density,
@@ -189,29 +194,33 @@ def list_context(request, state: dict) -> dict:
 
 @require_GET
 def inbox_page(request):
-    context = list_context(request, inbox_state(request))
-    context["compose_url"] = _compose_url()
     template = "inbox/inbox.html"
     # Search and filters swap only the list; a plain GET (no JavaScript) gets the page.
     if request.htmx and request.htmx.target == "thread-list":
         template += "#thread_list"
-    return render(request, template, context)
+    # The list, its counts and its fingerprint read together (crm/snapshot.py).
+    with read_snapshot():
+        context = list_context(request, inbox_state(request))
+        context["compose_url"] = _compose_url()
+        return render(request, template, context)
 
 
 @require_GET
 def inbox_poll(request):
     """New mail without a reload: the list polls here every few seconds with the fingerprint
-    it shows. Nothing changed -> 204 (htmx leaves the page alone); else the fresh list."""
-    state = inbox_state(request)
-    if state["mailbox"] is None:
-        return HttpResponse(status=204)
-    fingerprint = list_fingerprint(
-        mailbox=_list_mailbox(state), folder=state["folder"], user=request.user
-    )
-    if request.GET.get("since") == fingerprint:
-        return HttpResponse(status=204)
-    context = list_context(request, state)
-    return render(request, "inbox/inbox.html#thread_list", context)
+    it shows. Nothing changed -> 204 (htmx leaves the page alone); else the fresh list, read
+    with its fingerprint in one snapshot (crm/snapshot.py)."""
+    with read_snapshot():
+        state = inbox_state(request)
+        if state["mailbox"] is None:
+            return HttpResponse(status=204)
+        fingerprint = list_fingerprint(
+            mailbox=_list_mailbox(state), folder=state["folder"], user=request.user
+        )
+        if request.GET.get("since") == fingerprint:
+            return HttpResponse(status=204)
+        context = list_context(request, state, fingerprint=fingerprint)
+        return render(request, "inbox/inbox.html#thread_list", context)
 
 
 @require_POST
