@@ -33,13 +33,14 @@
     }
   }
 
-  // A person typing in a conversation or a record must never lose it to a refresh.
+  // A person typing in a conversation or a record must never lose it to a refresh, nor a reply
+  // they have just unfolded under the thread and not yet typed in (the refresh folded it).
   function busy(element) {
     var active = document.activeElement;
     if (active && element.contains(active) && active.matches("input, textarea, select, [contenteditable]")) {
       return true;
     }
-    return element.querySelector("form.dirty, [data-relay-busy]") !== null;
+    return element.querySelector("form.dirty, [data-relay-busy], details.relay-inline-reply[open]") !== null;
   }
 
   // A burst of events (mail stored, then filed a moment later) is one refresh of the list;
