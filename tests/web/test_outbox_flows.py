@@ -3,7 +3,7 @@
 the conversation and on the Outbox page, is sent again, edited and resent; one whose outcome is
 unknown is marked as sent; a queued one is cancelled. Two users on one conversation see each
 other, and the one who answers second is asked first. Every step saves a screenshot
-(RELAY_SCREENSHOTS or a temporary folder); the console must show no CSP violation."""
+(to RELAY_SCREENSHOTS when it is set); the console must show no CSP violation."""
 
 from __future__ import annotations
 
@@ -134,6 +134,49 @@ def compose_page(page, live_server) -> None:
         live_server.url
         + toolbar.get_by_role("link", name="Reply", exact=True).get_attribute("href")
     )
+
+
+def test_folding_the_reply_says_so_even_while_the_presence_refresh_runs(
+    page, live_server, two_on_support
+):
+    """Folding the inline reply tells the server at once, also when the page's own presence
+    refresh is under way: htmx queued the update on the poller that refresh replaced, and
+    dropped it, so colleagues saw "writing a reply" until the next refresh 10 s later."""
+    import re
+
+    held = []
+    writing = []
+
+    def presence(route):
+        body = route.request.post_data or ""
+        writing.append("composing=1" in body)
+        if not held and "composing=1" in body:
+            held.append(route)  # the refresh under way when the reply is folded
+        else:
+            route.continue_()
+
+    page.set_viewport_size(SIZES["laptop"])
+    sign_in(page, live_server, "lukas", f"/inbox/conversations/{two_on_support['message'].pk}/")
+    expect(page.locator("#conversation")).to_be_visible()
+    page.route(re.compile(r"/presence/"), presence)
+    inline = page.locator("#inline-reply")
+    inline.locator("summary.relay-inline-reply-summary").click()
+    expect(inline.locator("form")).to_be_visible()
+    _wait_for(page, lambda: held, what=writing)  # unfolding told the server; its answer is held
+    inline.locator("summary.relay-inline-reply-summary").click()
+    expect(inline).not_to_have_attribute("open", "")
+    folded_at = len(writing)
+    held.pop().continue_()
+    # Before the refresh 10 s after that answer: a request saying "not writing" goes out.
+    _wait_for(page, lambda: False in writing[folded_at:], seconds=8, what=writing)
+
+
+def _wait_for(page, condition, seconds: float = 10, what=None) -> None:
+    for _ in range(int(seconds * 10)):
+        if condition():
+            return
+        page.wait_for_timeout(100)  # lets Playwright run the route handlers meanwhile
+    raise AssertionError(f"not within {seconds} s: {what}")
 
 
 @pytest.mark.parametrize("size", SIZES)

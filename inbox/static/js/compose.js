@@ -442,11 +442,25 @@
     var composerField = form.querySelector('input[name="composer"][data-presence-field]');
     if (writingField && composerField) {
       var inlineBox = form.closest("details");
+      // Said while the poller's own request runs, it waits for that one: htmx would queue it
+      // on the poller, which that request's answer replaces, and drop it with the old element
+      // (colleagues then saw "writing a reply" until the next 10 s refresh).
+      var presenceAgain = null;
       var refreshPresence = function () {
         var poller = document.getElementById("presence");
-        if (poller && window.htmx) {
-          htmx.trigger(poller, "relay-presence");
+        if (!poller || !window.htmx) {
+          return;
         }
+        if (poller.classList.contains("htmx-request") || poller.classList.contains("htmx-added")) {
+          if (presenceAgain === null) {
+            presenceAgain = window.setTimeout(function () {
+              presenceAgain = null;
+              refreshPresence();
+            }, 100);
+          }
+          return;
+        }
+        htmx.trigger(poller, "relay-presence");
       };
       var setWriting = function (writing) {
         var value = writing ? "1" : "0";
