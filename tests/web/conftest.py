@@ -35,6 +35,12 @@ def browser_type_launch_args(browser_type_launch_args):
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            # One renderer per page rather than one per site and per sandboxed frame (every
+            # message body is one): less CPU for the same pages. Process isolation is defence
+            # against side channels; what the tests check (no script runs, nothing loads from
+            # outside) is the frame's sandbox and CSP, the same in either process model.
+            "--disable-site-isolation-trials",
+            "--disable-features=IsolateSandboxedIframes,SitePerProcess,IsolateOrigins",
         ],
     }
 
@@ -50,8 +56,8 @@ def console_messages(page):
 
 @pytest.fixture
 def shots(tmp_path) -> str:
-    """Where a browser test writes its screenshots: $RELAY_SCREENSHOTS (to look at them after
-    a run), else the test's own temporary folder."""
+    """Where a browser test writes its screenshots (tests/web/helpers.py shot): $RELAY_SCREENSHOTS,
+    to look at them after a run; unset, none are taken."""
     directory = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "shots")
     directory.mkdir(parents=True, exist_ok=True)
     return str(directory)
@@ -79,3 +85,11 @@ def _pages_end_with_their_test(request):
         thread.name.endswith("(process_request_thread)") for thread in threading.enumerate()
     ):
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """Pages as a person who asked for reduced motion sees them: Bootstrap's fades and Relay's
+    pulses stop (crm/static/css, inbox/static/css), so a step never catches a dialog half-way
+    in and Chromium paints no animation frames."""
+    return {**browser_context_args, "reduced_motion": "reduce"}

@@ -1,7 +1,7 @@
 """All mailboxes in headless Chromium at a laptop (1440x900) and a phone (390x844): pick
 All mailboxes in the sidebar, search, see results from both of the user's mailboxes (each
 naming its mailbox, an archived one included) and none from a colleague's personal mailbox,
-open one (docs/product.md §7.2). Screenshots go to RELAY_SCREENSHOTS (or a temporary folder); the
+open one (docs/product.md §7.2). Screenshots go to RELAY_SCREENSHOTS (when set); the
 console must stay clean."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ asks "Remove X from Y?" with Confirm and Cancel, and only its Confirm (a POST) a
 post never removes anything unasked.
 
 The mailbox settings page's removals are driven in a real Chromium both ways, at laptop and
-phone sizes (screenshots to $RELAY_SCREENSHOTS, default tmp_path); the conversation's Delete and
+phone sizes (screenshots to $RELAY_SCREENSHOTS when set); the conversation's Delete and
 a note's Delete (menus that need JavaScript to open) are asked without it through the client."""
 
 from __future__ import annotations

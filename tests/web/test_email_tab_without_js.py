@@ -1,14 +1,12 @@
 """A record's Email tab with JavaScript turned off (docs/product.md §7.4), on a laptop
 (1440x900) and a phone (390x844): the tab's link opens it as a page, it is read and paged with
 plain links, and Qualify on one entry files that message on another record through plain
-forms. Screenshots go to RELAY_SHOTS (or a temporary folder)."""
+forms. Screenshots go to $RELAY_SCREENSHOTS (when set)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -20,13 +18,6 @@ from tests.web.helpers import shot
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SIZES = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -2,12 +2,9 @@
 (1440x900) and a phone (390x844): each look-alike linked with why it matched, nothing saved
 yet, and "Create anyway" saves (docs/product.md §1.2, crm/selectors.py `possible_duplicates`).
 
-Screenshots go to RELAY_SHOTS (or the test's own folder); the console must stay clean."""
+Screenshots go to $RELAY_SCREENSHOTS (when set); the console must stay clean."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -19,13 +16,6 @@ from tests.web.helpers import shot, sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCREENS = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
 
 
 def _sign_in(page, live_server, path):

@@ -4,12 +4,9 @@ shows what is wrong and, given an address a contact has, files there instead of 
 duplicate; an unlink is undone from the dialog; Sync now asks for a sync, and a paused mailbox
 says so instead (docs/product.md §4.6, §7.2).
 
-Screenshots go to RELAY_SHOTS (or the test's own folder); the console must stay clean."""
+Screenshots go to $RELAY_SCREENSHOTS (when set); the console must stay clean."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -23,13 +20,6 @@ from tests.web.helpers import shot, sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCREENS = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
 
 
 @pytest.fixture

@@ -5,13 +5,10 @@ back; the message moved to an unsynced folder is never called "No longer on the 
 (docs/product.md §7.12, §3.6; docs/reliability.md X-19, S-35).
 
 The syncs run in the test's own thread (connector/sync/mailbox.py `sync_mailbox`, as the
-worker would), so each step waits on exactly one. Screenshots go to RELAY_SHOTS (or the test's
-own folder); the console must stay clean."""
+worker would), so each step waits on exactly one. Screenshots go to
+$RELAY_SCREENSHOTS (when set); the console must stay clean."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -25,13 +22,6 @@ from tests.web.helpers import shot
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCREENS = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
 
 
 def _sync(mailbox) -> None:

@@ -5,13 +5,11 @@ record list and the inbox), a demo mailbox refusing to resume with the reason, a
 or Microsoft sign-in about to die shown on the health page (docs/product.md §7.1, §2.7
 item 2, §2.5, §2.9 item 5).
 
-Screenshots go to RELAY_SHOTS (or the test's own folder); the console must stay clean."""
+Screenshots go to $RELAY_SCREENSHOTS (when set); the console must stay clean."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -26,13 +24,6 @@ from tests.web.helpers import shot, sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCREENS = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture
-def shots(tmp_path) -> str:
-    folder = Path(os.environ.get("RELAY_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder)
 
 
 def _sign_in(page, live_server, username, path="/inbox/"):

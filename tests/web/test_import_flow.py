@@ -3,7 +3,7 @@
 (htmx polling, no reload) its counts and the message that could not be read; a wrong file is
 refused with its name. The test itself stands in for the Celery worker (it runs the job the
 upload queued, with the same function the task calls); the rest is real. Screenshots go to
-$RELAY_SCREENSHOTS (default: tmp_path)."""
+$RELAY_SCREENSHOTS (when set)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ than the screen (no sideways scrolling on a phone), no table cut at its card's e
 error, CSP violation or failed request in the console; and the inbox list legible on both
 (docs/product.md §7.2): the sender's name whole, each tag whole or not shown at all, the list's
 name and its buttons on one line, an older message's sender whole in a conversation, and the
-outbox banner counting in plain English. Screenshots go to $RELAY_SCREENSHOTS (default:
-tmp_path)."""
+outbox banner counting in plain English. Screenshots go to $RELAY_SCREENSHOTS (when
+set)."""
 
 from __future__ import annotations
 

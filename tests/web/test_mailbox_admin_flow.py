@@ -1,7 +1,7 @@
 """A shared mailbox administered in a real browser (docs/product.md §2.7), at laptop 1440x900
 and phone 390x844: an admin grants support@ to a teammate, tries an exclusion pattern on the
 last 100 messages and saves it, adds an Email API sender and gives it a secret shown once.
-Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path)."""
+Screenshots go to $RELAY_SCREENSHOTS (when set)."""
 
 from __future__ import annotations
 

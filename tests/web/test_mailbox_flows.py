@@ -1,6 +1,6 @@
 """Mailbox settings in a real browser against the test Dovecot: connect a mailbox through the
 wizard, see mail arrive, break the password on the server, see the banner, walk Reconnect,
-and find nothing imported twice. Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path)."""
+and find nothing imported twice. Screenshots go to $RELAY_SCREENSHOTS (when set)."""
 
 from __future__ import annotations
 

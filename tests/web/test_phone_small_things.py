@@ -1,7 +1,7 @@
 """The inbox on a phone (390x844) and a laptop (1440x900): a Compose button on the phone, Qualify
 and Reply up front in a conversation with the rest under More, and the pager below the list
 reachable, not hidden under Compose (docs/product.md §7.1). Screenshots go to
-$RELAY_SCREENSHOTS (default: tmp_path)."""
+$RELAY_SCREENSHOTS (when set)."""
 
 from __future__ import annotations
 

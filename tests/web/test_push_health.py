@@ -1,6 +1,6 @@
 """The health page says how new mail reaches a mailbox (docs/product.md §3.11): Live while a push
 gateway watches it, Polling once that gateway died, at a laptop's and a phone's size.
-Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path)."""
+Screenshots go to $RELAY_SCREENSHOTS (when set)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ open, a shared link shows a colleague without access the product's "not found");
 message open and the older ones one line each; the records the conversation is filed on once,
 with why; the denser list and its Compact switch; Sync now (docs/product.md §7.2, §7.12).
 
-Screenshots go to RELAY_SCREENSHOTS (or a temporary folder); the console must stay clean."""
+Screenshots go to RELAY_SCREENSHOTS (when set); the console must stay clean."""
 
 from __future__ import annotations
 

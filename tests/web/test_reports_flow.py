@@ -1,6 +1,6 @@
 """The Reports page in headless Chromium (docs/product.md §7.11): the charts and their tables
 for a month of a support inbox, the filters, the CSV download; on a laptop (1440x900) and a
-phone (390x844). Every step saves a screenshot (RELAY_SCREENSHOTS or a temporary folder) and the
+phone (390x844). Every step saves a screenshot (to RELAY_SCREENSHOTS when it is set) and the
 console must show no CSP violation."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (docs/product.md §2.8, §8.1): the owner moves sending to a separate SMTP login, tested against
 the real aiosmtpd before it is saved, and is asked for the password when the IMAP server
 changes; an administrator overrides the environment on the Site settings page and sees where
-each value comes from. Screenshots go to $RELAY_SCREENSHOTS (default: tmp_path)."""
+each value comes from. Screenshots go to $RELAY_SCREENSHOTS (when set)."""
 
 from __future__ import annotations
 

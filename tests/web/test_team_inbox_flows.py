@@ -1,8 +1,8 @@
 """A shared inbox run by a team, in headless Chromium (docs/product.md §7.8): assign to me,
 Done, snooze, assign to someone else, the views and their live counts, bulk actions from the
 list, the keyboard shortcuts, and reading that is personal (two users side by side); on a
-laptop (1440x900) and a phone (390x844). Every step saves a screenshot (RELAY_SCREENSHOTS or a
-temporary folder) and the console must show no CSP violation."""
+laptop (1440x900) and a phone (390x844). Every step saves a screenshot (to RELAY_SCREENSHOTS when it
+is set) and the console must show no CSP violation."""
 
 from __future__ import annotations
 

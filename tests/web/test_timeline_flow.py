@@ -4,9 +4,7 @@ centre, the fields beside it on a laptop and above it on a phone (docs/product.m
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -17,8 +15,6 @@ from tests.web.helpers import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SHOTS = Path(os.environ.get("RELAY_SHOTS") or "/work/shots/timeline")
-
 
 def _at(day, hour=9):
     return dt.datetime(2026, 3, day, hour, 0, tzinfo=dt.UTC)
@@ -27,9 +23,10 @@ def _at(day, hour=9):
 @pytest.mark.parametrize(
     "name,viewport", [("laptop", (1440, 900)), ("phone", (390, 844))], ids=["laptop", "phone"]
 )
-def test_contact_page_timeline(page, live_server, console_messages, settings, name, viewport):
+def test_contact_page_timeline(
+    page, live_server, shots, console_messages, settings, name, viewport
+):
     settings.RELAY_PAGE_SIZE = 4
-    SHOTS.mkdir(parents=True, exist_ok=True)
     tom = f.UserFactory(username="tom", first_name="Tom", last_name="Teammate")
     mailbox = f.SharedMailboxFactory(email_address="support@relay.test")
     mailbox.granted_users.add(tom)
@@ -82,14 +79,14 @@ def test_contact_page_timeline(page, live_server, console_messages, settings, na
         more_box = page.locator(".relay-record-more").bounding_box()
         assert timeline_box["y"] + timeline_box["height"] <= more_box["y"]
         assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
-    shot(page, str(SHOTS), f"{name}-1-timeline.png")
+    shot(page, shots, f"{name}-1-timeline.png")
 
     # Show older: the rest, oldest last.
     timeline.get_by_role("link", name="Show older").click()
     expect(entries).to_have_count(1)
     expect(entries.nth(0)).to_contain_text("Quote request")
     expect(timeline.get_by_role("link", name="Show older")).to_have_count(0)
-    shot(page, str(SHOTS), f"{name}-2-older.png")
+    shot(page, shots, f"{name}-2-older.png")
 
     # A note added in the notes panel goes to the top of the timeline at once.
     timeline.get_by_role("link", name="Newest").click()
@@ -103,7 +100,7 @@ def test_contact_page_timeline(page, live_server, console_messages, settings, na
     expect(page.get_by_text("Order booked in the ERP")).to_have_count(1)
     expect(panel.get_by_label(re.compile("Add a note"))).to_have_value("")
     page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the shot
-    shot(page, str(SHOTS), f"{name}-3-note-added.png")
+    shot(page, shots, f"{name}-3-note-added.png")
 
     # A message opens as its conversation.
     timeline.get_by_role("link", name="Signed order").click()

@@ -3,7 +3,7 @@
 first with its snippet and To line; a refused bulk action keeps the ticks; Dismiss; "always
 ignore" after its dry run; Qualify offers the sender's contact first, and an unlink is undone;
 a destructive action asks in the app's dialog, never confirm(). Screenshots go to
-$RELAY_SCREENSHOTS (default: tmp_path)."""
+$RELAY_SCREENSHOTS (when set)."""
 
 from __future__ import annotations
 

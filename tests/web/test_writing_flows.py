@@ -4,7 +4,7 @@ signature in it, the draft saved as one types and restored on reopening, a file 
 the composer, Send held for Undo and Undo taking it back to the editor, the held message then
 sent through the real SMTP server (aiosmtpd) as HTML and text; forwarding an older message
 with one of its attachments removed; "Send without a subject?" in the app's dialog. Every step
-saves a screenshot (RELAY_SCREENSHOTS or a temporary folder); the console must show no error."""
+saves a screenshot (to RELAY_SCREENSHOTS when it is set); the console must show no error."""
 
 from __future__ import annotations
 
