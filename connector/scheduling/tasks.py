@@ -37,11 +37,23 @@ def sync_mailbox(mailbox_id: int) -> str:
     return report.summary()
 
 
-@shared_task(name="relay.push_sync", soft_time_limit=1800, time_limit=1900)
+# A database that went away (restart, failover) is worth retrying; filing and syncing are
+# idempotent (the ledger, docs/reliability.md I-03).
+DB_RETRY = dict(
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=8,
+)
+
+
+@shared_task(name="relay.push_sync", soft_time_limit=1800, time_limit=1900, **DB_RETRY)
 def push_sync(mailbox_id: int, folders: list[str]) -> str:
     """The push gateway's targeted sync of the folders a server said changed, on the `push`
     queue (settings CELERY_TASK_ROUTES) so it never waits behind first syncs
-    (connector/scheduling/gateway.py, docs/product.md §3.11)."""
+    (connector/scheduling/gateway.py, docs/product.md §3.11). Retried while the database is
+    away: a watched mailbox is next polled only by the hourly safety net, so a push sync lost
+    to an outage would leave its mail waiting for it (docs/reliability.md P-27)."""
     report = sync.sync_mailbox(mailbox_id, connect=oauth.connect_imap, folders=folders)
     _run_requested_meanwhile(report)
     return report.summary()
@@ -69,15 +81,6 @@ def beat_tick() -> int:
     if dispatched:
         log.info("beat dispatched %s mailboxes", len(dispatched))
     return len(dispatched)
-
-
-# A database that went away (restart, failover) is worth retrying; filing is idempotent.
-DB_RETRY = dict(
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    max_retries=8,
-)
 
 
 @shared_task(name="relay.file_messages", soft_time_limit=600, time_limit=660, **DB_RETRY)

@@ -172,3 +172,46 @@ def test_a_changed_password_stops_the_watch_and_shows_reconnect(
     assert "Reconnect" in page
     assert imap_user.server.log().count(str(imap_user)) == failed
     assert connections_before >= 1
+
+
+def test_a_push_sync_that_meets_a_database_outage_retries_until_it_is_back(
+    imap_user,
+    celery_processes,  # noqa: F811
+):
+    """The worker reaches PostgreSQL through a proxy (tests/servers/faultproxy.py) that cuts
+    every connection while the outage lasts: a real database going away (restart, failover),
+    as the worker sees it. The pushed mail's sync retries, and the mail is stored once the
+    database is back, without waiting for the hourly safety poll (docs/reliability.md P-27)."""
+    from tests.servers.faultproxy import FaultProxy
+
+    mailbox = synced_mailbox(imap_user)
+    db = connection.settings_dict
+    with FaultProxy(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)) as proxy:
+        celery_processes.env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}@{proxy.host}:{proxy.port}/{db['NAME']}"
+        )
+        celery_processes.worker("w1")
+        wait_for(lambda: "ready." in celery_processes.log("w1"), timeout=60, what="worker up")
+        celery_processes.gateway("g1", **FAST)
+        wait_live(mailbox)
+
+        proxy.cut_after(0)  # the database is gone for the worker...
+        proxy.cut_all()
+        imap_user.server.deliver(imap_user, make_raw("pushed during an outage"))
+        wait_for(
+            lambda: (
+                "relay.push_sync" in celery_processes.log("w1")
+                and "Retry in" in celery_processes.log("w1")
+            ),
+            timeout=90,
+            what="the push sync to meet the outage and be retried",
+        )
+        assert stored("pushed during an outage") == 0
+        proxy.normal()  # ...and back
+
+        wait_for(
+            lambda: stored("pushed during an outage") == 1,
+            timeout=90,
+            what="the message stored once the database is back",
+        )
+    assert "Task relay.sync_mailbox[" not in celery_processes.log("w1")  # no poll brought it
