@@ -147,6 +147,34 @@
     });
   });
 
+  // Fire a refresh on the element with this id once no request of its own runs (nor any that
+  // `busy` reports): htmx queues a request asked meanwhile on that element and drops it when
+  // the answer replaces the element, so a refresh asked then was lost (inbox/static/js/inbox.js
+  // for the list, inbox/static/js/compose.js for the presence poller). An element just swapped
+  // in and not yet wired up by htmx is marked htmx-added. Asked again while waiting: once.
+  var idleWaits = {};
+  window.relayWhenIdle = function (id, fire, busy) {
+    if (idleWaits[id]) {
+      return;
+    }
+    var element = document.getElementById(id);
+    if (!element) {
+      return;
+    }
+    if (
+      element.classList.contains("htmx-request") ||
+      element.classList.contains("htmx-added") ||
+      (busy && busy())
+    ) {
+      idleWaits[id] = window.setTimeout(function () {
+        idleWaits[id] = null;
+        window.relayWhenIdle(id, fire, busy);
+      }, 100);
+      return;
+    }
+    fire(element);
+  };
+
   // A toast in the corner saying what an action did: `marker` names it for tests and styles;
   // with `undoUrl` it offers Undo, which posts there.
   function cornerToast(text, marker, undoUrl, delay) {

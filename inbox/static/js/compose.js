@@ -442,25 +442,15 @@
     var composerField = form.querySelector('input[name="composer"][data-presence-field]');
     if (writingField && composerField) {
       var inlineBox = form.closest("details");
-      // Said while the poller's own request runs, it waits for that one: htmx would queue it
-      // on the poller, which that request's answer replaces, and drop it with the old element
-      // (colleagues then saw "writing a reply" until the next 10 s refresh).
-      var presenceAgain = null;
+      // Said while the poller's own request runs, once that one is back: htmx would drop it
+      // with the poller that answer replaces (crm/static/js/relay.js relayWhenIdle), and
+      // colleagues saw "writing a reply" until the next 10 s refresh.
       var refreshPresence = function () {
-        var poller = document.getElementById("presence");
-        if (!poller || !window.htmx) {
-          return;
+        if (window.htmx) {
+          window.relayWhenIdle("presence", function (poller) {
+            htmx.trigger(poller, "relay-presence");
+          });
         }
-        if (poller.classList.contains("htmx-request") || poller.classList.contains("htmx-added")) {
-          if (presenceAgain === null) {
-            presenceAgain = window.setTimeout(function () {
-              presenceAgain = null;
-              refreshPresence();
-            }, 100);
-          }
-          return;
-        }
-        htmx.trigger(poller, "relay-presence");
       };
       var setWriting = function (writing) {
         var value = writing ? "1" : "0";

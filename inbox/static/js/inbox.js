@@ -14,33 +14,21 @@
   var selectedThread = null; // data-thread of the highlighted row; survives list refreshes
   var openedFromList = false; // a conversation was opened from the list in this page
 
-  // "The mail changed" (an action's answer, a live event) refreshes the list, one request at a
-  // time: said while the list pane has a request out (a refresh, a search), it is asked again
-  // once that one is back. htmx's own queue on the list lost it (the first answer replaces the
-  // list it was queued on, and htmx drops the request of an element that left the page). htmx
-  // marks the element whose request runs with htmx-request, and a list just landed and not yet
-  // wired up with htmx-added (nothing listens for the refresh on it yet).
-  var listAgain = null;
-  function listPaneBusy(list) {
+  // "The mail changed" (an action's answer, a live event) refreshes the list, one request in
+  // the list pane at a time: asked while the list or a search runs, once that one is back
+  // (crm/static/js/relay.js relayWhenIdle; the search and the list share one hx-sync element).
+  function searchRuns() {
     var search = document.querySelector("form.inbox-search");
-    return (
-      list.classList.contains("htmx-request") ||
-      list.classList.contains("htmx-added") ||
-      (search !== null && search.classList.contains("htmx-request"))
-    );
+    return search !== null && search.classList.contains("htmx-request");
   }
   function refreshList() {
-    var list = document.getElementById("thread-list");
-    if (list && listPaneBusy(list)) {
-      if (listAgain === null) {
-        listAgain = window.setTimeout(function () {
-          listAgain = null;
-          refreshList();
-        }, 100);
-      }
-      return;
-    }
-    htmx.trigger(document.body, "inbox:list-refresh");
+    window.relayWhenIdle(
+      "thread-list",
+      function () {
+        htmx.trigger(document.body, "inbox:list-refresh");
+      },
+      searchRuns
+    );
   }
   document.body.addEventListener("inbox:changed", refreshList);
 
