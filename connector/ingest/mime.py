@@ -638,16 +638,22 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
     blank = _BLANK_LINE.search(raw, start, limit + 2)
     block_end = blank.start() + 1 if blank else min(len(raw), limit)
     block = raw[start:block_end]
+    with_nul = None  # the block as it came, when its NULs were blanked for the structure
     if b"\x00" in block:
-        # Spaces, not deletion: offsets into `raw` must stay right for the body start.
+        # Blanked, not deleted, to find the fields: offsets into `raw` must stay right for the
+        # body start, and a NUL at a line's start keeps meaning what a blank does there. The
+        # values are then taken from the block as it came without their NULs, as every other
+        # control is dropped: "in<NUL>voice" is "invoice", not "in voice".
         defects.append("NUL bytes removed from the header block")
+        with_nul = block
         block = block.replace(b"\x00", b" ")
     fields: dict[bytes, list[bytes]] = {}
     seen: set[bytes] = set()  # names of the fields we do not keep, for the is-it-mail check
     mime_fields: list[bytes] = []
     count = dropped = 0
 
-    def add(match: re.Match[bytes]) -> None:
+    def add(match: re.Match[bytes], source: bytes | None = None) -> None:
+        """One field; `source`: the string the match ran on before its NULs were blanked."""
         nonlocal count, dropped
         name = match.group(1).lower()
         if count >= limits.max_header_fields and (name not in _KEY_FIELDS or name in fields):
@@ -657,9 +663,12 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
         if name not in _USED_FIELDS:  # Received, DKIM-Signature...: counted, kept raw by ingest
             seen.add(name)
             return
-        value = match.group(2)
+        value, whole = match.group(2), match.group(0)
+        if source is not None:
+            value = source[match.start(2) : match.end(2)].replace(b"\x00", b"")
+            whole = source[match.start(0) : match.end(0)].replace(b"\x00", b"")
         if name in _MIME_FIELDS:
-            mime_fields.append(match.group(0).rstrip(b"\r\n")[: limits.max_field_bytes])
+            mime_fields.append(whole.rstrip(b"\r\n")[: limits.max_field_bytes])
         if len(value) > limits.max_field_bytes:
             defects.append(f"{name.decode()} field cut to {limits.max_field_bytes} bytes")
             value = value[: limits.max_field_bytes]
@@ -674,7 +683,7 @@ def _read_header_block(raw: bytes, limits: Limits, defects: list[str]) -> _Heade
         if match is None:
             break
         pos = match.end()
-        add(match)
+        add(match, with_nul)
     flood = blank is None and block_end - start >= limits.max_header_bytes
     if flood:
         # Header flood (docs/reliability.md P-03): 10,000 Received lines or a 16,000-address To

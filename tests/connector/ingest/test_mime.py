@@ -909,6 +909,30 @@ def _encodable(text: str, charset: str) -> bool:
     return True
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_nul_inside_a_header_word_is_removed_not_turned_into_a_space(backend):
+    """Found by the random trees below (subject "0<NUL>0" shown as "0 0"): a NUL in a header
+    value is dropped like every control character, joining what it stood between."""
+    raw = (
+        b"From: A\x00na <ana@acme.test>\r\nTo: olivia@relay.test\r\n"
+        b"Subject: 0\x000 and in\x00voice\r\n"
+        b"Message-ID: <a\x00b@acme.test>\r\n\r\nHello\r\n"
+    )
+    message = parse(raw, backend)
+    assert message.subject == "00 and invoice"
+    assert message.message_id == "ab@acme.test"
+    assert "NUL bytes removed from the header block" in message.defects
+    # Where a NUL stands for a blank in the structure (a line's start, before the colon), the
+    # fields after it are still fields and the body still starts after the blank line.
+    raw = (
+        b"From: ana@acme.test\r\nTo: olivia@relay.test\r\n\x00Cc: tom@relay.test\r\n"
+        b"Subject\x00: still the subject\r\n\r\nHello\r\n"
+    )
+    message = parse(raw, backend)
+    assert message.subject == "still the subject"
+    assert message.text_body.strip() == "Hello"
+
+
 @settings(
     max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
