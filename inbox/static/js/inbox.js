@@ -148,7 +148,9 @@
     } else if (key === "/") {
       var search = document.getElementById("inbox-search");
       handled = search !== null;
-      if (search) {
+      // Already in it (a "/" acted on late, after a dialog faded out, while the person had
+      // started typing): selecting now would make the next letter replace what they typed.
+      if (search && document.activeElement !== search) {
         search.focus();
         search.select();
       }
