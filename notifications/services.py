@@ -195,12 +195,22 @@ def _compose(rows: list[Notification]) -> tuple[str, str]:
 
 def _claim(user_id: int, cutoff) -> Digest | None:
     """Take every pending notification of one user into a new digest, in one transaction.
-    Rows another batch holds are skipped (SKIP LOCKED), so two batches at once never put the
-    same notification in two mails."""
+    A user another batch holds is skipped (SKIP LOCKED on the user), so two batches at once
+    never put the same notification, or the same person, in two mails."""
     User = get_user_model()
     with transaction.atomic():
+        # The person first: another batch holding them has all their rows, or soon will.
+        # Skipping locked notification rows alone let two batches split one person's rows
+        # between them and send two mails (seen in a clean-clone run). NO KEY: a notification
+        # made for them meanwhile (its foreign key check) is not held up.
+        if (
+            not User.objects.select_for_update(skip_locked=True, no_key=True)
+            .filter(pk=user_id)
+            .exists()
+        ):
+            return None
         rows = list(
-            Notification.objects.select_for_update(skip_locked=True)
+            Notification.objects.select_for_update()
             .filter(recipient_id=user_id, email_pending=True)
             .order_by("created_at", "pk")
         )
