@@ -233,6 +233,10 @@ def _blank(page) -> None:
             page.goto("about:blank")
             return
         except Exception:
+            # Interrupted by a navigation to about:blank itself (a payload leaving too): there.
+            page.wait_for_load_state("load")
+            if page.url == "about:blank":
+                return
             if attempt == 2:
                 raise
 
