@@ -165,6 +165,12 @@ def test_keyboard_shortcuts(page, live_server, shots, console_messages, inbox_wo
     shot(page, shots, "07-shortcuts.png")
     page.keyboard.press("Escape")
     expect(shortcuts).to_be_hidden()
+    # That Esc closed the dialog only, not the conversation behind it as well (it did, once
+    # the dialog had gone: "q" then found no conversation to qualify).
+    page.wait_for_timeout(300)
+    expect(
+        page.locator("#conversation").get_by_role("heading", name=re.compile("Printer still jams"))
+    ).to_be_visible()
 
     page.keyboard.press("q")
     expect(page.locator("#qualify-modal").get_by_role("heading", name="Qualify")).to_be_visible()
@@ -199,7 +205,7 @@ def test_a_search_typed_while_the_list_refreshes_still_lands(
 ):
     """A refresh (an action, a live event) and a search both answer with the list: a search
     answered after a refresh replaced the list was dropped by htmx (its target had left the
-    page), and the search looked ignored (CI on ef9dc63)."""
+    page), and the search looked ignored."""
     page.set_viewport_size({"width": 1366, "height": 860})
     _sign_in(page, live_server)
     _full_list_polls(page)

@@ -122,6 +122,11 @@
     if (anyModalOpen()) {
       return; // the dialog owns the keyboard (Esc closes it: Bootstrap)
     }
+    if (event.key === "Escape" && event.target.closest(".modal") !== null) {
+      // The Esc that closes a dialog: Bootstrap starts hiding on it before it reaches this
+      // listener, and held as if pressed during the fade-out it also closed the conversation.
+      return;
+    }
     if (document.body.classList.contains("modal-open")) {
       // A dialog is still fading out: act once it is gone, or Bootstrap giving the focus back
       // to what opened it would undo this key ("/" then Esc quickly: search loses the focus).
@@ -148,9 +153,7 @@
     } else if (key === "/") {
       var search = document.getElementById("inbox-search");
       handled = search !== null;
-      // Already in it (a "/" acted on late, after a dialog faded out, while the person had
-      // started typing): selecting now would make the next letter replace what they typed.
-      if (search && document.activeElement !== search) {
+      if (search) {
         search.focus();
         search.select();
       }
