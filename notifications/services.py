@@ -201,7 +201,7 @@ def _claim(user_id: int, cutoff) -> Digest | None:
     with transaction.atomic():
         # The person first: another batch holding them has all their rows, or soon will.
         # Skipping locked notification rows alone let two batches split one person's rows
-        # between them and send two mails (seen in a clean-clone run). NO KEY: a notification
+        # between them and send two mails. NO KEY: a notification
         # made for them meanwhile (its foreign key check) is not held up.
         if (
             not User.objects.select_for_update(skip_locked=True, no_key=True)

@@ -152,6 +152,48 @@ def test_two_batches_at_once_send_one_mail(system_mailer):
     assert Digest.objects.count() == 5
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_person_another_batch_is_mailing_is_left_to_it(system_mailer):
+    """The moment two batches race for one person, made on purpose: another connection holds
+    the person and one of their notifications, as a batch half-way through its claim does. This
+    batch leaves that person alone (it used to take the other three, and the first batch then
+    sent a second mail with the fourth); once the first is gone, one mail has all four."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs row locks two connections can contend for")
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    user = f.UserFactory(username="ada")
+    for i in range(4):
+        notify(recipient=user, kind=Kind.MENTIONED, text=f"e{i}", key=str(i))
+    age(6)
+    holding, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def other_batch():
+        try:
+            with transaction.atomic():
+                get_user_model().objects.select_for_update(no_key=True).get(pk=user.pk)
+                first = Notification.objects.order_by("pk").first()
+                Notification.objects.select_for_update().filter(pk=first.pk).get()
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+            done.set()
+
+    thread = threading.Thread(target=other_batch)
+    thread.start()
+    assert holding.wait(30)
+    try:
+        assert send_digests().sent == 0
+    finally:
+        release.set()
+        done.wait(30)
+    assert send_digests().sent == 1
+    (mail,) = mails_to(system_mailer, user.email)
+    assert Digest.objects.get().count == 4
+
+
 def test_the_beat_runs_the_batch_and_a_worker_knows_the_task(settings):
     from crm.celery import app
 
