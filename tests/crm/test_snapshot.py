@@ -1,6 +1,6 @@
 """crm/snapshot.py: the inbox list, its counts and its fingerprint are read in one snapshot, so a
 change that lands while the list is read shows in the next poll instead of hiding behind a
-fingerprint that already counts it (a Mine count stayed at 0 after Assign to me, CI on ef9dc63)."""
+fingerprint that already counts it (a Mine count stayed at 0 after Assign to me)."""
 
 from __future__ import annotations
 
