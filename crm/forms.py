@@ -331,6 +331,16 @@ class SiteSettingsForm(forms.Form):
     """The Site settings page (docs/product.md §8.1): each field empty, or "As the environment
     says", keeps the environment's value (crm/settings.py)."""
 
+    mail_enabled = forms.TypedChoiceField(
+        label="Mail (syncing and sending)",
+        choices=[("", "As the environment says"), ("on", "On"), ("off", "Off")],
+        required=False,
+        coerce=lambda value: {"on": True, "off": False}.get(value),
+        empty_value=None,
+        help_text="Off: no mailbox is synced or watched and nothing is sent through one; mail "
+        "sent meanwhile waits in the Outbox, and every mailbox catches up once it is on "
+        "again. Every page says so while it is off.",
+    )
     purge_after_days = forms.IntegerField(
         label="Purge completed job records after (days)",
         required=False,
@@ -362,6 +372,7 @@ class SiteSettingsForm(forms.Form):
         initial = {}
         if row is not None:
             initial = {
+                "mail_enabled": {True: "on", False: "off"}.get(row.mail_enabled, ""),
                 "purge_after_days": row.purge_after_days,
                 "default_from_email": row.default_from_email,
                 "send_acknowledgements": {True: "on", False: "off"}.get(

@@ -62,6 +62,17 @@ CHECKS = {"database": check_database, "broker": check_broker}
 REPORTS: dict[str, Callable[[], object]] = {}
 
 
+def mail_switch() -> str:
+    """ "on", or "off" while the site's mail switch is off (docs/product.md §8.1): a monitor
+    that sees no mail arriving learns why without signing in."""
+    from .selectors import mail_on
+
+    return "on" if mail_on() else "off"
+
+
+REPORTS["mail"] = mail_switch
+
+
 @login_not_required
 @never_cache
 @require_GET

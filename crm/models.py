@@ -340,6 +340,11 @@ class SiteSettings(models.Model):
     (docs/product.md §8.1). Empty (None, "") means "as the environment says": crm/settings.py
     stays the default, and crm/selectors.py `site_settings` is the one reader of both."""
 
+    mail_enabled = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Overrides RELAY_MAIL_ENABLED. Empty: the environment.",
+    )
     purge_after_days = models.PositiveIntegerField(
         null=True,
         blank=True,

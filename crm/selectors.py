@@ -272,6 +272,7 @@ class SiteSetting:
 
 @dataclass(frozen=True)
 class SiteSettingsInForce:
+    mail_enabled: SiteSetting
     purge_after_days: SiteSetting
     default_from_email: SiteSetting
     send_acknowledgements: SiteSetting
@@ -279,12 +280,18 @@ class SiteSettingsInForce:
     updated_by: object = None
 
     def rows(self) -> list[SiteSetting]:
-        return [self.purge_after_days, self.default_from_email, self.send_acknowledgements]
+        return [
+            self.mail_enabled,
+            self.purge_after_days,
+            self.default_from_email,
+            self.send_acknowledgements,
+        ]
 
 
 def _environment() -> dict[str, object]:
     """What crm/settings.py (the environment) says, by field."""
     return {
+        "mail_enabled": settings.RELAY_MAIL_ENABLED,
         "purge_after_days": settings.RELAY_PURGE_AFTER_DAYS,
         "default_from_email": settings.RELAY_DEFAULT_FROM_EMAIL,
         "send_acknowledgements": settings.RELAY_SEND_ACKNOWLEDGEMENTS,
@@ -292,6 +299,7 @@ def _environment() -> dict[str, object]:
 
 
 SITE_SETTINGS = (  # (field, label, the crm/settings.py name it overrides)
+    ("mail_enabled", "Mail (syncing and sending)", "RELAY_MAIL_ENABLED"),
     ("purge_after_days", "Purge completed job records after (days)", "RELAY_PURGE_AFTER_DAYS"),
     ("default_from_email", "Default From address of system mail", "RELAY_DEFAULT_FROM_EMAIL"),
     ("send_acknowledgements", "Ticket acknowledgements", "RELAY_SEND_ACKNOWLEDGEMENTS"),
@@ -329,6 +337,19 @@ def default_from_email() -> str:
 
 def purge_after_days() -> int:
     return site_settings().purge_after_days.value
+
+
+def mail_on() -> bool:
+    """The site's mail switch (docs/product.md §8.1). Off: no mailbox is synced or watched and
+    nothing is sent through one; what is sent meanwhile waits in the outbox. One query."""
+    row = SiteSettings.objects.filter(pk=1).values_list("mail_enabled", flat=True).first()
+    return bool(settings.RELAY_MAIL_ENABLED if row is None else row)
+
+
+def mail_switched_off() -> SiteSetting | None:
+    """The switch as the banner on every page shows it when mail is off, else None."""
+    in_force = site_settings()
+    return None if in_force.mail_enabled.value else in_force.mail_enabled
 
 
 def acknowledgements_on() -> bool:

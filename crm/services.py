@@ -328,6 +328,7 @@ def site_settings_save(
     purge_after_days: int | None,
     default_from_email: str,
     send_acknowledgements: bool | None,
+    mail_enabled: bool | None = None,
 ) -> SiteSettings:
     """Save the overrides of the Site settings page. None or "" means "as the environment
     says" (crm/settings.py). Bad input raises ValidationError and saves nothing."""
@@ -349,14 +350,16 @@ def site_settings_save(
     if errors:
         raise ValidationError(errors)
     row = SiteSettings.objects.select_for_update().filter(pk=1).first() or SiteSettings()
+    row.mail_enabled = mail_enabled
     row.purge_after_days = purge_after_days
     row.default_from_email = sender
     row.send_acknowledgements = send_acknowledgements
     row.updated_by = user
     row.save()
     logging.getLogger("relay.audit").warning(
-        "site settings: purge_after_days=%s default_from_email=%s send_acknowledgements=%s "
-        "(empty: the environment) set by user=%s",
+        "site settings: mail_enabled=%s purge_after_days=%s default_from_email=%s "
+        "send_acknowledgements=%s (empty: the environment) set by user=%s",
+        mail_enabled,
         purge_after_days,
         sender or "",
         send_acknowledgements,

@@ -350,8 +350,12 @@ RELAY_NOTIFY_EMAIL_AFTER_MINUTES = env.int("RELAY_NOTIFY_EMAIL_AFTER_MINUTES", d
 # This site's address, for links in mail Relay sends as itself (notification mail).
 RELAY_SITE_URL = env("RELAY_SITE_URL", default="http://127.0.0.1:8000")
 RELAY_PURGE_AFTER_DAYS = env.int("RELAY_PURGE_AFTER_DAYS", default=30)
+# The site's mail switch (docs/product.md §8.1): off, no mailbox is synced or watched and
+# nothing is sent through one; mail sent meanwhile waits in the outbox, and the mailboxes are
+# synced as soon as it is on again. For a migration, a maintenance window or an incident.
+RELAY_MAIL_ENABLED = env.bool("RELAY_MAIL_ENABLED", default=True)
 # The global switch for ticket acknowledgements (docs/product.md §4.2): off, no mailbox sends
-# any, whatever its own switch says. These three are defaults an administrator may override on
+# any, whatever its own switch says. These four are defaults an administrator may override on
 # the Site settings page (docs/product.md §8.1); read them through crm/selectors.py site_settings.
 RELAY_SEND_ACKNOWLEDGEMENTS = env.bool("RELAY_SEND_ACKNOWLEDGEMENTS", default=True)
 RELAY_PAGE_SIZE = 25

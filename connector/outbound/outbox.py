@@ -61,6 +61,7 @@ from connector.transport.smtp import (
     quit_quietly,
     send_transaction,
 )
+from crm.selectors import mail_on
 from inbox.addresses import parse_recipient, parse_recipients
 from inbox.models import (
     Draft,
@@ -93,6 +94,13 @@ def _claim(entry_id: int) -> OutboxEntry | None:
             # the beat tick once the mailbox is reconnected.
             OutboxEntry.objects.filter(pk=entry.pk).update(
                 last_error="Waiting: the mailbox needs to be reconnected.", next_attempt_at=None
+            )
+            return None
+        if not mail_on():
+            # The site's mail switch is off (docs/product.md §8.1): the entry waits, says why
+            # in the Outbox, and is due again the moment the switch is on.
+            OutboxEntry.objects.filter(pk=entry.pk).update(
+                last_error=MAIL_OFF_WAIT, next_attempt_at=None
             )
             return None
         fields = ["state", "attempts", "next_attempt_at", "updated_at"]
@@ -263,9 +271,17 @@ def release_held(entry_id: int, *, now=None) -> bool:
     return bool(released)
 
 
+MAIL_OFF_WAIT = "Waiting: mail is switched off for the whole site (Site settings)."
+SERVER_WORK = (OutboxEntry.State.SENDING, OutboxEntry.State.VERIFY, OutboxEntry.State.SENT)
+
+
 def process_entry(entry_id: int) -> SendResult:
     """The one function the task calls: whatever the entry needs next."""
     state = OutboxEntry.objects.filter(pk=entry_id).values_list("state", flat=True).first()
+    if state in SERVER_WORK and not mail_on():
+        # Reconciling and filing in Sent talk to the servers too: left for the tick that
+        # finds the switch on again. A queued entry says why it waits (_claim).
+        return SendResult(entry_id, state, "held: mail is switched off")
     if state == OutboxEntry.State.SCHEDULED:
         if not release_held(entry_id):
             return SendResult(entry_id, state, "held: can still be undone")
@@ -296,7 +312,10 @@ def due_entries(now=None):
 def dispatch_due(*, enqueue: Callable[[int], None], now=None, limit: int = 500) -> list[int]:
     """Enqueue every entry that needs work, each once per DISPATCH_CLAIM: the conditional
     UPDATE is the claim, so overlapping ticks never enqueue an entry twice. A "sending" entry
-    keeps its next_attempt_at (it is the dead-worker deadline) and is claimed by moving it."""
+    keeps its next_attempt_at (it is the dead-worker deadline) and is claimed by moving it.
+    Nothing while the site's mail switch is off (docs/product.md §8.1): every entry stays due."""
+    if not mail_on():
+        return []
     now = now or timezone.now()
     dispatched = []
     rows = due_entries(now).order_by("pk").values_list("pk", "state", "next_attempt_at")[:limit]

@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
+from crm.selectors import mail_on
 from inbox.models import Mailbox
 
 # How long a dispatched mailbox is left alone before it may be dispatched again if its task
@@ -36,6 +37,10 @@ def dispatch_due(
     """Claim and enqueue up to `limit` due mailboxes, the longest-waiting first: one SELECT,
     then one UPDATE per CLAIM_CHUNK mailboxes (bench/scale.py: a claim per mailbox cost ~3 ms,
     so one tick could not keep up with 100,000 mailboxes on a 5-minute interval)."""
+    if not mail_on():
+        # The site's mail switch is off (docs/product.md §8.1): nothing is claimed, so every
+        # due mailbox is still due, and synced, on the first tick after it is on again.
+        return []
     now = now or timezone.now()
     due = due_mailboxes(now)
     if only is not None:

@@ -39,6 +39,7 @@ from connector.sync.reports import FolderReport, SyncReport
 from connector.sync.writeback import push_pending_changes
 from connector.transport.errors import AuthenticationFailed, MailError, TemporaryFailure
 from connector.transport.imap import open_session
+from crm.selectors import mail_on
 from inbox.crypto import SecretUnreadable
 from inbox.models import Folder, Mailbox
 from inbox.signals import mailbox_changed, mailbox_needs_reconnect
@@ -67,6 +68,12 @@ def sync_mailbox(
     if mailbox.state in (Mailbox.State.PAUSED, Mailbox.State.NEEDS_RECONNECT):
         report.outcome = "not_active"
         report.error = f"mailbox is {mailbox.get_state_display().lower()}"
+        return report
+    if not mail_on():
+        # The site's mail switch is off (docs/product.md §8.1): a task enqueued before it was
+        # turned off, or a push sync, leaves the server alone; the mailbox stays due, so the
+        # first beat tick after it is on again syncs it.
+        report.outcome, report.error = "mail_off", "mail is switched off for the whole site"
         return report
     lease = leases.acquire(mailbox_id)
     if lease is None:

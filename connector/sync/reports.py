@@ -22,7 +22,7 @@ class FolderReport:
 @dataclass
 class SyncReport:
     mailbox_id: int
-    outcome: str = "completed"  # completed | busy | not_active | needs_reconnect | error
+    outcome: str = "completed"  # completed | busy | not_active | mail_off | needs_reconnect | error
     error: str = ""
     changes_pushed: int = 0
     folders: list[FolderReport] = field(default_factory=list)

@@ -29,6 +29,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from crm.selectors import mail_on
 from inbox.models import Mailbox, PushGateway, WatchState
 
 # Mailboxes worth a connection: the ones the beat would sync, whose first sync is done (their
@@ -47,6 +48,10 @@ def live_q(now=None) -> Q:
 
 
 def watchable():
+    """Mailboxes a push gateway should watch: none while the site's mail switch is off
+    (docs/product.md §8.1), so each gateway's next tick closes every watch it holds."""
+    if not mail_on():
+        return Mailbox.objects.none()
     return Mailbox.objects.filter(state__in=WATCHABLE, first_sync_done=True).exclude(imap_host="")
 
 

@@ -132,6 +132,13 @@ def explain_send_error(state: str, text: str) -> Explanation:
         return Explanation("Held for a few seconds so that it can be undone.", "", raw)
     if state in (OutboxEntry.State.QUEUED, OutboxEntry.State.SENDING) and not raw:
         return Explanation("Waiting to go out.", "", raw)
+    if low.startswith("waiting: mail is switched off"):
+        # Not a server's answer: the site's mail switch (docs/product.md §8.1).
+        return Explanation(
+            "Waiting: mail is switched off for the whole site.",
+            "It goes out by itself once an administrator switches mail on again.",
+            "",
+        )
     if "waiting" in low and "reconnect" in low:
         return Explanation(
             "Waiting: the mailbox's mail server no longer accepts its sign-in.",

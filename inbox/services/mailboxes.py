@@ -43,6 +43,10 @@ def mailboxes_for_user(*, user) -> list[Mailbox]:
     return mailboxes
 
 
+# What Sync now answers while the site's mail switch is off (docs/product.md §8.1).
+MAIL_OFF_SYNC = "Mail is switched off for the whole site: nothing is synced until it is on again."
+
+
 def mailbox_request_sync(*, mailbox: Mailbox) -> None:
     """ "Sync now": record the wish (the beat tick honours it even if the signal is lost)."""
     Mailbox.objects.filter(pk=mailbox.pk).update(sync_requested_at=timezone.now())

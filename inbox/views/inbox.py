@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from crm.selectors import mail_on
 from crm.snapshot import read_snapshot
 from inbox.forms import SEARCH_MAX, FilterForm
 from inbox.models import Mailbox
@@ -30,7 +31,7 @@ from inbox.selectors.conversations import (
 )
 from inbox.selectors.drafts import draft_count
 from inbox.selectors.preferences import primary_mailbox_id, user_preferences
-from inbox.services.mailboxes import mailbox_request_sync, mailboxes_for_user
+from inbox.services.mailboxes import MAIL_OFF_SYNC, mailbox_request_sync, mailboxes_for_user
 from inbox.views.conversation_state import snooze_choices
 from inbox.views.htmx import _compose_url
 from inbox.views.outbox import _back
@@ -230,6 +231,9 @@ def inbox_sync_now(request, pk: int):
     mailbox = get_mailbox_or_404(request.user, pk)
     if mailbox.state in (Mailbox.State.PAUSED, Mailbox.State.NEEDS_RECONNECT):
         text = f"{mailbox.email_address} is {mailbox.get_state_display().lower()}: nothing to sync."
+        level = flash.WARNING
+    elif not mail_on():
+        text = MAIL_OFF_SYNC
         level = flash.WARNING
     else:
         mailbox_request_sync(mailbox=mailbox)

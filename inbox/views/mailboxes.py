@@ -20,6 +20,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from crm.confirm import confirm_page, done
+from crm.selectors import mail_on
 from crm.services import can_change_site_settings
 from inbox.mailbox_forms import (
     ApiSenderForm,
@@ -43,6 +44,7 @@ from inbox.selectors.mailboxes import (
 from inbox.services import mailbox_access
 from inbox.services import mailboxes as mailbox_services
 from inbox.services.mailboxes import (
+    MAIL_OFF_SYNC,
     ledger_retry,
     mailbox_request_sync,
     mailbox_send_test_email,
@@ -68,8 +70,8 @@ def mailbox_list(request):
     )
 
 
-def _action_done(request, mailbox: Mailbox, text: str):
-    messages.success(request, text)
+def _action_done(request, mailbox: Mailbox, text: str, level: int = messages.SUCCESS):
+    messages.add_message(request, level, text)
     target = request.POST.get("next") or ""
     if target == "health":
         return redirect("inbox:mailbox_health", pk=mailbox.pk)
@@ -132,6 +134,8 @@ def mailbox_sync_now(request, pk: int):
             + ("resume it first." if mailbox.state == Mailbox.State.PAUSED else "reconnect it."),
         )
         return redirect("inbox:mailbox_list")
+    if not mail_on():
+        return _action_done(request, mailbox, MAIL_OFF_SYNC, level=messages.WARNING)
     mailbox_request_sync(mailbox=mailbox)
     return _action_done(request, mailbox, f"Checking {mailbox.email_address} for new mail.")
 

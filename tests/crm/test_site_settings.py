@@ -1,7 +1,7 @@
-"""The Site settings page (docs/product.md §8.1): purge days, the default From address and the
-global acknowledgements switch. The environment (crm/settings.py) is the default, a value saved
-on the page overrides it, the page shows which is in force and where it comes from, and every
-reader goes through crm/selectors.py site_settings."""
+"""The Site settings page (docs/product.md §8.1): the mail switch, purge days, the default From
+address and the global acknowledgements switch. The environment (crm/settings.py) is the
+default, a value saved on the page overrides it, the page shows which is in force and where it
+comes from, and every reader goes through crm/selectors.py site_settings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import datetime as dt
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -43,7 +44,7 @@ def test_the_page_shows_the_environment_then_a_saved_override_and_back(admin_cli
     settings.RELAY_SEND_ACKNOWLEDGEMENTS = True
     assert reverse("crm:site_settings") == URL
     html = rows(admin_client.get(URL).content.decode())
-    assert html.count("Environment</span>") == 3
+    assert html.count("Environment</span>") == 4
     assert "<code>RELAY_PURGE_AFTER_DAYS</code>" in html and "relay@env.example" in html
 
     response = admin_client.post(
@@ -71,7 +72,7 @@ def test_the_page_shows_the_environment_then_a_saved_override_and_back(admin_cli
         URL, {"purge_after_days": "", "default_from_email": "", "send_acknowledgements": ""}
     )
     html = rows(admin_client.get(URL).content.decode())
-    assert html.count("Environment</span>") == 3 and "relay@env.example" in html
+    assert html.count("Environment</span>") == 4 and "relay@env.example" in html
     assert selectors.site_settings().purge_after_days.value == 30
 
 
@@ -165,3 +166,42 @@ def test_the_page_costs_the_same_queries_whatever_the_data(admin_client, admin_u
         user=admin_user, purge_after_days=3, default_from_email="", send_acknowledgements=True
     )
     assert count() == before
+
+
+def test_mail_switched_off_is_told_on_every_page_and_by_sync_now(
+    admin_client, teammate, shared_mailbox, settings
+):
+    """The switch itself (docs/product.md §8.1); what it stops is proven against the real
+    servers in tests/connector/scheduling/test_mail_switch.py."""
+    settings.RELAY_MAIL_ENABLED = True
+    client = Client()
+    client.force_login(teammate)
+    inbox = reverse("inbox:inbox_page")
+    assert 'id="mail-off-banner"' not in client.get(inbox).content.decode()
+    assert client.get("/healthz").json()["mail"] == "on"
+
+    assert admin_client.post(URL, {"mail_enabled": "off"}).status_code == 302
+    for page in (inbox, reverse("crm:contact_list"), reverse("inbox:outbox")):
+        html = client.get(page).content.decode()
+        assert 'id="mail-off-banner"' in html, page
+        assert "Mail is switched off for the whole site" in html
+        # A colleague is told, not sent to a page they cannot open.
+        assert 'href="/site-settings/"' not in html
+    response = client.post(reverse("inbox:inbox_sync_now", args=[shared_mailbox.pk]), follow=True)
+    assert "nothing is synced until it is on again" in response.content.decode()
+    shared_mailbox.refresh_from_db()
+    assert shared_mailbox.sync_requested_at is None
+    assert client.get("/healthz").json()["mail"] == "off"
+
+    admin_page = admin_client.get(URL).content.decode()
+    banner = admin_page[admin_page.index('id="mail-off-banner"') :]
+    assert "Switched off on the Site settings page." in banner
+    assert 'href="/site-settings/"' in banner
+    assert ">Off<" in rows(admin_page)
+
+    admin_client.post(URL, {"mail_enabled": ""})  # as the environment says: on
+    assert 'id="mail-off-banner"' not in client.get(inbox).content.decode()
+    assert client.get("/healthz").json()["mail"] == "on"
+    settings.RELAY_MAIL_ENABLED = False  # the environment can switch it off too
+    html = admin_client.get(URL).content.decode()
+    assert "Switched off by the environment: <code>RELAY_MAIL_ENABLED</code> is false." in html

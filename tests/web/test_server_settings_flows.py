@@ -150,6 +150,7 @@ def test_admin_overrides_the_environment_on_the_site_settings_page(
 ):
     settings.RELAY_PURGE_AFTER_DAYS = 30
     settings.RELAY_DEFAULT_FROM_EMAIL = "relay@env.example"
+    settings.RELAY_MAIL_ENABLED = True
     width, height = VIEWPORTS[viewport]
     page.set_viewport_size({"width": width, "height": height})
     f.UserFactory(
@@ -187,6 +188,23 @@ def test_admin_overrides_the_environment_on_the_site_settings_page(
     in_force = selectors.site_settings()
     assert in_force.purge_after_days.value == 90 and in_force.send_acknowledgements.value is False
     shot(page, shots, f"site-{viewport}-3-saved.png")
+
+    # The mail switch: off, every page says so, and its banner leads back here.
+    page.get_by_label("Mail (syncing and sending)").select_option(label="Off")
+    page.get_by_role("button", name="Save").click()
+    banner = page.locator("#mail-off-banner")
+    expect(banner).to_contain_text("Mail is switched off for the whole site")
+    page.goto(f"{live_server.url}/inbox/")
+    expect(banner).to_contain_text("Switched off on the Site settings page.")
+    shot(page, shots, f"site-{viewport}-4-mail-off.png")
+    overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+    assert not overflow
+    banner.get_by_role("link", name="Site settings").click()
+    page.get_by_label("Mail (syncing and sending)").select_option(label="As the environment says")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Site settings saved.")).to_be_visible()
+    expect(banner).to_have_count(0)
+    assert selectors.mail_on()
 
     overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
     assert not overflow
