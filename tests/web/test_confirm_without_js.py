@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from inbox.models import Draft, EmailApiSender, ExclusionPattern, Message
@@ -226,5 +227,44 @@ def test_the_drafts_page_asks_before_discarding(page, live_server, owner, shots,
     expect(page.get_by_text("Draft discarded.")).to_be_visible()
     expect(page.get_by_text("No drafts.")).to_be_visible()
     assert not Draft.objects.filter(user=owner).exists()
+    errors = [m for m in console_messages if m.startswith(("error", "pageerror"))]
+    assert errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_while_the_dialog_asks_leaves_the_confirmed_delete_working(
+    page, live_server, owner, console_messages
+):
+    """The timeline is re-drawn (a colleague's note arrives over the stream, or a poll) while
+    "Delete this note?" is open: the Delete then confirmed must still delete. htmx sends nothing
+    for an element that left the page, so a re-drawn timeline made the confirmed Delete do
+    nothing (crm/static/js/relay.js holds such a refresh until the dialog closes)."""
+    contact = f.ContactFactory(first_name="Ana", last_name="Lopez")
+    note_create(author=owner, target=Target("contact", contact), body="Call her Monday")
+    sign_in(page, live_server, owner.get_username(), contact.get_absolute_url())
+    timeline = page.locator("#timeline")
+    expect(timeline.get_by_text("Call her Monday")).to_be_visible()
+    dialog = page.locator("#relay-confirm")
+    entry = timeline.locator(".relay-timeline-entry", has_text="Call her Monday")
+    entry.get_by_role("button", name="Delete").click()
+    expect(dialog).to_contain_text("Delete this note?")
+
+    # What live.js does on a record event, and what any refresh of the timeline does.
+    def is_refresh(response) -> bool:
+        request = response.request
+        return request.method == "GET" and request.headers.get("hx-request") == "true"
+
+    try:
+        with page.expect_response(is_refresh, timeout=3000):
+            page.evaluate("htmx.trigger(document.getElementById('timeline'), 'relay:live')")
+    except PlaywrightTimeoutError:
+        pass  # held back while the dialog asks: nothing to wait for
+    expect(page.locator("#timeline.htmx-request, #timeline.htmx-swapping")).to_have_count(0)
+    expect(page.locator("#timeline.htmx-settling")).to_have_count(0)
+
+    dialog.get_by_role("button", name="Delete", exact=True).click()
+    expect(timeline.get_by_text("Call her Monday")).to_have_count(0)
+    assert not Note.objects.filter(author=owner).exists()
     errors = [m for m in console_messages if m.startswith(("error", "pageerror"))]
     assert errors == []

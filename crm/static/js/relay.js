@@ -67,13 +67,20 @@
   // blocks the page and is easy to click through). htmx asks through "htmx:confirm" for every
   // hx-confirm; a plain form asks with data-confirm. The OK button says what will happen: the
   // element's data-confirm-label, else the words of the button that was pressed.
+  //
+  // While the dialog is open the element that asked is marked data-relay-busy: no refresh of
+  // what holds it (a live update, a poll) may replace it then, because htmx sends nothing for
+  // an element that left the page, so the confirmed Delete would silently do nothing (a
+  // colleague's note, or a poll, re-drew the timeline under the dialog). live.js skips a busy
+  // element; any other GET whose target holds it is held back here (htmx:confirm below).
   var pending = null;
+  var asking = null;
 
   function confirmDialog() {
     return document.getElementById("relay-confirm");
   }
 
-  function ask(question, label, proceed) {
+  function ask(question, label, proceed, element) {
     var dialog = confirmDialog();
     if (!dialog || !window.bootstrap) {
       proceed(); // no dialog on this page (a bare error page): the server still decides
@@ -83,8 +90,35 @@
     var ok = dialog.querySelector("[data-relay-confirm-ok]");
     ok.textContent = label || "Continue";
     pending = proceed;
+    asking = element || null;
+    if (asking) {
+      asking.setAttribute("data-relay-busy", "confirm");
+    }
     bootstrap.Modal.getOrCreateInstance(dialog).show();
   }
+
+  function doneAsking() {
+    if (asking) {
+      asking.removeAttribute("data-relay-busy");
+      asking = null;
+    }
+  }
+
+  // A refresh (GET) of a part of the page that holds the element being asked about waits:
+  // the next one after the dialog closes brings it up to date.
+  document.body.addEventListener("htmx:confirm", function (event) {
+    var target = event.detail.target;
+    if (
+      asking &&
+      event.detail.verb === "get" &&
+      target &&
+      target !== asking &&
+      target.contains(asking) &&
+      !asking.contains(event.detail.elt)
+    ) {
+      event.preventDefault();
+    }
+  });
 
   function labelOf(element, submitter) {
     var label = element.getAttribute("data-confirm-label");
@@ -103,9 +137,14 @@
       return;
     }
     event.preventDefault();
-    ask(question, labelOf(event.detail.elt), function () {
-      event.detail.issueRequest(true);
-    });
+    ask(
+      question,
+      labelOf(event.detail.elt),
+      function () {
+        event.detail.issueRequest(true);
+      },
+      event.detail.elt
+    );
   });
 
   document.addEventListener("submit", function (event) {
@@ -116,11 +155,16 @@
     }
     event.preventDefault();
     var submitter = event.submitter || null;
-    ask(question, labelOf(form, submitter), function () {
-      form.dataset.relayConfirmed = "1";
-      form.requestSubmit(submitter);
-      delete form.dataset.relayConfirmed;
-    });
+    ask(
+      question,
+      labelOf(form, submitter),
+      function () {
+        form.dataset.relayConfirmed = "1";
+        form.requestSubmit(submitter);
+        delete form.dataset.relayConfirmed;
+      },
+      form
+    );
   });
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -137,6 +181,7 @@
           if (proceed) {
             proceed();
           }
+          doneAsking();
         },
         { once: true }
       );
@@ -144,6 +189,7 @@
     });
     dialog.addEventListener("hidden.bs.modal", function () {
       pending = null; // Cancel, Esc or the backdrop: nothing happens
+      doneAsking();
     });
   });
 
