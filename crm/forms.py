@@ -327,17 +327,28 @@ class StaffEmailsForm(forms.Form):
         return True
 
 
-class SiteSettingsForm(forms.Form):
-    """The Site settings page (docs/product.md §8.1): each field empty, or "As the environment
-    says", keeps the environment's value (crm/settings.py)."""
+SWITCH_VALUES = {True: "on", False: "off"}
 
-    mail_enabled = forms.TypedChoiceField(
-        label="Mail (syncing and sending)",
+
+def _site_switch(label: str, help_text: str) -> forms.TypedChoiceField:
+    """An on/off site setting that may also follow the environment (None)."""
+    return forms.TypedChoiceField(
+        label=label,
         choices=[("", "As the environment says"), ("on", "On"), ("off", "Off")],
         required=False,
         coerce=lambda value: {"on": True, "off": False}.get(value),
         empty_value=None,
-        help_text="Off: no mailbox is synced or watched and nothing is sent through one; mail "
+        help_text=help_text,
+    )
+
+
+class SiteSettingsForm(forms.Form):
+    """The Site settings page (docs/product.md §8.1): each field empty, or "As the environment
+    says", keeps the environment's value (crm/settings.py)."""
+
+    mail_enabled = _site_switch(
+        "Mail (syncing and sending)",
+        "Off: no mailbox is synced or watched and nothing is sent through one; mail "
         "sent meanwhile waits in the Outbox, and every mailbox catches up once it is on "
         "again. Every page says so while it is off.",
     )
@@ -357,14 +368,10 @@ class SiteSettingsForm(forms.Form):
         help_text="Confirmation links, notification mail and mail no mailbox sends. Empty: the "
         "environment's value.",
     )
-    send_acknowledgements = forms.TypedChoiceField(
-        label="Ticket acknowledgements",
-        choices=[("", "As the environment says"), ("on", "On"), ("off", "Off")],
-        required=False,
-        coerce=lambda value: {"on": True, "off": False}.get(value),
-        empty_value=None,
-        help_text="Off: no mailbox acknowledges new tickets, whatever its own switch says. On: "
-        "each support mailbox's own switch decides.",
+    send_acknowledgements = _site_switch(
+        "Ticket acknowledgements",
+        "Off: no mailbox acknowledges new tickets, whatever its own switch says. On: each "
+        "support mailbox's own switch decides.",
     )
 
     @classmethod
@@ -372,11 +379,9 @@ class SiteSettingsForm(forms.Form):
         initial = {}
         if row is not None:
             initial = {
-                "mail_enabled": {True: "on", False: "off"}.get(row.mail_enabled, ""),
+                "mail_enabled": SWITCH_VALUES.get(row.mail_enabled, ""),
                 "purge_after_days": row.purge_after_days,
                 "default_from_email": row.default_from_email,
-                "send_acknowledgements": {True: "on", False: "off"}.get(
-                    row.send_acknowledgements, ""
-                ),
+                "send_acknowledgements": SWITCH_VALUES.get(row.send_acknowledgements, ""),
             }
         return cls(data, initial=initial)
