@@ -188,6 +188,37 @@ def test_keyboard_shortcuts(page, live_server, shots, console_messages, inbox_wo
     assert csp_violations(console_messages) == []
 
 
+def test_a_key_pressed_while_a_dialog_fades_out_is_the_inboxs(
+    page, live_server, console_messages, inbox_world
+):
+    """Esc closes Qualify and "/" follows at once, while the dialog is still fading out and
+    its search box still has the focus: "/" is the inbox's (it focuses the inbox's search once
+    the dialog is gone), not a character typed into the closing dialog. A one-second fade-out,
+    set by the test, makes the moment the same every run."""
+    page.set_viewport_size({"width": 1366, "height": 860})
+    _sign_in(page, live_server)
+    page.locator("body").click(position={"x": 5, "y": 400})
+    page.keyboard.press("j")
+    page.keyboard.press("o")
+    expect(
+        page.locator("#conversation").get_by_role("heading", name=re.compile("Quote for 40"))
+    ).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    page.keyboard.press("q")
+    expect(page.locator("#qualify-modal").get_by_role("heading", name="Qualify")).to_be_visible()
+    expect(page.locator("#qualify-q")).to_be_focused()
+    # Its fade-out takes a second (through the CSSOM: the page's CSP refuses a style element).
+    page.evaluate("document.getElementById('qualify-modal').style.transition = 'opacity 1s linear'")
+    page.keyboard.press("Escape")
+    page.keyboard.press("/")
+    expect(page.locator("#qualify-modal")).to_be_hidden()
+    expect(page.locator("#inbox-search")).to_be_focused()
+    page.keyboard.type("invoice")
+    expect(page.locator(".inbox-thread")).to_have_count(1)
+    expect(page.locator(".inbox-thread")).to_contain_text("Your invoice INV-2291")
+    assert csp_violations(console_messages) == []
+
+
 def _full_list_polls(page):
     """The list's refreshes answer with the whole list even when nothing changed (the poll
     asks without its fingerprint), so every refresh replaces the list, as one does when new

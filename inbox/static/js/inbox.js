@@ -116,7 +116,15 @@
   }
 
   function onKey(event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) {
+    // A field of a dialog that is closing (Esc, then "/" at once) still has the focus until the
+    // dialog is gone: the key is the inbox's, not that field's, or "/" went into Qualify's
+    // hidden search box and the inbox's search never got the focus.
+    // (Remembered for the key held below: by then Qualify has emptied itself, field included.)
+    var closing =
+      event.relayFromClosingDialog === true ||
+      (event.target.closest && event.target.closest(".modal:not(.show)") !== null);
+    event.relayFromClosingDialog = closing;
+    if (event.ctrlKey || event.metaKey || event.altKey || (typing(event.target) && !closing)) {
       return;
     }
     if (anyModalOpen()) {
