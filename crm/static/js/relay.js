@@ -80,10 +80,26 @@
     return document.getElementById("relay-confirm");
   }
 
+  // Where the dialog is: Bootstrap ignores hide() while it is still fading in and show() while
+  // it is fading out, so an OK pressed during the fade-in left the dialog open and the action
+  // undone (its OK then did nothing at all), and a question asked during a fade-out never showed.
+  // A question asked while the dialog is anywhere but hidden waits until it is.
+  var dialogState = "hidden";
+
   function ask(question, label, proceed, element) {
     var dialog = confirmDialog();
     if (!dialog || !window.bootstrap) {
       proceed(); // no dialog on this page (a bare error page): the server still decides
+      return;
+    }
+    if (dialogState !== "hidden") {
+      dialog.addEventListener(
+        "hidden.bs.modal",
+        function () {
+          ask(question, label, proceed, element);
+        },
+        { once: true }
+      );
       return;
     }
     dialog.querySelector("[data-relay-confirm-text]").textContent = question;
@@ -95,6 +111,22 @@
       asking.setAttribute("data-relay-busy", "confirm");
     }
     bootstrap.Modal.getOrCreateInstance(dialog).show();
+  }
+
+  // Close the dialog once it can be closed: at once, or when its fade-in ends.
+  function closeDialog(dialog) {
+    var modal = bootstrap.Modal.getOrCreateInstance(dialog);
+    if (dialogState === "showing") {
+      dialog.addEventListener(
+        "shown.bs.modal",
+        function () {
+          modal.hide();
+        },
+        { once: true }
+      );
+    } else {
+      modal.hide();
+    }
   }
 
   function doneAsking() {
@@ -185,9 +217,27 @@
         },
         { once: true }
       );
-      bootstrap.Modal.getOrCreateInstance(dialog).hide();
+      closeDialog(dialog);
+    });
+    dialog.querySelectorAll("[data-bs-dismiss=modal]").forEach(function (button) {
+      button.addEventListener("click", function (event) {
+        if (dialogState === "showing") {
+          event.stopPropagation(); // Bootstrap's own hide() would be ignored now
+          closeDialog(dialog);
+        }
+      });
+    });
+    dialog.addEventListener("show.bs.modal", function () {
+      dialogState = "showing";
+    });
+    dialog.addEventListener("shown.bs.modal", function () {
+      dialogState = "shown";
+    });
+    dialog.addEventListener("hide.bs.modal", function () {
+      dialogState = "hiding";
     });
     dialog.addEventListener("hidden.bs.modal", function () {
+      dialogState = "hidden";
       pending = null; // Cancel, Esc or the backdrop: nothing happens
       doneAsking();
     });
