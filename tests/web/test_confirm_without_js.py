@@ -282,9 +282,11 @@ _SLOW_FADES = """() => {
   dialog.addEventListener('show.bs.modal', () => { shown = false; dialog.dataset.faded = ''; });
   dialog.addEventListener('shown.bs.modal', () => { shown = true; dialog.dataset.faded = 'in'; });
   dialog.addEventListener('hide.bs.modal', () => { dialog.dataset.faded = ''; });
-  for (const button of dialog.querySelectorAll('.modal-footer button')) {
-    button.addEventListener('click', () => window.shownWhenPressed.push(shown), true);
-  }
+  window.addEventListener('click', (event) => {
+    if (event.target.closest('#relay-confirm .modal-footer button')) {
+      window.shownWhenPressed.push(shown);
+    }
+  }, true);
 }"""
 
 

@@ -237,8 +237,9 @@ def test_forward_an_older_message_without_one_attachment_and_the_no_subject_prom
     expect(reply.get_by_role("textbox", name="Subject")).to_be_focused()
     assert not OutboxEntry.objects.exists()
     reply.get_by_role("button", name="Send", exact=True).click()
-    dialog.get_by_role("button", name="Send without a subject").click()
+    dialog.get_by_role("button", name="Send without a subject").click()  # mid fade-in
     expect(page.locator(".toast", has_text="Sending in 30 seconds")).to_be_visible()
+    expect(dialog).to_be_hidden()
     shot(page, shots, f"writing-06-forward-sent-{size}.png")
 
     entry = OutboxEntry.objects.get(mailbox=mailbox)

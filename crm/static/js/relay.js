@@ -80,10 +80,10 @@
     return document.getElementById("relay-confirm");
   }
 
-  // Where the dialog is: Bootstrap ignores hide() while it is still fading in and show() while
-  // it is fading out, so an OK pressed during the fade-in left the dialog open and the action
-  // undone (its OK then did nothing at all), and a question asked during a fade-out never showed.
-  // A question asked while the dialog is anywhere but hidden waits until it is.
+  // Where the dialog is: Bootstrap ignores show() while it is still fading out, so a question
+  // asked then never showed; one asked while the dialog is anywhere but hidden waits until it
+  // is. (It ignores hide() during the fade-in too: OK and Cancel use relayHideModal below, or
+  // an OK pressed then left the dialog open and the action undone.)
   var dialogState = "hidden";
 
   function ask(question, label, proceed, element) {
@@ -113,21 +113,49 @@
     bootstrap.Modal.getOrCreateInstance(dialog).show();
   }
 
-  // Close the dialog once it can be closed: at once, or when its fade-in ends.
-  function closeDialog(dialog) {
-    var modal = bootstrap.Modal.getOrCreateInstance(dialog);
-    if (dialogState === "showing") {
-      dialog.addEventListener(
-        "shown.bs.modal",
-        function () {
-          modal.hide();
-        },
-        { once: true }
-      );
-    } else {
+  // Hide a Bootstrap dialog even while it still fades in: Bootstrap ignores hide() then, so a
+  // button pressed during the fade-in (a quick hand, or a slow machine) left the dialog open.
+  // It hides once the fade-in ends; a dialog hidden meanwhile another way stays hidden.
+  // Also for inbox/static/js/compose.js's "Send without a subject".
+  window.relayHideModal = function (element) {
+    var modal = bootstrap.Modal.getOrCreateInstance(element);
+    function whenShown() {
       modal.hide();
     }
-  }
+    function forget() {
+      element.removeEventListener("shown.bs.modal", whenShown);
+      element.removeEventListener("hide.bs.modal", forget);
+      element.removeEventListener("hidden.bs.modal", forget);
+    }
+    element.addEventListener("shown.bs.modal", whenShown, { once: true });
+    element.addEventListener("hide.bs.modal", forget);
+    element.addEventListener("hidden.bs.modal", forget);
+    modal.hide();
+  };
+
+  // Cancel, Close and the like (data-bs-dismiss) in any dialog still fading in: Bootstrap's
+  // own hide() would be ignored, so they hide it through relayHideModal instead.
+  var fadingIn = new WeakSet();
+  document.addEventListener("show.bs.modal", function (event) {
+    fadingIn.add(event.target);
+  });
+  ["shown.bs.modal", "hide.bs.modal"].forEach(function (name) {
+    document.addEventListener(name, function (event) {
+      fadingIn.delete(event.target);
+    });
+  });
+  document.addEventListener(
+    "click",
+    function (event) {
+      var button = event.target.closest && event.target.closest('[data-bs-dismiss="modal"]');
+      var modal = button && button.closest(".modal");
+      if (modal && fadingIn.has(modal)) {
+        event.stopPropagation();
+        window.relayHideModal(modal);
+      }
+    },
+    true
+  );
 
   function doneAsking() {
     if (asking) {
@@ -217,15 +245,7 @@
         },
         { once: true }
       );
-      closeDialog(dialog);
-    });
-    dialog.querySelectorAll("[data-bs-dismiss=modal]").forEach(function (button) {
-      button.addEventListener("click", function (event) {
-        if (dialogState === "showing") {
-          event.stopPropagation(); // Bootstrap's own hide() would be ignored now
-          closeDialog(dialog);
-        }
-      });
+      window.relayHideModal(dialog);
     });
     dialog.addEventListener("show.bs.modal", function () {
       dialogState = "showing";

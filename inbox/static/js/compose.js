@@ -415,7 +415,7 @@
     if (dialogElement) {
       dialogElement.querySelector("[data-composer-send-anyway]").addEventListener("click", function () {
         confirmField.value = "1";
-        dialog.hide();
+        window.relayHideModal(dialogElement); // crm/static/js/relay.js: even mid fade-in
         form.requestSubmit(sendButton);
       });
       dialogElement.addEventListener("hidden.bs.modal", function () {
