@@ -378,6 +378,10 @@ RELAY_EMAIL_API_MAX_BYTES = env.int("RELAY_EMAIL_API_MAX_BYTES", default=256 * 1
 RELAY_IMPORT_MAX_BYTES = env.int("RELAY_IMPORT_MAX_BYTES", default=1024 * 1024 * 1024)
 
 # --- The push gateway (`manage.py push_gateway`, docs/product.md §3.11) ----------------------
+# Seconds a sync's lease on its mailbox lasts without renewal (renewed after every batch, and
+# while a batch is still being fetched): a worker killed mid-sync holds its mailbox this long,
+# then the next beat tick syncs it again (connector/sync/lease.py, docs/reliability.md I-03).
+RELAY_SYNC_LEASE_TTL = env.float("RELAY_SYNC_LEASE_TTL", default=120.0)
 # Seconds a gateway's lease lasts without renewal (renewed every third of it): a dead gateway's
 # mailboxes fall back to polling within this plus one beat tick (docs/reliability.md P-14).
 RELAY_PUSH_LEASE_TTL = env.float("RELAY_PUSH_LEASE_TTL", default=60.0)

@@ -2,11 +2,14 @@
 
 Why the database and not Redis: the lease must survive a broker restart (docs/reliability.md I-02)
 and work on the embedded SQLite install, and the fencing check has to sit inside the same
-transaction as the data it guards. Acquire is one conditional UPDATE, so two workers (or two
-beats, or a redelivered task) can never both hold it; it expires by itself if its worker dies
-(S-20, I-03). Each acquisition bumps `lease_generation`, the fencing token: every batch commit
-re-checks it under a row lock, so a worker paused past its lease (SIGSTOP) finds its token stale
-and its late writes are refused (S-21, Kleppmann's fencing tokens)."""
+transaction as the data it guards. Acquire is one conditional UPDATE, so two workers (or two beats,
+or a redelivered task) can never both hold it; it expires by itself if its worker dies (S-20,
+I-03): RELAY_SYNC_LEASE_TTL after its last renewal, and the sync renews it after every batch and
+while a batch is still being fetched, so only a dead or frozen holder lets it run out. The beat
+then takes the mailbox as due (connector/scheduling/dispatch.py). Each acquisition bumps
+`lease_generation`, the fencing token: every batch commit re-checks it under a row lock, so a
+worker paused past its lease (SIGSTOP) finds its token stale and its late writes are refused (S-21,
+Kleppmann's fencing tokens)."""
 
 from __future__ import annotations
 
@@ -16,13 +19,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from inbox.models import Mailbox
 
-LEASE_TTL = timedelta(minutes=5)
+
+def lease_ttl() -> timedelta:
+    return timedelta(seconds=settings.RELAY_SYNC_LEASE_TTL)
 
 
 class LeaseLost(Exception):
@@ -35,10 +41,12 @@ class Lease:
     generation: int
     holder: str
 
-    def renew(self, ttl: timedelta = LEASE_TTL) -> None:
+    def renew(self) -> None:
+        """Push the expiry forward; LeaseLost once another sync has taken the mailbox. A lease
+        that ran out but that nobody took is still ours: renewing it is enough."""
         updated = Mailbox.objects.filter(
             pk=self.mailbox_id, lease_generation=self.generation
-        ).update(lease_expires_at=timezone.now() + ttl)
+        ).update(lease_expires_at=timezone.now() + lease_ttl())
         if not updated:
             raise LeaseLost(f"mailbox {self.mailbox_id}: lease {self.generation} was taken over")
 
@@ -63,9 +71,10 @@ def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def acquire(mailbox_id: int, *, ttl: timedelta = LEASE_TTL) -> Lease | None:
+def acquire(mailbox_id: int) -> Lease | None:
     """The lease, or None when another live holder has it."""
     now = timezone.now()
+    ttl = lease_ttl()
     holder = holder_name()
     with transaction.atomic():
         taken = (

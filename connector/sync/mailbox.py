@@ -96,7 +96,12 @@ def sync_mailbox(
         # No usable password (none stored, or a key that no longer opens it): only a person can
         # give one, so "needs reconnect", never "Syncing" for ever (docs/reliability.md C-36).
         _record_failure(mailbox, report, exc, needs_reconnect=True)
-    except (MailError, leases.LeaseLost) as exc:
+    except leases.LeaseLost as exc:
+        # Another sync took the mailbox over (this worker was frozen, or too slow to renew):
+        # the mailbox's state is that sync's to write now, not an error with a back-off.
+        report.outcome, report.error = "lease_lost", str(exc)
+        log.warning("sync mailbox=%s stopped: %s", mailbox.pk, exc)
+    except MailError as exc:
         _record_failure(mailbox, report, exc, needs_reconnect=False)
     except (OSError, TimeoutError) as exc:  # anything the wrapper did not map is temporary
         _record_failure(mailbox, report, TemporaryFailure(str(exc)), needs_reconnect=False)
@@ -217,6 +222,7 @@ def _sync(
         for folder in active:
             plans[folder.pk] = plan_new_uids(mailbox, folder, session)
             total += len(plans[folder.pk][1])
+            lease.renew()
         Mailbox.objects.filter(pk=mailbox.pk).update(progress_total=total, progress_done=0)
     for folder in active:
         folder_report = FolderReport(name=folder.name)

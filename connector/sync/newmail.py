@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
 
@@ -121,7 +121,7 @@ def sync_folder(
     # are cut at that mark so each one is either history or new mail.
     below, above = _split_history(folder, uids)
     chunks = _batches(session, below, batch_size) + _batches(session, above, batch_size)
-    batches = _fetched_batches(session, folder, chunks)
+    batches = _fetched_batches(session, folder, chunks, keep_alive=lease.renew)
     # closing(): if storing fails, the prefetch is waited for before the session is closed.
     with closing(batches):
         for chunk, items, prepared in batches:
@@ -183,23 +183,29 @@ def _batches(session, uids: list[int], batch_size: int) -> list[list[int]]:
     return chunks
 
 
-def _fetched_batches(session, folder: Folder, chunks: list[list[int]]):
+def _fetched_batches(
+    session, folder: Folder, chunks: list[list[int]], keep_alive: Callable[[], None]
+):
     """Yield (uids, fetched items, their PreparedBatch) per chunk, fetching the next chunk and
     starting its preparation in the parse pool while the caller stores this one: the network,
     the pool and PostgreSQL work at once. Only one thread uses the session at any time (the
     caller touches it only after this generator is done), and a failed fetch surfaces in the
-    same order as without the thread: after every batch before it was stored."""
+    same order as without the thread: after every batch before it was stored. While it waits
+    for a fetch (up to BATCH_BYTES from a slow server), `keep_alive` is called every third of
+    the lease's life: the lease lapses only if this worker dies (connector/sync/lease.py)."""
 
     def fetch(chunk):
         items = _fetch(session, chunk)
         return chunk, items, PreparedBatch(folder.mailbox_id, items)
 
-    if len(chunks) <= 1:
-        for chunk in chunks:
-            yield fetch(chunk)
+    if len(chunks) == 1 and len(chunks[0]) == 1:
+        yield fetch(chunks[0])  # one message: fetched here, no thread for it
+        return
+    if not chunks:
         return
     if max(map(len, chunks)) >= POOL_MIN_BATCH:
         warm_pool()  # fork before the thread starts, never beside it
+    every = leases.lease_ttl().total_seconds() / 3
     with ThreadPoolExecutor(1, thread_name_prefix="imap-prefetch") as prefetch:
         # PREFETCH batches ahead: the pool prepares the next ones while this one is stored,
         # and never waits for the network between two of them.
@@ -207,6 +213,8 @@ def _fetched_batches(session, folder: Folder, chunks: list[list[int]]):
         following = iter(chunks[PREFETCH:])
         try:
             while pending:
+                while not wait([pending[0]], timeout=every).done:
+                    keep_alive()
                 batch = pending.popleft().result()
                 chunk = next(following, None)
                 if chunk is not None:

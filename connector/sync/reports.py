@@ -22,7 +22,8 @@ class FolderReport:
 @dataclass
 class SyncReport:
     mailbox_id: int
-    outcome: str = "completed"  # completed | busy | not_active | mail_off | needs_reconnect | error
+    # completed | busy | not_active | mail_off | needs_reconnect | error | lease_lost
+    outcome: str = "completed"
     error: str = ""
     changes_pushed: int = 0
     folders: list[FolderReport] = field(default_factory=list)

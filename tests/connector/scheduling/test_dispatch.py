@@ -124,3 +124,37 @@ def test_two_beats_at_the_same_moment_dispatch_each_mailbox_exactly_once():
     everything = results[0] + results[1]
     assert len(everything) == len(set(everything)) == 200
     assert set(everything) == {m.pk for m in by_date + asked}
+
+
+def test_a_sync_whose_worker_died_is_dispatched_again_once_its_lease_runs_out(settings):
+    """A worker killed mid-sync leaves its mailbox "syncing" with a lease nobody renews. Once
+    the lease has run out (RELAY_SYNC_LEASE_TTL), the next tick dispatches the mailbox, well
+    before its claim (five minutes) would have; once, not at every tick until the new sync
+    starts. A sync that is alive (its lease renewed) is left alone."""
+    from connector.sync import lease as leases
+
+    now = timezone.now()
+    dead = f.MailboxFactory(next_sync_at=None)
+    alive = f.MailboxFactory(next_sync_at=None)
+    claimed, enqueue = collect()
+    dispatch_due(enqueue=enqueue, now=now)
+    assert sorted(claimed) == sorted([dead.pk, alive.pk])
+    # Both syncs start; dead's worker is then killed, alive's renews its lease.
+    for mailbox in (dead, alive):
+        assert leases.acquire(mailbox.pk)
+        Mailbox.objects.filter(pk=mailbox.pk).update(state=Mailbox.State.SYNCING)
+    later = now + dt.timedelta(seconds=settings.RELAY_SYNC_LEASE_TTL + 1)
+    Mailbox.objects.filter(pk=alive.pk).update(lease_expires_at=later + dt.timedelta(minutes=1))
+
+    early, enqueue_early = collect()
+    dispatch_due(enqueue=enqueue_early, now=now + dt.timedelta(seconds=5))
+    assert early == []  # the lease is still running: the sync may be alive
+    again, enqueue_again = collect()
+    dispatch_due(enqueue=enqueue_again, now=later)
+    assert again == [dead.pk]
+    next_tick, enqueue_next = collect()
+    dispatch_due(enqueue=enqueue_next, now=later + dt.timedelta(seconds=10))
+    assert next_tick == []
+    # The new sync takes the mailbox although the dead worker never released it.
+    assert leases.acquire(dead.pk)
+    assert leases.acquire(alive.pk) is None

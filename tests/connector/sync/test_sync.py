@@ -557,12 +557,14 @@ def test_a_second_sync_while_one_holds_the_lease_exits_as_busy(imap_user):
     assert run(mailbox).completed
 
 
-def test_a_holder_whose_lease_was_taken_over_cannot_write(imap_user):
+def test_a_holder_whose_lease_was_taken_over_cannot_write(imap_user, settings):
     from connector.sync import lease
 
     imap_user.server.deliver(imap_user, make_raw("fenced"))
     mailbox = make_mailbox(imap_user)
-    stale = lease.acquire(mailbox.pk, ttl=dt.timedelta(seconds=-1))  # already expired
+    settings.RELAY_SYNC_LEASE_TTL = -1
+    stale = lease.acquire(mailbox.pk)  # already expired
+    settings.RELAY_SYNC_LEASE_TTL = 120
     fresh = lease.acquire(mailbox.pk)
     assert stale and fresh and fresh.generation > stale.generation
     with pytest.raises(lease.LeaseLost):
@@ -572,6 +574,33 @@ def test_a_holder_whose_lease_was_taken_over_cannot_write(imap_user):
     with pytest.raises(lease.LeaseLost), transaction.atomic():
         stale.check()
     fresh.release()
+
+
+def test_a_sync_taken_over_mid_way_writes_nothing_and_no_error(imap_user, settings):
+    """This worker froze past its lease and another sync took the mailbox over: this one stops
+    without storing, and leaves the mailbox's state to the other (no "error", no back-off that
+    would hold the next syncs for 30 s; docs/reliability.md S-21)."""
+    from connector.sync import lease as leases
+
+    imap_user.server.deliver(imap_user, make_raw("taken over"))
+    mailbox = make_mailbox(imap_user)
+    taken = []
+
+    def connect_then_lose_the_lease(mailbox):
+        Mailbox.objects.filter(pk=mailbox.pk).update(lease_expires_at=timezone.now())
+        taken.append(leases.acquire(mailbox.pk))  # the other sync
+        return sync._connect(mailbox)
+
+    report = sync.sync_mailbox(mailbox.pk, connect=connect_then_lose_the_lease)
+    assert taken[0] is not None
+    assert report.outcome == "lease_lost" and not report.completed
+    assert not Message.objects.filter(mailbox=mailbox).exists()
+    mailbox.refresh_from_db()
+    assert mailbox.state == Mailbox.State.SYNCING and mailbox.consecutive_failures == 0
+    assert mailbox.last_error == "" and mailbox.lease_generation == taken[0].generation
+    taken[0].release()
+    assert run(mailbox).completed
+    assert Message.objects.filter(mailbox=mailbox).count() == 1
 
 
 def test_a_reply_stored_before_its_parent_joins_the_parents_thread(imap_user):

@@ -282,3 +282,47 @@ def test_a_mailbox_without_a_usable_password_needs_reconnecting_instead_of_synci
     mailbox.refresh_from_db()
     assert report.outcome == "needs_reconnect"
     assert mailbox.state == Mailbox.State.NEEDS_RECONNECT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_slower_than_the_lease_keeps_its_lease(imap_user, fault_proxy, settings):
+    """A slow server takes longer to send one batch than a lease lasts unrenewed (here 1.5 s
+    against about 5 s). The sync keeps renewing its lease while it waits for the fetch, so
+    another sync trying all along never gets the mailbox, and the slow one stores everything
+    (connector/sync/newmail.py; without the renewal the other took it and the slow one was
+    fenced off: docs/reliability.md I-03). The proxy is our own fault proxy slowing a real
+    Dovecot to about 100 KB/s."""
+    from connector.sync import lease as leases
+
+    settings.RELAY_SYNC_LEASE_TTL = 1.5
+    deliver_many(imap_user, 6, body_size=80_000)
+    mailbox = make_mailbox(imap_user, imap_host=fault_proxy.host, imap_port=fault_proxy.port)
+    fault_proxy.slice(2048, delay=0.02)
+    taken: list[int] = []
+    stop = threading.Event()
+
+    def another_sync_trying() -> None:
+        try:
+            while not stop.wait(0.1):
+                if Mailbox.objects.get(pk=mailbox.pk).state != Mailbox.State.SYNCING:
+                    continue
+                other = leases.acquire(mailbox.pk)
+                if other is not None:
+                    taken.append(other.generation)
+                    other.release()
+        finally:
+            connection.close()
+
+    trying = threading.Thread(target=another_sync_trying)
+    trying.start()
+    started = time.monotonic()
+    try:
+        report = sync.sync_mailbox(mailbox.pk)
+    finally:
+        stop.set()
+        trying.join()
+    took = time.monotonic() - started
+    assert took > 3 * settings.RELAY_SYNC_LEASE_TTL, f"the server was not slow enough: {took:.1f} s"
+    assert taken == [] and report.completed, report.summary()
+    assert Message.objects.filter(mailbox=mailbox).count() == 6
+    fault_proxy.normal()
