@@ -20,8 +20,8 @@ both the workers and the gateway, and the aiosmtpd server of tests/servers/smtp.
 `celery -A crm worker --concurrency 1 -Q celery,push` processes, one beat and one
 `manage.py push_gateway` do the work, with the product's default timings (beat every 2 s).
 
-A killed worker's sync lease runs out by itself after five minutes (connector/sync/lease.py), an
-entry left "sending" by a killed worker becomes "verify" after ten (connector/outbound/states.py),
+A killed worker's sync lease runs out by itself after two minutes (RELAY_SYNC_LEASE_TTL,
+connector/sync/lease.py) and its mailbox is synced at the next beat tick, an entry left "sending" by a killed worker becomes "verify" after ten (connector/outbound/states.py),
 so the catch-up at the end may take that long.
 
 Exit status 0 only when lost, duplicated, phantom, sends lost or doubled (or their Sent copy
@@ -578,9 +578,11 @@ class Soak:
         return 0 if not bad else 1
 
     def teardown(self) -> None:
+        from django.conf import settings
         from django.db import connections
 
-        connections.close_all()
+        if settings.configured:  # not when setup stopped before Django was set up
+            connections.close_all()
         if self.celery is not None:
             self.celery.stop_all()
         if self.smtp_controller is not None:
