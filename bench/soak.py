@@ -21,7 +21,8 @@ both the workers and the gateway, and the aiosmtpd server of tests/servers/smtp.
 `manage.py push_gateway` do the work, with the product's default timings (beat every 2 s).
 
 A killed worker's sync lease runs out by itself after two minutes (RELAY_SYNC_LEASE_TTL,
-connector/sync/lease.py) and its mailbox is synced at the next beat tick, an entry left "sending" by a killed worker becomes "verify" after ten (connector/outbound/states.py),
+connector/sync/lease.py) and its mailbox is synced at the next beat tick; an entry left
+"sending" by a killed worker becomes "verify" after ten (connector/outbound/states.py),
 so the catch-up at the end may take that long.
 
 Exit status 0 only when lost, duplicated, phantom, sends lost or doubled (or their Sent copy
