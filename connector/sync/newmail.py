@@ -205,7 +205,7 @@ def _fetched_batches(
         return
     if max(map(len, chunks)) >= POOL_MIN_BATCH:
         warm_pool()  # fork before the thread starts, never beside it
-    every = leases.lease_ttl().total_seconds() / 3
+    every = max(leases.lease_ttl().total_seconds() / 3, 0.1)
     with ThreadPoolExecutor(1, thread_name_prefix="imap-prefetch") as prefetch:
         # PREFETCH batches ahead: the pool prepares the next ones while this one is stored,
         # and never waits for the network between two of them.
