@@ -28,11 +28,14 @@ from . import purge as purging
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="relay.sync_mailbox", soft_time_limit=1800, time_limit=1900)
-def sync_mailbox(mailbox_id: int) -> str:
+@shared_task(bind=True, name="relay.sync_mailbox", soft_time_limit=1800, time_limit=1900)
+def sync_mailbox(self, mailbox_id: int) -> str:
     # oauth.connect_imap refreshes a Google/Microsoft access token before it expires
-    # (docs/reliability.md C-10) and opens a plain session for every other mailbox.
-    report = sync.sync_mailbox(mailbox_id, connect=oauth.connect_imap)
+    # (docs/reliability.md C-10) and opens a plain session for every other mailbox. The task's
+    # id lets a redelivery take over the lease a dead first attempt left (connector/sync/lease.py).
+    report = sync.sync_mailbox(
+        mailbox_id, connect=oauth.connect_imap, task_id=self.request.id or ""
+    )
     _run_requested_meanwhile(report)
     return report.summary()
 
@@ -47,14 +50,17 @@ DB_RETRY = dict(
 )
 
 
-@shared_task(name="relay.push_sync", soft_time_limit=1800, time_limit=1900, **DB_RETRY)
-def push_sync(mailbox_id: int, folders: list[str]) -> str:
+@shared_task(bind=True, name="relay.push_sync", soft_time_limit=1800, time_limit=1900, **DB_RETRY)
+def push_sync(self, mailbox_id: int, folders: list[str]) -> str:
     """The push gateway's targeted sync of the folders a server said changed, on the `push`
     queue (settings CELERY_TASK_ROUTES) so it never waits behind first syncs
     (connector/scheduling/gateway.py, docs/product.md §3.11). Retried while the database is
     away: a watched mailbox is next polled only by the hourly safety net, so a push sync lost
-    to an outage would leave its mail waiting for it (docs/reliability.md P-27)."""
-    report = sync.sync_mailbox(mailbox_id, connect=oauth.connect_imap, folders=folders)
+    to an outage would leave its mail waiting for it (docs/reliability.md P-27). A retry takes over
+    the lease an attempt cut off from the database could not release (connector/sync/lease.py)."""
+    report = sync.sync_mailbox(
+        mailbox_id, connect=oauth.connect_imap, folders=folders, task_id=self.request.id or ""
+    )
     _run_requested_meanwhile(report)
     return report.summary()
 

@@ -9,7 +9,15 @@ while a batch is still being fetched, so only a dead or frozen holder lets it ru
 then takes the mailbox as due (connector/scheduling/dispatch.py). Each acquisition bumps
 `lease_generation`, the fencing token: every batch commit re-checks it under a row lock, so a
 worker paused past its lease (SIGSTOP) finds its token stale and its late writes are refused (S-21,
-Kleppmann's fencing tokens)."""
+Kleppmann's fencing tokens).
+
+A lease taken for a Celery task carries the task's id. A retry or a redelivery of that task (the
+same id) takes the lease over at once instead of waiting for it to run out: Celery starts another
+attempt only once the previous one has ended, so a lease still held under that id belongs to an
+attempt that died without releasing it, typically because the database it would release it in
+had gone (docs/reliability.md I-03). Should that attempt still be running after all (a broker
+redelivering a message whose worker is alive), the takeover bumps the fencing token and its
+writes are refused as above."""
 
 from __future__ import annotations
 
@@ -67,19 +75,25 @@ class Lease:
         )
 
 
-def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def holder_name(task_id: str = "") -> str:
+    """host:pid:nonce, then /task-id when the lease is taken for a Celery task."""
+    name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{name}/{task_id}" if task_id else name
 
 
-def acquire(mailbox_id: int) -> Lease | None:
-    """The lease, or None when another live holder has it."""
+def acquire(mailbox_id: int, task_id: str = "") -> Lease | None:
+    """The lease, or None when another live holder has it. With ``task_id``, a lease left by an
+    earlier attempt of that same task is taken over (see above)."""
     now = timezone.now()
     ttl = lease_ttl()
-    holder = holder_name()
+    holder = holder_name(task_id)
+    free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+    if task_id:
+        free |= Q(lease_holder__endswith=f"/{task_id}")
     with transaction.atomic():
         taken = (
             Mailbox.objects.filter(pk=mailbox_id)
-            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+            .filter(free)
             .update(
                 lease_holder=holder,
                 lease_expires_at=now + ttl,

@@ -59,6 +59,7 @@ def sync_mailbox(
     connect: Callable = _connect,
     batch_size: int = BATCH_SIZE,
     folders: Sequence[str] | None = None,
+    task_id: str = "",
 ) -> SyncReport:
     report = SyncReport(mailbox_id=mailbox_id)
     mailbox = Mailbox.objects.get(pk=mailbox_id)
@@ -75,7 +76,7 @@ def sync_mailbox(
         # first beat tick after it is on again syncs it.
         report.outcome, report.error = "mail_off", "mail is switched off for the whole site"
         return report
-    lease = leases.acquire(mailbox_id)
+    lease = leases.acquire(mailbox_id, task_id)
     if lease is None:
         report.outcome, report.error = "busy", "already syncing"
         # Whatever made this sync start (new mail pushed, Sync now) may have come after the

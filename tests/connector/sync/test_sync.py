@@ -557,6 +557,30 @@ def test_a_second_sync_while_one_holds_the_lease_exits_as_busy(imap_user):
     assert run(mailbox).completed
 
 
+def test_a_retry_takes_over_the_lease_its_own_cut_off_attempt_left(imap_user):
+    """A push sync's first attempt took the lease, then lost the database before it could let
+    go: its retry (the same Celery task id) syncs at once, where any other sync still finds the
+    mailbox busy until the lease runs out (connector/sync/lease.py, docs/reliability.md I-03)."""
+    from connector.sync import lease as leases
+
+    imap_user.server.deliver(imap_user, make_raw("after the outage"))
+    mailbox = make_mailbox(imap_user)
+    dead_attempt = leases.acquire(mailbox.pk, "task-1")  # never released: the database was gone
+    assert dead_attempt is not None
+
+    assert sync.sync_mailbox(mailbox.pk, task_id="task-2").outcome == "busy"
+    assert sync.sync_mailbox(mailbox.pk).outcome == "busy"
+    assert not Message.objects.filter(mailbox=mailbox).exists()
+
+    report = sync.sync_mailbox(mailbox.pk, task_id="task-1")
+    assert report.completed and report.total("stored") == 1
+    assert Message.objects.get(mailbox=mailbox).subject == "after the outage"
+    mailbox.refresh_from_db()
+    assert mailbox.lease_expires_at is None and mailbox.state == Mailbox.State.ACTIVE
+    with pytest.raises(leases.LeaseLost):  # had that attempt lived on, it could write nothing
+        dead_attempt.renew()
+
+
 def test_a_holder_whose_lease_was_taken_over_cannot_write(imap_user, settings):
     from connector.sync import lease
 
