@@ -276,3 +276,53 @@ def test_a_live_refresh_leaves_an_unfolded_reply_open(
     conversation_set_status(actor=None, thread=thread, status=Thread.Status.OPEN)
     expect(status).to_have_text("Open", timeout=5000)
     no_errors(console_messages)
+
+
+def test_a_refresh_answered_after_the_reply_was_unfolded_leaves_it_open(
+    page, asgi_server, olivia_mailbox, console_messages
+):
+    """The busy test when a refresh is asked for is not enough: its answer can land after the
+    person unfolded the reply (the writing flow's flake on a phone: the reply folded under the
+    click, the refresh having been asked for by the conversation's own read-on-open a moment
+    before). That answer is dropped, and the refresh is owed: once the reply is folded again,
+    the change shows without another event."""
+    from inbox.models import Message, Thread
+    from inbox.services.conversations import conversation_set_status
+
+    message = Message.objects.get(subject="Already here")
+    thread = Thread.objects.get(pk=message.thread_id)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    sign_in(page, asgi_server, f"/inbox/conversations/{message.pk}/")
+    expect(page.locator("body")).to_have_attribute("data-relay-live", "open")
+    status = page.locator("#conversation [data-conversation-status]")
+    expect(status).to_have_text("Done")
+    reply = page.locator("#inline-reply")
+
+    held = []
+    refreshes = re.compile(rf"/inbox/conversations/{message.pk}/\?reload=1")
+
+    def hold(route):
+        held.append(route)
+
+    page.route(refreshes, hold)
+    conversation_set_status(actor=None, thread=thread, status=Thread.Status.WAITING)
+    for _ in range(150):  # the event arrives, the page asks for the conversation again
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the change never asked for a refresh"
+
+    reply.locator("summary.relay-inline-reply-summary").click()  # meanwhile, the person
+    expect(reply.locator("[data-composer-editor]")).to_be_visible()
+    while held:
+        held.pop().continue_()
+    page.unroute(refreshes, hold)
+    expect(page.locator("#conversation.htmx-request")).to_have_count(0)  # the answer is in
+    page.wait_for_timeout(300)
+    expect(reply).to_have_attribute("open", "")
+    expect(status).to_have_text("Done")
+
+    reply.locator("summary.relay-inline-reply-summary").click()  # folded: the change comes
+    expect(reply).not_to_have_attribute("open", "")
+    expect(status).to_have_text("Waiting", timeout=5000)
+    no_errors(console_messages)

@@ -43,6 +43,52 @@
     return element.querySelector("form.dirty, [data-relay-busy], details.relay-inline-reply[open]") !== null;
   }
 
+  // A refresh skipped because the element was busy, or answered after the person started on it,
+  // is owed: asked again once the element is idle (looked at every second while it is on the
+  // page), so the change shows as soon as the reply is folded or the note saved.
+  var owed = [];
+  var owedTimer = null;
+
+  function owe(element) {
+    if (owed.indexOf(element) === -1) {
+      owed.push(element);
+    }
+    if (owedTimer === null) {
+      owedTimer = window.setInterval(payOwed, 1000);
+    }
+  }
+
+  function payOwed() {
+    owed = owed.filter(function (element) {
+      if (!document.body.contains(element)) {
+        return false; // replaced meanwhile: what replaced it is new
+      }
+      if (busy(element)) {
+        return true;
+      }
+      htmx.trigger(element, "relay:live");
+      return false;
+    });
+    if (owed.length === 0) {
+      window.clearInterval(owedTimer);
+      owedTimer = null;
+    }
+  }
+
+  // The busy test above runs when a refresh is asked for; its answer can land a moment later,
+  // after the person unfolded the reply or started typing. Asked again here, as it is about to
+  // be swapped in: a busy element keeps what the person has, and the refresh is owed.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    var config = event.detail.requestConfig;
+    var trigger = config && config.triggeringEvent;
+    var element = event.detail.elt;
+    if (!trigger || trigger.type !== "relay:live" || !element || !busy(element)) {
+      return;
+    }
+    event.detail.shouldSwap = false;
+    owe(element);
+  });
+
   // A burst of events (mail stored, then filed a moment later) is one refresh of the list;
   // inbox.js runs one refresh at a time and asks again when one was asked for meanwhile.
   var listTimer = null;
@@ -58,12 +104,16 @@
 
   function refreshConversation(threads) {
     var conversation = document.getElementById("conversation");
-    if (!conversation || busy(conversation)) {
+    if (!conversation) {
       return;
     }
     var thread = parseInt(conversation.getAttribute("data-relay-thread") || "", 10);
     if (threads === null || threads.indexOf(thread) !== -1) {
-      htmx.trigger(conversation, "relay:live");
+      if (busy(conversation)) {
+        owe(conversation);
+      } else {
+        htmx.trigger(conversation, "relay:live");
+      }
     }
   }
 
@@ -82,7 +132,9 @@
         if (element.childElementCount > 0 && !busy(element)) {
           htmx.ajax("GET", element.getAttribute("data-relay-url"), { target: element, swap: "innerHTML" });
         }
-      } else if (!busy(element)) {
+      } else if (busy(element)) {
+        owe(element);
+      } else {
         htmx.trigger(element, "relay:live");
       }
     });
