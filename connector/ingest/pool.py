@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import stat
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -44,7 +45,29 @@ def _pool_size() -> int:
     return int(configured) if configured is not None else (os.cpu_count() or 1)
 
 
+def _close_inherited_sockets() -> None:
+    """Fork gives a pool process a copy of every socket its worker had open: the IMAP session the
+    sync is in, the database and broker connections. A connection is only closed once every copy
+    is, so when the worker dropped a session (a timeout, an error) the server saw no close while
+    the pool lived, which is as long as the worker: the session kept counting against the
+    account's connection limit, and a peer that cut the connection was never heard. The pool
+    talks to none of them (it parses and writes files; its own pipes to the worker are pipes,
+    not sockets), so it closes its copies first thing."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return  # not Linux: the copies stay, as before
+    for name in names:
+        fd = int(name)
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:
+            pass  # the listing's own descriptor, already gone
+
+
 def _pool_init() -> None:
+    _close_inherited_sockets()
     # A pool process must not outlive its worker (a SIGKILLed Celery worker,
     # docs/reliability.md I-03): Linux kills it when its parent dies (prctl PR_SET_PDEATHSIG = 1).
     try:

@@ -185,6 +185,27 @@ def test_the_pool_starts_inside_a_daemonic_process_like_a_celery_prefork_worker(
             config["daemon"] = before
 
 
+def test_a_connection_the_worker_closes_is_closed_though_the_pool_was_forked_meanwhile(settings):
+    """The pool forks while the sync holds its IMAP session (and the database connection). A
+    forked copy kept such a socket open after the worker closed it: the server heard no close
+    while the pool lived, which is as long as the worker (found as a cut connection that the
+    sync waited 60 s for, the fault proxy's close never reaching it)."""
+    import socket
+
+    settings.RELAY_PARSE_WORKERS = 2
+    ingest._drop_pool()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        worker_side = socket.create_connection(listener.getsockname())
+        server_side, _ = listener.accept()
+        with server_side:
+            assert ingest.warm_pool()  # forked now, with the connection open
+            worker_side.close()
+            server_side.settimeout(5)
+            assert server_side.recv(1) == b""  # the close reached the other end at once
+    # The pool still works.
+    assert ingest._get_pool().submit(int, "7").result(timeout=30) == 7
+
+
 def test_replies_stored_before_their_parents_all_join_them_in_one_batch(imap_user):
     """Several parents arriving in one batch each adopt the thread of their earlier replies
     (one UPDATE for all of them), and the emptied threads go."""
