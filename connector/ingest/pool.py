@@ -52,13 +52,17 @@ def _close_inherited_sockets() -> None:
     the pool lived, which is as long as the worker: the session kept counting against the
     account's connection limit, and a peer that cut the connection was never heard. The pool
     talks to none of them (it parses and writes files; its own pipes to the worker are pipes,
-    not sockets), so it closes its copies first thing."""
+    not sockets), so it closes its copies first thing. Standard input, output and error stay,
+    whatever they are (under systemd's journal they are sockets): closed, a file opened later
+    could take their number and receive the log lines."""
     try:
         names = os.listdir("/proc/self/fd")
     except OSError:
         return  # not Linux: the copies stay, as before
     for name in names:
         fd = int(name)
+        if fd <= 2:
+            continue
         try:
             if stat.S_ISSOCK(os.fstat(fd).st_mode):
                 os.close(fd)
