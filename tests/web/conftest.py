@@ -21,15 +21,13 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 expect.set_options(timeout=15_000)
 
 
-# Debian's chromium-headless-shell (bin/test installs it), the build Playwright itself runs headless
-# pages in: the same Blink and V8 without the full browser's windowing and UI layers. Over
-# tests/web, 387 CPU-seconds against 609 for Debian's full chromium in its headless mode, the
-# same 123 tests passing. RELAY_TEST_CHROMIUM names another binary; without the shell, the full
-# browser is used.
-CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM") or next(
-    (p for p in ("/usr/bin/chromium-headless-shell", "/usr/bin/chromium") if Path(p).exists()),
-    "/usr/bin/chromium",
-)
+# Debian's full chromium in its headless mode by default. RELAY_TEST_CHROMIUM names another
+# binary: Debian's chromium-headless-shell (bin/test installs it too), the build Playwright itself
+# uses for headless pages, ran tests/web in 387 CPU-seconds against 609 with the same 123 tests
+# passing, but in two of four whole-suite runs the phone writing flow's first tap on the inline
+# reply left it folded (tests/web/test_writing_flows.py), never seen with the full browser in
+# eight runs and not reproduced alone in forty: it stays opt-in until that is understood.
+CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
