@@ -243,22 +243,31 @@ def sign_in_as(page, server, username: str, path: str) -> None:
     page.wait_for_load_state("load")
 
 
+def open_history_conversation(page, server):
+    """The conversation of the first sync's mail, open on a laptop with its stream live: (its
+    message, its thread, the status shown, "Done": that mail is history)."""
+    from inbox.models import Message, Thread
+
+    message = Message.objects.get(subject="Already here")
+    thread = Thread.objects.get(pk=message.thread_id)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    sign_in(page, server, f"/inbox/conversations/{message.pk}/")
+    expect(page.locator("body")).to_have_attribute("data-relay-live", "open")
+    status = page.locator("#conversation [data-conversation-status]")
+    expect(status).to_have_text("Done")
+    return message, thread, status
+
+
 def test_a_live_refresh_leaves_an_unfolded_reply_open(
     page, asgi_server, olivia_mailbox, console_messages
 ):
     """A reply unfolded under the thread and not yet typed in is work in progress: a change
     made by someone else meanwhile does not fold it away (the conversation refreshes once it is
     folded again). Seen as a flake of the writing flows: the reply closed under the click."""
-    from inbox.models import Message, Thread
+    from inbox.models import Thread
     from inbox.services.conversations import conversation_set_status
 
-    message = Message.objects.get(subject="Already here")
-    thread = Thread.objects.get(pk=message.thread_id)
-    page.set_viewport_size({"width": 1440, "height": 900})
-    sign_in(page, asgi_server, f"/inbox/conversations/{message.pk}/")
-    expect(page.locator("body")).to_have_attribute("data-relay-live", "open")
-    status = page.locator("#conversation [data-conversation-status]")
-    expect(status).to_have_text("Done")  # the first sync's mail is history
+    message, thread, status = open_history_conversation(page, asgi_server)
 
     reply = page.locator("#inline-reply")
     reply.locator("summary.relay-inline-reply-summary").click()
@@ -286,16 +295,10 @@ def test_a_refresh_answered_after_the_reply_was_unfolded_leaves_it_open(
     click, the refresh having been asked for by the conversation's own read-on-open a moment
     before). That answer is dropped, and the refresh is owed: once the reply is folded again,
     the change shows without another event."""
-    from inbox.models import Message, Thread
+    from inbox.models import Thread
     from inbox.services.conversations import conversation_set_status
 
-    message = Message.objects.get(subject="Already here")
-    thread = Thread.objects.get(pk=message.thread_id)
-    page.set_viewport_size({"width": 1440, "height": 900})
-    sign_in(page, asgi_server, f"/inbox/conversations/{message.pk}/")
-    expect(page.locator("body")).to_have_attribute("data-relay-live", "open")
-    status = page.locator("#conversation [data-conversation-status]")
-    expect(status).to_have_text("Done")
+    message, thread, status = open_history_conversation(page, asgi_server)
     reply = page.locator("#inline-reply")
 
     held = []
