@@ -25,8 +25,8 @@ expect.set_options(timeout=15_000)
 # binary: Debian's chromium-headless-shell (bin/test installs it too), the build Playwright itself
 # uses for headless pages, ran tests/web in 387 CPU-seconds against 609 with the same 123 tests
 # passing, but in two of four whole-suite runs the phone writing flow's first tap on the inline
-# reply left it folded (tests/web/test_writing_flows.py), never seen with the full browser in
-# eight runs and not reproduced alone in forty: it stays opt-in until that is understood.
+# reply left it folded (tests/web/test_writing_flows.py), never seen in nine whole-suite runs
+# with the full browser and not reproduced alone in forty: opt-in until that is understood.
 CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM") or "/usr/bin/chromium"
 
 
