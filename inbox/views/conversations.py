@@ -8,6 +8,7 @@ from django.contrib import messages as flash
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -41,6 +42,7 @@ from inbox.views.conversation_state import snooze_choices
 from inbox.views.htmx import CHANGED, _compose_url, _trigger
 from inbox.views.inbox import inbox_state, list_context, list_url
 from inbox.views.outbox import annotate
+from inbox.views.reading import message_context
 
 
 def _conversation_context(request, message, *, opening: bool) -> dict:
@@ -70,6 +72,7 @@ def _conversation_context(request, message, *, opening: bool) -> dict:
 
     # Replies that have not gone out (waiting, failed, outcome unknown), shown in place with
     # the Outbox's actions (docs/product.md §5.4).
+    reading = _reading_available()
     pending = annotate(
         request.user,
         conversation_outbox(request.user, thread_message_ids=[m.pk for m in thread]),
@@ -95,7 +98,19 @@ def _conversation_context(request, message, *, opening: bool) -> dict:
         "autoread": opening,
         "move_targets": move_targets(message=message),
         "compose_url": _compose_url(),
-        "reading": _reading_available(),
+        "reading": reading,
+        # The newest message's body comes with the conversation, not a request after it: its
+        # frame arriving later pushed everything below it down under the reader's finger
+        # (a tap meant for the reply landed on the message; docs/product.md §7.12).
+        "latest_body": (
+            render_to_string(
+                "inbox/_message.html",
+                message_context(request, latest, images=False, in_thread=True),
+                request=request,
+            )
+            if reading and latest.pk
+            else ""
+        ),
         "composer_html": inline_composer_html(request, latest),
     }
 

@@ -661,8 +661,9 @@ def test_compact_partial_for_a_conversation(client, owner, personal_mailbox):
 
 @pytest.mark.django_db
 def test_a_message_opened_in_its_conversation_shows_its_date_once(client, owner, personal_mailbox):
-    """The expanded message's line shows sender and date; its body (?in=thread, asked for by
-    the conversation) adds the recipients, folders and Source, not the date a second time."""
+    """The expanded message's line shows sender and date; its body (in the conversation's page
+    for the newest message, ?in=thread for an older one opened later) adds the recipients,
+    folders and Source, not the date a second time."""
     message = f.MessageFactory(
         mailbox=personal_mailbox,
         subject="Quarterly figures",
@@ -671,7 +672,8 @@ def test_a_message_opened_in_its_conversation_shows_its_date_once(client, owner,
     client.force_login(owner)
     page = client.get(reverse("inbox:conversation", args=[message.pk])).content.decode()
     url = reverse("inbox:message_read", args=[message.pk]) + "?in=thread"
-    assert f'hx-get="{url}"' in page
+    assert f'hx-get="{url}"' not in page  # the newest message's body is in the page
+    assert reverse("inbox:message_body", args=[message.pk]) in page
     body = client.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert "<iframe" in body and "Quarterly figures" not in body
     shown = "2 May 2026, 09:01"

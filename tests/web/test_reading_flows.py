@@ -247,3 +247,47 @@ def test_sync_now_from_the_inbox(page, live_server, world):
     _sign_in(page, live_server)
     page.get_by_role("button", name="Sync now").click()
     expect(page.locator("#sync-status")).to_have_text("Checking the server for new mail…")
+
+
+def test_the_newest_message_comes_with_the_conversation_and_a_tap_lands_where_aimed(
+    page, live_server, console_messages, world
+):
+    """On a phone the newest message's body arrived in a request after the conversation and
+    pushed everything under it down: a tap on the reply, aimed at the page as shown, landed on
+    the message instead (seen as a reply that would not unfold). The body is in the page
+    itself now. Every request for a message body is held here, so with the old page the body
+    never came and nothing could be relied on to stay put."""
+    page.set_viewport_size(PHONE)
+    held = []
+
+    def hold(route):
+        held.append(route)
+
+    page.route(re.compile(r"/inbox/messages/\d+/\?in=thread"), hold)
+    try:
+        _sign_in(page, live_server, path=f"/inbox/conversations/{world['thread'][-1].pk}/")
+        newest = page.locator("#conversation .inbox-msg.is-latest")
+        expect(newest.locator("iframe.relay-message-frame")).to_be_visible()
+        assert held == []
+        reply = page.locator("#inline-reply")
+        summary = reply.locator(".relay-inline-reply-summary")
+        summary.scroll_into_view_if_needed()
+        where = summary.bounding_box()
+        # The page's own later requests (the notes under the thread, who else is here) are
+        # back: the reply has not moved.
+        expect(page.locator(".inbox-notes form.notes-form")).to_be_attached()
+        page.wait_for_load_state("networkidle")
+        assert summary.bounding_box() == where
+        page.mouse.click(where["x"] + where["width"] / 2, where["y"] + where["height"] / 2)
+        expect(reply.locator("[data-composer-editor]")).to_be_visible()
+        # An older message's body still loads when it is opened.
+        older = page.locator("#conversation .inbox-msg").first
+        older.locator(".inbox-msg-head").click()
+        page.wait_for_timeout(100)
+        assert len(held) == 1
+    finally:
+        for route in held:
+            route.continue_()
+        page.unroute(re.compile(r"/inbox/messages/\d+/\?in=thread"))
+    expect(page.locator("#conversation .inbox-msg").first.locator("iframe")).to_be_visible()
+    assert not [m for m in console_messages if m.startswith(("error", "pageerror"))]
