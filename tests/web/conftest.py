@@ -21,13 +21,13 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 expect.set_options(timeout=15_000)
 
 
-# Debian's full chromium in its headless mode by default. RELAY_TEST_CHROMIUM names another
-# binary: Debian's chromium-headless-shell (bin/test installs it too), the build Playwright itself
-# uses for headless pages, ran tests/web in 387 CPU-seconds against 609 with the same 123 tests
-# passing, but in two of four whole-suite runs the phone writing flow's first tap on the inline
-# reply left it folded (tests/web/test_writing_flows.py), never seen in nine whole-suite runs
-# with the full browser and not reproduced alone in forty: opt-in until that is understood.
-CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM") or "/usr/bin/chromium"
+# Debian's chromium-headless-shell (bin/test installs it), the build Playwright itself runs
+# headless pages in: tests/web in 387 CPU-seconds against 609 with the full browser, same tests
+# passing. RELAY_TEST_CHROMIUM names another binary (/usr/bin/chromium, also installed). The
+# shell once made the phone writing flow fail (its faster pages let a tap land before the
+# newest message's body, then loaded apart, pushed the reply down: a product fault, fixed in
+# inbox/views/conversations.py and tested in tests/web/test_reading_flows.py).
+CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM") or "/usr/bin/chromium-headless-shell"
 
 
 @pytest.fixture(scope="session")
