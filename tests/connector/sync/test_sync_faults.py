@@ -288,11 +288,11 @@ def test_a_mailbox_without_a_usable_password_needs_reconnecting_instead_of_synci
 def test_a_batch_slower_than_the_lease_keeps_its_lease(imap_user, fault_proxy, settings):
     """A slow server takes longer to send one batch than a lease lasts unrenewed (here 3 s
     against about 10 s; with 1.5 s a loaded machine once stalled the sync that long outside the
-    fetch, which is not what this tests). The sync keeps renewing its lease while it waits for the fetch, so
-    another sync trying all along never gets the mailbox, and the slow one stores everything
-    (connector/sync/newmail.py; without the renewal the other took it and the slow one was
-    fenced off: docs/reliability.md I-03). The proxy is our own fault proxy slowing a real
-    Dovecot to about 100 KB/s."""
+    fetch, which is not what this tests). The sync keeps renewing its lease while it waits for
+    the fetch, so another sync trying all along never gets the mailbox, and the slow one stores
+    everything (connector/sync/newmail.py; without the renewal the other took it and the slow
+    one was fenced off: docs/reliability.md I-03). The proxy is our own fault proxy slowing a
+    real Dovecot to about 100 KB/s."""
     from connector.sync import lease as leases
 
     settings.RELAY_SYNC_LEASE_TTL = 3
