@@ -72,11 +72,11 @@ def _conversation_context(request, message, *, opening: bool) -> dict:
 
     # Replies that have not gone out (waiting, failed, outcome unknown), shown in place with
     # the Outbox's actions (docs/product.md §5.4).
-    reading = _reading_available()
     pending = annotate(
         request.user,
         conversation_outbox(request.user, thread_message_ids=[m.pk for m in thread]),
     )
+    reading = _reading_available()
     return {
         "list_url": list_url(request),
         "pending_replies": pending,
@@ -108,7 +108,7 @@ def _conversation_context(request, message, *, opening: bool) -> dict:
                 message_context(request, latest, images=False, in_thread=True),
                 request=request,
             )
-            if reading and latest.pk
+            if reading
             else ""
         ),
         "composer_html": inline_composer_html(request, latest),

@@ -23,11 +23,15 @@ expect.set_options(timeout=15_000)
 
 # Debian's chromium-headless-shell (bin/test installs it), the build Playwright itself runs
 # headless pages in: tests/web in 387 CPU-seconds against 609 with the full browser, same tests
-# passing. RELAY_TEST_CHROMIUM names another binary (/usr/bin/chromium, also installed). The
-# shell once made the phone writing flow fail (its faster pages let a tap land before the
-# newest message's body, then loaded apart, pushed the reply down: a product fault, fixed in
-# inbox/views/conversations.py and tested in tests/web/test_reading_flows.py).
-CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM") or "/usr/bin/chromium-headless-shell"
+# passing. RELAY_TEST_CHROMIUM names another binary (/usr/bin/chromium, also installed); without
+# the shell, the full browser is used. The shell once made the phone writing flow fail (its
+# faster pages let a tap land before the newest message's body, then loaded apart, pushed the
+# reply down: a product fault, fixed in inbox/views/conversations.py and tested in
+# tests/web/test_reading_flows.py).
+CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM") or next(
+    (p for p in ("/usr/bin/chromium-headless-shell", "/usr/bin/chromium") if Path(p).exists()),
+    "/usr/bin/chromium",
+)
 
 
 @pytest.fixture(scope="session")

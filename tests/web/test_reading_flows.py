@@ -282,8 +282,8 @@ def test_the_newest_message_comes_with_the_conversation_and_a_tap_lands_where_ai
         expect(reply.locator("[data-composer-editor]")).to_be_visible()
         # An older message's body still loads when it is opened.
         older = page.locator("#conversation .inbox-msg").first
-        older.locator(".inbox-msg-head").click()
-        page.wait_for_timeout(100)
+        with page.expect_request(re.compile(r"/inbox/messages/\d+/\?in=thread")):
+            older.locator(".inbox-msg-head").click()
         assert len(held) == 1
     finally:
         for route in held:
