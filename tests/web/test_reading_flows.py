@@ -284,6 +284,12 @@ def test_the_newest_message_comes_with_the_conversation_and_a_tap_lands_where_ai
         older = page.locator("#conversation .inbox-msg").first
         with page.expect_request(re.compile(r"/inbox/messages/\d+/\?in=thread")):
             older.locator(".inbox-msg-head").click()
+        # The request event can reach this thread before the router has handed the route to
+        # `hold` (one failed so in a serial run): wait for it, up to the usual 15 s.
+        for _ in range(750):
+            if held:
+                break
+            page.wait_for_timeout(20)
         assert len(held) == 1
     finally:
         for route in held:
