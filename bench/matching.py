@@ -231,6 +231,8 @@ def measure_once(label: str, contacts: int, args, mailbox, rng) -> tuple[float, 
     ids = store_messages(mailbox, args.messages, contacts, args.accounts, rng)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
+    if args.streams > 1:
+        return measure_streams(label, ids, args.streams)
     db_cpu = backend_cpu()
     started, cpu = time.perf_counter(), time.process_time()
     report = file_messages(message_ids=ids)
@@ -248,6 +250,58 @@ def measure_once(label: str, contacts: int, args, mailbox, rng) -> tuple[float, 
     return rate, len(ids) / (cpu + (db_cpu or 0))
 
 
+def _file_share(share: list[int], results) -> None:
+    """One stream (a forked process with its own connection): file `share`, report CPU."""
+    from django.db import connections
+
+    from connector.filing.apply import file_messages
+
+    connections.close_all()  # the parent's socket is not ours to use
+    db_cpu = backend_cpu()
+    cpu = time.process_time()
+    file_messages(message_ids=share)
+    results.put((time.process_time() - cpu, backend_cpu() - db_cpu if db_cpu is not None else 0))
+
+
+def measure_streams(label: str, ids: list[int], streams: int) -> tuple[float, float]:
+    """`streams` processes at once, each filing batches of its own share of the messages, as
+    that many Celery worker processes do with the filing tasks a sync enqueues (a batch of the
+    sync is one task). Consecutive ids go to one stream, so replies and their conversations mix
+    across streams as they do across tasks. Wall time from the first start to the last end."""
+    import multiprocessing
+
+    from django.db import connections
+
+    from inbox.models import Filing
+
+    size = -(-len(ids) // streams)
+    shares = [ids[n : n + size] for n in range(0, len(ids), size)]
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    workers = [context.Process(target=_file_share, args=(share, results)) for share in shares]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    used = [results.get() for _ in workers]
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0, f"a filing stream failed (exit {worker.exitcode})"
+    cpu, db_cpu = sum(u[0] for u in used), sum(u[1] for u in used)
+    rate = len(ids) / elapsed
+    filed = Filing.objects.filter(message_id__in=ids).values("message_id").distinct().count()
+    filings = Filing.objects.filter(message_id__in=ids).count()
+    print(
+        f"{label:>12} contacts: {len(ids):,} messages filed by {streams} streams in "
+        f"{elapsed:.2f} s = {rate:,.0f} msg/s; CPU: ours {cpu:.2f} s, PostgreSQL's "
+        f"{db_cpu:.2f} s (= {len(ids) / (cpu + db_cpu):,.0f} msg/s per CPU-second); "
+        f"{filings:,} filings of {filed:,} messages",
+        flush=True,
+    )
+    return rate, len(ids) / (cpu + db_cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -257,6 +311,12 @@ def main() -> None:
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="filing processes at once, as Celery worker processes (default 1: one stream)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     args = parser.parse_args()
 
