@@ -550,16 +550,21 @@ def decide_batch(
     *,
     initial: bool = False,
     retroactive: bool = False,
+    thread_only: bool = False,
     now: datetime | None = None,
 ) -> list[Decision]:
     """Apply the rules to every message, oldest first (so a reply sees its parent's filings
     even within the batch). `retroactive` (after an address or domain was added) applies only
-    the address and domain rules and never creates anything."""
+    the address and domain rules and never creates anything. `thread_only` (replies filed
+    before their parent, connector/filing/apply.py) places only what the thread rule gives."""
     batch = _Batch(lookups, initial=initial, now=now or timezone.now())
     ordered = sorted(facts, key=lambda f: (f.date is None, f.date or batch.now, f.pk))
     decisions = []
     for f in ordered:
-        decision = _decide(f, batch, retroactive=retroactive)
+        if thread_only:
+            decision = _decide_thread_only(f, batch)
+        else:
+            decision = _decide(f, batch, retroactive=retroactive)
         decisions.append(decision)
         # Later messages of the batch may answer this one: let them see where it went.
         if f.message_id:
@@ -573,18 +578,22 @@ def decide_batch(
     return decisions
 
 
-def _decide(f: MessageFacts, batch: _Batch, *, retroactive: bool) -> Decision:
-    lookups = batch.lookups
-    mailbox = lookups.mailboxes[f.mailbox_id]
+def _new_decision(f: MessageFacts, lookups: Lookups, mailbox) -> Decision:
     verdict = check_sender(f.headers, f.from_address)
     # Mail that is ours by construction was never received: no header to judge, no warning.
     ours = f.is_outgoing or f.pk in lookups.in_sent_folder
-    decision = Decision(
+    return Decision(
         facts=f,
         unverified=verdict.detail if verdict.flagged and not ours else "",
         mailbox_address=mailbox.email_address,
         verdict=verdict,
     )
+
+
+def _decide(f: MessageFacts, batch: _Batch, *, retroactive: bool) -> Decision:
+    lookups = batch.lookups
+    mailbox = lookups.mailboxes[f.mailbox_id]
+    decision = _new_decision(f, lookups, mailbox)
     sender = f.from_address
     sender_is_staff = sender in lookups.staff or sender == mailbox.email_address
     foreign = False
@@ -627,6 +636,22 @@ def _decide(f: MessageFacts, batch: _Batch, *, retroactive: bool) -> Decision:
             and not f.is_outgoing
         ):
             decision.forward_to = mailbox.forward_unplaced_to
+    return decision
+
+
+def _decide_thread_only(f: MessageFacts, batch: _Batch) -> Decision:
+    """Rule 1 alone, with its checks (a trusted sender, a participant of the record), for a
+    message filed before its parent was: what the parent's filings give it now. Nothing else is
+    decided again: no triage, no ticket, no forward; the message was judged when it came."""
+    lookups = batch.lookups
+    mailbox = lookups.mailboxes[f.mailbox_id]
+    decision = _new_decision(f, lookups, mailbox)
+    _rule_references(f, decision, batch, mailbox)
+    existing = lookups.existing.get(f.pk, set())
+    decision.placements = [
+        p for p in decision.placements if p.rule == Rule.THREAD and p.ref not in existing
+    ]
+    decision.triage = []
     return decision
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from connector.filing import tokens
 from crm import services as crm_services
@@ -276,6 +277,69 @@ def test_a_reply_in_the_same_batch_follows_its_parent(mailbox):
     file(child, parent)
 
     assert ("contact", ana.pk, "thread") in filed(child)
+
+
+def test_a_reply_filed_before_its_parent_inherits_once_the_parent_is_filed(mailbox):
+    """Mail is not always filed in the order it was written (a sync's filing chunks run as
+    separate tasks; INBOX may be synced before Sent): the parent's records reach its replies,
+    and theirs, when the parent is filed after them (connector/filing/apply.py)."""
+    ana = f.ContactFactory(emails=["ana@acme.example"])
+    parent = mail(
+        mailbox, sender="ana@acme.example", cc="bob@partner.example", message_id="p@acme.example"
+    )
+    reply = mail(
+        mailbox,
+        sender="bob@partner.example",
+        message_id="r@partner.example",
+        in_reply_to="p@acme.example",
+    )
+    answer = mail(mailbox, sender="bob@partner.example", in_reply_to="r@partner.example")
+    file(reply)
+    file(answer)
+    assert records(reply) == records(answer) == set()
+    assert "unfiled" in triage(answer)
+
+    report = file(parent)
+
+    assert ("contact", ana.pk, "sender") in filed(parent)
+    assert ("contact", ana.pk, "thread") in filed(reply)
+    assert ("contact", ana.pk, "thread") in filed(answer)
+    assert Filing.objects.get(message=answer, contact=ana).evidence == (
+        "In-Reply-To: <r@partner.example>"
+    )
+    # Placed now, so out of the unfiled queue; counted once, as the parent's batch.
+    assert triage(answer) == set()
+    assert report.messages == 1
+
+
+def test_a_stranger_who_replied_first_inherits_nothing_from_the_parent_filed_later(mailbox):
+    ana = f.ContactFactory(emails=["ana@acme.example"])
+    ticket = f.TicketFactory(contact=ana)
+    parent = mail(mailbox, sender="ana@acme.example", message_id="t@acme.example")
+    f.FilingFactory(message=parent, ticket=ticket, rule="manual")
+    forged = mail(mailbox, sender="mallory@evil.example", in_reply_to="t@acme.example")
+    file(forged)
+    parent.filed_at = None
+    parent.save(update_fields=["filed_at"])
+
+    file(parent)
+
+    assert ("ticket", ticket.pk) not in records(forged)
+    assert ("contact", ana.pk) not in records(forged)
+
+
+def test_a_person_who_unlinked_a_reply_is_not_overruled_by_its_late_parent(mailbox):
+    ana = f.ContactFactory(emails=["ana@acme.example"])
+    parent = mail(
+        mailbox, sender="ana@acme.example", cc="bob@partner.example", message_id="u@acme.example"
+    )
+    reply = mail(mailbox, sender="bob@partner.example", in_reply_to="u@acme.example")
+    file(reply)
+    f.FilingFactory(message=reply, contact=ana, rule="manual", unlinked_at=timezone.now())
+
+    file(parent)
+
+    assert ("contact", ana.pk, "thread") not in filed(reply)
 
 
 def test_forged_subject_reference_from_a_stranger_goes_to_triage(mailbox):
