@@ -75,17 +75,37 @@ def file_messages(
     return report
 
 
-@transaction.atomic
 def file_batch(
     *, message_ids: Iterable[int], initial: bool = False, retroactive: bool = False, now=None
 ) -> FilingReport:
+    """File one batch in a transaction; then, in another once that one has committed, pass
+    the thread's records on where the batch's order left them behind (see
+    _pass_on_to_earlier_replies)."""
     now = now or timezone.now()
+    message_ids = list(message_ids)
+    report, facts, waiting = _file_batch(
+        message_ids, initial=initial, retroactive=retroactive, now=now
+    )
+    if not retroactive:
+        report.add(_pass_on_to_earlier_replies(facts, waiting, now=now))
+    return report
+
+
+@transaction.atomic
+def _file_batch(message_ids: list[int], *, initial: bool, retroactive: bool, now):
+    """(report, the batch's facts, its replies whose parents gave them nothing yet)."""
     facts = load_facts(message_ids, lock=True)
     lookups = load_lookups(facts, now=now)
     decisions = decide_batch(facts, lookups, initial=initial, retroactive=retroactive, now=now)
     report = apply_decisions(decisions, now=now, retroactive=retroactive)
-    if not retroactive:
-        report.add(_pass_on_to_earlier_replies(facts, now=now))
+    # A parent we hold that has no filings yet may be one another batch is filing right now,
+    # unseen until it commits. (A parent we do not hold: its own filing passes its records on.)
+    waiting = [
+        f.pk
+        for f in facts
+        if any((f.mailbox_id, mid) in lookups.known_messages for _, mid in f.parents)
+        and not any(lookups.thread_filings.get((f.mailbox_id, mid)) for _, mid in f.parents)
+    ]
     if not initial and not retroactive:
         _customers_reopen_tickets(decisions, lookups)
     Message.objects.filter(pk__in=list(message_ids), filed_at__isnull=True).update(filed_at=now)
@@ -93,29 +113,32 @@ def file_batch(
     mail_filed.send(
         sender=Message, message_ids=list(message_ids), initial=initial, retroactive=retroactive
     )
-    return report
+    return report, facts, waiting
 
 
 THREAD_DEPTH = 5  # generations of earlier replies a late parent's records reach in one batch
 
 
-def _pass_on_to_earlier_replies(facts, *, now) -> FilingReport:
+@transaction.atomic
+def _pass_on_to_earlier_replies(facts, waiting: list[int], *, now) -> FilingReport:
     """Replies filed before their parent inherit its records now (rule 1, with its checks).
 
     Mail is not always filed in the order it was written: a sync's filing chunks are separate
     tasks run by whichever worker processes are free (connector/scheduling/receivers.py), and a
     customer's answer in INBOX can be stored before our message in Sent. A reply filed first
-    found nothing to inherit; once its parent is filed, the parent's records reach it here,
-    then its own replies', up to THREAD_DEPTH generations. Only replies already committed are
-    seen: when the reply's and the parent's batches are filed at the very same time (their
-    transactions overlap), neither sees the other and the reply still misses the parent's
-    records (a known gap: bench/README.md, "Two streams"). No lock on the replies: a concurrent
-    filing of the same reply inserts the same filings, and a conflict is ignored."""
+    found nothing to inherit. Once a batch has committed, it looks for replies to its messages
+    that were filed before them, and again at its own replies whose parents gave them nothing
+    (their parent may have been filed by another batch at the same moment, unseen until both
+    had committed: of two such batches, the one that commits second sees the other here). The
+    parents' records reach those replies, then their own replies', up to THREAD_DEPTH
+    generations. No lock on the replies: a concurrent filing of the same reply inserts the
+    same filings, and a conflict is ignored."""
     report = FilingReport()
     parents = {(f.mailbox_id, f.message_id) for f in facts if f.message_id}
     seen = {f.pk for f in facts}
+    again = list(waiting)
     for _ in range(THREAD_DEPTH):
-        if not parents:
+        if not parents and not again:
             break
         # One array parameter (among), the batch's own messages left out here, not in SQL:
         # a thousand literals cost PostgreSQL more than the lookup (bench/matching.py).
@@ -123,9 +146,10 @@ def _pass_on_to_earlier_replies(facts, *, now) -> FilingReport:
             among(Message, "in_reply_to", {mid for _, mid in parents}),
             filed_at__isnull=False,
         ).values_list("pk", "mailbox_id", "in_reply_to")
-        replies = [
+        replies = again + [
             pk for pk, mailbox, parent in rows if (mailbox, parent) in parents and pk not in seen
         ]
+        again = []
         if not replies:
             break
         seen.update(replies)
